@@ -1,0 +1,119 @@
+"""Turning source columns into the declared types, and saying exactly where that fails.
+
+Arrow's casts say *that* a value does not fit but not *which*; a feature store
+must name the row, so a failed cast is bisected down to the first bad value.
+Timestamps always come out as UTC microseconds; a naive timestamp is read as UTC.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+_OFFSET_RE = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+class CastFailure(Exception):
+    """Internal: a cast failed at ``index`` (0-based) for ``value``."""
+
+    def __init__(self, index: int, value: object, reason: str) -> None:
+        self.index, self.value, self.reason = index, value, reason
+        super().__init__(reason)
+
+
+def to_timestamp(arr: pa.Array) -> pa.Array:
+    """UTC microsecond timestamps from timestamps of any unit/zone, dates or ISO 8601 strings."""
+    return _cast_checked(arr, _to_timestamp_unchecked)
+
+
+def to_dtype(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    """``arr`` cast to a declared feature/key type, refusing lossy casts (overflow, fractions)."""
+    if pa.types.is_timestamp(target):
+        return to_timestamp(arr)
+    return _cast_checked(arr, lambda a: _cast_one(a, target))
+
+
+def _cast_one(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    if arr.type == target:
+        return arr
+    src = arr.type
+    if pa.types.is_dictionary(src):
+        arr = arr.dictionary_decode()
+        src = arr.type
+    if pa.types.is_null(src):
+        return pa.nulls(len(arr), target)
+    numeric = pa.types.is_integer(target) or pa.types.is_floating(target)
+    if numeric and pa.types.is_boolean(src):
+        raise pa.ArrowInvalid(f"a bool column cannot hold {target}")
+    if (pa.types.is_string(target) or pa.types.is_large_string(target)) and not (
+            pa.types.is_string(src) or pa.types.is_large_string(src)):
+        raise pa.ArrowInvalid(f"a {src} column is not text")
+    if pa.types.is_boolean(target) and (pa.types.is_string(src) or pa.types.is_large_string(src)):
+        arr = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+    return arr.cast(target, safe=True)
+
+
+def _to_timestamp_unchecked(arr: pa.Array) -> pa.Array:
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        arr = arr.dictionary_decode()
+        t = arr.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), TS_TYPE)
+    if pa.types.is_timestamp(t):
+        if t.tz is None:  # naive: the wall clock is UTC
+            arr = arr.cast(pa.timestamp(t.unit, tz="UTC"))
+        return arr.cast(TS_TYPE, safe=False) if t.unit == "ns" else arr.cast(TS_TYPE)
+    if pa.types.is_date(t):
+        return arr.cast(pa.timestamp("s")).cast(pa.timestamp("s", tz="UTC")).cast(TS_TYPE)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        arr = pc.utf8_trim_whitespace(arr)
+        has_offset = pc.fill_null(pc.match_substring_regex(arr, _OFFSET_RE), False)
+        aware_n = pc.sum(has_offset).as_py() or 0
+        if aware_n == 0:
+            return arr.cast(pa.timestamp("us")).cast(TS_TYPE)
+        if aware_n == len(arr) - arr.null_count:
+            return arr.cast(TS_TYPE)
+        naive = pc.if_else(has_offset, pa.scalar(None, arr.type), arr).cast(pa.timestamp("us")).cast(TS_TYPE)
+        aware = pc.if_else(has_offset, arr, pa.scalar(None, arr.type)).cast(TS_TYPE)
+        return pc.if_else(has_offset, aware, naive)
+    raise pa.ArrowInvalid(f"a {t} column does not hold timestamps")
+
+
+def _cast_checked(arr: pa.Array | pa.ChunkedArray, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    try:
+        return fn(arr)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        reason = str(exc).split("\n")[0]
+        if len(arr) == 0 or _whole_type_problem(arr, fn):
+            raise CastFailure(-1, None, reason) from None
+        lo, hi = 0, len(arr)  # the first bad value is in [lo, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _fails(arr.slice(lo, mid - lo), fn):
+                hi = mid
+            else:
+                lo = mid
+        value = arr[lo].as_py()
+        try:
+            fn(arr.slice(lo, 1))
+        except Exception as one:  # noqa: BLE001 - we only want its text
+            reason = str(one).split("\n")[0]
+        raise CastFailure(lo, value, reason) from None
+
+
+def _fails(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> bool:
+    try:
+        fn(arr)
+        return False
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return True
+
+
+def _whole_type_problem(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> bool:
+    """True when even an all-null slice fails: the column's type, not a value, is wrong."""
+    return _fails(pa.nulls(1, arr.type), fn) or _fails(arr.slice(0, 0), fn)

@@ -1,0 +1,403 @@
+"""Feature definitions as code: Entity, Source, Feature, FeatureView, FeatureService.
+
+The same objects come from YAML (``features/*.yaml``) or Python (``features/*.py``);
+both are normalised here to one canonical dictionary (``to_dict``), so the two forms
+give byte-identical registry contents. Durations are stored as whole microseconds,
+dtypes by their canonical name.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from .errors import InvalidDefinition
+
+#: canonical dtype name -> Arrow type of the stored column
+DTYPES: dict[str, pa.DataType] = {
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "bytes": pa.binary(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+_DTYPE_ALIASES = {
+    "int": "int64", "integer": "int64", "long": "int64", "float": "float64", "double": "float64",
+    "str": "string", "utf8": "string", "boolean": "bool", "binary": "bytes", "datetime": "timestamp",
+}
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VERSION_SUFFIX_RE = re.compile(r"^(?P<name>.+)_v(?P<version>[0-9]+)$")
+_DURATION_RE = re.compile(r"^\s*(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>us|ms|s|m|h|d|w)?\s*$")
+_UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
+            "d": 86_400_000_000, "w": 604_800_000_000}
+
+
+def parse_dtype(value: Any, *, obj: str, field: str) -> str:
+    """Canonical dtype name for ``value``; raises naming the field if unknown."""
+    if isinstance(value, str):
+        name = _DTYPE_ALIASES.get(value.strip().lower(), value.strip().lower())
+        if name in DTYPES:
+            return name
+    raise InvalidDefinition(
+        f"unknown dtype {value!r}; expected one of {', '.join(DTYPES)}", obj=obj, field=field)
+
+
+def parse_duration(value: Any, *, obj: str, field: str) -> int | None:
+    """Whole microseconds of a duration given as '7d', '1h', '30m', 90 (seconds) or a timedelta.
+
+    None or zero means "no limit" and is returned as None.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        us = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    elif isinstance(value, bool):
+        us = -1
+    elif isinstance(value, (int, float)):
+        us = int(round(value * 1_000_000))
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        us = int(round(float(m["n"]) * _UNIT_US[m["unit"] or "s"]))
+    else:
+        us = -1
+    if us < 0:
+        raise InvalidDefinition(
+            f"bad duration {value!r}; use a number of seconds or e.g. '500ms', '30s', '15m', '1h', '7d', '2w'",
+            obj=obj, field=field)
+    return us or None
+
+
+def format_duration(us: int | None) -> str:
+    """The shortest exact spelling of a duration, for people ('7d', '90m', 'none')."""
+    if not us:
+        return "none"
+    for unit in ("w", "d", "h", "m", "s", "ms"):
+        if us % _UNIT_US[unit] == 0:
+            return f"{us // _UNIT_US[unit]}{unit}"
+    return f"{us}us"
+
+
+def check_name(name: Any, *, obj: str, field: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidDefinition(
+            f"{name!r} is not a valid name (letters, digits and _, not starting with a digit)",
+            obj=obj, field=field)
+    return name
+
+
+def _str_list(value: Any, *, obj: str, field: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InvalidDefinition(f"expected a list of names, got {value!r}", obj=obj, field=field)
+    return list(value)
+
+
+def _tags(value: Any, *, obj: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidDefinition(f"tags must be a mapping, got {value!r}", obj=obj, field="tags")
+    return {str(k): str(v) for k, v in sorted(value.items())}
+
+
+def _text(value: Any, *, obj: str, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidDefinition(f"expected text, got {value!r}", obj=obj, field=field)
+    return value
+
+
+@dataclass
+class Entity:
+    """A thing features describe (a customer, a driver), identified by its join key columns."""
+
+    name: str
+    join_keys: list[str] = field(default_factory=list)
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        obj = f"entity {self.name}"
+        check_name(self.name, obj="entity")
+        self.join_keys = _str_list(self.join_keys or [self.name], obj=obj, field="join_keys")
+        for k in self.join_keys:
+            check_name(k, obj=obj, field="join_keys")
+        if len(set(self.join_keys)) != len(self.join_keys):
+            raise InvalidDefinition("a join key is listed twice", obj=obj, field="join_keys")
+        self.description = _text(self.description, obj=obj, field="description")
+        self.tags = _tags(self.tags, obj=obj)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "join_keys": list(self.join_keys),
+                "description": self.description, "tags": dict(self.tags)}
+
+
+@dataclass
+class Source:
+    """Where a view's raw rows come from: a Parquet or CSV file, folder or glob.
+
+    ``path`` is relative to the repository. ``format`` is inferred from the file
+    suffix when absent. ``options`` are passed to the loader (e.g. a CSV delimiter).
+    """
+
+    name: str
+    path: str
+    timestamp_field: str = "event_timestamp"
+    created_timestamp_field: str | None = None
+    format: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        obj = f"source {self.name}"
+        check_name(self.name, obj="source")
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise InvalidDefinition("a path (file, folder or glob) is required", obj=obj, field="path")
+        check_name(self.timestamp_field, obj=obj, field="timestamp_field")
+        if self.created_timestamp_field is not None:
+            check_name(self.created_timestamp_field, obj=obj, field="created_timestamp_field")
+        if self.format is None:
+            self.format = infer_format(self.path)
+        if self.format not in ("parquet", "csv") and ":" not in str(self.format):
+            raise InvalidDefinition(
+                f"unknown format {self.format!r}; expected parquet, csv or 'module:LoaderClass'",
+                obj=obj, field="format")
+        if not isinstance(self.options, dict):
+            raise InvalidDefinition("options must be a mapping", obj=obj, field="options")
+        self.description = _text(self.description, obj=obj, field="description")
+        self.tags = _tags(self.tags, obj=obj)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "timestamp_field": self.timestamp_field,
+                "created_timestamp_field": self.created_timestamp_field, "format": self.format,
+                "options": dict(sorted(self.options.items())), "description": self.description,
+                "tags": dict(self.tags)}
+
+
+def infer_format(path: str) -> str:
+    lower = path.lower().rstrip("/")
+    if lower.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    return "parquet"
+
+
+@dataclass
+class Feature:
+    """One typed column of a view. ``default`` answers where no row qualifies, offline and online alike."""
+
+    name: str
+    dtype: str
+    default: Any = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        obj = f"feature {self.name}"
+        check_name(self.name, obj="feature")
+        self.dtype = parse_dtype(self.dtype, obj=obj, field="dtype")
+        self.default = coerce_default(self.default, self.dtype, obj=obj)
+        self.description = _text(self.description, obj=obj, field="description")
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return DTYPES[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "default": self.default,
+                "description": self.description}
+
+
+def coerce_default(value: Any, dtype: str, *, obj: str) -> Any:
+    """A JSON-safe default of the feature's type (timestamps as ISO 8601 UTC)."""
+    if value is None:
+        return None
+    bad = InvalidDefinition(f"default {value!r} is not a {dtype}", obj=obj, field="default")
+    if dtype in ("int32", "int64"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad
+        return value
+    if dtype in ("float32", "float64"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if dtype == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if dtype == "string":
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if dtype == "bytes":
+        if isinstance(value, str):
+            return value
+        raise bad
+    if dtype == "timestamp":
+        try:
+            ts = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise bad from None
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=dt.timezone.utc)
+        return ts.astimezone(dt.timezone.utc).isoformat()
+    raise bad
+
+
+def _as_feature(value: Any, *, obj: str, index: int) -> Feature:
+    if isinstance(value, Feature):
+        return value
+    if isinstance(value, dict):
+        try:
+            return Feature(**value)
+        except TypeError as exc:
+            raise InvalidDefinition(_unknown_field_message(exc, "feature"), obj=obj,
+                                    field=f"features[{index}]") from None
+        except InvalidDefinition as exc:
+            raise InvalidDefinition(exc.detail, obj=obj,
+                                    field=f"features[{value.get('name', index)}].{exc.field}") from None
+    raise InvalidDefinition(f"expected a feature mapping, got {value!r}", obj=obj,
+                            field=f"features[{index}]")
+
+
+def _unknown_field_message(exc: TypeError, kind: str) -> str:
+    m = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+    if m:
+        return f"unknown field {m[1]!r} in {kind}"
+    m = re.search(r"missing \d+ required positional argument[s]?: (.+)$", str(exc))
+    if m:
+        return f"missing required field(s) {m[1]} in {kind}"
+    return str(exc)
+
+
+@dataclass
+class FeatureView:
+    """A versioned group of features read from one source, keyed by one or more entities.
+
+    ``customer_stats`` at version 2 is stored as ``customer_stats_v2``; an applied
+    version's schema (entities, feature names and dtypes) never changes in place.
+    ``ttl``: a row older than ``ttl`` relative to the entity timestamp is not used
+    (absent or 0: no limit).
+    """
+
+    name: str
+    entities: list[Any] = field(default_factory=list)
+    source: Any = None
+    features: list[Any] = field(default_factory=list)
+    version: int = 1
+    ttl: Any = None
+    owner: str = ""
+    freshness_sla: Any = None
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    online: bool = True
+
+    def __post_init__(self) -> None:
+        obj = f"feature_view {self.name}"
+        check_name(self.name, obj="feature_view")
+        if VERSION_SUFFIX_RE.match(self.name):
+            raise InvalidDefinition("a view name may not end in _v<N>: set 'version' instead",
+                                    obj=obj, field="name")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise InvalidDefinition(f"version must be a positive integer, got {self.version!r}",
+                                    obj=obj, field="version")
+        self._entity_objs = [e for e in _listify(self.entities) if isinstance(e, Entity)]
+        self.entities = [e.name if isinstance(e, Entity) else e for e in _listify(self.entities)]
+        self.entities = _str_list(self.entities, obj=obj, field="entities")
+        if not self.entities:
+            raise InvalidDefinition("at least one entity is required", obj=obj, field="entities")
+        self._source_obj = self.source if isinstance(self.source, Source) else None
+        if self._source_obj is not None:
+            self.source = self._source_obj.name
+        if not isinstance(self.source, str) or not self.source:
+            raise InvalidDefinition("a source name is required", obj=obj, field="source")
+        self.features = [_as_feature(f, obj=obj, index=i) for i, f in enumerate(_listify(self.features))]
+        if not self.features:
+            raise InvalidDefinition("at least one feature is required", obj=obj, field="features")
+        seen: set[str] = set()
+        for f in self.features:
+            if f.name in seen:
+                raise InvalidDefinition(f"feature {f.name!r} is defined twice", obj=obj, field="features")
+            seen.add(f.name)
+        self.ttl = parse_duration(self.ttl, obj=obj, field="ttl")
+        self.freshness_sla = parse_duration(self.freshness_sla, obj=obj, field="freshness_sla")
+        self.owner = _text(self.owner, obj=obj, field="owner")
+        self.description = _text(self.description, obj=obj, field="description")
+        self.tags = _tags(self.tags, obj=obj)
+        if not isinstance(self.online, bool):
+            raise InvalidDefinition("online must be true or false", obj=obj, field="online")
+
+    @property
+    def versioned_name(self) -> str:
+        return f"{self.name}_v{self.version}"
+
+    def __getitem__(self, names: Iterable[str]) -> list[str]:
+        """``view[["a", "b"]]`` gives the references ``["view:a", "view:b"]`` for a service."""
+        return [f"{self.name}:{n}" for n in ([names] if isinstance(names, str) else names)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "entities": list(self.entities),
+                "source": self.source, "features": [f.to_dict() for f in self.features],
+                "ttl_us": self.ttl, "owner": self.owner, "freshness_sla_us": self.freshness_sla,
+                "description": self.description, "tags": dict(self.tags), "online": self.online}
+
+
+@dataclass
+class FeatureService:
+    """The features one model reads: ``view:feature`` references or whole views.
+
+    An unversioned reference means the newest applied version at query time;
+    ``view_v1:feature`` pins a version.
+    """
+
+    name: str
+    features: list[Any] = field(default_factory=list)
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        obj = f"feature_service {self.name}"
+        check_name(self.name, obj="feature_service")
+        refs: list[str] = []
+        for item in _listify(self.features):
+            if isinstance(item, FeatureView):
+                refs.append(item.name)
+            elif isinstance(item, (list, tuple)):
+                refs.extend(item)
+            else:
+                refs.append(item)
+        self.features = _str_list(refs, obj=obj, field="features")
+        if not self.features:
+            raise InvalidDefinition("at least one feature is required", obj=obj, field="features")
+        self.description = _text(self.description, obj=obj, field="description")
+        self.owner = _text(self.owner, obj=obj, field="owner")
+        self.tags = _tags(self.tags, obj=obj)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "features": list(self.features), "description": self.description,
+                "owner": self.owner, "tags": dict(self.tags)}
+
+
+def _listify(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+KINDS: dict[str, type] = {
+    "entities": Entity,
+    "sources": Source,
+    "feature_views": FeatureView,
+    "feature_services": FeatureService,
+}

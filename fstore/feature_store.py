@@ -1,0 +1,75 @@
+"""FeatureStore: the small Python API over a feature repository.
+
+It holds no logic of its own: each method resolves names against the applied
+registry and delegates to the module that owns the concept (registry,
+offline_store, historical, lineage).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from .config import RepoConfig
+from .errors import UnknownObject
+from .historical import get_historical_features
+from .offline_store import IngestResult, OfflineStore
+from .progress import Reporter
+from .registry import Plan, Registry
+from .resolve import find_view, resolve
+
+
+class FeatureStore:
+    """One feature repository: ``FeatureStore("path/to/repo")``."""
+
+    def __init__(self, repo_path: str | Path = ".") -> None:
+        self.config = RepoConfig.load(repo_path)
+        self.registry = Registry(self.config)
+        self.offline = OfflineStore(self.config)
+
+    # ---- definitions -----------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """What ``apply`` would change; raises DefinitionErrors when the definitions are wrong."""
+        return self.registry.plan()
+
+    def apply(self) -> tuple[Plan, int]:
+        """Validate and store the definitions atomically; returns the plan and the registry version."""
+        return self.registry.apply()
+
+    def list_feature_views(self) -> list[dict[str, Any]]:
+        return list(self.registry.require()["feature_views"].values())
+
+    def get_feature_view(self, name: str) -> dict[str, Any]:
+        """A view by name (newest version) or by versioned name (``customer_stats_v1``)."""
+        record = find_view(name, self.registry.require()["feature_views"])
+        if record is None:
+            raise UnknownObject(f"unknown feature view {name!r}")
+        return record
+
+    # ---- offline ---------------------------------------------------------------------
+
+    def ingest(self, views: Sequence[str] | None = None, progress: Reporter | None = None) -> list[IngestResult]:
+        """Load new and changed source files of the named views (default: all, every version)."""
+        reg = self.registry.require()
+        records = [self.get_feature_view(v) for v in views] if views else list(reg["feature_views"].values())
+        return [self.offline.ingest(r, reg["sources"][r["source"]], progress) for r in records]
+
+    def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
+                                feature_service: str | None = None, full_feature_names: bool = False,
+                                event_timestamp_column: str | None = None,
+                                progress: Reporter | None = None) -> pa.Table:
+        """A point-in-time correct training set as a pyarrow Table.
+
+        ``entity_df`` (a pyarrow Table, a pandas DataFrame or a Parquet path) holds the
+        join keys of every requested view and an event timestamp column (default
+        ``event_timestamp``, or ``entity_timestamp_column`` in fstore.yaml). For each
+        entity row and view, the value is that of the newest row with the same key and
+        ``entity_ts - ttl <= event_ts <= entity_ts``, ties broken by the newest created
+        timestamp; with no such row, the feature's default (or null). Rows keep their
+        input order and columns; features are named ``feature`` or ``view__feature``.
+        """
+        requests = resolve(self.registry.require(), features, feature_service, full_feature_names)
+        return get_historical_features(self.offline, requests, entity_df,
+                                       event_timestamp_column or self.config.entity_timestamp_column, progress)

@@ -1,0 +1,228 @@
+"""Point-in-time correct training sets: the as-of join of entity rows with feature history.
+
+For each entity row and each requested view, the candidates are the view's rows
+with equal join key values (every column of a composite key) and an event time
+``t`` with ``entity_ts - ttl <= t <= entity_ts`` (both ends inclusive; no lower
+bound without a ttl). The newest candidate by event time wins, ties broken by the
+newest created time. Its value is used as stored (a stored null stays null); with
+no candidate the feature's declared default is used, or null. A null join key
+matches nothing. Every entity row comes out once, in input order, with all its
+columns passed through.
+
+The join runs view by view and bucket by bucket (see offline_store): entity rows
+are hashed to the bucket holding their key's history, the compiled kernel
+(fstore._ext._asof.asof_indices) returns one row index per entity row, and the
+feature columns are gathered with ``take``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from ._ext._asof import asof_indices
+from .casting import CastFailure, to_dtype, to_timestamp
+from .definitions import DTYPES
+from .errors import EntityDataError, FeatureNameClash, OfflineStoreError
+from .offline_store import CREATED_TS, EVENT_TS, KEY_TYPES, OfflineStore, bucket_ids, sort_indices, view_name
+from .progress import Reporter, Silent
+from .resolve import ViewRequest
+
+INT64_MIN = np.iinfo(np.int64).min
+
+
+def load_entity_df(entity_df: Any) -> pa.Table:
+    """A pyarrow Table from a Table, a pandas DataFrame, or a Parquet/CSV path."""
+    if isinstance(entity_df, pa.Table):
+        return entity_df
+    if isinstance(entity_df, (str, Path)):
+        path = Path(entity_df)
+        if not path.exists():
+            raise EntityDataError(f"entity file {path} does not exist")
+        if path.suffix.lower() in (".csv", ".tsv") or path.name.lower().endswith(".csv.gz"):
+            return pcsv.read_csv(path)
+        return pq.read_table(path)
+    if type(entity_df).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(entity_df, preserve_index=False)
+    raise EntityDataError(f"entity_df must be a pyarrow Table, a pandas DataFrame or a Parquet path, "
+                          f"got {type(entity_df).__name__}")
+
+
+def entity_timestamps(table: pa.Table, column: str) -> np.ndarray:
+    """UTC microseconds of the entity rows; a missing column or a null time is an error."""
+    if column not in table.column_names:
+        raise EntityDataError(f"the entity rows have no {column!r} column (columns: "
+                              f"{', '.join(table.column_names)}); pass event_timestamp_column=NAME")
+    try:
+        ts = to_timestamp(table.column(column))
+    except CastFailure as exc:
+        raise EntityDataError(f"entity column {column!r}, row {exc.index + 1}: {exc.value!r} is not a "
+                              f"timestamp ({exc.reason})") from None
+    if ts.null_count:
+        row = int(pc.index(pc.is_null(ts), True).as_py())
+        raise EntityDataError(f"entity column {column!r} is null at row {row + 1}: every entity row needs a "
+                              "timestamp")
+    return ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def get_historical_features(store: OfflineStore, requests: list[ViewRequest], entity_df: Any,
+                            event_timestamp_column: str, progress: Reporter | None = None) -> pa.Table:
+    """The training set: ``entity_df`` with one column per requested feature (see module doc)."""
+    progress = progress or Silent()
+    entities = load_entity_df(entity_df)
+    ts = entity_timestamps(entities, event_timestamp_column)
+    n_out = sum(len(r.outputs) for r in requests)
+    for r in requests:
+        for out in r.outputs:
+            if out in entities.column_names:
+                raise FeatureNameClash(f"feature column {out!r} clashes with an entity_df column of that name; "
+                                       "rename the column or pass full_feature_names=True")
+    columns: list[tuple[str, pa.ChunkedArray] | None] = [None] * n_out
+    manifests = {}
+    for r in requests:
+        manifests[r.key] = store.manifest(r.view)
+        if manifests[r.key] is None:
+            raise OfflineStoreError(f"feature view {view_name(r.view)} has no offline data: run "
+                                    f"`fstore ingest {r.view['name']}` first")
+    total = sum(manifests[r.key]["buckets"] for r in requests)
+    progress.start("point-in-time join", total)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            for r in requests:
+                for pos, name, col in _join_view(store, r, manifests[r.key], entities, ts, pool, progress):
+                    columns[pos] = (name, col)
+    finally:
+        progress.stop()
+    out = entities
+    for name, col in columns:  # type: ignore[misc]
+        out = out.append_column(name, col)
+    return out
+
+
+def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], entities: pa.Table,
+               ts: np.ndarray, pool: ThreadPoolExecutor, progress: Reporter):
+    view = req.view
+    keys = view["join_keys"]
+    key_cols = {}
+    for k in keys:
+        if k not in entities.column_names:
+            raise EntityDataError(f"the entity rows have no {k!r} column, a join key of feature view "
+                                  f"{view_name(view)} (columns: {', '.join(entities.column_names)})")
+        try:
+            key_cols[k] = to_dtype(entities.column(k), KEY_TYPES[view["key_dtypes"][k]])
+        except CastFailure as exc:
+            where = f", row {exc.index + 1} ({exc.value!r})" if exc.index >= 0 else ""
+            raise EntityDataError(f"entity column {k!r}{where} cannot be read as the {view['key_dtypes'][k]} "
+                                  f"key of feature view {view_name(view)}: {exc.reason}") from None
+    key_table = pa.table(key_cols)
+    valid = np.ones(len(ts), dtype=np.uint8)
+    for k in keys:
+        if key_cols[k].null_count:
+            valid &= ~np.asarray(key_cols[k].is_null().to_numpy(zero_copy_only=False))
+    n_buckets = manifest["buckets"]
+    buckets = bucket_ids(key_table, keys, n_buckets)
+    order = np.argsort(buckets, kind="stable")
+    bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
+    feats = [f for f in view["features"] if f["name"] in set(req.features)]
+    by_name = {f["name"]: f for f in feats}
+
+    def one(b: int):
+        rows = order[bounds[b]:bounds[b + 1]]
+        if len(rows) == 0:
+            return rows, None
+        data = store.read_bucket(view, manifest, b, req.features)
+        idx = _bucket_indices(view, data, key_table.take(pa.array(rows)), ts[rows], valid[rows])
+        taken = data.select(req.features).take(pa.array(idx, mask=idx < 0))
+        return rows, (taken, idx >= 0)
+
+    parts_rows, parts_cols = [], []
+    for rows, res in pool.map(one, range(n_buckets)):
+        progress.advance(1, info=view_name(view))
+        if res is None:
+            continue
+        taken, hit = res
+        parts_rows.append(rows)
+        hit_arr = pa.array(hit)
+        cols = []
+        for name in req.features:
+            col = taken.column(name)
+            default = by_name[name]["default"]
+            if default is not None and not hit.all():
+                col = pc.if_else(hit_arr, col, _default_scalar(default, by_name[name]["dtype"]))
+            cols.append(col)
+        parts_cols.append(cols)
+    positions = np.concatenate(parts_rows) if parts_rows else np.zeros(0, dtype=np.int64)
+    inverse = np.empty(len(ts), dtype=np.int64)
+    inverse[positions] = np.arange(len(positions))
+    inverse_arr = pa.array(inverse)
+    for i, name in enumerate(req.features):
+        chunks = [c[i] for c in parts_cols]
+        t = DTYPES[by_name[name]["dtype"]]
+        col = pa.chunked_array([c for ch in chunks for c in (ch.chunks if isinstance(ch, pa.ChunkedArray) else [ch])],
+                               type=t) if chunks else pa.chunked_array([], type=t)
+        yield req.positions[i], req.outputs[i], col.take(inverse_arr)
+
+
+def _bucket_indices(view: dict[str, Any], data: pa.Table, ent_keys: pa.Table, ent_ts: np.ndarray,
+                    ent_valid: np.ndarray) -> np.ndarray:
+    """Index into ``data`` of the winning row per entity row, -1 where none qualifies."""
+    keys = view["join_keys"]
+    if data.num_rows and any(data.column(k).null_count for k in keys):
+        ok = pc.and_(*[pc.is_valid(data.column(k)) for k in keys]) if len(keys) > 1 else pc.is_valid(data.column(keys[0]))
+        kept = np.flatnonzero(ok.to_numpy(zero_copy_only=False))
+        sub = _bucket_indices(view, data.take(pa.array(kept)), ent_keys, ent_ts, ent_valid)
+        return np.where(sub >= 0, kept[np.maximum(sub, 0)], -1)
+    vk, ek = _key_matrices(keys, data, ent_keys, view["key_dtypes"])
+    vts = _int64(data.column(EVENT_TS))
+    vcr = _int64(data.column(CREATED_TS), fill=INT64_MIN)
+    ttl = view.get("ttl_us") or 0
+    try:
+        return asof_indices(vk, vts, vcr, ek, ent_ts, ent_valid, ttl)
+    except ValueError:  # several parts not merged in order: sort once and retry
+        order = sort_indices(data, view)
+        order_np = order.to_numpy()
+        sub = _bucket_indices(view, data.take(order), ent_keys, ent_ts, ent_valid)
+        return np.where(sub >= 0, order_np[np.maximum(sub, 0)], -1)
+
+
+def _int64(col: pa.ChunkedArray | pa.Array, fill: int | None = None) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = arr.cast(pa.int64())
+    if fill is not None and arr.null_count:
+        arr = pc.fill_null(arr, fill)
+    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _key_matrices(keys: Sequence[str], data: pa.Table, ent: pa.Table,
+                  dtypes: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) int64 key matrices; string keys become codes of one shared dictionary."""
+    vcols, ecols = [], []
+    for k in keys:
+        v, e = data.column(k).combine_chunks(), ent.column(k).combine_chunks()
+        if dtypes[k] == "string":
+            codes = pa.chunked_array([v, e]).combine_chunks().dictionary_encode().indices
+            codes = _int64(codes, fill=-1)
+            vcols.append(codes[: len(v)])
+            ecols.append(codes[len(v):])
+        else:
+            vcols.append(_int64(v, fill=0))
+            ecols.append(_int64(e, fill=0))
+    if len(keys) == 1:
+        return vcols[0].reshape(-1, 1), ecols[0].reshape(-1, 1)
+    return np.ascontiguousarray(np.column_stack(vcols)), np.ascontiguousarray(np.column_stack(ecols))
+
+
+def _default_scalar(default: Any, dtype: str) -> pa.Scalar:
+    if dtype == "timestamp":
+        return pa.scalar(dt.datetime.fromisoformat(default), type=DTYPES[dtype])
+    if dtype == "bytes" and isinstance(default, str):
+        return pa.scalar(default.encode(), type=DTYPES[dtype])
+    return pa.scalar(default, type=DTYPES[dtype])

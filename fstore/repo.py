@@ -1,0 +1,150 @@
+"""Reading a feature repository's definitions from YAML and Python files.
+
+Definitions live under the folders named by ``definitions`` in fstore.yaml
+(default: ``features/``). A YAML file holds lists under ``entities``, ``sources``,
+``feature_views`` and ``feature_services``; a Python file defines the same
+objects at module level. Every problem found is collected and reported together,
+each naming its file, object and field.
+"""
+from __future__ import annotations
+
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import PROJECT_FILE, RepoConfig
+from .definitions import KINDS, Entity, FeatureService, FeatureView, Source, _unknown_field_message
+from .errors import DefinitionErrors, InvalidDefinition
+
+_SKIP_DIRS = {"data", ".git", ".venv", "venv", "__pycache__", "node_modules", ".fstore"}
+
+
+@dataclass
+class Defined:
+    """One definition and the file it came from (for error messages)."""
+
+    obj: Any
+    file: str
+
+
+@dataclass
+class RepoContents:
+    """Everything a repository defines, by kind, in file order."""
+
+    entities: list[Defined] = field(default_factory=list)
+    sources: list[Defined] = field(default_factory=list)
+    feature_views: list[Defined] = field(default_factory=list)
+    feature_services: list[Defined] = field(default_factory=list)
+
+    def add(self, kind: str, obj: Any, file: str) -> None:
+        getattr(self, kind).append(Defined(obj, file))
+
+
+def definition_files(config: RepoConfig) -> list[Path]:
+    files: list[Path] = []
+    for base in config.definitions:
+        if base.is_file():
+            files.append(base)
+            continue
+        if not base.is_dir():
+            raise InvalidDefinition(f"definitions folder {config.rel(base)} does not exist",
+                                    file=PROJECT_FILE, field="definitions")
+        for path in sorted(base.rglob("*")):
+            rel_parts = path.relative_to(base).parts
+            if any(p in _SKIP_DIRS or p.startswith(".") for p in rel_parts[:-1]):
+                continue
+            if path.is_file() and path.suffix in (".yaml", ".yml", ".py") and path.name != PROJECT_FILE:
+                files.append(path)
+    return files
+
+
+def load_definitions(config: RepoConfig) -> RepoContents:
+    """Parse every definition file; raises DefinitionErrors listing all problems."""
+    contents = RepoContents()
+    errors: list[InvalidDefinition] = []
+    for path in definition_files(config):
+        rel = config.rel(path)
+        if path.suffix == ".py":
+            _load_python(path, rel, contents, errors)
+        else:
+            _load_yaml(path, rel, contents, errors)
+    if errors:
+        raise DefinitionErrors(errors)
+    return contents
+
+
+def _load_yaml(path: Path, rel: str, contents: RepoContents, errors: list[InvalidDefinition]) -> None:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        errors.append(InvalidDefinition(f"not valid YAML: {exc}", file=rel))
+        return
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        errors.append(InvalidDefinition("expected a mapping with entities, sources, feature_views "
+                                        "and feature_services", file=rel))
+        return
+    for kind, items in doc.items():
+        if kind not in KINDS:
+            errors.append(InvalidDefinition(
+                f"unknown section {kind!r}; expected one of {', '.join(KINDS)}", file=rel, field=str(kind)))
+            continue
+        if not isinstance(items, list):
+            errors.append(InvalidDefinition("expected a list", file=rel, field=kind))
+            continue
+        for i, item in enumerate(items or []):
+            label = f"{kind}[{item.get('name', i) if isinstance(item, dict) else i}]"
+            if not isinstance(item, dict):
+                errors.append(InvalidDefinition(f"expected a mapping, got {item!r}", file=rel, obj=label))
+                continue
+            try:
+                obj = KINDS[kind](**item)
+            except TypeError as exc:
+                errors.append(InvalidDefinition(_unknown_field_message(exc, kind[:-1]), file=rel, obj=label))
+                continue
+            except InvalidDefinition as exc:
+                errors.append(InvalidDefinition(exc.detail, file=rel, obj=label, field=exc.field))
+                continue
+            contents.add(kind, obj, rel)
+
+
+def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[InvalidDefinition]) -> None:
+    try:
+        namespace = runpy.run_path(str(path), run_name=f"fstore_defs.{path.stem}")
+    except InvalidDefinition as exc:
+        errors.append(InvalidDefinition(exc.detail, file=rel, obj=exc.obj, field=exc.field))
+        return
+    except Exception as exc:  # a user's module may raise anything; report it, don't crash
+        errors.append(InvalidDefinition(f"failed to run: {type(exc).__name__}: {exc}", file=rel))
+        return
+    seen: set[int] = set()
+
+    def collect(value: Any) -> None:
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        if isinstance(value, Entity):
+            contents.add("entities", value, rel)
+        elif isinstance(value, Source):
+            contents.add("sources", value, rel)
+        elif isinstance(value, FeatureView):
+            contents.add("feature_views", value, rel)
+            for e in value._entity_objs:
+                collect(e)
+            if value._source_obj is not None:
+                collect(value._source_obj)
+        elif isinstance(value, FeatureService):
+            contents.add("feature_services", value, rel)
+
+    for name, value in namespace.items():
+        if name.startswith("__"):
+            continue
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+        else:
+            collect(value)

@@ -1,0 +1,250 @@
+"""Checking definitions against each other, against the sources' real schemas and
+against what is already applied, and producing the registry contents to store.
+
+Every problem is collected so that one ``fstore plan`` shows all of them, each
+naming the file, the object and the field.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from .config import RepoConfig
+from .errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
+from .loaders import get_loader
+from .repo import Defined, RepoContents
+
+
+def key_dtype(t: pa.DataType) -> str | None:
+    """The stored type of a join key column, or None when the type cannot be a key."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return "int64"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    return None
+
+
+def compatible(src: pa.DataType, dtype: str) -> bool:
+    """Whether a source column of type ``src`` can be ingested as a feature of ``dtype``."""
+    if pa.types.is_dictionary(src):
+        src = src.value_type
+    if pa.types.is_null(src):
+        return True
+    text = pa.types.is_string(src) or pa.types.is_large_string(src)
+    if dtype in ("int32", "int64"):
+        return pa.types.is_integer(src)
+    if dtype in ("float32", "float64"):
+        return pa.types.is_integer(src) or pa.types.is_floating(src) or pa.types.is_decimal(src)
+    if dtype == "bool":
+        return pa.types.is_boolean(src)
+    if dtype == "string":
+        return text
+    if dtype == "bytes":
+        return pa.types.is_binary(src) or pa.types.is_large_binary(src) or text
+    if dtype == "timestamp":
+        return pa.types.is_timestamp(src) or pa.types.is_date(src) or text
+    return False
+
+
+def is_time_like(src: pa.DataType) -> bool:
+    return compatible(src, "timestamp") and not pa.types.is_null(src)
+
+
+def view_schema(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a view version that may never change in place."""
+    return {"entities": record["entities"], "join_keys": record["join_keys"],
+            "key_dtypes": record["key_dtypes"],
+            "features": [(f["name"], f["dtype"]) for f in record["features"]]}
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[InvalidDefinition] = []
+
+    def add(self, msg: str, *, file: str | None, obj: str, field: str | None = None,
+            cls: type[InvalidDefinition] = InvalidDefinition) -> None:
+        self.errors.append(cls(msg, file=file, obj=obj, field=field))
+
+
+def _unique(items: list[Defined], kind: str, key, err: _Collector) -> dict[str, Defined]:
+    out: dict[str, Defined] = {}
+    for d in items:
+        k = key(d.obj)
+        if k in out:
+            if out[k].obj.to_dict() == d.obj.to_dict():
+                continue  # the same object reached twice (e.g. imported by two modules)
+            err.add(f"duplicate {kind} name {k!r} (also defined in {out[k].file})",
+                    file=d.file, obj=f"{kind} {k}", field="name")
+            continue
+        out[k] = d
+    return out
+
+
+def build_registry(config: RepoConfig, contents: RepoContents,
+                   current: dict[str, Any] | None) -> dict[str, Any]:
+    """The registry contents the definitions ask for; raises DefinitionErrors listing all problems."""
+    err = _Collector()
+    entities = _unique(contents.entities, "entity", lambda o: o.name, err)
+    sources = _unique(contents.sources, "source", lambda o: o.name, err)
+    views = _unique(contents.feature_views, "feature_view", lambda o: o.versioned_name, err)
+    services = _unique(contents.feature_services, "feature_service", lambda o: o.name, err)
+    old_views: dict[str, Any] = dict((current or {}).get("feature_views", {}))
+    old_entities: dict[str, Any] = (current or {}).get("entities", {})
+    old_sources: dict[str, Any] = (current or {}).get("sources", {})
+
+    schemas: dict[str, pa.Schema | None] = {}
+    for name, d in sources.items():
+        try:
+            schemas[name] = get_loader(d.obj, config.root).schema()
+        except FstoreError as exc:
+            err.add(exc.detail if isinstance(exc, InvalidDefinition) else str(exc),
+                    file=d.file, obj=f"source {name}", field="path")
+            schemas[name] = None
+            continue
+        _check_source_times(d, schemas[name], err)
+
+    new_views: dict[str, Any] = {}
+    for vname, d in views.items():
+        record = _view_record(d, entities, sources, schemas, err)
+        if record is None:
+            continue
+        old = old_views.get(vname)
+        if old is not None and view_schema(old) != view_schema(record):
+            err.add(f"the schema of applied version {d.obj.version} changed "
+                    f"({_schema_diff(view_schema(old), view_schema(record))}); "
+                    f"give the view a new version (version: {d.obj.version + 1}) instead",
+                    file=d.file, obj=f"feature_view {d.obj.name}", field="version", cls=SchemaChangeRefused)
+            continue
+        new_views[vname] = record
+    all_views = {**old_views, **new_views}
+
+    for sname, d in services.items():
+        for i, ref in enumerate(d.obj.features):
+            problem = check_reference(ref, all_views)
+            if problem:
+                err.add(problem, file=d.file, obj=f"feature_service {sname}", field=f"features[{i}]")
+
+    if err.errors:
+        raise DefinitionErrors(err.errors)
+
+    # keep what old view versions still need
+    ent_out = {n: d.obj.to_dict() for n, d in entities.items()}
+    src_out = {n: d.obj.to_dict() for n, d in sources.items()}
+    for rec in all_views.values():
+        for e in rec["entities"]:
+            if e not in ent_out and e in old_entities:
+                ent_out[e] = old_entities[e]
+        if rec["source"] not in src_out and rec["source"] in old_sources:
+            src_out[rec["source"]] = old_sources[rec["source"]]
+    return {
+        "project": config.project,
+        "entities": dict(sorted(ent_out.items())),
+        "sources": dict(sorted(src_out.items())),
+        "feature_views": dict(sorted(all_views.items())),
+        "feature_services": {n: d.obj.to_dict() for n, d in sorted(services.items())},
+    }
+
+
+def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
+    src = d.obj
+    for fld in ("timestamp_field", "created_timestamp_field"):
+        col = getattr(src, fld)
+        if col is None:
+            continue
+        if col not in schema.names:
+            err.add(f"timestamp column {col!r} is missing from the source's schema "
+                    f"(columns: {', '.join(schema.names)})", file=d.file, obj=f"source {src.name}", field=fld)
+        elif not is_time_like(schema.field(col).type):
+            err.add(f"column {col!r} is {schema.field(col).type}, not a timestamp",
+                    file=d.file, obj=f"source {src.name}", field=fld)
+
+
+def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
+                 schemas: dict[str, pa.Schema | None], err: _Collector) -> dict[str, Any] | None:
+    view = d.obj
+    obj = f"feature_view {view.name}"
+    ok = True
+    join_keys: list[str] = []
+    for e in view.entities:
+        if e not in entities:
+            err.add(f"unknown entity {e!r}", file=d.file, obj=obj, field="entities")
+            ok = False
+        else:
+            join_keys.extend(entities[e].obj.join_keys)
+    if len(set(join_keys)) != len(join_keys):
+        err.add("two of the view's entities share a join key column", file=d.file, obj=obj, field="entities")
+        ok = False
+    if view.source not in sources:
+        err.add(f"unknown source {view.source!r}", file=d.file, obj=obj, field="source")
+        return None
+    schema = schemas.get(view.source)
+    if schema is None or not ok:
+        return None
+    src = sources[view.source].obj
+    where = f"source {src.name} ({src.path})"
+    key_dtypes: dict[str, str] = {}
+    for k in join_keys:
+        if k not in schema.names:
+            err.add(f"join key column {k!r} is missing from {where}", file=d.file, obj=obj, field="entities")
+            ok = False
+            continue
+        kd = key_dtype(schema.field(k).type)
+        if kd is None:
+            err.add(f"join key column {k!r} in {where} is {schema.field(k).type}; keys must be integers "
+                    "or strings", file=d.file, obj=obj, field="entities")
+            ok = False
+        else:
+            key_dtypes[k] = kd
+    reserved = {src.timestamp_field, src.created_timestamp_field, *join_keys}
+    for f in view.features:
+        field_name = f"features[{f.name}]"
+        if f.name in reserved:
+            err.add(f"feature {f.name!r} is also a key or timestamp column", file=d.file, obj=obj, field=field_name)
+            ok = False
+        elif f.name not in schema.names:
+            err.add(f"feature {f.name!r} is missing from {where}", file=d.file, obj=obj, field=field_name)
+            ok = False
+        elif not compatible(schema.field(f.name).type, f.dtype):
+            err.add(f"feature {f.name!r} is declared {f.dtype} but column {f.name!r} in {where} is "
+                    f"{schema.field(f.name).type}", file=d.file, obj=obj, field=f"{field_name}.dtype")
+            ok = False
+    if not ok:
+        return None
+    record = view.to_dict()
+    record["join_keys"] = join_keys
+    record["key_dtypes"] = key_dtypes
+    return record
+
+
+def _schema_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    for key in ("entities", "join_keys", "key_dtypes"):
+        if old[key] != new[key]:
+            parts.append(f"{key}: {old[key]} -> {new[key]}")
+    of, nf = dict(old["features"]), dict(new["features"])
+    for name in of.keys() - nf.keys():
+        parts.append(f"feature {name} removed")
+    for name in nf.keys() - of.keys():
+        parts.append(f"feature {name} added")
+    for name in of.keys() & nf.keys():
+        if of[name] != nf[name]:
+            parts.append(f"feature {name}: {of[name]} -> {nf[name]}")
+    if not parts and old["features"] != new["features"]:
+        parts.append("feature order changed")
+    return "; ".join(parts)
+
+
+def check_reference(ref: str, views: dict[str, Any]) -> str | None:
+    """None when ``ref`` ('view', 'view:feature', 'view_vN[:feature]') names something applied."""
+    from .resolve import find_view  # late import: resolve imports this module's helpers
+
+    view_ref, _, feat = ref.partition(":")
+    record = find_view(view_ref, views)
+    if record is None:
+        return f"unknown feature view {view_ref!r} in reference {ref!r}"
+    if feat and feat not in {f["name"] for f in record["features"]}:
+        return f"feature view {view_ref!r} has no feature {feat!r}"
+    return None
