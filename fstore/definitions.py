@@ -76,7 +76,7 @@ def format_duration(us: int | None) -> str:
     """The shortest exact spelling of a duration, for people ('7d', '90m', 'none')."""
     if not us:
         return "none"
-    for unit in ("w", "d", "h", "m", "s", "ms"):
+    for unit in ("d", "h", "m", "s", "ms"):
         if us % _UNIT_US[unit] == 0:
             return f"{us // _UNIT_US[unit]}{unit}"
     return f"{us}us"

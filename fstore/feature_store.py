@@ -6,14 +6,18 @@ offline_store, historical, lineage).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from .config import RepoConfig
 from .errors import UnknownObject
 from .historical import get_historical_features
+from .lineage import dataset_lineage, write_lineage
 from .offline_store import IngestResult, OfflineStore
 from .progress import Reporter
 from .registry import Plan, Registry
@@ -73,3 +77,34 @@ class FeatureStore:
         requests = resolve(self.registry.require(), features, feature_service, full_feature_names)
         return get_historical_features(self.offline, requests, entity_df,
                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
+
+    def build_dataset(self, entity_df: Any, out: str | Path, features: Sequence[str] | None = None, *,
+                      feature_service: str | None = None, full_feature_names: bool = False,
+                      event_timestamp_column: str | None = None,
+                      progress: Reporter | None = None) -> tuple[pa.Table, Path]:
+        """Build a training set, write it to ``out`` (Parquet, or CSV by suffix) and its lineage beside it.
+
+        Returns the table and the path of the lineage record (``<out>.lineage.json``).
+        """
+        registry = self.registry.require()
+        requests = resolve(registry, features, feature_service, full_feature_names)
+        table = get_historical_features(self.offline, requests, entity_df,
+                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
+        out = Path(out)
+        write_table(table, out)
+        record = dataset_lineage(registry=registry, offline=self.offline, requests=requests, table=table,
+                                 dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))
+                                 else None, features=features, feature_service=feature_service,
+                                 full_feature_names=full_feature_names)
+        return table, write_lineage(out, record)
+
+
+def write_table(table: pa.Table, out: Path) -> None:
+    """Write a dataset atomically: Parquet, or CSV when the name ends in .csv."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() == ".csv":
+        pcsv.write_csv(table, tmp)
+    else:
+        pq.write_table(table, tmp)
+    os.replace(tmp, out)

@@ -36,23 +36,23 @@ class RichReporter:
     """A progress bar on stderr; a job may start several bars in turn."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=console or Console(stderr=True), transient=False)
+        self._console = console or Console(stderr=True)
+        self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._started = False
 
     def start(self, description: str, total: int | None) -> None:
-        if not self._started:
-            self._progress.start()
-            self._started = True
+        self.stop()
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=self._console)
+        self._progress.start()
         self._task = self._progress.add_task(description, total=total, info="")
 
     def advance(self, n: int = 1, *, info: str = "") -> None:
-        if self._task is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=n, info=info)
 
     def stop(self) -> None:
-        if self._started:
+        if self._progress is not None:
             self._progress.stop()
-            self._started = False
+            self._progress = None

@@ -52,16 +52,29 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that no reader or crash sees a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_tmp(path: Path) -> None:
+    """Delete temporary files a killed ``write_atomic`` of ``path`` left; call under the writers' lock.
+
+    ``path``'s name may be a glob (``history/*.json``).
+    """
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -114,6 +127,8 @@ class Registry:
     def apply(self) -> tuple[Plan, int]:
         """Validate and store the definitions; returns the plan and the registry version now in force."""
         with file_lock(self.path.parent / ".registry.lock"):
+            remove_stale_tmp(self.path)
+            remove_stale_tmp(self.history_dir / "*.json")
             plan = self.plan()
             if plan.empty and plan.current_version:
                 return plan, plan.current_version
@@ -126,10 +141,19 @@ class Registry:
             return plan, version
 
     def history(self) -> list[dict[str, Any]]:
-        """Every applied version, oldest first (version, applied_at and the views it held)."""
+        """Every applied version, oldest first (version, applied_at and the views it held).
+
+        The history copy is written before the registry itself, so an apply that failed
+        or was killed in between leaves a copy of a version that never took effect: only
+        versions up to the one in force are listed (the next apply overwrites the copy).
+        """
+        current = self.load()
+        in_force = current["version"] if current else 0
         out = []
         for p in sorted(self.history_dir.glob("*.json")):
             doc = json.loads(p.read_bytes())
+            if doc["version"] > in_force:
+                continue
             out.append({"version": doc["version"], "applied_at": doc["applied_at"],
                         "feature_views": sorted(doc["feature_views"])})
         return out

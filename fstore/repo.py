@@ -8,6 +8,7 @@ each naming its file, object and field.
 """
 from __future__ import annotations
 
+import dataclasses
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,10 @@ from .definitions import KINDS, Entity, FeatureService, FeatureView, Source, _un
 from .errors import DefinitionErrors, InvalidDefinition
 
 _SKIP_DIRS = {"data", ".git", ".venv", "venv", "__pycache__", "node_modules", ".fstore"}
+_SINGULAR = {"entities": "entity", "sources": "source", "feature_views": "feature_view",
+             "feature_services": "feature_service"}
+#: the keys a YAML mapping of each kind may hold (the dataclass fields)
+_FIELDS: dict[str, list[str]] = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in KINDS.items()}
 
 
 @dataclass
@@ -97,14 +102,23 @@ def _load_yaml(path: Path, rel: str, contents: RepoContents, errors: list[Invali
             errors.append(InvalidDefinition("expected a list", file=rel, field=kind))
             continue
         for i, item in enumerate(items or []):
-            label = f"{kind}[{item.get('name', i) if isinstance(item, dict) else i}]"
+            # named as validation names it ("feature_view customer_stats"), so one object
+            # reads the same in every message whichever stage found the problem
+            name = item.get("name") if isinstance(item, dict) else None
+            label = f"{_SINGULAR[kind]} {name}" if isinstance(name, str) else f"{kind}[{i}]"
             if not isinstance(item, dict):
                 errors.append(InvalidDefinition(f"expected a mapping, got {item!r}", file=rel, obj=label))
+                continue
+            unknown = [str(k) for k in item if k not in _FIELDS[kind]]
+            if unknown:
+                errors.append(InvalidDefinition(
+                    f"unknown field {unknown[0]!r} in {_SINGULAR[kind]}; known: {', '.join(_FIELDS[kind])}",
+                    file=rel, obj=label, field=unknown[0]))
                 continue
             try:
                 obj = KINDS[kind](**item)
             except TypeError as exc:
-                errors.append(InvalidDefinition(_unknown_field_message(exc, kind[:-1]), file=rel, obj=label))
+                errors.append(InvalidDefinition(_unknown_field_message(exc, _SINGULAR[kind]), file=rel, obj=label))
                 continue
             except InvalidDefinition as exc:
                 errors.append(InvalidDefinition(exc.detail, file=rel, obj=label, field=exc.field))

@@ -35,7 +35,7 @@ cdef bint tuple_eq(const int64_t* a, const int64_t* b, Py_ssize_t k) noexcept no
 cdef Py_ssize_t index_scan(GroupIndex* idx, const int64_t* ts, const int64_t* created,
                            Py_ssize_t n_rows) noexcept nogil
 cdef Py_ssize_t index_build(GroupIndex* idx) noexcept nogil
-cdef Py_ssize_t index_find(const GroupIndex* idx, const int64_t* key) noexcept nogil
+cdef Py_ssize_t index_find(const GroupIndex* idx, const int64_t* key, uint64_t h) noexcept nogil
 cdef void index_free(GroupIndex* idx) noexcept nogil
 
 # Per-entity-row resolution; writes n_e results into out.

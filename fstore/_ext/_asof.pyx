@@ -18,13 +18,19 @@ cdef extern from *:
     #define FS_XXH_P1 0x9E3779B185EBCA87ULL
     #define FS_XXH_P2 0xC2B2AE3D27D4EB4FULL
     #define FS_XXH_P3 0x165667B19E3779F9ULL
-    #define FS_XXH_P4 0x85EBCA77C2B2CA63ULL
+    #define FS_XXH_P4 0x85EBCA77C2B2AE63ULL
     #define FS_XXH_P5 0x27D4EB2F165667C5ULL
     #define FS_FMIX_C1 0xFF51AFD7ED558CCDULL
     #define FS_FMIX_C2 0xC4CEB9FE1A85EC53ULL
     #define FS_TUPLE_SEED 0x9E3779B97F4A7C15ULL
     #define FS_ROW_SEED 0x243F6A8885A308D3ULL
     #define FS_NULL_HASH 0x13198A2E03707344ULL
+    #define LOOKUP_BATCH 64
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FS_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #else
+    #define FS_PREFETCH(p) ((void)0)
+    #endif
     """
     const uint64_t FS_XXH_P1
     const uint64_t FS_XXH_P2
@@ -36,6 +42,8 @@ cdef extern from *:
     const uint64_t FS_TUPLE_SEED
     const uint64_t FS_ROW_SEED
     const uint64_t FS_NULL_HASH
+    void FS_PREFETCH(const void* p) noexcept nogil
+    enum: LOOKUP_BATCH
 
 
 _NOT_SORTED = "view rows are not grouped and sorted by (key, ts, created)"
@@ -147,9 +155,8 @@ cdef Py_ssize_t index_build(GroupIndex* idx) noexcept nogil:
     return -1
 
 
-cdef Py_ssize_t index_find(const GroupIndex* idx, const int64_t* key) noexcept nogil:
+cdef Py_ssize_t index_find(const GroupIndex* idx, const int64_t* key, uint64_t h) noexcept nogil:
     cdef Py_ssize_t k = idx.k
-    cdef uint64_t h = tuple_hash(key, k)
     cdef uint32_t tag = <uint32_t>(h >> 32)
     cdef uint64_t pos = h & idx.mask
     cdef Slot s
@@ -174,42 +181,100 @@ cdef void asof_lookup(const GroupIndex* idx, const int64_t* view_ts,
                       const int64_t* entity_keys, const int64_t* entity_ts,
                       const uint8_t* entity_valid, Py_ssize_t n_e,
                       int64_t ttl_us, int64_t* out) noexcept nogil:
-    cdef Py_ssize_t i, g, lo, hi, mid, first, k = idx.k
-    cdef int64_t t
-    for i in range(n_e):
-        # Step 5: null entity keys and unknown tuples match nothing
-        if not entity_valid[i] or idx.n_groups == 0:
-            out[i] = -1
-            continue
-        g = index_find(idx, entity_keys + i * k)
-        if g < 0:
-            out[i] = -1
-            continue
-        # Step 6: last row with ts <= t (upper_bound - 1); the group is sorted
-        # by (ts, created), so that row has the newest created among ts ties
-        # and is the last in storage among full ties.
-        t = entity_ts[i]
-        first = idx.starts[g]
-        hi = idx.starts[g + 1]
-        if view_ts[hi - 1] <= t:
-            lo = hi  # common case: the entity asks for the latest value
-        else:
-            lo = first
-            while lo < hi:
-                mid = lo + ((hi - lo) >> 1)
-                if view_ts[mid] <= t:
-                    lo = mid + 1
-                else:
-                    hi = mid
-        if lo == first:
-            out[i] = -1
-            continue
-        # Step 7: ttl lower bound, inclusive; unsigned difference cannot
-        # overflow because t >= view_ts[lo - 1].
-        if ttl_us > 0 and <uint64_t>t - <uint64_t>view_ts[lo - 1] > <uint64_t>ttl_us:
-            out[i] = -1
-        else:
-            out[i] = lo - 1
+    # Entity rows go through in batches, stage by stage, so the cache misses
+    # of different rows (table slot, group bounds, ts column) overlap instead
+    # of being paid one after another.
+    cdef uint64_t hashes[LOOKUP_BATCH]
+    cdef Py_ssize_t cand[LOOKUP_BATCH]     # likely group id (prefetch hint only)
+    cdef Py_ssize_t first[LOOKUP_BATCH]    # group's first row, or -1 = no match
+    cdef Py_ssize_t base[LOOKUP_BATCH]     # binary search window [base, base + span)
+    cdef Py_ssize_t span[LOOKUP_BATCH]
+    cdef Py_ssize_t b0, nb, j, g, hi, half, k = idx.k
+    cdef const int64_t* key
+    cdef uint64_t pos
+    cdef Slot s
+    cdef int64_t t, w
+    cdef bint busy
+    for b0 in range(0, n_e, LOOKUP_BATCH):
+        nb = min(LOOKUP_BATCH, n_e - b0)
+        # Step 5a: hash every valid row and prefetch its home slot
+        for j in range(nb):
+            first[j] = -1
+            if entity_valid[b0 + j] and idx.n_groups > 0:
+                hashes[j] = tuple_hash(entity_keys + (b0 + j) * k, k)
+                FS_PREFETCH(&idx.slots[hashes[j] & idx.mask])
+                first[j] = 0
+        # Step 5b: walk to the slot whose tag matches (a hint only) and
+        # prefetch that group's bounds, then its key tuple and last ts
+        for j in range(nb):
+            cand[j] = -1
+            if first[j] < 0:
+                continue
+            pos = hashes[j] & idx.mask
+            while True:
+                s = idx.slots[pos]
+                if s.gid < 0 or s.tag == <uint32_t>(hashes[j] >> 32):
+                    break
+                pos = (pos + 1) & idx.mask
+            if s.gid >= 0:
+                cand[j] = s.gid
+                FS_PREFETCH(&idx.starts[s.gid])
+        for j in range(nb):
+            if cand[j] >= 0:
+                FS_PREFETCH(idx.keys + idx.starts[cand[j]] * k)
+                FS_PREFETCH(&view_ts[idx.starts[cand[j] + 1] - 1])
+        # Step 5c: authoritative lookup comparing the full key tuple; null
+        # keys and tuples absent from the view match nothing
+        for j in range(nb):
+            if first[j] < 0:
+                continue
+            key = entity_keys + (b0 + j) * k
+            g = index_find(idx, key, hashes[j])
+            if g < 0:
+                first[j] = -1
+                continue
+            first[j] = idx.starts[g]
+            hi = idx.starts[g + 1]
+            base[j] = first[j]
+            span[j] = hi - first[j]
+            FS_PREFETCH(&view_ts[hi - 1])
+        # Step 6a: most recent row already visible -> no search needed
+        busy = False
+        for j in range(nb):
+            if first[j] < 0:
+                continue
+            if view_ts[base[j] + span[j] - 1] <= entity_ts[b0 + j]:
+                base[j] += span[j]  # answer: one past the group
+                span[j] = 0
+            else:
+                busy = busy or span[j] > 1
+                FS_PREFETCH(&view_ts[base[j] + (span[j] >> 1) - 1])
+        # Step 6b: lock-step branchless upper_bound over all rows of the batch:
+        # first index with ts > t, known to exist in [base, base + span)
+        while busy:
+            busy = False
+            for j in range(nb):
+                if span[j] > 1:
+                    half = span[j] >> 1
+                    if view_ts[base[j] + half - 1] <= entity_ts[b0 + j]:
+                        base[j] += half
+                    span[j] -= half
+                    if span[j] > 1:
+                        busy = True
+                        FS_PREFETCH(&view_ts[base[j] + (span[j] >> 1) - 1])
+        # Step 7: winner is the row before upper_bound (newest ts, then newest
+        # created, then last in storage); apply the inclusive ttl bound with
+        # an unsigned difference that cannot overflow since t >= ts[w]
+        for j in range(nb):
+            if first[j] < 0 or base[j] == first[j]:
+                out[b0 + j] = -1
+                continue
+            w = base[j] - 1
+            t = entity_ts[b0 + j]
+            if ttl_us > 0 and <uint64_t>t - <uint64_t>view_ts[w] > <uint64_t>ttl_us:
+                out[b0 + j] = -1
+            else:
+                out[b0 + j] = w
 
 
 def asof_indices(const int64_t[:, ::1] view_keys,

@@ -1,0 +1,200 @@
+"""The ``fstore`` command: each command parses its arguments and calls one library function."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .definitions import format_duration
+from .errors import DefinitionErrors, FstoreError
+from .feature_store import FeatureStore
+from .progress import RichReporter
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Turns fstore's own errors into one red line (or a list) and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DefinitionErrors as exc:
+            err_console.print(f"[red]error:[/red] {len(exc.errors)} problem(s) in the feature definitions:")
+            for e in exc.errors:
+                err_console.print(f"  [red]-[/red] {e}", highlight=False, markup=False)
+            sys.exit(1)
+        except FstoreError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--repo", "-r", default=".", envvar="FSTORE_REPO", show_default=True,
+              type=click.Path(file_okay=False), help="The feature repository (folder with fstore.yaml).")
+@click.version_option(package_name="fstore")
+@click.pass_context
+def main(ctx: click.Context, repo: str) -> None:
+    """fstore: features as code, point-in-time training sets, low-latency serving."""
+    ctx.obj = repo
+
+
+def _store(ctx: click.Context) -> FeatureStore:
+    return FeatureStore(ctx.obj)
+
+
+@main.command()
+@click.pass_context
+def plan(ctx: click.Context) -> None:
+    """Show what `apply` would change."""
+    p = _store(ctx).plan()
+    _print_plan(p)
+
+
+@main.command()
+@click.pass_context
+def apply(ctx: click.Context) -> None:
+    """Validate the definitions and store them in the registry (atomically)."""
+    p, version = _store(ctx).apply()
+    _print_plan(p)
+    console.print(f"registry version {version}" + (" (unchanged)" if p.empty else " applied"))
+
+
+def _print_plan(p: Any) -> None:
+    changes = [c for c in p.changes if c.action != "keep"]
+    if not changes:
+        console.print(f"no changes (registry version {p.current_version})")
+        return
+    marks = {"add": "[green]+[/green]", "remove": "[red]-[/red]", "change": "[yellow]~[/yellow]"}
+    for c in changes:
+        console.print(f"{marks[c.action]} {c.kind[:-1] if c.kind != 'entities' else 'entity'} {c.name}")
+        for d in c.details:
+            console.print(f"    {d}", highlight=False, markup=False)
+
+
+@main.command("list")
+@click.pass_context
+def list_(ctx: click.Context) -> None:
+    """List entities, feature views (every applied version) and feature services."""
+    reg = _store(ctx).registry.require()
+    t = Table(title=f"{reg['project']} - registry version {reg['version']}")
+    for col in ("kind", "name", "version", "keys / features", "owner", "ttl", "freshness SLA"):
+        t.add_column(col)
+    for e in reg["entities"].values():
+        t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "")
+    for v in reg["feature_views"].values():
+        t.add_row("feature view", f"{v['name']}_v{v['version']}", str(v["version"]),
+                  f"{', '.join(v['join_keys'])} -> {len(v['features'])} features", v["owner"],
+                  format_duration(v["ttl_us"]), format_duration(v["freshness_sla_us"]))
+    for s in reg["feature_services"].values():
+        t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "")
+    console.print(t)
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def describe(ctx: click.Context, name: str) -> None:
+    """Show one entity, view (NAME or NAME_vN) or service with its metadata."""
+    fs = _store(ctx)
+    reg = fs.registry.require()
+    for kind in ("entities", "feature_services", "sources"):
+        if name in reg[kind]:
+            _print_record(kind[:-1] if kind != "entities" else "entity", reg[kind][name])
+            return
+    view = fs.get_feature_view(name)
+    manifest = fs.offline.manifest(view)
+    _print_record("feature view", {**{k: v for k, v in view.items() if k != "features"},
+                                   "ttl": format_duration(view["ttl_us"]),
+                                   "freshness_sla": format_duration(view["freshness_sla_us"]),
+                                   "offline rows": manifest["rows"] if manifest else "not ingested"})
+    t = Table(title="features")
+    for col in ("name", "dtype", "default", "description"):
+        t.add_column(col)
+    for f in view["features"]:
+        t.add_row(f["name"], f["dtype"], repr(f["default"]), f["description"])
+    console.print(t)
+
+
+def _print_record(kind: str, record: dict[str, Any]) -> None:
+    t = Table(title=f"{kind} {record.get('name', '')}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    for k, v in record.items():
+        if k.endswith("_us"):
+            continue
+        t.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    console.print(t)
+
+
+@main.command()
+@click.pass_context
+def history(ctx: click.Context) -> None:
+    """List every applied registry version."""
+    t = Table(title="registry history")
+    for col in ("version", "applied at", "feature views"):
+        t.add_column(col)
+    for h in _store(ctx).registry.history():
+        t.add_row(str(h["version"]), h["applied_at"], ", ".join(h["feature_views"]))
+    console.print(t)
+
+
+@main.command()
+@click.argument("views", nargs=-1)
+@click.pass_context
+def ingest(ctx: click.Context, views: tuple[str, ...]) -> None:
+    """Load new and changed source files into the offline store (all views, or VIEWS)."""
+    start = time.perf_counter()
+    results = _store(ctx).ingest(list(views) or None, progress=RichReporter(err_console))
+    t = Table(title="ingest")
+    for col in ("view", "files read", "files unchanged", "files replaced", "rows"):
+        t.add_column(col)
+    for r in results:
+        t.add_row(r.view, str(r.units_read), str(r.units_skipped), str(r.replaced_units), f"{r.rows:,}")
+    console.print(t)
+    console.print(f"done in {time.perf_counter() - start:.2f} s")
+
+
+@main.command("build-dataset")
+@click.option("--entities", "entities", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Parquet or CSV file of entity rows (join keys + event timestamp + labels).")
+@click.option("--features", "features", multiple=True, help="view:feature or view (repeatable, or comma-separated).")
+@click.option("--service", help="A feature service name.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet (or .csv) file.")
+@click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
+@click.option("--timestamp-column", default=None, help="The entity timestamp column (default from fstore.yaml).")
+@click.pass_context
+def build_dataset(ctx: click.Context, entities: str, features: tuple[str, ...], service: str | None, out: str,
+                  full_feature_names: bool, timestamp_column: str | None) -> None:
+    """Build a point-in-time correct training set and write its lineage beside it."""
+    refs = [f.strip() for item in features for f in item.split(",") if f.strip()] or None
+    if (refs is None) == (service is None):
+        raise click.UsageError("give exactly one of --features or --service")
+    start = time.perf_counter()
+    table, lineage = _store(ctx).build_dataset(entities, out, refs, feature_service=service,
+                                               full_feature_names=full_feature_names,
+                                               event_timestamp_column=timestamp_column,
+                                               progress=RichReporter(err_console))
+    console.print(f"wrote {table.num_rows:,} rows x {table.num_columns} columns to {out} "
+                  f"in {time.perf_counter() - start:.2f} s; lineage in {lineage}")
+
+
+@main.command()
+@click.argument("directory", default="quickstart-repo", type=click.Path(file_okay=False))
+@click.option("--customers", default=2000, show_default=True, help="How many customers to generate.")
+@click.option("--days", default=30, show_default=True, help="Days of history to generate.")
+def quickstart(directory: str, customers: int, days: int) -> None:
+    """Make a demo repository with realistic data, apply, ingest and build a training set."""
+    from .quickstart import run_quickstart
+
+    run_quickstart(Path(directory), customers=customers, days=days, console=console)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
