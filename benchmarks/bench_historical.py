@@ -577,8 +577,10 @@ def compare(reference: Path, others: dict[str, Path], out: Path, max_rows: int =
     import pyarrow.parquet as pq
 
     ref = pq.read_table(reference)
+    ref_names = ref.column_names
+    ref_cols = [c.combine_chunks() for c in ref.columns]
     report = {"reference": str(reference), "rows": ref.num_rows, "results": {}}
-    show_cols = [c for c in ("request_id", "customer_id", "driver_id", "event_timestamp") if c in ref.column_names]
+    show_cols = [c for c in ("request_id", "customer_id", "driver_id", "event_timestamp") if c in ref_names]
     for name, path in others.items():
         res = {"agree": True, "problems": [], "type_notes": [], "mismatches": {}}
         report["results"][name] = res
@@ -587,18 +589,19 @@ def compare(reference: Path, others: dict[str, Path], out: Path, max_rows: int =
         except Exception as exc:  # noqa: BLE001
             res.update(agree=False, problems=[f"cannot read {path}: {exc}"])
             continue
-        if t.column_names != ref.column_names:
+        if t.column_names != ref_names:
             res["agree"] = False
-            res["problems"].append(f"columns differ: {t.column_names} vs fstore {ref.column_names}")
+            res["problems"].append(f"columns differ: {t.column_names} vs fstore {ref_names}")
         if t.num_rows != ref.num_rows:
             res["agree"] = False
             res["problems"].append(f"{t.num_rows} rows vs fstore {ref.num_rows}")
             continue
-        for col in ref.column_names:
-            if col not in t.column_names:
+        where = {c: i for i, c in enumerate(t.column_names)}  # (name lookups are O(columns))
+        for ci, col in enumerate(ref_names):
+            if col not in where:
                 continue
-            a = ref.column(col).combine_chunks()
-            b = t.column(col).combine_chunks()
+            a = ref_cols[ci]
+            b = t.column(where[col]).combine_chunks()
             if b.type != a.type:
                 res["type_notes"].append(f"{col}: {b.type} (fstore {a.type})")
                 try:
@@ -618,7 +621,7 @@ def compare(reference: Path, others: dict[str, Path], out: Path, max_rows: int =
             res["agree"] = False
             rows = []
             for r in idx[:max_rows]:
-                row = {c: _jsonable(ref.column(c)[r].as_py()) for c in show_cols}
+                row = {c: _jsonable(ref_cols[ref_names.index(c)][r].as_py()) for c in show_cols}
                 row.update(row=r, fstore=_jsonable(a[r].as_py()), peer=_jsonable(b[r].as_py()))
                 rows.append(row)
             res["mismatches"][col] = {"count": len(idx), "first": rows}
@@ -648,7 +651,16 @@ def _sub(cmd: list[str], timeout: float, log: Path, cwd: Path) -> tuple[str, flo
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
             return "timeout", time.perf_counter() - t0
-    return ("ok" if rc == 0 else f"error (exit {rc})"), time.perf_counter() - t0
+    if rc == 0:
+        status = "ok"
+    elif rc < 0:
+        try:
+            status = f"crashed ({signal.Signals(-rc).name})"
+        except ValueError:
+            status = f"crashed (signal {-rc})"
+    else:
+        status = f"error (exit {rc})"
+    return status, time.perf_counter() - t0
 
 
 def _peer_available(name: str) -> bool:
@@ -677,10 +689,27 @@ def _machine() -> dict:
     versions = {}
     for mod in ("fstore", "pyarrow", "numpy", "duckdb", "polars", "pandas"):
         r = subprocess.run([sys.executable, "-c", f"import {mod}; print(getattr({mod}, '__version__', '?'))"],
-                           capture_output=True, text=True, cwd=REPO_ROOT)
+                           capture_output=True, text=True, cwd=_fstore_src())
         versions[mod] = r.stdout.strip() if r.returncode == 0 else None
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": mem, "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions}
+
+
+def _fstore_src() -> Path:
+    return Path(os.environ.get("FSTORE_BENCH_SRC") or REPO_ROOT)
+
+
+def _fstore_provenance() -> dict:
+    src = _fstore_src()
+    out = {"path": str(src), "git": None}
+    r = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty", "--abbrev=12"],
+                       capture_output=True, text=True)
+    if r.returncode == 0 and (src / ".git").exists():
+        out["git"] = r.stdout.strip()
+    snap = src / "SNAPSHOT"
+    if snap.exists():
+        out["snapshot"] = snap.read_text().strip()
+    return out
 
 
 def _log(msg: str) -> None:
@@ -777,14 +806,14 @@ def run_shape(shape: str, scale: float, args, root: Path, peers: list[str]) -> d
               if e != "duckdb_prep" and (results / f"{e}-{m}.parquet").exists() and results / f"{e}-{m}.parquet" != ref}
     out["crashed"] = crashed
     if not ref.exists():
-        out["agree"] = False
+        out["agree"] = None  # nothing to compare against
         out["comparison"] = {"problems": ["fstore produced no result"]}
         return out
     (results / "compare.request.json").write_text(json.dumps({"reference": str(ref),
                                                                "others": {k: str(v) for k, v in others.items()}}))
     st, _ = _sub([*me, "_compare", "--data", str(data)], args.timeout, logs / "compare.log", REPO_ROOT)
     if st != "ok":
-        out["agree"] = False
+        out["agree"] = None
         out["comparison"] = {"problems": [f"comparison failed: {st}"]}
         crashed.append(f"compare: {st}")
         return out
@@ -866,7 +895,9 @@ def print_table(shape_out: dict, peers: list[str]) -> None:
     if prep and prep.get("seconds") is not None:
         console.print(f"  duckdb: loading the sources into a database file for the 'join' run took "
                       f"{prep['seconds']:.2f} s (not counted in 'join').")
-    if not shape_out.get("agree", False):
+    if shape_out.get("agree") is None:
+        console.print("[bold red]fstore produced no result: nothing was compared[/]")
+    elif not shape_out["agree"]:
         console.print("[bold red]DISAGREEMENT between engines[/] (fstore is the reference):")
         c = shape_out.get("comparison", {})
         for p in c.get("problems", []):
@@ -902,9 +933,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per engine and mode; the fastest is reported")
     ap.add_argument("--skip-missing-peers", action="store_true",
                     help="skip a peer whose package is not installed instead of failing")
+    ap.add_argument("--fstore-src", default=None, metavar="DIR",
+                    help="import fstore from this source tree (with its extension built in place) instead of "
+                         "the repository holding this script, e.g. to compare two versions")
     ap.add_argument("--profile-fstore", action="store_true",
                     help="run the fstore workers under cProfile (results/<run>.prof; slows them down)")
     args = ap.parse_args(argv)
+    if args.fstore_src:
+        os.environ["FSTORE_BENCH_SRC"] = str(Path(args.fstore_src).resolve())
 
     shapes = [s.strip() for s in args.shape.split(",") if s.strip()]
     for s in shapes:
@@ -933,6 +969,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
     command = " ".join([Path(sys.executable).name, os.path.relpath(HERE, Path.cwd()), *argv])
     report = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _machine(),
+              "fstore": _fstore_provenance(),
               "peers": peers, "skipped_peers": skipped, "timeout_s": args.timeout, "repeat": args.repeat,
               "shapes": {}}
     try:
@@ -945,18 +982,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    report["agree"] = all(r.get("agree", False) for r in report["shapes"].values())
-    report["crashed"] = [c for r in report["shapes"].values() for c in r.get("crashed", [])]
+    report["agree"] = all(r.get("agree") is True for r in report["shapes"].values())
+    disagree = any(r.get("agree") is False for r in report["shapes"].values())
+    report["crashed"] = [f"{s}: {c}" for s, r in report["shapes"].items() for c in r.get("crashed", [])]
     report["timeouts"] = [f"{s}:{k}" for s, r in report["shapes"].items() for k, m in r["runs"].items()
                           if m.get("status") == "timeout"]
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
         _log(f"results written to {args.out}")
-    if not report["agree"]:
-        print("RESULT: engines DISAGREE (or fstore produced no result); see above", file=sys.stderr)
+    if disagree:
+        print("RESULT: engines DISAGREE with fstore; see above", file=sys.stderr)
         return 1
-    if report["crashed"]:
+    if report["crashed"] or not report["agree"]:
         print(f"RESULT: worker(s) failed: {report['crashed']}", file=sys.stderr)
         return 2
     _log("RESULT: all results agree with fstore value for value")
@@ -973,7 +1011,7 @@ def internal(argv: list[str]) -> int:
         ap.add_argument("--metrics", required=True)
         ap.add_argument("--profile", default=None)
         args = ap.parse_args(argv[1:])
-        sys.path.insert(0, str(REPO_ROOT))
+        sys.path.insert(0, os.environ.get("FSTORE_BENCH_SRC") or str(REPO_ROOT))
         return run_worker(args)
     args = ap.parse_args(argv[1:])
     data = Path(args.data)

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
-_OFFSET_RE = r"(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# a zone offset ends the *time* part: the "-01" of a bare date "2024-01-01" is no offset
+_OFFSET_RE = r"[Tt ][0-9:.,]*[0-9]\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
 class CastFailure(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,9 @@ class _FileLoader(Loader):
         pattern = self.source.path
         base = Path(pattern) if Path(pattern).is_absolute() else self.root / pattern
         if any(ch in pattern for ch in "*?["):
-            found = [Path(p) for p in glob.glob(str(base), recursive=True)]
+            # only the source's path is a pattern: the repository's own folder may hold [ * ?
+            prefix = "" if Path(pattern).is_absolute() else glob.escape(str(self.root)) + os.sep
+            found = [Path(p) for p in glob.glob(prefix + pattern, recursive=True)]
         elif base.is_dir():
             found = [p for p in base.rglob("*") if p.suffix.lower() in self.suffixes
                      or "".join(p.suffixes[-2:]).lower() in self.suffixes]
@@ -115,7 +118,9 @@ class ParquetLoader(_FileLoader):
 
     def read(self, unit: SourceUnit, columns: list[str]) -> pa.Table:
         try:
-            return pq.read_table(unit.path, columns=columns)
+            # a column this file lacks is left out, so that ingest names it (not a FieldRef error)
+            present = set(pq.read_schema(unit.path).names)
+            return pq.read_table(unit.path, columns=[c for c in columns if c in present])
         except (pa.ArrowInvalid, OSError) as exc:
             raise IngestError(f"{unit.id}: cannot read Parquet: {exc}", file=unit.id) from None
 
@@ -155,6 +160,14 @@ class CsvLoader(_FileLoader):
         try:
             return pcsv.read_csv(unit.path, read_options=read, parse_options=parse,
                                  convert_options=self._convert(opts, columns, None))
+        except pa.ArrowKeyError:
+            # a column this file lacks: read the others, so that ingest names the missing one
+            try:
+                with pcsv.open_csv(unit.path, read_options=read, parse_options=parse) as reader:
+                    header = set(reader.schema.names)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise IngestError(f"{unit.id}: cannot parse CSV: {exc}", file=unit.id) from None
+            return self.read(unit, [c for c in columns if c in header])
         except pa.ArrowInvalid as exc:
             if "CSV conversion error" not in str(exc):
                 raise IngestError(f"{unit.id}: cannot parse CSV: {exc}", file=unit.id) from None

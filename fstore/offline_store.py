@@ -40,7 +40,7 @@ from .definitions import DTYPES, Source
 from .errors import IngestError, OfflineStoreError
 from .loaders import Loader, SourceUnit, get_loader
 from .progress import Reporter, Silent
-from .registry import file_lock, write_atomic
+from .registry import file_lock, remove_stale_tmp, write_atomic
 
 FORMAT = 1
 EVENT_TS = "__event_ts"
@@ -293,6 +293,7 @@ class OfflineStore:
                 path.unlink()
         for tmp in vdir.glob("b*/.*.tmp"):
             tmp.unlink()
+        remove_stale_tmp(vdir / MANIFEST)  # a manifest write killed before its rename
 
     def drop(self, view: dict[str, Any]) -> None:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from . import __version__
 from .config import RepoConfig
 from .errors import NotApplied, RegistryError
-from .repo import load_definitions
+from .repo import read_definitions
 from .validation import build_registry
 
 FORMAT = 1
@@ -121,7 +121,7 @@ class Registry:
     def plan(self) -> Plan:
         """Validate the repository's definitions and compare them with what is applied."""
         current = self.load()
-        new_state = build_registry(self.config, load_definitions(self.config), current)
+        new_state = build_registry(self.config, read_definitions(self.config), current)
         return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state))
 
     def apply(self) -> tuple[Plan, int]:

@@ -43,6 +43,13 @@ class RepoContents:
     sources: list[Defined] = field(default_factory=list)
     feature_views: list[Defined] = field(default_factory=list)
     feature_services: list[Defined] = field(default_factory=list)
+    #: problems found while reading the files
+    errors: list[InvalidDefinition] = field(default_factory=list)
+    #: names (by kind) of the objects whose definitions were rejected while reading: they
+    #: exist, so validation must not also report references to them as unknown
+    rejected: dict[str, set[str]] = field(default_factory=dict)
+    #: False when a whole file or section could not be read, so what it defines is unknown
+    complete: bool = True
 
     def add(self, kind: str, obj: Any, file: str) -> None:
         getattr(self, kind).append(Defined(obj, file))
@@ -66,18 +73,27 @@ def definition_files(config: RepoConfig) -> list[Path]:
     return files
 
 
-def load_definitions(config: RepoConfig) -> RepoContents:
-    """Parse every definition file; raises DefinitionErrors listing all problems."""
+def read_definitions(config: RepoConfig) -> RepoContents:
+    """Parse every definition file, keeping the problems in ``contents.errors``.
+
+    Validation can then check the objects that did parse, so that one plan reports
+    every problem rather than stopping at the first file that has one.
+    """
     contents = RepoContents()
-    errors: list[InvalidDefinition] = []
     for path in definition_files(config):
         rel = config.rel(path)
         if path.suffix == ".py":
-            _load_python(path, rel, contents, errors)
+            _load_python(path, rel, contents, contents.errors)
         else:
-            _load_yaml(path, rel, contents, errors)
-    if errors:
-        raise DefinitionErrors(errors)
+            _load_yaml(path, rel, contents, contents.errors)
+    return contents
+
+
+def load_definitions(config: RepoConfig) -> RepoContents:
+    """Parse every definition file; raises DefinitionErrors listing all problems."""
+    contents = read_definitions(config)
+    if contents.errors:
+        raise DefinitionErrors(contents.errors)
     return contents
 
 
@@ -86,44 +102,52 @@ def _load_yaml(path: Path, rel: str, contents: RepoContents, errors: list[Invali
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         errors.append(InvalidDefinition(f"not valid YAML: {exc}", file=rel))
+        contents.complete = False
         return
     if doc is None:
         return
     if not isinstance(doc, dict):
         errors.append(InvalidDefinition("expected a mapping with entities, sources, feature_views "
                                         "and feature_services", file=rel))
+        contents.complete = False
         return
     for kind, items in doc.items():
         if kind not in KINDS:
             errors.append(InvalidDefinition(
                 f"unknown section {kind!r}; expected one of {', '.join(KINDS)}", file=rel, field=str(kind)))
+            contents.complete = False
             continue
         if not isinstance(items, list):
             errors.append(InvalidDefinition("expected a list", file=rel, field=kind))
+            contents.complete = False
             continue
         for i, item in enumerate(items or []):
             # named as validation names it ("feature_view customer_stats"), so one object
             # reads the same in every message whichever stage found the problem
             name = item.get("name") if isinstance(item, dict) else None
             label = f"{_SINGULAR[kind]} {name}" if isinstance(name, str) else f"{kind}[{i}]"
-            if not isinstance(item, dict):
-                errors.append(InvalidDefinition(f"expected a mapping, got {item!r}", file=rel, obj=label))
-                continue
-            unknown = [str(k) for k in item if k not in _FIELDS[kind]]
-            if unknown:
-                errors.append(InvalidDefinition(
-                    f"unknown field {unknown[0]!r} in {_SINGULAR[kind]}; known: {', '.join(_FIELDS[kind])}",
-                    file=rel, obj=label, field=unknown[0]))
-                continue
             try:
-                obj = KINDS[kind](**item)
-            except TypeError as exc:
-                errors.append(InvalidDefinition(_unknown_field_message(exc, _SINGULAR[kind]), file=rel, obj=label))
-                continue
+                obj = _yaml_object(kind, item)
             except InvalidDefinition as exc:
                 errors.append(InvalidDefinition(exc.detail, file=rel, obj=label, field=exc.field))
+                if isinstance(name, str):
+                    contents.rejected.setdefault(kind, set()).add(name)
                 continue
             contents.add(kind, obj, rel)
+
+
+def _yaml_object(kind: str, item: Any) -> Any:
+    """The object one YAML mapping defines; InvalidDefinition (without file or object) if it can't."""
+    if not isinstance(item, dict):
+        raise InvalidDefinition(f"expected a mapping, got {item!r}")
+    unknown = [str(k) for k in item if k not in _FIELDS[kind]]
+    if unknown:
+        raise InvalidDefinition(f"unknown field {unknown[0]!r} in {_SINGULAR[kind]}; "
+                                f"known: {', '.join(_FIELDS[kind])}", field=unknown[0])
+    try:
+        return KINDS[kind](**item)
+    except TypeError as exc:
+        raise InvalidDefinition(_unknown_field_message(exc, _SINGULAR[kind])) from None
 
 
 def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[InvalidDefinition]) -> None:
@@ -131,9 +155,11 @@ def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[Inva
         namespace = runpy.run_path(str(path), run_name=f"fstore_defs.{path.stem}")
     except InvalidDefinition as exc:
         errors.append(InvalidDefinition(exc.detail, file=rel, obj=exc.obj, field=exc.field))
+        contents.complete = False
         return
     except Exception as exc:  # a user's module may raise anything; report it, don't crash
         errors.append(InvalidDefinition(f"failed to run: {type(exc).__name__}: {exc}", file=rel))
+        contents.complete = False
         return
     seen: set[int] = set()
 

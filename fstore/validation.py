@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from .config import RepoConfig
 from .errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
+from .definitions import VERSION_SUFFIX_RE
 from .loaders import get_loader
 from .repo import Defined, RepoContents
 
@@ -85,8 +86,16 @@ def _unique(items: list[Defined], kind: str, key, err: _Collector) -> dict[str, 
 
 def build_registry(config: RepoConfig, contents: RepoContents,
                    current: dict[str, Any] | None) -> dict[str, Any]:
-    """The registry contents the definitions ask for; raises DefinitionErrors listing all problems."""
+    """The registry contents the definitions ask for; raises DefinitionErrors listing all problems.
+
+    Problems met while reading the files (``contents.errors``) come first; the objects
+    that did parse are still checked, unless a whole file could not be read.
+    """
     err = _Collector()
+    err.errors.extend(contents.errors)
+    if not contents.complete:
+        raise DefinitionErrors(err.errors)
+    rejected = contents.rejected
     entities = _unique(contents.entities, "entity", lambda o: o.name, err)
     sources = _unique(contents.sources, "source", lambda o: o.name, err)
     views = _unique(contents.feature_views, "feature_view", lambda o: o.versioned_name, err)
@@ -108,7 +117,7 @@ def build_registry(config: RepoConfig, contents: RepoContents,
 
     new_views: dict[str, Any] = {}
     for vname, d in views.items():
-        record = _view_record(d, entities, sources, schemas, err)
+        record = _view_record(d, entities, sources, schemas, err, rejected)
         if record is None:
             continue
         old = old_views.get(vname)
@@ -120,11 +129,14 @@ def build_registry(config: RepoConfig, contents: RepoContents,
             continue
         new_views[vname] = record
     all_views = {**old_views, **new_views}
+    # a view that failed validation is still defined: its own error is reported above,
+    # so a service naming it must not also be told the view does not exist
+    referable = {**all_views, **{v: d.obj.to_dict() for v, d in views.items() if v not in new_views}}
 
     for sname, d in services.items():
         for i, ref in enumerate(d.obj.features):
-            problem = check_reference(ref, all_views)
-            if problem:
+            problem = check_reference(ref, referable)
+            if problem and _ref_view_name(ref) not in rejected.get("feature_views", set()):
                 err.add(problem, file=d.file, obj=f"feature_service {sname}", field=f"features[{i}]")
 
     if err.errors:
@@ -162,15 +174,28 @@ def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
                     file=d.file, obj=f"source {src.name}", field=fld)
 
 
+def _ref_view_name(ref: str) -> str:
+    """The view name of a reference, without its version: 'customer_stats_v1:x' -> 'customer_stats'."""
+    view_ref = ref.partition(":")[0]
+    m = VERSION_SUFFIX_RE.match(view_ref)
+    return m["name"] if m else view_ref
+
+
 def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
-                 schemas: dict[str, pa.Schema | None], err: _Collector) -> dict[str, Any] | None:
+                 schemas: dict[str, pa.Schema | None], err: _Collector,
+                 rejected: dict[str, set[str]]) -> dict[str, Any] | None:
+    """The view's registry record, or None after reporting why it cannot have one.
+
+    An entity or source whose own definition was rejected is not reported again as unknown.
+    """
     view = d.obj
     obj = f"feature_view {view.name}"
     ok = True
     join_keys: list[str] = []
     for e in view.entities:
         if e not in entities:
-            err.add(f"unknown entity {e!r}", file=d.file, obj=obj, field="entities")
+            if e not in rejected.get("entities", set()):
+                err.add(f"unknown entity {e!r}", file=d.file, obj=obj, field="entities")
             ok = False
         else:
             join_keys.extend(entities[e].obj.join_keys)
@@ -178,7 +203,8 @@ def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, De
         err.add("two of the view's entities share a join key column", file=d.file, obj=obj, field="entities")
         ok = False
     if view.source not in sources:
-        err.add(f"unknown source {view.source!r}", file=d.file, obj=obj, field="source")
+        if view.source not in rejected.get("sources", set()):
+            err.add(f"unknown source {view.source!r}", file=d.file, obj=obj, field="source")
         return None
     schema = schemas.get(view.source)
     if schema is None or not ok:

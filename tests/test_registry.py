@@ -197,10 +197,8 @@ def test_unknown_entity(demo_repo: Path) -> None:
 
 def test_unknown_source(demo_repo: Path) -> None:
     edit_defs(demo_repo, lambda d: find(d["feature_views"], "customer_driver").update(source="rides_src"))
-    errors = plan_errors(demo_repo)
-    assert_names(errors[0], DEFS, "feature_view customer_driver", "source", "'rides_src'")
-    # the service naming the broken view is reported too, not silently dropped
-    assert [(e.obj, e.field) for e in errors[1:]] == [("feature_service fraud_v1", "features[1]")]
+    # only the view is reported: the service naming it is not told the view does not exist
+    assert_names(only_error(demo_repo), DEFS, "feature_view customer_driver", "source", "'rides_src'")
 
 
 def test_duplicate_entity_across_files(demo_repo: Path) -> None:
@@ -243,9 +241,10 @@ def test_feature_of_wrong_type_in_parquet(demo_repo: Path) -> None:
 
 
 def test_feature_of_wrong_type_in_csv(demo_repo: Path) -> None:
-    edit_defs(demo_repo, lambda d: find(d["feature_views"], "customer_driver")["features"][0].update(dtype="bool"))
+    edit_defs(demo_repo, lambda d: find(d["feature_views"], "customer_driver").update(
+        features=[{"name": "trips_together", "dtype": "string"}]))
     assert_names(only_error(demo_repo), DEFS, "feature_view customer_driver", "features[trips_together].dtype",
-                 "declared bool", "int64", "data/trips/*.csv")
+                 "declared string", "int64", "data/trips/*.csv")
 
 
 def test_float_column_is_not_an_int_feature(demo_repo: Path) -> None:
@@ -329,17 +328,37 @@ def test_source_file_that_is_not_parquet(demo_repo: Path) -> None:
 
 
 def test_all_problems_are_reported_together(demo_repo: Path) -> None:
+    """Objects that fail to parse do not stop the checks of the others (one plan shows everything)."""
     def change(doc: dict) -> None:
         find(doc["feature_views"], "customer_stats").update(ttl="forever")
         find(doc["feature_views"], "customer_driver")["features"][0].update(dtype="float64x")
         find(doc["sources"], "trips_src").update(timestamp_field="pickup_ts")
+        doc["feature_views"].append({"name": "spend", "entities": ["merchant"], "source": "customer_stats_src",
+                                     "features": [{"name": "avg_amount_7d", "dtype": "float64"}]})
     edit_defs(demo_repo, change)
     errors = plan_errors(demo_repo)
-    # the two view errors are found while reading; the source error needs the source's schema,
-    # which is only read once every file parses
-    fields = {(e.obj, e.field) for e in errors}
-    assert {("feature_view customer_stats", "ttl"),
-            ("feature_view customer_driver", "features[trips_together].dtype")} <= fields
+    assert [(e.file, e.obj, e.field) for e in errors] == [
+        (DEFS, "feature_view customer_stats", "ttl"),
+        (DEFS, "feature_view customer_driver", "features[trips_together].dtype"),
+        (DEFS, "source trips_src", "timestamp_field"),
+        (DEFS, "feature_view spend", "entities"),
+    ]  # and fraud_v1, which names the two rejected views, is not told they do not exist
+
+
+def test_a_rejected_object_is_not_reported_again_as_unknown(demo_repo: Path) -> None:
+    def change(doc: dict) -> None:
+        find(doc["entities"], "driver")["join_keys"] = ["driver id"]
+        find(doc["sources"], "customer_stats_src")["created_timestamp_field"] = "created-at"
+    edit_defs(demo_repo, change)
+    errors = plan_errors(demo_repo)
+    assert [(e.obj, e.field) for e in errors] == [("entity driver", "join_keys"),
+                                                  ("source customer_stats_src", "created_timestamp_field")]
+
+
+def test_unreadable_file_is_reported_alone(demo_repo: Path) -> None:
+    write_defs(demo_repo, "entities: [\n", "broken.yaml")
+    (err,) = plan_errors(demo_repo)
+    assert err.file == "features/broken.yaml" and "not valid YAML" in str(err)
 
 
 def test_schema_is_read_from_every_parquet_file_of_a_folder(demo_repo: Path) -> None:
@@ -353,4 +372,4 @@ def test_schema_is_read_from_every_parquet_file_of_a_folder(demo_repo: Path) -> 
     edit_defs(demo_repo, lambda d: find(d["sources"], "customer_stats_src").update(path="data/customer_stats/"))
     errors = plan_errors(demo_repo)
     assert errors[0].file == DEFS and errors[0].obj == "source customer_stats_src"
-    assert "disagree" in str(errors[0]) or "segment" in str(errors[0])
+    assert_names(errors[0], DEFS, "source customer_stats_src", "path", "files disagree", "segment")

@@ -195,11 +195,13 @@ cdef void asof_lookup(const GroupIndex* idx, const int64_t* view_ts,
     cdef Slot s
     cdef int64_t t, w
     cdef bint busy
-    for b0 in range(0, n_e, LOOKUP_BATCH):
-        nb = min(LOOKUP_BATCH, n_e - b0)
+    b0 = 0
+    while b0 < n_e:
+        nb = min(<Py_ssize_t>LOOKUP_BATCH, n_e - b0)
         # Step 5a: hash every valid row and prefetch its home slot
         for j in range(nb):
             first[j] = -1
+            span[j] = 0  # rows that never reach the search must not join it
             if entity_valid[b0 + j] and idx.n_groups > 0:
                 hashes[j] = tuple_hash(entity_keys + (b0 + j) * k, k)
                 FS_PREFETCH(&idx.slots[hashes[j] & idx.mask])
@@ -275,6 +277,7 @@ cdef void asof_lookup(const GroupIndex* idx, const int64_t* view_ts,
                 out[b0 + j] = -1
             else:
                 out[b0 + j] = w
+        b0 += nb
 
 
 def asof_indices(const int64_t[:, ::1] view_keys,
