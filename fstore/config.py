@@ -64,6 +64,9 @@ class RepoConfig:
         for key, section in (("offline_store", offline), ("online_store", online)):
             if not isinstance(section, dict):
                 raise bad("expected a mapping", key)
+        for key in offline:
+            if key not in ("path", "buckets", "engine"):
+                raise bad(f"unknown setting {key!r}; known: buckets, engine, path", f"offline_store.{key}")
         buckets = offline.get("buckets", DEFAULT_BUCKETS)
         if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 4096:
             raise bad(f"buckets must be an integer from 1 to 4096, got {buckets!r}", "offline_store.buckets")

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from .config import RepoConfig
 from .errors import UnknownObject
-from .historical import get_historical_features
+from .engine import make_engine
 from .lineage import dataset_lineage, write_lineage
 from .offline_store import IngestResult, OfflineStore
 from .progress import Reporter
@@ -30,7 +30,8 @@ class FeatureStore:
     def __init__(self, repo_path: str | Path = ".") -> None:
         self.config = RepoConfig.load(repo_path)
         self.registry = Registry(self.config)
-        self.offline = OfflineStore(self.config)
+        self.engine = make_engine(self.config)
+        self.offline: OfflineStore = self.engine.store
 
     # ---- definitions -----------------------------------------------------------------
 
@@ -58,7 +59,7 @@ class FeatureStore:
         """Load new and changed source files of the named views (default: all, every version)."""
         reg = self.registry.require()
         records = [self.get_feature_view(v) for v in views] if views else list(reg["feature_views"].values())
-        return [self.offline.ingest(r, reg["sources"][r["source"]], progress) for r in records]
+        return [self.engine.ingest(r, reg["sources"][r["source"]], progress) for r in records]
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
@@ -75,8 +76,8 @@ class FeatureStore:
         input order and columns; features are named ``feature`` or ``view__feature``.
         """
         requests = resolve(self.registry.require(), features, feature_service, full_feature_names)
-        return get_historical_features(self.offline, requests, entity_df,
-                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
+        return self.engine.historical(requests, entity_df,
+                                      event_timestamp_column or self.config.entity_timestamp_column, progress)
 
     def build_dataset(self, entity_df: Any, out: str | Path, features: Sequence[str] | None = None, *,
                       feature_service: str | None = None, full_feature_names: bool = False,
@@ -88,11 +89,11 @@ class FeatureStore:
         """
         registry = self.registry.require()
         requests = resolve(registry, features, feature_service, full_feature_names)
-        table = get_historical_features(self.offline, requests, entity_df,
-                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
+        table = self.engine.historical(requests, entity_df,
+                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
         out = Path(out)
         write_table(table, out)
-        record = dataset_lineage(registry=registry, offline=self.offline, requests=requests, table=table,
+        record = dataset_lineage(registry=registry, offline=self.engine, requests=requests, table=table,
                                  dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))
                                  else None, features=features, feature_service=feature_service,
                                  full_feature_names=full_feature_names)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from . import __version__
-from .offline_store import OfflineStore, view_name
+from .offline_store import view_name
 from .registry import write_atomic
 from .resolve import ViewRequest
 
@@ -33,7 +33,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def dataset_lineage(*, registry: dict[str, Any], offline: OfflineStore, requests: list[ViewRequest],
+def dataset_lineage(*, registry: dict[str, Any], offline: Any, requests: list[ViewRequest],
                     table: pa.Table, dataset: Path, entity_source: str | None,
                     features: Sequence[str] | None, feature_service: str | None,
                     full_feature_names: bool) -> dict[str, Any]:

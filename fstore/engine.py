@@ -1,0 +1,65 @@
+"""The offline engine: the small interface behind which ingest and training-set builds run.
+
+The local engine (Parquet files, the Cython as-of join, a thread pool) is the
+default. A Spark engine for teams that outgrow one machine implements the same
+three methods over the same offline layout and is chosen in fstore.yaml with
+``offline_store: {engine: package.module:Class}``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from .config import RepoConfig
+from .errors import InvalidDefinition
+from .historical import get_historical_features
+from .offline_store import IngestResult, OfflineStore
+from .progress import Reporter
+from .resolve import ViewRequest
+
+
+class OfflineEngine(Protocol):
+    """What FeatureStore needs from an offline engine."""
+
+    store: OfflineStore
+
+    def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None) -> IngestResult:
+        """Load the view's new and changed source data into the offline store."""
+
+    def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
+                   progress: Reporter | None) -> pa.Table:
+        """The point-in-time training set (rule in fstore.historical)."""
+
+    def fingerprint(self, view: dict[str, Any]) -> str | None:
+        """Identifies the offline data a dataset was built from (lineage)."""
+
+
+class LocalEngine:
+    """Parquet on the local file system, joined in process by the compiled kernel."""
+
+    def __init__(self, config: RepoConfig) -> None:
+        self.store = OfflineStore(config)
+
+    def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None = None) -> IngestResult:
+        return self.store.ingest(view, source, progress)
+
+    def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
+                   progress: Reporter | None = None) -> pa.Table:
+        return get_historical_features(self.store, requests, entity_df, event_timestamp_column, progress)
+
+    def fingerprint(self, view: dict[str, Any]) -> str | None:
+        return self.store.fingerprint(view)
+
+
+def make_engine(config: RepoConfig) -> OfflineEngine:
+    name = (config.raw.get("offline_store") or {}).get("engine", "local")
+    if name == "local":
+        return LocalEngine(config)
+    module, _, cls = str(name).partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)(config)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InvalidDefinition(f"cannot load offline engine {name!r}: {exc}", file="fstore.yaml",
+                                field="offline_store.engine") from None
