@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from .config import RepoConfig
-from .errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
 from .definitions import VERSION_SUFFIX_RE
+from .errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
 from .loaders import get_loader
 from .repo import Defined, RepoContents
 
@@ -108,9 +108,10 @@ def build_registry(config: RepoConfig, contents: RepoContents,
     for name, d in sources.items():
         try:
             schemas[name] = get_loader(d.obj, config.root).schema()
-        except FstoreError as exc:
-            err.add(exc.detail if isinstance(exc, InvalidDefinition) else str(exc),
-                    file=d.file, obj=f"source {name}", field="path")
+        except FstoreError as exc:  # the loader names the field at fault (path or format)
+            definition = isinstance(exc, InvalidDefinition)
+            err.add(exc.detail if definition else str(exc), file=d.file, obj=f"source {name}",
+                    field=(exc.field if definition else None) or "path")
             schemas[name] = None
             continue
         _check_source_times(d, schemas[name], err)

@@ -202,7 +202,7 @@ cdef void asof_lookup(const GroupIndex* idx, const int64_t* view_ts,
         for j in range(nb):
             first[j] = -1
             span[j] = 0  # rows that never reach the search must not join it
-            if entity_valid[b0 + j] and idx.n_groups > 0:
+            if idx.n_groups > 0:
                 hashes[j] = tuple_hash(entity_keys + (b0 + j) * k, k)
                 FS_PREFETCH(&idx.slots[hashes[j] & idx.mask])
                 first[j] = 0
