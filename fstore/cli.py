@@ -66,6 +66,10 @@ def apply(ctx: click.Context) -> None:
     console.print(f"registry version {version}" + (" (unchanged)" if p.empty else " applied"))
 
 
+_KIND_LABEL = {"entities": "entity", "sources": "source", "feature_views": "feature view",
+               "feature_services": "feature service"}
+
+
 def _print_plan(p: Any) -> None:
     changes = [c for c in p.changes if c.action != "keep"]
     if not changes:
@@ -73,7 +77,7 @@ def _print_plan(p: Any) -> None:
         return
     marks = {"add": "[green]+[/green]", "remove": "[red]-[/red]", "change": "[yellow]~[/yellow]"}
     for c in changes:
-        console.print(f"{marks[c.action]} {c.kind[:-1] if c.kind != 'entities' else 'entity'} {c.name}")
+        console.print(f"{marks[c.action]} {_KIND_LABEL.get(c.kind, c.kind)} {c.name}")
         for d in c.details:
             console.print(f"    {d}", highlight=False, markup=False)
 

@@ -32,7 +32,16 @@ def _obj_field(obj: str | None, field: str | None) -> str | None:
 
 
 class DefinitionErrors(InvalidDefinition):
-    """Several definition errors found in one pass, reported together."""
+    """Several definition errors found in one pass, reported together.
+
+    Raised as a subclass that is also a SchemaChangeRefused when one of the errors is
+    one, so ``except SchemaChangeRefused`` works on a plan or apply.
+    """
+
+    def __new__(cls, errors: list[InvalidDefinition]) -> "DefinitionErrors":
+        if cls is DefinitionErrors and any(isinstance(e, SchemaChangeRefused) for e in errors):
+            cls = SchemaChangeErrors
+        return super().__new__(cls)
 
     def __init__(self, errors: list[InvalidDefinition]) -> None:
         self.errors = errors
@@ -44,6 +53,12 @@ class DefinitionErrors(InvalidDefinition):
 
 class SchemaChangeRefused(InvalidDefinition):
     """An applied view version's schema may not change in place: bump its version."""
+
+    code = "SCHEMA_CHANGE_REFUSED"
+
+
+class SchemaChangeErrors(DefinitionErrors, SchemaChangeRefused):
+    """Definition errors of which at least one is a refused schema change."""
 
     code = "SCHEMA_CHANGE_REFUSED"
 

@@ -161,6 +161,9 @@ class Registry:
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     changes: list[Change] = []
+    if old and old.get("project") != new.get("project"):
+        changes.append(Change("project", str(new.get("project")), "change",
+                              [f"project: {old.get('project')!r} -> {new.get('project')!r}"]))
     for kind in KINDS:
         before, after = old.get(kind, {}), new.get(kind, {})
         for name in sorted(before.keys() | after.keys()):

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import customer_stats_table, edit_defs, find, write_defs
+from conftest import customer_stats_table, edit_defs, find, make_demo_repo, write_defs
 from fstore import FeatureStore
 from fstore.errors import DefinitionErrors, InvalidDefinition, RegistryError
 
@@ -373,3 +373,24 @@ def test_schema_is_read_from_every_parquet_file_of_a_folder(demo_repo: Path) -> 
     errors = plan_errors(demo_repo)
     assert errors[0].file == DEFS and errors[0].obj == "source customer_stats_src"
     assert_names(errors[0], DEFS, "source customer_stats_src", "path", "files disagree", "segment")
+
+
+def test_refused_schema_change_is_catchable_as_such(tmp_path):
+    from fstore.errors import SchemaChangeRefused
+
+    root = make_demo_repo(tmp_path / "r")
+    fs = FeatureStore(root)
+    fs.apply()
+    defs = root / "features" / "defs.yaml"
+    defs.write_text(defs.read_text().replace("{name: txn_count_7d, dtype: int64}", "{name: txn_count_7d, dtype: float64}"))
+    with pytest.raises(SchemaChangeRefused, match=r"customer_stats.*version"):
+        fs.apply()
+
+
+def test_project_rename_is_a_change(tmp_path):
+    root = make_demo_repo(tmp_path / "r")
+    FeatureStore(root).apply()
+    (root / "fstore.yaml").write_text("project: renamed\n")
+    plan, version = FeatureStore(root).apply()
+    assert not plan.empty and version == 2
+    assert FeatureStore(root).registry.load()["project"] == "renamed"
