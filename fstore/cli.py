@@ -177,7 +177,7 @@ def ingest(ctx: click.Context, views: tuple[str, ...]) -> None:
 def build_dataset(ctx: click.Context, entities: str, features: tuple[str, ...], service: str | None, out: str,
                   full_feature_names: bool, timestamp_column: str | None) -> None:
     """Build a point-in-time correct training set and write its lineage beside it."""
-    refs = [f.strip() for item in features for f in item.split(",") if f.strip()] or None
+    refs = _split(features)
     if (refs is None) == (service is None):
         raise click.UsageError("give exactly one of --features or --service")
     start = time.perf_counter()
@@ -187,6 +187,102 @@ def build_dataset(ctx: click.Context, entities: str, features: tuple[str, ...], 
                                                progress=RichReporter(err_console))
     console.print(f"wrote {table.num_rows:,} rows x {table.num_columns} columns to {out} "
                   f"in {time.perf_counter() - start:.2f} s; lineage in {lineage}")
+
+
+@main.command()
+@click.argument("start")
+@click.argument("end")
+@click.option("--views", multiple=True, help="Views to materialize (NAME or NAME_vN; repeatable or comma-separated).")
+@click.pass_context
+def materialize(ctx: click.Context, start: str, end: str, views: tuple[str, ...]) -> None:
+    """Write the newest row per entity with event time in [START, END] (ISO 8601) to the online store."""
+    _print_writes(_store(ctx).materialize(start, end, _split(views), progress=RichReporter(err_console)),
+                  "materialize")
+
+
+@main.command("materialize-incremental")
+@click.argument("end")
+@click.option("--views", multiple=True, help="Views to materialize (NAME or NAME_vN).")
+@click.pass_context
+def materialize_incremental(ctx: click.Context, end: str, views: tuple[str, ...]) -> None:
+    """Materialize each view from its own watermark up to END (ISO 8601, or 'now')."""
+    _print_writes(_store(ctx).materialize_incremental(end, _split(views), progress=RichReporter(err_console)),
+                  "materialize-incremental")
+
+
+@main.command()
+@click.argument("view")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def load(ctx: click.Context, view: str, files: tuple[str, ...]) -> None:
+    """Bulk-load Parquet/CSV FILES straight into VIEW's online store, all or nothing."""
+    _print_writes([_store(ctx).load(view, list(files), progress=RichReporter(err_console))], "load")
+
+
+@main.command()
+@click.option("--views", multiple=True, help="Views to clean (default: all with a ttl).")
+@click.pass_context
+def gc(ctx: click.Context, views: tuple[str, ...]) -> None:
+    """Delete online rows older than their view's ttl, in small transactions."""
+    for view, n in _store(ctx).gc(_split(views)).items():
+        console.print(f"{view}: {n:,} expired rows deleted")
+
+
+@main.command()
+@click.option("--service", help="A feature service name.")
+@click.option("--features", multiple=True, help="view:feature or view (repeatable or comma-separated).")
+@click.option("--full-feature-names", is_flag=True)
+@click.argument("keys", nargs=-1, required=True)
+@click.pass_context
+def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full_feature_names: bool,
+        keys: tuple[str, ...]) -> None:
+    """Read one feature vector: fstore get --service fraud_v1 customer_id=1 driver_id=7."""
+    refs = _split(features)
+    if (refs is None) == (service is None):
+        raise click.UsageError("give exactly one of --features or --service")
+    row: dict[str, Any] = {}
+    for item in keys:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"{item!r}: write keys as name=value")
+        row[name] = int(value) if value.lstrip("-").isdigit() else value
+    resp = _store(ctx).get_online_features(refs, feature_service=service, entity_rows=[row],
+                                           full_feature_names=full_feature_names)
+    _print_vector(resp)
+
+
+def _print_vector(resp: Any) -> None:
+    t = Table(title=", ".join(f"{k}={v}" for k, v in resp.entity_rows[0].items()))
+    for col in ("feature", "value", "status", "event timestamp"):
+        t.add_column(col)
+    [row] = resp.to_rows(include_metadata=True)
+    for name in resp.feature_names:
+        cell = row[name]
+        ts = cell["event_timestamp"]
+        t.add_row(name, repr(cell["value"]), cell["status"], ts.isoformat() if ts else "")
+    console.print(t)
+
+
+def _split(items: tuple[str, ...]) -> list[str] | None:
+    out = [f.strip() for item in items for f in item.split(",") if f.strip()]
+    return out or None
+
+
+def _print_writes(results: list[Any], title: str) -> None:
+    t = Table(title=title)
+    for col in ("view", "rows read", "rows written", "seconds", "rows/s", "watermark"):
+        t.add_column(col)
+    for r in results:
+        wm = r.watermark
+        t.add_row(r.view, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.seconds:.2f}",
+                  f"{r.rows_per_second:,.0f}", "" if wm is None else _iso(wm))
+    console.print(t)
+
+
+def _iso(us: int) -> str:
+    import datetime as dt
+
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)).isoformat()
 
 
 @main.command()

@@ -111,3 +111,21 @@ class OfflineStoreError(FstoreError, RuntimeError):
     """The offline store on disk is inconsistent or from an incompatible version."""
 
     code = "OFFLINE_STORE_ERROR"
+
+
+class OnlineStoreError(FstoreError, RuntimeError):
+    """The online store cannot be opened or was written with another encoding."""
+
+    code = "ONLINE_STORE_ERROR"
+
+
+class EntityRowError(FstoreError, ValueError):
+    """An entity row of an online request lacks a key or has a key of the wrong type."""
+
+    code = "BAD_ENTITY_ROW"
+
+
+class InvalidArgument(FstoreError, ValueError):
+    """A bad argument to a command or call (a time that does not parse, an empty range)."""
+
+    code = "INVALID_ARGUMENT"

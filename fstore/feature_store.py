@@ -7,6 +7,7 @@ offline_store, historical, lineage).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,8 +16,11 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from .config import RepoConfig
-from .errors import UnknownObject
+from .errors import InvalidArgument, UnknownObject
 from .engine import make_engine
+from .materialize import WriteResult, bulk_load, gc, materialize, to_us
+from .online import OnlinePlan, OnlineResponse, build_plan, read_online
+from .online_store import OnlineStore
 from .lineage import dataset_lineage, write_lineage
 from .offline_store import IngestResult, OfflineStore
 from .progress import Reporter
@@ -32,6 +36,11 @@ class FeatureStore:
         self.registry = Registry(self.config)
         self.engine = make_engine(self.config)
         self.offline: OfflineStore = self.engine.store
+        self._online: OnlineStore | None = None
+        self._reg_cache: dict[str, Any] | None = None
+        self._reg_stamp: tuple[int, int] | None = None
+        self._reg_checked = 0.0
+        self._plans: dict[tuple[Any, ...], OnlinePlan] = {}
 
     # ---- definitions -----------------------------------------------------------------
 
@@ -98,6 +107,99 @@ class FeatureStore:
                                  else None, features=features, feature_service=feature_service,
                                  full_feature_names=full_feature_names)
         return table, write_lineage(out, record)
+
+    # ---- online ----------------------------------------------------------------------
+
+    @property
+    def online(self) -> OnlineStore:
+        if self._online is None:
+            self._online = OnlineStore(self.config)
+        return self._online
+
+    def online_views(self, views: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The view versions to serve: as named, else the newest version of every online
+        view plus every version a feature service pins."""
+        reg = self.registry.require()
+        if views:
+            return [self.get_feature_view(v) for v in views]
+        chosen = {}
+        for record in reg["feature_views"].values():
+            newest = find_view(record["name"], reg["feature_views"])
+            if record["online"] and newest is record:
+                chosen[f"{record['name']}_v{record['version']}"] = record
+        for svc in reg["feature_services"].values():
+            for ref in svc["features"]:
+                view_ref = ref.partition(":")[0]
+                if view_ref in reg["feature_views"]:
+                    chosen[view_ref] = reg["feature_views"][view_ref]
+        return list(chosen.values())
+
+    def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None,
+                    progress: Reporter | None = None) -> list[WriteResult]:
+        """Write the newest row per entity with event time in [start, end] into the online store.
+
+        Never overwrites a stored row with an older one (by event time, then created time).
+        """
+        start_us, end_us = to_us(start, what="start"), to_us(end, what="end")
+        if start_us > end_us:
+            raise InvalidArgument(f"start {start} is after end {end}")
+        return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
+                           progress=progress)
+
+    def materialize_incremental(self, end: Any, views: Sequence[str] | None = None,
+                                progress: Reporter | None = None) -> list[WriteResult]:
+        """Materialize each view from its own watermark (all history the first time) up to ``end``."""
+        return materialize(self.offline, self.online, self.online_views(views), None, to_us(end, what="end"),
+                           incremental=True, progress=progress)
+
+    def load(self, view: str, files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
+        """Bulk-load Parquet/CSV rows straight into the online store (one transaction)."""
+        record = self.get_feature_view(view)
+        source = self.registry.require()["sources"][record["source"]]
+        return bulk_load(self.online, self.config.root, record, source, files, progress)
+
+    def gc(self, views: Sequence[str] | None = None, now: Any = None) -> dict[str, int]:
+        """Delete online rows older than their view's ttl; returns rows deleted per view."""
+        now_us = to_us(now if now is not None else "now")
+        records = [self.get_feature_view(v) for v in views] if views else \
+            list(self.registry.require()["feature_views"].values())
+        return {f"{r['name']}_v{r['version']}": gc(self.online, r, now_us) for r in records}
+
+    def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
+                            feature_service: str | None = None, full_feature_names: bool = False,
+                            now: Any = None) -> OnlineResponse:
+        """Feature vectors for ``entity_rows`` (a list of dicts of join key values).
+
+        Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED) and the
+        event timestamp of its row; see fstore.online for the exact rule, which is the
+        training-set rule with ``now`` as the entity timestamp.
+        """
+        registry = self._current_registry()
+        key = (registry["version"], tuple(features) if features is not None else None, feature_service,
+               full_feature_names)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = build_plan(registry, self.online, features, feature_service,
+                                                 full_feature_names)
+        now_us = time.time_ns() // 1000 if now is None else to_us(now)
+        return read_online(self.online, plan, entity_rows, now_us)
+
+    def _current_registry(self) -> dict[str, Any]:
+        """The applied registry, re-read when the file changed (checked at most once a second)."""
+        clock = time.monotonic()
+        if self._reg_cache is not None and clock - self._reg_checked < 1.0:
+            return self._reg_cache
+        self._reg_checked = clock
+        try:
+            st = self.registry.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._reg_cache is None or stamp != self._reg_stamp:
+            self._reg_cache = self.registry.require()
+            self._reg_stamp = stamp
+            self._plans.clear()
+        return self._reg_cache
 
 
 def write_table(table: pa.Table, out: Path) -> None:

@@ -85,6 +85,14 @@ def sort_table(table: pa.Table, view: dict[str, Any]) -> pa.Table:
     return table.take(sort_indices(table, view))
 
 
+def offline_schema(view: dict[str, Any]) -> pa.Schema:
+    """The columns of a view's parts: keys, times, source unit, features."""
+    fields = [pa.field(k, KEY_TYPES[view["key_dtypes"][k]]) for k in view["join_keys"]]
+    fields += [pa.field(EVENT_TS, TS_TYPE), pa.field(CREATED_TS, TS_TYPE), pa.field(UNIT, pa.int32())]
+    fields += [pa.field(f["name"], DTYPES[f["dtype"]]) for f in view["features"]]
+    return pa.schema(fields)
+
+
 def bucket_ids(table: pa.Table, key_columns: list[str], n_buckets: int) -> np.ndarray:
     """The bucket of every row; the same function places entity rows at join time."""
     cols = [table.column(k).combine_chunks() for k in key_columns]
@@ -137,10 +145,7 @@ class OfflineStore:
         return schema.empty_table().select(columns)
 
     def schema(self, view: dict[str, Any]) -> pa.Schema:
-        fields = [pa.field(k, KEY_TYPES[view["key_dtypes"][k]]) for k in view["join_keys"]]
-        fields += [pa.field(EVENT_TS, TS_TYPE), pa.field(CREATED_TS, TS_TYPE), pa.field(UNIT, pa.int32())]
-        fields += [pa.field(f["name"], DTYPES[f["dtype"]]) for f in view["features"]]
-        return pa.schema(fields)
+        return offline_schema(view)
 
     def fingerprint(self, view: dict[str, Any]) -> str | None:
         """Identifies the exact offline data of a view (for dataset lineage)."""
@@ -174,7 +179,7 @@ class OfflineStore:
                 batch: list[tuple[SourceUnit, pa.Table]] = []
                 rows = 0
                 for unit in todo:
-                    table = self._read_unit(view, source, loader, unit)
+                    table = read_typed(view, source, loader, unit)
                     batch.append((unit, table))
                     rows += table.num_rows
                     progress.advance(1, info=f"{rows:,} rows")
@@ -191,42 +196,6 @@ class OfflineStore:
         return {"format": FORMAT, "view": view_name(view), "buckets": self.config.offline_buckets,
                 "join_keys": view["join_keys"], "key_dtypes": view["key_dtypes"],
                 "units": {}, "runs": [], "next_unit": 0, "next_run": 1, "rows": 0}
-
-    def _read_unit(self, view: dict[str, Any], source: dict[str, Any], loader: Loader,
-                   unit: SourceUnit) -> pa.Table:
-        ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
-        cols = [*view["join_keys"], ts_col, *([created_col] if created_col else []),
-                *(f["name"] for f in view["features"])]
-        raw = loader.read(unit, list(dict.fromkeys(cols)))
-        missing = [c for c in cols if c not in raw.column_names]
-        if missing:
-            raise IngestError(f"{unit.id}: column(s) {', '.join(missing)} missing", file=unit.id,
-                              column=missing[0])
-
-        def cast(col: str, fn) -> pa.Array:
-            try:
-                return fn(raw.column(col))
-            except CastFailure as exc:
-                where = f" at {loader.row_label(exc.index)}" if exc.index >= 0 else ""
-                shown = f" value {exc.value!r}" if exc.index >= 0 else ""
-                raise IngestError(f"{unit.id}{where}, column {col!r}:{shown} cannot be read as "
-                                  f"{_target_name(view, col, ts_col, created_col)} ({exc.reason})",
-                                  file=unit.id, row=exc.index + 1 if exc.index >= 0 else None,
-                                  column=col) from None
-
-        out: dict[str, pa.Array] = {}
-        for k in view["join_keys"]:
-            out[k] = cast(k, lambda a, t=KEY_TYPES[view["key_dtypes"][k]]: to_dtype(a, t))
-        out[EVENT_TS] = cast(ts_col, to_timestamp)
-        if out[EVENT_TS].null_count:
-            row = int(pc.index(pc.is_null(out[EVENT_TS]), True).as_py())
-            raise IngestError(f"{unit.id} at {loader.row_label(row)}, column {ts_col!r}: the event "
-                              "timestamp is null", file=unit.id, row=row + 1, column=ts_col)
-        out[CREATED_TS] = cast(created_col, to_timestamp) if created_col else pa.nulls(raw.num_rows, TS_TYPE)
-        out[UNIT] = pa.nulls(raw.num_rows, pa.int32())  # numbered when the run is written
-        for f in view["features"]:
-            out[f["name"]] = cast(f["name"], lambda a, t=DTYPES[f["dtype"]]: to_dtype(a, t))
-        return pa.table(out, schema=self.schema(view))
 
     def _write_run(self, view: dict[str, Any], manifest: dict[str, Any],
                    batch: list[tuple[SourceUnit, pa.Table]]) -> int:
@@ -297,6 +266,43 @@ class OfflineStore:
 
     def drop(self, view: dict[str, Any]) -> None:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)
+
+
+def read_typed(view: dict[str, Any], source: dict[str, Any], loader: Loader, unit: SourceUnit) -> pa.Table:
+    """One source unit as the offline store's columns, typed as declared; IngestError names file, row, column."""
+    ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
+    cols = [*view["join_keys"], ts_col, *([created_col] if created_col else []),
+            *(f["name"] for f in view["features"])]
+    raw = loader.read(unit, list(dict.fromkeys(cols)))
+    missing = [c for c in cols if c not in raw.column_names]
+    if missing:
+        raise IngestError(f"{unit.id}: column(s) {', '.join(missing)} missing", file=unit.id,
+                          column=missing[0])
+
+    def cast(col: str, fn) -> pa.Array:
+        try:
+            return fn(raw.column(col))
+        except CastFailure as exc:
+            where = f" at {loader.row_label(exc.index)}" if exc.index >= 0 else ""
+            shown = f" value {exc.value!r}" if exc.index >= 0 else ""
+            raise IngestError(f"{unit.id}{where}, column {col!r}:{shown} cannot be read as "
+                              f"{_target_name(view, col, ts_col, created_col)} ({exc.reason})",
+                              file=unit.id, row=exc.index + 1 if exc.index >= 0 else None,
+                              column=col) from None
+
+    out: dict[str, pa.Array] = {}
+    for k in view["join_keys"]:
+        out[k] = cast(k, lambda a, t=KEY_TYPES[view["key_dtypes"][k]]: to_dtype(a, t))
+    out[EVENT_TS] = cast(ts_col, to_timestamp)
+    if out[EVENT_TS].null_count:
+        row = int(pc.index(pc.is_null(out[EVENT_TS]), True).as_py())
+        raise IngestError(f"{unit.id} at {loader.row_label(row)}, column {ts_col!r}: the event "
+                          "timestamp is null", file=unit.id, row=row + 1, column=ts_col)
+    out[CREATED_TS] = cast(created_col, to_timestamp) if created_col else pa.nulls(raw.num_rows, TS_TYPE)
+    out[UNIT] = pa.nulls(raw.num_rows, pa.int32())  # numbered when the run is written
+    for f in view["features"]:
+        out[f["name"]] = cast(f["name"], lambda a, t=DTYPES[f["dtype"]]: to_dtype(a, t))
+    return pa.table(out, schema=offline_schema(view))
 
 
 def _target_name(view: dict[str, Any], col: str, ts_col: str, created_col: str | None) -> str:

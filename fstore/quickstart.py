@@ -23,7 +23,6 @@ from rich.table import Table
 from .feature_store import FeatureStore
 from .progress import RichReporter
 
-START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 FSTORE_YAML = "project: rides\n"
 
@@ -72,12 +71,14 @@ feature_services:
 def write_repository(root: Path, *, customers: int, days: int, seed: int = 7) -> Path:
     """Write the repository and its raw data; returns the path of the entity rows file."""
     rng = np.random.default_rng(seed)
+    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - dt.timedelta(days=days - 1)  # the history ends today, so serving finds fresh rows
     (root / "features").mkdir(parents=True, exist_ok=True)
     (root / "data" / "trips").mkdir(parents=True, exist_ok=True)
     (root / "fstore.yaml").write_text(FSTORE_YAML)
     (root / "features" / "defs.yaml").write_text(DEFS_YAML)
     drivers = max(10, customers // 10)
-    start_us = int(START.timestamp() * 1e6)
+    start_us = int(start.timestamp() * 1e6)
     day_us = 86_400_000_000
 
     # customer_stats: one snapshot per active customer per day, 3% corrected later
@@ -114,7 +115,7 @@ def write_repository(root: Path, *, customers: int, days: int, seed: int = 7) ->
         pcsv.write_csv(pa.table({
             "customer_id": pair_c[riding], "driver_id": pair_d[riding],
             "ts": pa.array(when, pa.timestamp("us", tz="UTC")), "trips_together": totals[riding]}),
-            root / "data" / "trips" / f"{(START + dt.timedelta(days=d)).date()}.csv")
+            root / "data" / "trips" / f"{(start + dt.timedelta(days=d)).date()}.csv")
 
     # entity rows: rides to score, with a label
     n = max(100, customers * 2)
@@ -147,8 +148,25 @@ def run_quickstart(root: Path, *, customers: int = 2000, days: int = 30, console
     console.print(f"[bold]4.[/bold] built a point-in-time training set for fraud_v1: {table.num_rows:,} rows in "
                   f"{time.perf_counter() - t1:.2f} s -> {out} (lineage: {lineage.name})")
     console.print(summary_table(table, fs))
+    results = fs.materialize_incremental("now", progress=RichReporter(console))
+    console.print(f"[bold]5.[/bold] materialized {sum(r.rows_written for r in results):,} rows into the LMDB "
+                  f"online store at {fs.config.rel(fs.online.path)}")
+    rows = table.slice(0, 3).select(["customer_id", "driver_id"]).to_pylist()
+    resp = fs.get_online_features(feature_service="fraud_v1", entity_rows=rows)
+    console.print("[bold]6.[/bold] online feature vectors for three rides (value / status):")
+    console.print(online_table(resp))
     console.print(f"done in {time.perf_counter() - t0:.1f} s. Try: fstore -r {root} list; "
                   f"fstore -r {root} describe customer_stats")
+
+
+def online_table(resp) -> Table:
+    t = Table()
+    for col in [*resp.plan.key_columns, *resp.feature_names]:
+        t.add_column(col)
+    for row in resp.to_rows(include_metadata=True):
+        t.add_row(*[str(row[k]) for k in resp.plan.key_columns],
+                  *[f"{row[n]['value']!r} / {row[n]['status']}" for n in resp.feature_names])
+    return t
 
 
 def summary_table(table: pa.Table, fs: FeatureStore) -> Table:

@@ -123,9 +123,10 @@ cdef Py_ssize_t index_scan(GroupIndex* idx, const int64_t* ts, const int64_t* cr
 
 
 cdef Py_ssize_t index_build(GroupIndex* idx) noexcept nogil:
-    cdef uint64_t cap = 16, h, pos
+    cdef uint64_t cap = 16, pos
+    cdef uint64_t hashes[LOOKUP_BATCH]
     cdef uint32_t tag
-    cdef Py_ssize_t g, k = idx.k
+    cdef Py_ssize_t g0, nb, j, g, k = idx.k
     cdef const int64_t* key
     cdef Slot s
     # Step 3: power-of-two table at load factor <= 1/2 (linear probing stays short)
@@ -136,22 +137,31 @@ cdef Py_ssize_t index_build(GroupIndex* idx) noexcept nogil:
         return -2
     memset(idx.slots, 0xFF, cap * sizeof(Slot))  # gid == -1 everywhere
     idx.mask = cap - 1
-    # Step 4: insert each group; an equal tuple already present means the
-    # key shows up in two separate runs, i.e. the view is not grouped.
-    for g in range(idx.n_groups):
-        key = idx.keys + idx.starts[g] * k
-        h = tuple_hash(key, k)
-        tag = <uint32_t>(h >> 32)
-        pos = h & idx.mask
-        while True:
-            s = idx.slots[pos]
-            if s.gid < 0:
-                idx.slots[pos].tag = tag
-                idx.slots[pos].gid = <int32_t>g
-                break
-            if s.tag == tag and tuple_eq(idx.keys + idx.starts[s.gid] * k, key, k):
-                return idx.starts[g]
-            pos = (pos + 1) & idx.mask
+    # Step 4: insert each group, a batch at a time with the home slots
+    # prefetched (a table much larger than cache is otherwise one miss per
+    # group); an equal tuple already present means the key shows up in two
+    # separate runs, i.e. the view is not grouped.
+    g0 = 0
+    while g0 < idx.n_groups:
+        nb = min(<Py_ssize_t>LOOKUP_BATCH, idx.n_groups - g0)
+        for j in range(nb):
+            hashes[j] = tuple_hash(idx.keys + idx.starts[g0 + j] * k, k)
+            FS_PREFETCH(&idx.slots[hashes[j] & idx.mask])
+        for j in range(nb):
+            g = g0 + j
+            key = idx.keys + idx.starts[g] * k
+            tag = <uint32_t>(hashes[j] >> 32)
+            pos = hashes[j] & idx.mask
+            while True:
+                s = idx.slots[pos]
+                if s.gid < 0:
+                    idx.slots[pos].tag = tag
+                    idx.slots[pos].gid = <int32_t>g
+                    break
+                if s.tag == tag and tuple_eq(idx.keys + idx.starts[s.gid] * k, key, k):
+                    return idx.starts[g]
+                pos = (pos + 1) & idx.mask
+        g0 += nb
     return -1
 
 
@@ -202,7 +212,7 @@ cdef void asof_lookup(const GroupIndex* idx, const int64_t* view_ts,
         for j in range(nb):
             first[j] = -1
             span[j] = 0  # rows that never reach the search must not join it
-            if idx.n_groups > 0:
+            if entity_valid[b0 + j] and idx.n_groups > 0:
                 hashes[j] = tuple_hash(entity_keys + (b0 + j) * k, k)
                 FS_PREFETCH(&idx.slots[hashes[j] & idx.mask])
                 first[j] = 0

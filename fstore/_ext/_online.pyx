@@ -1,0 +1,477 @@
+# cython: language_level=3
+"""Row codec and feature-vector assembly for the LMDB online store.
+
+Layouts (all integers little-endian unless said otherwise; see docs/online-store.md):
+
+key   one int64 key: 8 bytes big-endian with the sign bit flipped (byte order =
+      numeric order, so sorted batches append); one string key: its UTF-8 bytes;
+      composite: the parts in declared order, an int as above, a string as a
+      big-endian u16 length and its bytes.
+value u8 ROW_FORMAT | i64 event_ts_us | i64 created_ts_us (INT64_MIN = null) |
+      null bitmap, ceil(F/8) bytes, bit i = feature i (declared order) is null |
+      the fixed-width features in declared order (int32/float32 4 bytes,
+      int64/float64/timestamp 8, bool 1; zeros when null) |
+      the variable-width features in declared order (u32 length, bytes).
+Fixed-width features sit at constant offsets, so a read decodes only what it needs.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
+from libc.stdint cimport INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uintptr_t
+
+import datetime as _dt
+
+import numpy as np
+
+ROW_FORMAT = 1
+HEADER = 17
+MAX_KEY = 511
+
+# dtype kinds (also the order of KIND_NAMES)
+cdef enum:
+    K_INT32 = 0
+    K_INT64 = 1
+    K_FLOAT32 = 2
+    K_FLOAT64 = 3
+    K_BOOL = 4
+    K_TS = 5
+    K_STRING = 6
+    K_BYTES = 7
+
+KIND_NAMES = ("int32", "int64", "float32", "float64", "bool", "timestamp", "string", "bytes")
+KINDS = {name: i for i, name in enumerate(KIND_NAMES)}
+cdef int[8] FIXED = [4, 8, 4, 8, 1, 8, 0, 0]
+
+# value statuses
+PRESENT = 0
+NOT_FOUND = 1
+EXPIRED = 2
+DEFAULTED = 3
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+cdef inline const uint8_t* _ptr(object buf):
+    if buf is None:
+        return NULL
+    return <const uint8_t*><uintptr_t>buf.address
+
+
+cdef struct Col:
+    const uint8_t* valid   # NULL when the column has no nulls
+    const uint8_t* data
+    const int32_t* offs    # variable-width columns only
+    Py_ssize_t base        # the array's offset
+
+
+cdef Col* _cols(list columns) except NULL:
+    """Raw pointers into pyarrow arrays; the caller keeps the arrays alive and frees the result."""
+    cdef Py_ssize_t c, n = len(columns)
+    cdef Col* out = <Col*>malloc(sizeof(Col) * (n if n else 1))
+    if out == NULL:
+        raise MemoryError()
+    for c in range(n):
+        bufs = columns[c].buffers()
+        out[c].valid = _ptr(bufs[0]) if columns[c].null_count else NULL
+        out[c].data = _ptr(bufs[len(bufs) - 1])
+        out[c].offs = <const int32_t*>_ptr(bufs[1]) if len(bufs) == 3 else NULL
+        out[c].base = columns[c].offset
+    return out
+
+
+cdef inline bint _bit(const uint8_t* bitmap, Py_ssize_t i) noexcept nogil:
+    return bitmap == NULL or (bitmap[i >> 3] >> (i & 7)) & 1
+
+
+cdef inline void _put_be64(uint8_t* p, int64_t v) noexcept nogil:
+    cdef uint64_t u = (<uint64_t>v) ^ (<uint64_t>1 << 63)
+    cdef int i
+    for i in range(8):
+        p[i] = (u >> (56 - 8 * i)) & 0xFF
+
+
+def layout(kinds):
+    """(offsets, var_rank, fixed_end) of a row: the byte offset of each fixed feature
+    (or -1), the rank of each variable feature among them (or -1), and where the
+    variable section starts."""
+    n = len(kinds)
+    off = HEADER + (n + 7) // 8
+    offsets, ranks, r = [], [], 0
+    for k in kinds:
+        if FIXED[k]:
+            offsets.append(off)
+            ranks.append(-1)
+            off += FIXED[k]
+        else:
+            offsets.append(-1)
+            ranks.append(r)
+            r += 1
+    return offsets, ranks, off
+
+
+# ---- keys ---------------------------------------------------------------------------
+
+def encode_keys(list columns, list kinds):
+    """The LMDB key of every row of the key columns (pyarrow int64 / string arrays).
+
+    A row with a null in any key column gets None. Raises ValueError naming the row
+    of a key longer than LMDB's 511 bytes.
+    """
+    cdef Py_ssize_t n = len(columns[0]) if columns else 0
+    cdef Py_ssize_t k = len(columns), c, i, size, ln, row
+    cdef list out = [None] * n
+    cdef int[64] kind
+    cdef bytes key
+    cdef uint8_t* p
+    cdef bint single_string = k == 1 and kinds[0] == K_STRING
+    if k > 64:
+        raise ValueError("at most 64 key columns")
+    for c in range(k):
+        kind[c] = kinds[c]
+        if len(columns[c]) != n:
+            raise ValueError("key columns differ in length")
+    cdef Col* cols = _cols(columns)
+    try:
+        for i in range(n):
+            size = 0
+            for c in range(k):
+                row = i + cols[c].base
+                if not _bit(cols[c].valid, row):
+                    size = -1
+                    break
+                if kind[c] == K_STRING:
+                    ln = cols[c].offs[row + 1] - cols[c].offs[row]
+                    size += ln if single_string else ln + 2
+                else:
+                    size += 8
+            if size < 0:
+                continue
+            if size > MAX_KEY:
+                raise ValueError(f"row {i + 1}: the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+            key = PyBytes_FromStringAndSize(NULL, size)
+            p = <uint8_t*>PyBytes_AS_STRING(key)
+            for c in range(k):
+                row = i + cols[c].base
+                if kind[c] == K_STRING:
+                    ln = cols[c].offs[row + 1] - cols[c].offs[row]
+                    if not single_string:
+                        p[0] = (ln >> 8) & 0xFF
+                        p[1] = ln & 0xFF
+                        p += 2
+                    if ln:
+                        memcpy(p, cols[c].data + cols[c].offs[row], ln)
+                    p += ln
+                else:
+                    _put_be64(p, (<const int64_t*>cols[c].data)[row])
+                    p += 8
+            out[i] = key
+    finally:
+        free(cols)
+    return out
+
+
+cdef bytes _key_of(tuple values, list kinds):
+    """One entity row's key from Python values; None if any part is None."""
+    cdef Py_ssize_t k = len(kinds), c, size = 0, ln
+    cdef list parts = []
+    cdef bytes b, key
+    cdef uint8_t* p
+    for c in range(k):
+        v = values[c]
+        if v is None:
+            return None
+        if kinds[c] == K_STRING:
+            if not isinstance(v, str):
+                raise TypeError(f"expected a string key, got {type(v).__name__} {v!r}")
+            b = PyUnicode_AsUTF8String(v)
+            parts.append(b)
+            size += len(b) if k == 1 else len(b) + 2
+        else:
+            if isinstance(v, bool) or not isinstance(v, int):
+                if hasattr(v, "__index__") and not isinstance(v, bool):
+                    v = v.__index__()
+                else:
+                    raise TypeError(f"expected an integer key, got {type(v).__name__} {v!r}")
+            parts.append(v)
+            size += 8
+    if size > MAX_KEY:
+        raise ValueError(f"the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+    key = PyBytes_FromStringAndSize(NULL, size)
+    p = <uint8_t*>PyBytes_AS_STRING(key)
+    for c in range(k):
+        if kinds[c] == K_STRING:
+            b = parts[c]
+            ln = len(b)
+            if k != 1:
+                p[0] = (ln >> 8) & 0xFF
+                p[1] = ln & 0xFF
+                p += 2
+            memcpy(p, PyBytes_AS_STRING(b), ln)
+            p += ln
+        else:
+            _put_be64(p, <int64_t>parts[c])
+            p += 8
+    return key
+
+
+def key_of(values, kinds):
+    """The key of one entity given as a tuple of Python values (None if a part is null)."""
+    return _key_of(tuple(values), list(kinds))
+
+
+# ---- rows ---------------------------------------------------------------------------
+
+def encode_rows(const int64_t[::1] event_ts, const int64_t[::1] created_ts, list columns, list kinds):
+    """One encoded value per row from pyarrow arrays typed as the features' kinds.
+
+    ``columns`` hold int32, int64, float32, float64, bool, timestamp[us] (int64
+    values), string or binary arrays (32-bit offsets), one per feature in
+    declared order.
+    """
+    cdef Py_ssize_t n = event_ts.shape[0], f, nf = len(columns), i, size, fixed_end, row
+    cdef list out = [None] * n
+    offsets_l, ranks_l, fixed_end = layout(kinds)
+    if created_ts.shape[0] != n:
+        raise ValueError("event and created timestamps differ in length")
+    for col in columns:
+        if len(col) != n:
+            raise ValueError("columns and timestamps differ in length")
+    cdef int* kind = <int*>malloc(sizeof(int) * (nf + 1))
+    cdef Py_ssize_t* offset = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (nf + 1))
+    cdef Col* cols = NULL
+    cdef uint8_t* p
+    cdef uint8_t* q
+    cdef bytes value
+    cdef uint32_t ln32
+    try:
+        if kind == NULL or offset == NULL:
+            raise MemoryError()
+        for f in range(nf):
+            kind[f] = kinds[f]
+            offset[f] = offsets_l[f]
+        cols = _cols(columns)
+        for i in range(n):
+            size = fixed_end
+            for f in range(nf):
+                if kind[f] >= K_STRING:
+                    size += 4
+                    row = i + cols[f].base
+                    if _bit(cols[f].valid, row):
+                        size += cols[f].offs[row + 1] - cols[f].offs[row]
+            value = PyBytes_FromStringAndSize(NULL, size)
+            p = <uint8_t*>PyBytes_AS_STRING(value)
+            memset(p, 0, fixed_end)
+            p[0] = ROW_FORMAT
+            memcpy(p + 1, &event_ts[i], 8)
+            memcpy(p + 9, &created_ts[i], 8)
+            q = p + fixed_end
+            for f in range(nf):
+                row = i + cols[f].base
+                if not _bit(cols[f].valid, row):
+                    p[HEADER + (f >> 3)] |= 1 << (f & 7)
+                    if kind[f] >= K_STRING:
+                        memset(q, 0, 4)
+                        q += 4
+                    continue
+                if kind[f] == K_BOOL:
+                    p[offset[f]] = (cols[f].data[row >> 3] >> (row & 7)) & 1
+                elif kind[f] >= K_STRING:
+                    ln32 = cols[f].offs[row + 1] - cols[f].offs[row]
+                    memcpy(q, &ln32, 4)
+                    if ln32:
+                        memcpy(q + 4, cols[f].data + cols[f].offs[row], ln32)
+                    q += 4 + ln32
+                else:
+                    memcpy(p + offset[f], cols[f].data + row * FIXED[kind[f]], FIXED[kind[f]])
+            out[i] = value
+    finally:
+        free(kind)
+        free(offset)
+        free(cols)
+    return out
+
+
+def row_times(bytes value):
+    """(event_ts_us, created_ts_us) of an encoded row; raises ValueError on a foreign format."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(value)
+    cdef int64_t ts, cr
+    if PyBytes_GET_SIZE(value) < HEADER or p[0] != ROW_FORMAT:
+        raise ValueError("not a row of online format %d" % ROW_FORMAT)
+    memcpy(&ts, p + 1, 8)
+    memcpy(&cr, p + 9, 8)
+    return ts, cr
+
+
+cpdef bint is_newer(bytes new, bytes old):
+    """Whether ``new`` should replace ``old``: a strictly greater (event, created) time."""
+    cdef int64_t a, b, c, d
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(new)
+    cdef const uint8_t* q = <const uint8_t*>PyBytes_AS_STRING(old)
+    memcpy(&a, p + 1, 8)
+    memcpy(&b, q + 1, 8)
+    if a != b:
+        return a > b
+    memcpy(&c, p + 9, 8)
+    memcpy(&d, q + 9, 8)
+    return c > d
+
+
+def merge_newer(txn, db, list keys, list values):
+    """Put each (key, value) unless the stored row is as new or newer; returns rows written.
+
+    Runs inside the caller's write transaction, so a batch is applied whole or not at all.
+    """
+    cdef Py_ssize_t i, n = len(keys), written = 0
+    cdef bytes k, v
+    get, put = txn.get, txn.put
+    for i in range(n):
+        k = keys[i]
+        if k is None:
+            continue
+        v = values[i]
+        old = get(k, None, db)
+        if old is None or is_newer(v, old):
+            put(k, v, db=db)
+            written += 1
+    return written
+
+
+# ---- reads --------------------------------------------------------------------------
+
+cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off, Py_ssize_t rank,
+                    Py_ssize_t fixed_end):
+    cdef int32_t i32
+    cdef int64_t i64
+    cdef float f32
+    cdef double f64
+    cdef uint32_t ln
+    cdef Py_ssize_t pos, r
+    if kind == K_INT32:
+        memcpy(&i32, p + off, 4)
+        return i32
+    if kind == K_INT64:
+        memcpy(&i64, p + off, 8)
+        return i64
+    if kind == K_FLOAT32:
+        memcpy(&f32, p + off, 4)
+        return <double>f32
+    if kind == K_FLOAT64:
+        memcpy(&f64, p + off, 8)
+        return f64
+    if kind == K_BOOL:
+        return p[off] != 0
+    if kind == K_TS:
+        memcpy(&i64, p + off, 8)
+        return _EPOCH + _dt.timedelta(microseconds=i64)
+    pos = fixed_end
+    for r in range(rank + 1):
+        if pos + 4 > size:
+            raise ValueError("truncated row")
+        memcpy(&ln, p + pos, 4)
+        if r == rank:
+            if pos + 4 + ln > size:
+                raise ValueError("truncated row")
+            if kind == K_STRING:
+                return PyUnicode_DecodeUTF8(<const char*>(p + pos + 4), ln, "strict")
+            return PyBytes_FromStringAndSize(<const char*>(p + pos + 4), ln)
+        pos += 4 + ln
+
+
+cdef class ViewReader:
+    """How to read the wanted features of one view version out of its rows.
+
+    Built once per (registry version, request shape) and reused for every request.
+    """
+    cdef public object db
+    cdef public list key_columns
+    cdef list key_kinds
+    cdef int64_t ttl_us
+    cdef Py_ssize_t n_want, fixed_end
+    cdef list want_kind, want_off, want_rank, want_idx, defaults
+    cdef public list out_positions
+
+    def __init__(self, db, key_columns, key_kinds, all_kinds, want_indices, defaults, ttl_us,
+                 out_positions):
+        offsets, ranks, fixed_end = layout(all_kinds)
+        self.db = db
+        self.key_columns = list(key_columns)
+        self.key_kinds = list(key_kinds)
+        self.ttl_us = ttl_us or 0
+        self.fixed_end = fixed_end
+        self.want_idx = list(want_indices)
+        self.want_kind = [all_kinds[i] for i in want_indices]
+        self.want_off = [offsets[i] for i in want_indices]
+        self.want_rank = [ranks[i] for i in want_indices]
+        self.defaults = list(defaults)
+        self.n_want = len(want_indices)
+        self.out_positions = list(out_positions)
+
+    def keys_for(self, list entity_rows):
+        """The key of every entity row (None for a null part); KeyError names a missing column."""
+        cdef Py_ssize_t i, n = len(entity_rows)
+        cdef list out = [None] * n
+        cols = self.key_columns
+        if len(cols) == 1:
+            col = cols[0]
+            for i in range(n):
+                out[i] = _key_of((entity_rows[i][col],), self.key_kinds)
+        else:
+            for i in range(n):
+                row = entity_rows[i]
+                out[i] = _key_of(tuple([row[c] for c in cols]), self.key_kinds)
+        return out
+
+    def read(self, txn, list keys, int64_t now_us, list values, uint8_t[:, ::1] status,
+             int64_t[::1] ts):
+        """Fill ``values[out_pos][i]``, ``status[out_pos, i]`` and ``ts[i]`` for every key."""
+        cdef Py_ssize_t i, j, n = len(keys), pos, size
+        cdef bytes raw
+        cdef const uint8_t* p
+        cdef int64_t t
+        cdef bint expired
+        cdef list col
+        get = txn.get
+        db = self.db
+        for i in range(n):
+            k = keys[i]
+            raw = None if k is None else get(k, None, db)
+            if raw is None:
+                ts[i] = INT64_MIN
+                for j in range(self.n_want):
+                    pos = self.out_positions[j]
+                    d = self.defaults[j]
+                    col = values[pos]
+                    col[i] = d
+                    status[pos, i] = NOT_FOUND if d is None else DEFAULTED
+                continue
+            p = <const uint8_t*>PyBytes_AS_STRING(raw)
+            size = PyBytes_GET_SIZE(raw)
+            if size < self.fixed_end or p[0] != ROW_FORMAT:
+                raise ValueError("a stored row has an unknown format")
+            memcpy(&t, p + 1, 8)
+            ts[i] = t
+            if t > now_us:  # written ahead of "now": not visible yet, as offline
+                expired = True
+                ts[i] = INT64_MIN
+            else:
+                expired = self.ttl_us > 0 and t < now_us - self.ttl_us
+            for j in range(self.n_want):
+                pos = self.out_positions[j]
+                col = values[pos]
+                if expired:
+                    d = self.defaults[j]
+                    col[i] = d
+                    if d is not None:
+                        status[pos, i] = DEFAULTED
+                    else:
+                        status[pos, i] = NOT_FOUND if t > now_us else EXPIRED
+                    continue
+                status[pos, i] = PRESENT
+                f = <Py_ssize_t>self.want_idx[j]
+                if (p[HEADER + (f >> 3)] >> (f & 7)) & 1:
+                    col[i] = None
+                else:
+                    col[i] = _decode(p, size, self.want_kind[j], self.want_off[j], self.want_rank[j],
+                                     self.fixed_end)

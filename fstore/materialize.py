@@ -1,0 +1,279 @@
+"""Filling the online store: materialization from the offline store, bulk loads, and gc.
+
+Every write follows one rule: a row replaces the stored row of its entity only when
+its (event time, created time) is strictly newer. So a rerun, an overlapping
+backfill, or an older backfill after a newer one never overwrites newer data, and
+a job killed midway can simply be run again.
+
+Materialization works through the offline store one bucket at a time (bounded
+memory), writing each bucket in one transaction together with the job's progress,
+so a resumed job skips the buckets already committed. The view's watermark
+advances only in the transaction that commits its last bucket: it never claims
+more than was written.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._ext._online import KINDS, encode_keys, encode_rows, merge_newer, row_times
+from .definitions import Source
+from .errors import InvalidArgument, OfflineStoreError
+from .definitions import infer_format
+from .loaders import get_loader
+from .offline_store import CREATED_TS, EVENT_TS, OfflineStore, read_typed, view_name
+from .online_store import OnlineStore
+from .progress import Reporter, Silent
+
+INT64_MIN = np.iinfo(np.int64).min
+WRITE_CHUNK = 200_000
+
+
+@dataclass
+class WriteResult:
+    """What a materialization or load did to one view."""
+
+    view: str
+    rows_read: int = 0
+    rows_written: int = 0
+    seconds: float = 0.0
+    watermark: int | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+
+def to_us(value: Any, *, what: str = "time") -> int:
+    """UTC microseconds of an ISO 8601 string, a datetime, 'now' or an int of microseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() == "now":
+            value = dt.datetime.now(dt.timezone.utc)
+        else:
+            try:
+                value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidArgument(f"{what} {value!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)") from None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, dt.datetime):
+        raise InvalidArgument(f"{what} {value!r} is not a time")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def feature_kinds(view: dict[str, Any]) -> list[int]:
+    return [KINDS[f["dtype"]] for f in view["features"]]
+
+
+def key_kinds(view: dict[str, Any]) -> list[int]:
+    return [KINDS[view["key_dtypes"][k]] for k in view["join_keys"]]
+
+
+def encode_table(view: dict[str, Any], table: pa.Table) -> tuple[list[bytes | None], list[bytes]]:
+    """Keys and values of a table with the offline store's columns."""
+    keys = encode_keys([_plain(table.column(k)) for k in view["join_keys"]], key_kinds(view))
+    ts = _int64(table.column(EVENT_TS))
+    created = _int64(table.column(CREATED_TS), fill=INT64_MIN)
+    values = encode_rows(ts, created, [_plain(table.column(f["name"])) for f in view["features"]], feature_kinds(view))
+    return keys, values
+
+
+def _plain(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.int64())
+    elif pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    elif pa.types.is_large_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    return arr
+
+
+def _int64(col: pa.ChunkedArray, fill: int | None = None) -> np.ndarray:
+    arr = _plain(col).cast(pa.int64())
+    if fill is not None and arr.null_count:
+        arr = pc.fill_null(arr, fill)
+    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def latest_rows(table: pa.Table, view: dict[str, Any], start_us: int | None, end_us: int) -> pa.Table:
+    """The newest row per entity with start <= event time <= end, from rows sorted as stored."""
+    ts = _int64(table.column(EVENT_TS))
+    mask = ts <= end_us
+    if start_us is not None:
+        mask &= ts >= start_us
+    if not mask.all():
+        table = table.filter(pa.array(mask))
+    n = table.num_rows
+    if n < 2:
+        return table
+    boundary = np.zeros(n - 1, dtype=bool)
+    for k in view["join_keys"]:
+        col = table.column(k).combine_chunks()
+        ne = pc.fill_null(pc.not_equal(col.slice(0, n - 1), col.slice(1)), True)
+        boundary |= ne.to_numpy(zero_copy_only=False)
+    last = np.append(boundary, True)
+    return table.filter(pa.array(last))
+
+
+def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict[str, Any]],
+                start_us: int | None, end_us: int, *, incremental: bool = False,
+                progress: Reporter | None = None) -> list[WriteResult]:
+    """Write the newest row per entity with event time in [start, end] of each view.
+
+    With ``incremental``, each view starts from its own watermark (all history before
+    the first run) and ``start_us`` is ignored.
+    """
+    progress = progress or Silent()
+    results = []
+    for view in views:
+        name = view_name(view)
+        manifest = offline.manifest(view)
+        if manifest is None:
+            raise OfflineStoreError(f"feature view {name} has no offline data: run `fstore ingest {view['name']}`")
+        start = online.watermark(name) if incremental else start_us
+        results.append(_materialize_view(offline, online, view, manifest, start, end_us, progress))
+    return results
+
+
+def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], manifest: dict[str, Any],
+                      start_us: int | None, end_us: int, progress: Reporter) -> WriteResult:
+    name = view_name(view)
+    t0 = time.perf_counter()
+    result = WriteResult(name)
+    db = online.db(name)
+    n_buckets = manifest["buckets"]
+    job = online.job(name)
+    interval = [start_us, end_us]
+    done: set[int] = set(job["done"]) if job and job["interval"] == interval else set()
+    features = [f["name"] for f in view["features"]]
+    progress.start(f"materialize {name}", n_buckets)
+    try:
+        for b in range(n_buckets):
+            if b in done:
+                progress.advance(1, info="already done")
+                continue
+            rows = latest_rows(offline.read_bucket(view, manifest, b, features), view, start_us, end_us)
+            keys, values = encode_table(view, rows)
+            result.rows_read += rows.num_rows
+
+            def commit(txn, b=b, keys=keys, values=values) -> int:
+                written = merge_newer(txn, db, keys, values)
+                finished = done | {b}
+                if len(finished) == n_buckets:
+                    online.set_job(txn, name, None)
+                    old = online.watermark(name, txn)
+                    online.set_watermark(txn, name, end_us if old is None else max(old, end_us))
+                else:
+                    online.set_job(txn, name, {"interval": interval, "done": sorted(finished)})
+                return written
+
+            result.rows_written += online.write(commit)
+            done.add(b)
+            progress.advance(1, info=f"{result.rows_written:,} rows written")
+    finally:
+        progress.stop()
+    result.seconds = time.perf_counter() - t0
+    result.watermark = online.watermark(name)
+    return result
+
+
+def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dict[str, Any],
+              files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
+    """Write rows from Parquet/CSV files straight into the online store, in one transaction.
+
+    Every file is read and checked against the view's schema first (errors name the
+    file, row and column), so a bad row fails the load before anything is written;
+    the write itself is one transaction, so nothing of a failed load is visible.
+    """
+    progress = progress or Silent()
+    name = view_name(view)
+    t0 = time.perf_counter()
+    tables = []
+    progress.start(f"read {name}", len(files))
+    try:
+        for path in files:
+            path = Path(path)
+            spec = {**source, "name": source["name"], "path": str(path.resolve()), "format": infer_format(str(path))}
+            loader = get_loader(Source(**spec), root)
+            units = loader.units()
+            if not units:
+                raise FileNotFoundError(f"no file at {path}")
+            for unit in units:
+                tables.append(read_typed(view, source, loader, unit))
+            progress.advance(1, info=f"{sum(t.num_rows for t in tables):,} rows")
+    finally:
+        progress.stop()
+    table = pa.concat_tables(tables) if tables else None
+    result = WriteResult(name)
+    if table is None or table.num_rows == 0:
+        return result
+    keys, values = encode_table(view, table)
+    db = online.db(name)
+    n = len(keys)
+    progress.start(f"load {name}", n)
+
+    def commit(txn) -> int:
+        written = 0
+        for lo in range(0, n, WRITE_CHUNK):
+            written += merge_newer(txn, db, keys[lo:lo + WRITE_CHUNK], values[lo:lo + WRITE_CHUNK])
+            progress.advance(min(WRITE_CHUNK, n - lo))
+        return written
+
+    try:
+        result.rows_written = online.write(commit)
+    finally:
+        progress.stop()
+    result.rows_read = n
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def gc(online: OnlineStore, view: dict[str, Any], now_us: int, batch: int = 10_000) -> int:
+    """Delete rows older than the view's ttl, ``batch`` at a time, in short transactions."""
+    ttl = view.get("ttl_us")
+    name = view_name(view)
+    if not ttl or not online.has_db(name):
+        return 0
+    db = online.db(name)
+    cutoff = now_us - ttl
+    deleted = 0
+    after: bytes | None = None
+    while True:
+        expired: list[bytes] = []
+        with online.read() as txn:
+            cur = txn.cursor(db)
+            more = cur.set_range(after) if after is not None else cur.first()
+            while more and len(expired) < batch:
+                key, value = cur.item()
+                if row_times(value)[0] < cutoff:
+                    expired.append(key)
+                after = key + b"\x00"
+                more = cur.next()
+        if not expired:
+            return deleted
+
+        def commit(txn, expired=expired) -> int:
+            n = 0
+            for key in expired:  # re-check: a push may have refreshed it meanwhile
+                value = txn.get(key, db=db)
+                if value is not None and row_times(value)[0] < cutoff:
+                    txn.delete(key, db=db)
+                    n += 1
+            return n
+
+        deleted += online.write(commit)
+        if not more:
+            return deleted

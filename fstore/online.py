@@ -1,0 +1,217 @@
+"""Online reads: feature vectors for entity rows, with a status and a timestamp per value.
+
+The rule is the point-in-time rule of training sets with "now" as the entity
+timestamp: the stored row of the entity (the newest materialized, loaded or
+pushed) is used when ``now - ttl <= event_ts <= now``; otherwise the feature's
+declared default, or null. So the online vector of an entity equals the offline
+one built at the same instant.
+
+Statuses:
+- PRESENT: the stored row's value (a stored null is PRESENT with value None);
+- NOT_FOUND: no row for the entity (or a null key part), no default: value None;
+- EXPIRED: the row is older than the view's ttl, no default: value None;
+- DEFAULTED: no usable row, and the declared default was returned.
+The event timestamp is that of the entity's stored row (also for EXPIRED, and for
+a DEFAULTED that replaced an expired row); None where there is no row.
+
+A plan (which LMDB databases, which byte offsets, which defaults) is built once
+per registry version and request shape and cached; a request then does its key
+encoding, lookups and decoding in one compiled pass (fstore._ext._online).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ._ext._online import ViewReader
+from .definitions import DTYPES
+from .errors import EntityRowError
+from .materialize import feature_kinds, key_kinds
+from .offline_store import view_name
+from .online_store import OnlineStore
+from .resolve import resolve
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_NUMERIC = {"int32", "int64", "float32", "float64", "bool"}
+
+
+class Status(enum.IntEnum):
+    PRESENT = 0
+    NOT_FOUND = 1
+    EXPIRED = 2
+    DEFAULTED = 3
+
+
+_STATUS_NAMES = [s.name for s in Status]
+
+
+@dataclass
+class OnlinePlan:
+    """How to answer one request shape under one registry version."""
+
+    names: list[str]          # output feature names, in request order
+    dtypes: list[str]
+    view_of: list[int]        # index into readers of each output
+    readers: list[ViewReader]
+    views: list[str]          # versioned view names
+    key_columns: list[str]    # every join key, in first-seen order
+
+
+def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence[str] | None,
+               feature_service: str | None, full_feature_names: bool) -> OnlinePlan:
+    requests = resolve(registry, features, feature_service, full_feature_names)
+    n_out = sum(len(r.outputs) for r in requests)
+    names, dtypes, view_of = [""] * n_out, [""] * n_out, [0] * n_out
+    readers, views, keys = [], [], []
+    for v, req in enumerate(requests):
+        view = req.view
+        by_name = {f["name"]: i for i, f in enumerate(view["features"])}
+        idx = [by_name[f] for f in req.features]
+        defaults = [_python_default(view["features"][i]) for i in idx]
+        readers.append(ViewReader(online.db(view_name(view)), view["join_keys"], key_kinds(view),
+                                  feature_kinds(view), idx, defaults, view.get("ttl_us") or 0, req.positions))
+        views.append(view_name(view))
+        for pos, out, i in zip(req.positions, req.outputs, idx):
+            names[pos], dtypes[pos], view_of[pos] = out, view["features"][i]["dtype"], v
+        keys.extend(k for k in view["join_keys"] if k not in keys)
+    return OnlinePlan(names, dtypes, view_of, readers, views, keys)
+
+
+def _python_default(feature: dict[str, Any]) -> Any:
+    d = feature["default"]
+    if d is None:
+        return None
+    if feature["dtype"] == "timestamp":
+        return dt.datetime.fromisoformat(d)
+    if feature["dtype"] == "bytes" and isinstance(d, str):
+        return d.encode()
+    return d
+
+
+def normalize_entity_rows(entity_rows: Any) -> list[dict[str, Any]]:
+    """A list of dicts from a list of dicts or a dict of equal-length lists."""
+    if isinstance(entity_rows, dict):
+        cols = {k: list(v) for k, v in entity_rows.items()}
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) > 1:
+            raise EntityRowError(f"entity_rows columns differ in length: {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
+        return [{k: v[i] for k, v in cols.items()} for i in range(n)]
+    if not isinstance(entity_rows, list):
+        entity_rows = list(entity_rows)
+    return entity_rows
+
+
+def read_online(online: OnlineStore, plan: OnlinePlan, entity_rows: Any, now_us: int) -> "OnlineResponse":
+    rows = normalize_entity_rows(entity_rows)
+    n = len(rows)
+    values: list[list[Any]] = [[None] * n for _ in plan.names]
+    status = np.empty((len(plan.names), n), dtype=np.uint8)
+    ts = np.empty((len(plan.readers), n), dtype=np.int64)
+    with online.read() as txn:
+        for v, reader in enumerate(plan.readers):
+            try:
+                keys = reader.keys_for(rows)
+            except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+                raise _explain_bad_row(rows, reader, plan.views[v]) from None
+            reader.read(txn, keys, now_us, values, status, ts[v])
+    return OnlineResponse(rows, plan, values, status, ts)
+
+
+def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRowError:
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return EntityRowError(f"entity row {i}: expected a mapping of join keys, got {type(row).__name__}")
+        for col in reader.key_columns:
+            if col not in row:
+                return EntityRowError(f"entity row {i}: missing join key {col!r} of feature view {view}")
+        try:
+            reader.keys_for([row])
+        except (TypeError, ValueError, OverflowError) as exc:
+            return EntityRowError(f"entity row {i}, join key of feature view {view}: {exc}")
+    return EntityRowError(f"bad entity rows for feature view {view}")
+
+
+class OnlineResponse:
+    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow or to_numpy."""
+
+    __slots__ = ("entity_rows", "plan", "_values", "_status", "_ts")
+
+    def __init__(self, entity_rows: list[dict[str, Any]], plan: OnlinePlan, values: list[list[Any]],
+                 status: np.ndarray, ts: np.ndarray) -> None:
+        self.entity_rows, self.plan = entity_rows, plan
+        self._values, self._status, self._ts = values, status, ts
+
+    def __len__(self) -> int:
+        return len(self.entity_rows)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.plan.names)
+
+    def values(self, name: str) -> list[Any]:
+        return self._values[self.plan.names.index(name)]
+
+    def statuses(self, name: str) -> list[Status]:
+        return [Status(s) for s in self._status[self.plan.names.index(name)]]
+
+    def event_timestamps(self, name: str) -> list[dt.datetime | None]:
+        ts = self._ts[self.plan.view_of[self.plan.names.index(name)]]
+        return [None if t == np.iinfo(np.int64).min else _EPOCH + dt.timedelta(microseconds=int(t)) for t in ts]
+
+    def to_dict(self, include_metadata: bool = False) -> dict[str, list[Any]]:
+        """Columns: the join keys, then each feature (and ``f__status``, ``f__event_timestamp``)."""
+        out: dict[str, list[Any]] = {k: [r.get(k) for r in self.entity_rows] for k in self.plan.key_columns}
+        for i, name in enumerate(self.plan.names):
+            out[name] = list(self._values[i])
+            if include_metadata:
+                out[f"{name}__status"] = [_STATUS_NAMES[s] for s in self._status[i]]
+                out[f"{name}__event_timestamp"] = self.event_timestamps(name)
+        return out
+
+    def to_rows(self, include_metadata: bool = False) -> list[dict[str, Any]]:
+        """One dict per entity row; with metadata each feature is {value, status, event_timestamp}."""
+        cols = self.to_dict(include_metadata=False)
+        n = len(self.entity_rows)
+        stamps = {name: self.event_timestamps(name) for name in self.plan.names} if include_metadata else {}
+        rows = []
+        for j in range(n):
+            row = {k: cols[k][j] for k in self.plan.key_columns}
+            for i, name in enumerate(self.plan.names):
+                if include_metadata:
+                    row[name] = {"value": self._values[i][j], "status": _STATUS_NAMES[self._status[i, j]],
+                                 "event_timestamp": stamps[name][j]}
+                else:
+                    row[name] = self._values[i][j]
+            rows.append(row)
+        return rows
+
+    def to_arrow(self, include_metadata: bool = True) -> pa.Table:
+        """A Table: join keys, then per feature its value (declared type), status and timestamp."""
+        cols: dict[str, pa.Array] = {k: pa.array([r.get(k) for r in self.entity_rows]) for k in self.plan.key_columns}
+        for i, name in enumerate(self.plan.names):
+            cols[name] = pa.array(self._values[i], type=DTYPES[self.plan.dtypes[i]])
+            if include_metadata:
+                cols[f"{name}__status"] = pa.DictionaryArray.from_arrays(
+                    pa.array(self._status[i], pa.int8()), pa.array(_STATUS_NAMES))
+                ts = self._ts[self.plan.view_of[i]]
+                cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == np.iinfo(np.int64).min) \
+                    .cast(pa.timestamp("us", tz="UTC"))
+        return pa.table(cols)
+
+    def to_numpy(self, features: Iterable[str] | None = None, dtype: Any = np.float64) -> np.ndarray:
+        """A (rows x features) matrix of the numeric features (nulls as NaN), for a model."""
+        names = list(features) if features is not None else \
+            [n for n, d in zip(self.plan.names, self.plan.dtypes) if d in _NUMERIC]
+        out = np.empty((len(self.entity_rows), len(names)), dtype=dtype)
+        for j, name in enumerate(names):
+            i = self.plan.names.index(name)
+            if self.plan.dtypes[i] not in _NUMERIC:
+                raise ValueError(f"feature {name!r} is {self.plan.dtypes[i]}, not numeric")
+            out[:, j] = np.array([np.nan if v is None else v for v in self._values[i]], dtype=np.float64)
+        return out
