@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ._ext._online import ViewReader
+from ._ext._online import ViewReader, assemble
 from .definitions import DTYPES
 from .errors import EntityRowError
 from .materialize import feature_kinds, key_kinds
@@ -108,22 +108,27 @@ def normalize_entity_rows(entity_rows: Any) -> list[dict[str, Any]]:
 
 
 def read_online(online: OnlineStore, plan: OnlinePlan, entity_rows: Any, now_us: int) -> "OnlineResponse":
-    rows = normalize_entity_rows(entity_rows)
-    n = len(rows)
-    values: list[list[Any]] = [[None] * n for _ in plan.names]
-    status = np.empty((len(plan.names), n), dtype=np.uint8)
-    ts = np.empty((len(plan.readers), n), dtype=np.int64)
-    with online.read() as txn:
-        for v, reader in enumerate(plan.readers):
-            try:
-                keys = reader.keys_for(rows)
-            except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-                raise _explain_bad_row(rows, reader, plan.views[v]) from None
-            reader.read(txn, keys, now_us, values, status, ts[v])
-    return OnlineResponse(rows, plan, values, status, ts)
+    rows = entity_rows if type(entity_rows) is list else normalize_entity_rows(entity_rows)
+    txn = online.begin()
+    try:
+        values, status, stamps = assemble(plan.readers, txn, rows, now_us, len(plan.names))
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise _explain_bad_rows(rows, plan, exc) from None
+    finally:
+        txn.abort()
+    return OnlineResponse(rows, plan, values, status, stamps)
 
 
-def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRowError:
+def _explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:
+    """The error of a failed read, naming the entity row and key (found again, slowly)."""
+    for reader, view in zip(plan.readers, plan.views):
+        err = _explain_bad_row(rows, reader, view)
+        if err is not None:
+            return err
+    return exc
+
+
+def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRowError | None:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             return EntityRowError(f"entity row {i}: expected a mapping of join keys, got {type(row).__name__}")
@@ -134,18 +139,29 @@ def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRo
             reader.keys_for([row])
         except (TypeError, ValueError, OverflowError) as exc:
             return EntityRowError(f"entity row {i}, join key of feature view {view}: {exc}")
-    return EntityRowError(f"bad entity rows for feature view {view}")
+    return None
 
 
 class OnlineResponse:
     """Feature values for entity rows; convert with to_dict, to_rows, to_arrow or to_numpy."""
 
-    __slots__ = ("entity_rows", "plan", "_values", "_status", "_ts")
+    __slots__ = ("entity_rows", "plan", "_values", "_raw_status", "_raw_ts")
 
     def __init__(self, entity_rows: list[dict[str, Any]], plan: OnlinePlan, values: list[list[Any]],
-                 status: np.ndarray, ts: np.ndarray) -> None:
+                 status: bytearray, stamps: bytearray) -> None:
+        # the raw buffers are viewed as arrays only when asked: most callers want values
         self.entity_rows, self.plan = entity_rows, plan
-        self._values, self._status, self._ts = values, status, ts
+        self._values, self._raw_status, self._raw_ts = values, status, stamps
+
+    @property
+    def _status(self) -> np.ndarray:
+        """Status codes, shape (features, rows)."""
+        return np.frombuffer(self._raw_status, dtype=np.uint8).reshape(len(self.plan.names), len(self.entity_rows))
+
+    @property
+    def _ts(self) -> np.ndarray:
+        """Event timestamps in microseconds (INT64_MIN: none), shape (views, rows)."""
+        return np.frombuffer(self._raw_ts, dtype=np.int64).reshape(len(self.plan.readers), len(self.entity_rows))
 
     def __len__(self) -> int:
         return len(self.entity_rows)
@@ -167,10 +183,11 @@ class OnlineResponse:
     def to_dict(self, include_metadata: bool = False) -> dict[str, list[Any]]:
         """Columns: the join keys, then each feature (and ``f__status``, ``f__event_timestamp``)."""
         out: dict[str, list[Any]] = {k: [r.get(k) for r in self.entity_rows] for k in self.plan.key_columns}
+        status = self._status if include_metadata else None
         for i, name in enumerate(self.plan.names):
             out[name] = list(self._values[i])
-            if include_metadata:
-                out[f"{name}__status"] = [_STATUS_NAMES[s] for s in self._status[i]]
+            if status is not None:
+                out[f"{name}__status"] = [_STATUS_NAMES[s] for s in status[i]]
                 out[f"{name}__event_timestamp"] = self.event_timestamps(name)
         return out
 
@@ -180,11 +197,12 @@ class OnlineResponse:
         n = len(self.entity_rows)
         stamps = {name: self.event_timestamps(name) for name in self.plan.names} if include_metadata else {}
         rows = []
+        status = self._status
         for j in range(n):
             row = {k: cols[k][j] for k in self.plan.key_columns}
             for i, name in enumerate(self.plan.names):
                 if include_metadata:
-                    row[name] = {"value": self._values[i][j], "status": _STATUS_NAMES[self._status[i, j]],
+                    row[name] = {"value": self._values[i][j], "status": _STATUS_NAMES[status[i, j]],
                                  "event_timestamp": stamps[name][j]}
                 else:
                     row[name] = self._values[i][j]
@@ -194,12 +212,13 @@ class OnlineResponse:
     def to_arrow(self, include_metadata: bool = True) -> pa.Table:
         """A Table: join keys, then per feature its value (declared type), status and timestamp."""
         cols: dict[str, pa.Array] = {k: pa.array([r.get(k) for r in self.entity_rows]) for k in self.plan.key_columns}
+        status, stamps = self._status, self._ts
         for i, name in enumerate(self.plan.names):
             cols[name] = pa.array(self._values[i], type=DTYPES[self.plan.dtypes[i]])
             if include_metadata:
                 cols[f"{name}__status"] = pa.DictionaryArray.from_arrays(
-                    pa.array(self._status[i], pa.int8()), pa.array(_STATUS_NAMES))
-                ts = self._ts[self.plan.view_of[i]]
+                    pa.array(status[i], pa.int8()), pa.array(_STATUS_NAMES))
+                ts = stamps[self.plan.view_of[i]]
                 cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == np.iinfo(np.int64).min) \
                     .cast(pa.timestamp("us", tz="UTC"))
         return pa.table(cols)

@@ -30,6 +30,7 @@ META_DB = b"__fstore__"
 FORMAT_KEY = b"format"
 FORMAT = f"fstore-online/{_online.ROW_FORMAT}".encode()
 DEFAULT_MAP_SIZE = 1 << 30
+DEFAULT_MAX_DBS = 128
 T = TypeVar("T")
 
 
@@ -41,6 +42,8 @@ class OnlineStore:
         self.path = config.online_path
         section = config.raw.get("online_store") or {}
         self.initial_map_size = int(map_size or section.get("map_size", DEFAULT_MAP_SIZE))
+        # every read transaction costs O(max_dbs) in LMDB, so keep it near the number of views
+        self.max_dbs = int(section.get("max_dbs", DEFAULT_MAX_DBS))
         self._env: lmdb.Environment | None = None
         self._pid = 0
         self._dbs: dict[str, Any] = {}
@@ -57,8 +60,8 @@ class OnlineStore:
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            env = lmdb.open(str(self.path), map_size=self.initial_map_size, max_dbs=4096, readahead=False,
-                            max_readers=1024, subdir=True)
+            env = lmdb.open(str(self.path), map_size=self.initial_map_size, max_dbs=self.max_dbs,
+                            readahead=False, max_readers=1024, subdir=True)
         except lmdb.Error as exc:
             raise OnlineStoreError(f"cannot open the online store at {self.config.rel(self.path)}: {exc}") from None
         self._env, self._pid, self._dbs = env, os.getpid(), {}
@@ -91,7 +94,11 @@ class OnlineStore:
         handle = self._dbs.get(name) if self._pid == os.getpid() else None
         if handle is None:
             env = self.env
-            handle = env.open_db(name.encode())
+            try:
+                handle = env.open_db(name.encode())
+            except lmdb.DbsFullError:
+                raise OnlineStoreError(f"the online store holds {self.max_dbs} databases, its limit: raise "
+                                       "online_store.max_dbs in fstore.yaml") from None
             self._dbs[name] = handle
         return handle
 
@@ -117,6 +124,15 @@ class OnlineStore:
             except lmdb.MapFullError:
                 new_size = env.info()["map_size"] * 2
                 env.set_mapsize(new_size)
+
+    def begin(self) -> lmdb.Transaction:
+        """A read transaction (the caller aborts it); adopts a map grown by another process."""
+        env = self.env
+        try:
+            return env.begin()
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)
+            return env.begin()
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:

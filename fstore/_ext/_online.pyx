@@ -14,6 +14,7 @@ value u8 ROW_FORMAT | i64 event_ts_us | i64 created_ts_us (INT64_MIN = null) |
       the variable-width features in declared order (u32 length, bytes).
 Fixed-width features sit at constant offsets, so a read decodes only what it needs.
 """
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from libc.stdint cimport INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -382,31 +383,60 @@ cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off,
 cdef class ViewReader:
     """How to read the wanted features of one view version out of its rows.
 
-    Built once per (registry version, request shape) and reused for every request.
+    Built once per (registry version, request shape) and reused for every request:
+    offsets, kinds and output positions live in C arrays, so a request pays only
+    for its lookups and the Python objects it returns.
     """
     cdef public object db
     cdef public list key_columns
     cdef list key_kinds
     cdef int64_t ttl_us
     cdef Py_ssize_t n_want, fixed_end
-    cdef list want_kind, want_off, want_rank, want_idx, defaults
+    cdef int* kind
+    cdef Py_ssize_t* off
+    cdef Py_ssize_t* rank
+    cdef Py_ssize_t* idx
+    cdef Py_ssize_t* pos
+    cdef list defaults
     cdef public list out_positions
+
+    def __cinit__(self, *args, **kwargs):
+        self.kind = NULL
+        self.off = self.rank = self.idx = self.pos = NULL
 
     def __init__(self, db, key_columns, key_kinds, all_kinds, want_indices, defaults, ttl_us,
                  out_positions):
         offsets, ranks, fixed_end = layout(all_kinds)
+        cdef Py_ssize_t j, n = len(want_indices)
         self.db = db
         self.key_columns = list(key_columns)
         self.key_kinds = list(key_kinds)
         self.ttl_us = ttl_us or 0
         self.fixed_end = fixed_end
-        self.want_idx = list(want_indices)
-        self.want_kind = [all_kinds[i] for i in want_indices]
-        self.want_off = [offsets[i] for i in want_indices]
-        self.want_rank = [ranks[i] for i in want_indices]
         self.defaults = list(defaults)
-        self.n_want = len(want_indices)
+        self.n_want = n
         self.out_positions = list(out_positions)
+        self.kind = <int*>malloc(sizeof(int) * (n + 1))
+        self.off = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (n + 1))
+        self.rank = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (n + 1))
+        self.idx = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (n + 1))
+        self.pos = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * (n + 1))
+        if not (self.kind and self.off and self.rank and self.idx and self.pos):
+            raise MemoryError()
+        for j in range(n):
+            i = want_indices[j]
+            self.kind[j] = all_kinds[i]
+            self.off[j] = offsets[i]
+            self.rank[j] = ranks[i]
+            self.idx[j] = i
+            self.pos[j] = out_positions[j]
+
+    def __dealloc__(self):
+        free(self.kind)
+        free(self.off)
+        free(self.rank)
+        free(self.idx)
+        free(self.pos)
 
     def keys_for(self, list entity_rows):
         """The key of every entity row (None for a null part); KeyError names a missing column."""
@@ -423,16 +453,14 @@ cdef class ViewReader:
                 out[i] = _key_of(tuple([row[c] for c in cols]), self.key_kinds)
         return out
 
-    def read(self, txn, list keys, int64_t now_us, list values, uint8_t[:, ::1] status,
-             int64_t[::1] ts):
-        """Fill ``values[out_pos][i]``, ``status[out_pos, i]`` and ``ts[i]`` for every key."""
-        cdef Py_ssize_t i, j, n = len(keys), pos, size
+    cdef int _read(self, object get, list keys, int64_t now_us, list values, uint8_t* status,
+                   Py_ssize_t n, int64_t* ts) except -1:
+        cdef Py_ssize_t i, j, pos, size, f
         cdef bytes raw
         cdef const uint8_t* p
         cdef int64_t t
-        cdef bint expired
+        cdef bint expired, future
         cdef list col
-        get = txn.get
         db = self.db
         for i in range(n):
             k = keys[i]
@@ -440,38 +468,58 @@ cdef class ViewReader:
             if raw is None:
                 ts[i] = INT64_MIN
                 for j in range(self.n_want):
-                    pos = self.out_positions[j]
+                    pos = self.pos[j]
                     d = self.defaults[j]
-                    col = values[pos]
+                    col = <list>values[pos]
                     col[i] = d
-                    status[pos, i] = NOT_FOUND if d is None else DEFAULTED
+                    status[pos * n + i] = NOT_FOUND if d is None else DEFAULTED
                 continue
             p = <const uint8_t*>PyBytes_AS_STRING(raw)
             size = PyBytes_GET_SIZE(raw)
             if size < self.fixed_end or p[0] != ROW_FORMAT:
                 raise ValueError("a stored row has an unknown format")
             memcpy(&t, p + 1, 8)
-            ts[i] = t
-            if t > now_us:  # written ahead of "now": not visible yet, as offline
-                expired = True
-                ts[i] = INT64_MIN
-            else:
-                expired = self.ttl_us > 0 and t < now_us - self.ttl_us
+            future = t > now_us  # written ahead of "now": not visible yet, as offline
+            expired = future or (self.ttl_us > 0 and t < now_us - self.ttl_us)
+            ts[i] = INT64_MIN if future else t
             for j in range(self.n_want):
-                pos = self.out_positions[j]
-                col = values[pos]
+                pos = self.pos[j]
+                col = <list>values[pos]
                 if expired:
                     d = self.defaults[j]
                     col[i] = d
                     if d is not None:
-                        status[pos, i] = DEFAULTED
+                        status[pos * n + i] = DEFAULTED
                     else:
-                        status[pos, i] = NOT_FOUND if t > now_us else EXPIRED
+                        status[pos * n + i] = NOT_FOUND if future else EXPIRED
                     continue
-                status[pos, i] = PRESENT
-                f = <Py_ssize_t>self.want_idx[j]
+                status[pos * n + i] = PRESENT
+                f = self.idx[j]
                 if (p[HEADER + (f >> 3)] >> (f & 7)) & 1:
                     col[i] = None
                 else:
-                    col[i] = _decode(p, size, self.want_kind[j], self.want_off[j], self.want_rank[j],
-                                     self.fixed_end)
+                    col[i] = _decode(p, size, self.kind[j], self.off[j], self.rank[j], self.fixed_end)
+        return 0
+
+
+def assemble(list readers, txn, list rows, int64_t now_us, Py_ssize_t n_out):
+    """Answer one request: (values per output, statuses, timestamps per view).
+
+    ``statuses`` is a bytearray of n_out x n status codes (output-major) and
+    ``timestamps`` a bytearray of len(readers) x n int64 microseconds (INT64_MIN =
+    none), so the hot path allocates no NumPy arrays; OnlineResponse views them
+    with numpy.frombuffer when asked. Raises what ``keys_for`` raises for a bad row.
+    """
+    cdef Py_ssize_t n = len(rows), v, nv = len(readers)
+    cdef list values = [[None] * n for _ in range(n_out)]
+    cdef bytearray status = bytearray(n_out * n)
+    cdef bytearray stamps = bytearray(8 * nv * n)
+    cdef uint8_t* sp = <uint8_t*>PyByteArray_AS_STRING(status) if n_out * n else NULL
+    cdef int64_t* tp = <int64_t*>PyByteArray_AS_STRING(stamps) if nv * n else NULL
+    cdef ViewReader r
+    get = txn.get
+    for v in range(nv):
+        r = <ViewReader>readers[v]
+        keys = r.keys_for(rows)
+        r._read(get, keys, now_us, values, sp, n, tp + v * n if tp != NULL else NULL)
+    return values, status, stamps

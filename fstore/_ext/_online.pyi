@@ -1,0 +1,69 @@
+"""Row codec and feature-vector assembly of the LMDB online store (layout in docs/online-store.md)."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+ROW_FORMAT: int
+HEADER: int
+MAX_KEY: int
+KIND_NAMES: tuple[str, ...]
+KINDS: dict[str, int]
+PRESENT: int
+NOT_FOUND: int
+EXPIRED: int
+DEFAULTED: int
+
+def layout(kinds: Sequence[int]) -> tuple[list[int], list[int], int]:
+    """(byte offset of each fixed-width feature or -1, rank of each variable-width feature
+    or -1, start of the variable section) for a row of features of these kinds."""
+
+def encode_keys(columns: list[pa.Array], kinds: list[int]) -> list[bytes | None]:
+    """The LMDB key of each row of int64/string key columns; None where a part is null.
+
+    One int64 key: 8 bytes big-endian, sign bit flipped (byte order = numeric order).
+    One string key: its UTF-8 bytes. Composite: parts in declared order, strings as a
+    big-endian u16 length and the bytes. Raises ValueError past 511 bytes.
+    """
+
+def key_of(values: Sequence[Any], kinds: Sequence[int]) -> bytes | None:
+    """The key of one entity from Python values (the same encoding as encode_keys)."""
+
+def encode_rows(event_ts: npt.NDArray[np.int64], created_ts: npt.NDArray[np.int64],
+                columns: list[pa.Array], kinds: list[int]) -> list[bytes]:
+    """One encoded row per index; created_ts uses INT64_MIN for null. Columns are int32,
+    int64, float32, float64, bool, int64 (timestamps in us), string or binary arrays."""
+
+def row_times(value: bytes) -> tuple[int, int]:
+    """(event_ts_us, created_ts_us) of an encoded row; ValueError if it is not one."""
+
+def is_newer(new: bytes, old: bytes) -> bool:
+    """Whether ``new`` replaces ``old``: strictly greater (event time, created time)."""
+
+def merge_newer(txn: Any, db: Any, keys: list[bytes | None], values: list[bytes]) -> int:
+    """Put each pair unless the stored row is as new or newer (None keys skipped); returns
+    rows written. Runs inside the caller's write transaction."""
+
+class ViewReader:
+    """The compiled read plan of one view version for one request shape."""
+
+    db: Any
+    key_columns: list[str]
+    out_positions: list[int]
+    def __init__(self, db: Any, key_columns: Sequence[str], key_kinds: Sequence[int],
+                 all_kinds: Sequence[int], want_indices: Sequence[int], defaults: Sequence[Any],
+                 ttl_us: int, out_positions: Sequence[int]) -> None: ...
+    def keys_for(self, entity_rows: list[dict[str, Any]]) -> list[bytes | None]:
+        """Keys of entity rows; KeyError for a missing column, TypeError for a wrong type."""
+
+def assemble(readers: list[ViewReader], txn: Any, rows: list[dict[str, Any]], now_us: int,
+             n_out: int) -> tuple[list[list[Any]], bytearray, bytearray]:
+    """(values per output feature, statuses n_out x n uint8, timestamps views x n int64).
+
+    A row is used when now - ttl <= event_ts <= now; otherwise the default (DEFAULTED) or
+    None (NOT_FOUND without a row or for a future row, EXPIRED past the ttl). A stored
+    null is PRESENT with None.
+    """
