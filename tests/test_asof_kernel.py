@@ -173,9 +173,16 @@ def sorted_views(draw, k):
 
 
 @st.composite
-def entities(draw, k, view_keys):
-    key = key_tuples(k) if not view_keys else st.one_of(st.sampled_from(view_keys), key_tuples(k))
-    rows = draw(st.lists(st.tuples(key, TS, st.booleans() | st.just(True)), max_size=12))
+def entities(draw, k, view_keys, view_ts):
+    key = key_tuples(k)
+    ts = TS
+    if view_keys:
+        # mostly keys that exist, and times on / next to existing timestamps
+        key = st.one_of(st.sampled_from(view_keys), st.sampled_from(view_keys), key_tuples(k))
+        near = st.tuples(st.sampled_from(view_ts), st.integers(-1, 1)).map(
+            lambda p: min(max(p[0] + p[1], I64_MIN), I64_MAX))
+        ts = st.one_of(TS, near, near)
+    rows = draw(st.lists(st.tuples(key, ts, st.booleans() | st.just(True)), max_size=12))
     if rows and draw(st.booleans()):
         rows = rows + rows[: draw(st.integers(1, len(rows)))]  # duplicate entity rows
     return [r[0] for r in rows], [r[1] for r in rows], [int(r[2]) for r in rows]
@@ -185,8 +192,14 @@ def entities(draw, k, view_keys):
 def cases(draw):
     k = draw(st.integers(1, 3))
     vk, vt, vc = draw(sorted_views(k))
-    ek, et, ev = draw(entities(k, vk))
-    return k, vk, vt, vc, ek, et, ev, draw(TTL)
+    ek, et, ev = draw(entities(k, vk, vt))
+    ttl = draw(TTL)
+    if vt and et and draw(st.booleans()):
+        # a ttl that puts some view row exactly on (or 1us off) the boundary
+        d = draw(st.sampled_from(et)) - draw(st.sampled_from(vt)) + draw(st.integers(-1, 1))
+        if 0 < d <= I64_MAX:
+            ttl = d
+    return k, vk, vt, vc, ek, et, ev, ttl
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +220,7 @@ def test_asof_unsorted_input_raises_or_matches(data):
     rows = data.draw(st.lists(st.tuples(st.tuples(*[st.integers(0, 2)] * k),
                                         st.integers(0, 4), st.integers(0, 2)), max_size=10))
     vk, vt, vc = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-    ek, et, ev = data.draw(entities(k, vk))
+    ek, et, ev = data.draw(entities(k, vk, vt))
     ttl = data.draw(TTL)
     want = ref_asof(vk, vt, vc, ek, et, ev, ttl)
     if ref_is_grouped_sorted(vk, vt, vc):
@@ -302,6 +315,56 @@ def test_composite_keys_compare_every_column():
     assert got == [1, 0, 3, 2, -1]
 
 
+# The in-memory tuple hash is murmur3's fmix64 chained over the columns
+# (tuple_hash in _asof.pyx). It is invertible, so we can build distinct key
+# tuples whose hashes collide and check that the kernel still tells them apart.
+TUPLE_SEED = 0x9E3779B97F4A7C15
+
+
+def fmix64_inv(x):
+    x ^= x >> 33
+    x = (x * pow(0xC4CEB9FE1A85EC53, -1, 2**64)) & M64
+    x ^= x >> 33
+    x = (x * pow(0xFF51AFD7ED558CCD, -1, 2**64)) & M64
+    return x ^ (x >> 33)
+
+
+def ref_tuple_hash(key):
+    h = TUPLE_SEED
+    for v in key:
+        h = ref_fmix64(h ^ (v & M64))
+    return h
+
+
+def to_i64(u):
+    return u - 2**64 if u >= 2**63 else u
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_hash_collisions_never_confuse_keys(k):
+    target = 0x0123456789ABCDEF
+    if k == 2:
+        # every tuple has exactly the same 64-bit hash
+        keys = [(a, to_i64(fmix64_inv(target) ^ ref_fmix64(TUPLE_SEED ^ a))) for a in range(40)]
+        assert len({ref_tuple_hash(key) for key in keys}) == 1
+    else:
+        # same tag and same home slot; only bits no small table looks at differ
+        keys = [(to_i64(fmix64_inv(target ^ (i << 20)) ^ TUPLE_SEED),) for i in range(40)]
+        assert len({ref_tuple_hash(key) >> 32 for key in keys}) == 1
+    present = keys[::2]
+    vk = [key for key in reversed(present) for _ in range(2)]
+    vt = [t for _ in present for t in (0, 5)]
+    vc = [0] * len(vt)
+    ek = keys + keys[::-1]
+    et = [3] * len(ek)
+    ev = [1] * len(ek)
+    want = ref_asof(vk, vt, vc, ek, et, ev, 0)
+    assert sum(w >= 0 for w in want) == len(present) * 2
+    assert run(vk, vt, vc, ek, et, ev, 0, k) == want
+    with pytest.raises(ValueError, match="not grouped and sorted"):
+        run(vk + vk[:1], vt + [9], vc + [0], ek, et, ev, 0, k)
+
+
 def test_many_groups_against_dict_reference():
     # enough groups to exercise probing chains in the hash table
     rng = np.random.default_rng(7)
@@ -334,6 +397,22 @@ def test_many_groups_against_dict_reference():
             pos = bisect.bisect_right(ts, t) - 1
             want.append(g[0] + pos if pos >= 0 and ts[pos] >= t - ttl else -1)
         assert got.tolist() == want
+
+
+def test_table_larger_than_cache():
+    # 300k single-row groups: the table takes the big-allocation path
+    rng = np.random.default_rng(11)
+    n = 300_000
+    keys = rng.permutation(n).astype(np.int64) * 3 - n
+    vt = rng.integers(0, 100, n)
+    ek = np.concatenate([keys[rng.integers(0, n, 50_000)], keys[:1000] + 1])
+    et = rng.integers(0, 100, len(ek))
+    got = asof_indices(keys.reshape(-1, 1), vt, np.zeros(n, np.int64), ek.reshape(-1, 1), et,
+                       np.ones(len(ek), np.uint8), 0)
+    row_of = {key: j for j, key in enumerate(keys.tolist())}
+    want = [row_of[key] if key in row_of and vt[row_of[key]] <= t else -1
+            for key, t in zip(ek.tolist(), et.tolist())]
+    assert got.tolist() == want
 
 
 def test_threads_share_nothing():

@@ -21,7 +21,7 @@ cdef struct GroupIndex:
     int64_t* starts          # n_groups + 1 entries; group g is rows [starts[g], starts[g+1])
     Py_ssize_t n_groups
     Slot* slots
-    uint64_t mask            # capacity - 1, capacity a power of two >= 2 * n_groups
+    uint64_t mask            # capacity - 1; capacity a power of two >= max(16, 2 * n_groups)
 
 
 # In-memory tuple hash (not persisted; free to change).
@@ -35,6 +35,8 @@ cdef bint tuple_eq(const int64_t* a, const int64_t* b, Py_ssize_t k) noexcept no
 cdef Py_ssize_t index_scan(GroupIndex* idx, const int64_t* ts, const int64_t* created,
                            Py_ssize_t n_rows) noexcept nogil
 cdef Py_ssize_t index_build(GroupIndex* idx) noexcept nogil
+# index_find takes h = tuple_hash(key) so batched callers hash once; returns
+# the group id or -1, always after a full tuple comparison.
 cdef Py_ssize_t index_find(const GroupIndex* idx, const int64_t* key, uint64_t h) noexcept nogil
 cdef void index_free(GroupIndex* idx) noexcept nogil
 
