@@ -17,6 +17,13 @@ NOT_FOUND: int
 EXPIRED: int
 DEFAULTED: int
 
+class KeyTooLong(ValueError):
+    """A key longer than LMDB's 511 bytes; ``row`` is its 0-based index in the batch."""
+
+    row: int
+    size: int
+    def __init__(self, row: int, size: int) -> None: ...
+
 def layout(kinds: Sequence[int]) -> tuple[list[int], list[int], int]:
     """(byte offset of each fixed-width feature or -1, rank of each variable-width feature
     or -1, start of the variable section) for a row of features of these kinds."""
@@ -25,8 +32,8 @@ def encode_keys(columns: list[pa.Array], kinds: list[int]) -> list[bytes | None]
     """The LMDB key of each row of int64/string key columns; None where a part is null.
 
     One int64 key: 8 bytes big-endian, sign bit flipped (byte order = numeric order).
-    One string key: its UTF-8 bytes. Composite: parts in declared order, strings as a
-    big-endian u16 length and the bytes. Raises ValueError past 511 bytes.
+    One string key: its UTF-8 bytes (the empty string: the single byte 0xFF). Composite: parts in declared order, strings as a
+    big-endian u16 length and the bytes. Raises KeyTooLong past 511 bytes.
     """
 
 def key_of(values: Sequence[Any], kinds: Sequence[int]) -> bytes | None:
