@@ -8,8 +8,9 @@ a job killed midway can simply be run again.
 Materialization works through the offline store one bucket at a time (bounded
 memory), writing each bucket in one transaction together with the job's progress,
 so a resumed job skips the buckets already committed. The view's watermark
-advances only in the transaction that commits its last bucket: it never claims
-more than was written.
+advances only in the transaction that commits its last bucket, and only when the
+run's interval joins what it already claims (all history, or a start at or before
+it): it never claims more than was written, not even a gap before a window.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._ext._online import KINDS, encode_keys, encode_rows, merge_newer, row_times
+from ._ext._online import KINDS, MAX_KEY, KeyTooLong, encode_keys, encode_rows, merge_newer, row_times
 from .definitions import Source
-from .errors import InvalidArgument, OfflineStoreError
+from .errors import IngestError, InvalidArgument, OfflineStoreError
 from .definitions import infer_format
 from .loaders import get_loader
 from .offline_store import CREATED_TS, EVENT_TS, OfflineStore, read_typed, view_name
@@ -175,7 +176,9 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
                 if len(finished) == n_buckets:
                     online.set_job(txn, name, None)
                     old = online.watermark(name, txn)
-                    online.set_watermark(txn, name, end_us if old is None else max(old, end_us))
+                    # a window starting after the watermark (or before any) leaves a gap unwritten
+                    if start_us is None or (old is not None and start_us <= old):
+                        online.set_watermark(txn, name, end_us if old is None else max(old, end_us))
                 else:
                     online.set_job(txn, name, {"interval": interval, "done": sorted(finished)})
                 return written
@@ -194,14 +197,15 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
               files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
     """Write rows from Parquet/CSV files straight into the online store, in one transaction.
 
-    Every file is read and checked against the view's schema first (errors name the
-    file, row and column), so a bad row fails the load before anything is written;
-    the write itself is one transaction, so nothing of a failed load is visible.
+    Every file is read, checked against the view's schema and encoded first (errors
+    name the file, row and column), so a bad row fails the load before anything is
+    written; the write itself is one transaction, so nothing of a failed load is visible.
     """
     progress = progress or Silent()
     name = view_name(view)
     t0 = time.perf_counter()
-    tables = []
+    keys: list[bytes | None] = []
+    values: list[bytes] = []
     progress.start(f"read {name}", len(files))
     try:
         for path in files:
@@ -212,15 +216,22 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
             if not units:
                 raise FileNotFoundError(f"no file at {path}")
             for unit in units:
-                tables.append(read_typed(view, source, loader, unit))
-            progress.advance(1, info=f"{sum(t.num_rows for t in tables):,} rows")
+                table = read_typed(view, source, loader, unit)
+                try:  # encoded file by file, so a key LMDB cannot take is named by its file and row
+                    unit_keys, unit_values = encode_table(view, table)
+                except KeyTooLong as exc:
+                    raise IngestError(f"{unit.id} at {loader.row_label(exc.row)}, key "
+                                      f"{', '.join(view['join_keys'])}: the key is {exc.size} bytes; LMDB keys "
+                                      f"are at most {MAX_KEY}", file=unit.id, row=exc.row + 1,
+                                      column=view["join_keys"][0]) from None
+                keys += unit_keys
+                values += unit_values
+            progress.advance(1, info=f"{len(keys):,} rows")
     finally:
         progress.stop()
-    table = pa.concat_tables(tables) if tables else None
     result = WriteResult(name)
-    if table is None or table.num_rows == 0:
+    if not keys:
         return result
-    keys, values = encode_table(view, table)
     db = online.db(name)
     n = len(keys)
     progress.start(f"load {name}", n)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
@@ -34,6 +36,23 @@ DEFAULT_MAX_DBS = 128
 T = TypeVar("T")
 
 
+@dataclass
+class _Shared:
+    """One process's handle on one environment, and how many OnlineStores use it."""
+
+    env: lmdb.Environment
+    pid: int
+    dbs: dict[str, Any] = field(default_factory=dict)
+    users: int = 0
+
+
+# LMDB must not open one environment twice in a process (its fcntl locks belong to the
+# process; py-lmdb refuses), yet two FeatureStores of one repository may live side by
+# side: they share the handle, which the last one to close releases.
+_OPEN: dict[str, _Shared] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class OnlineStore:
     """The LMDB environment of one repository, opened lazily once per process."""
 
@@ -47,6 +66,7 @@ class OnlineStore:
         self._env: lmdb.Environment | None = None
         self._pid = 0
         self._dbs: dict[str, Any] = {}
+        self._key = str(self.path.resolve())
 
     # ---- environment ------------------------------------------------------------------
 
@@ -58,34 +78,66 @@ class OnlineStore:
         return self._env  # type: ignore[return-value]
 
     def _open(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        try:
-            env = lmdb.open(str(self.path), map_size=self.initial_map_size, max_dbs=self.max_dbs,
-                            readahead=False, max_readers=1024, subdir=True)
-        except lmdb.Error as exc:
-            raise OnlineStoreError(f"cannot open the online store at {self.config.rel(self.path)}: {exc}") from None
-        self._env, self._pid, self._dbs = env, os.getpid(), {}
+        pid = os.getpid()
+        with _OPEN_LOCK:
+            shared = _OPEN.get(self._key)
+            if shared is None or shared.pid != pid:  # (a parent's handle, after fork, is never used)
+                self.path.mkdir(parents=True, exist_ok=True)
+                try:
+                    env = lmdb.open(str(self.path), map_size=self.initial_map_size, max_dbs=self.max_dbs,
+                                    readahead=False, max_readers=1024, subdir=True)
+                except lmdb.Error as exc:
+                    raise OnlineStoreError(f"cannot open the online store at {self.config.rel(self.path)}: "
+                                           f"{exc}") from None
+                try:
+                    meta = self._check_format(env)
+                except BaseException:
+                    env.close()  # a refused store is neither kept open (the next call checks again) nor used
+                    raise
+                shared = _OPEN[self._key] = _Shared(env, pid, {"__meta__": meta})
+            shared.users += 1
+        self._env, self._pid, self._dbs = shared.env, pid, shared.dbs
+
+    def _check_format(self, env: lmdb.Environment) -> Any:
+        """The metadata database, once the environment is known to be fstore's, in this encoding.
+
+        A new environment is stamped with the format; one that holds databases but no
+        fstore metadata is refused before anything is written into it.
+        """
+        where = self.config.rel(self.path)
+        foreign = OnlineStoreError(f"{where} holds an LMDB environment that fstore did not write; refusing to use it")
+        with env.begin() as txn:
+            has_meta = txn.get(META_DB) is not None
+        if not has_meta and env.stat()["entries"]:
+            raise foreign
         meta = env.open_db(META_DB)
         with env.begin(db=meta) as txn:
             found = txn.get(FORMAT_KEY)
         if found is None:
             with env.begin(write=True, db=meta) as txn:
-                if txn.get(FORMAT_KEY) is None:
+                found = txn.get(FORMAT_KEY)
+                if found is None:
                     if env.stat()["entries"] > 1:  # databases exist, but not ours
-                        raise OnlineStoreError(f"{self.config.rel(self.path)} holds an LMDB environment that "
-                                               "fstore did not write; refusing to use it")
+                        raise foreign
                     txn.put(FORMAT_KEY, FORMAT)
-        elif found != FORMAT:
-            env.close()
-            self._env = None
+                    found = FORMAT
+        if found != FORMAT:
             raise OnlineStoreError(
-                f"the online store at {self.config.rel(self.path)} was written with encoding {found.decode()!r}; "
-                f"this fstore reads {FORMAT.decode()!r}. Move it aside and run `fstore materialize` to rebuild it.")
-        self._dbs["__meta__"] = meta
+                f"the online store at {where} was written with encoding "
+                f"{found.decode('utf-8', 'backslashreplace')!r}; this fstore reads {FORMAT.decode()!r}. "
+                "Move it aside and run `fstore materialize` to rebuild it.")
+        return meta
 
     def close(self) -> None:
+        """Stop using the environment; the process's handle closes with its last user."""
         if self._env is not None and self._pid == os.getpid():
-            self._env.close()
+            with _OPEN_LOCK:
+                shared = _OPEN.get(self._key)
+                if shared is not None and shared.env is self._env:
+                    shared.users -= 1
+                    if shared.users <= 0:
+                        del _OPEN[self._key]
+                        self._env.close()
         self._env = None
         self._dbs = {}
 
@@ -115,7 +167,11 @@ class OnlineStore:
     # ---- transactions -----------------------------------------------------------------
 
     def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
-        """Run ``fn`` in one write transaction, growing the map and replaying on MapFull."""
+        """Run ``fn`` in one write transaction, growing the map and replaying on MapFull.
+
+        A map grown by another process refuses this process's next transaction
+        (MapResized) until the new size is adopted, for writers as for readers.
+        """
         env = self.env
         while True:
             try:
@@ -124,6 +180,8 @@ class OnlineStore:
             except lmdb.MapFullError:
                 new_size = env.info()["map_size"] * 2
                 env.set_mapsize(new_size)
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)
 
     def begin(self) -> lmdb.Transaction:
         """A read transaction (the caller aborts it); adopts a map grown by another process."""

@@ -237,3 +237,57 @@ def demo_store(demo_repo: Path):
     fs = FeatureStore(demo_repo)
     fs.apply()
     return fs
+
+
+# ---- repositories for the online store tests --------------------------------------------
+
+def make_views_repo(root: Path, views: dict[str, dict], *, buckets: int = 4,
+                    online: dict[str, Any] | None = None, services: str = "") -> Path:
+    """A repository whose view ``V`` reads the folder ``data/V`` (see ``write_view_source``).
+
+    ``views``: name -> {"keys": [(column, "int"|"string")], "features": [(name, dtype,
+    default)], "ttl": str|None, "created": bool (a created_timestamp column ``created``,
+    default True), "version": int}. Every source's event time column is ``ts``.
+    ``online`` is written as the ``online_store`` section of fstore.yaml.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    project = {"project": "t", "offline_store": {"buckets": buckets}}
+    if online:
+        project["online_store"] = online
+    (root / "fstore.yaml").write_text(yaml.safe_dump(project))
+    (root / "features").mkdir(exist_ok=True)
+    keys = list(dict.fromkeys(col for spec in views.values() for col, _ in spec["keys"]))
+    doc: dict[str, Any] = {
+        "entities": [{"name": f"e_{col}", "join_keys": [col]} for col in keys],
+        "sources": [], "feature_views": []}
+    for name, spec in views.items():
+        src = {"name": f"{name}_src", "path": f"data/{name}", "timestamp_field": "ts"}
+        if spec.get("created", True):
+            src["created_timestamp_field"] = "created"
+        doc["sources"].append(src)
+        view = {"name": name, "version": spec.get("version", 1),
+                "entities": [f"e_{col}" for col, _ in spec["keys"]], "source": f"{name}_src",
+                "features": [{"name": f, "dtype": d, **({} if default is None else {"default": default})}
+                             for f, d, default in spec["features"]]}
+        if spec.get("ttl"):
+            view["ttl"] = spec["ttl"]
+        doc["feature_views"].append(view)
+    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+                                                 + services)
+    return root
+
+
+def write_view_source(root: Path, view: str, table: pa.Table, part: int = 0) -> Path:
+    """Write ``data/<view>/part-<part>.parquet``."""
+    d = root / "data" / view
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"part-{part}.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def utc_ts(values: list[Any]) -> pa.Array:
+    """A UTC microsecond timestamp column from datetimes or ints of microseconds (None = null)."""
+    if any(isinstance(v, int) for v in values):
+        return pa.array(values, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    return pa.array(values, pa.timestamp("us", tz="UTC"))

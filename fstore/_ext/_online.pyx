@@ -4,7 +4,9 @@
 Layouts (all integers little-endian unless said otherwise; see docs/online-store.md):
 
 key   one int64 key: 8 bytes big-endian with the sign bit flipped (byte order =
-      numeric order, so sorted batches append); one string key: its UTF-8 bytes;
+      numeric order, so sorted batches append); one string key: its UTF-8 bytes
+      (the empty string, which LMDB refuses as a key, is the one byte 0xFF, which
+      no UTF-8 text contains);
       composite: the parts in declared order, an int as above, a string as a
       big-endian u16 length and its bytes.
 value u8 ROW_FORMAT | i64 event_ts_us | i64 created_ts_us (INT64_MIN = null) |
@@ -29,6 +31,8 @@ import numpy as np
 ROW_FORMAT = 1
 HEADER = 17
 MAX_KEY = 511
+# LMDB takes no zero-length key; 0xFF never occurs in UTF-8, so no other string maps here
+cdef bytes EMPTY_STRING_KEY = b"\xff"
 
 # dtype kinds (also the order of KIND_NAMES)
 cdef enum:
@@ -114,11 +118,19 @@ def layout(kinds):
 
 # ---- keys ---------------------------------------------------------------------------
 
+class KeyTooLong(ValueError):
+    """A key longer than LMDB takes; ``row`` (0-based, in the batch) lets a caller name the file's row."""
+
+    def __init__(self, row, size):
+        self.row, self.size = row, size
+        super().__init__(f"row {row + 1}: the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+
+
 def encode_keys(list columns, list kinds):
     """The LMDB key of every row of the key columns (pyarrow int64 / string arrays).
 
-    A row with a null in any key column gets None. Raises ValueError naming the row
-    of a key longer than LMDB's 511 bytes.
+    A row with a null in any key column gets None. Raises KeyTooLong (a ValueError)
+    naming the row of a key longer than LMDB's 511 bytes.
     """
     cdef Py_ssize_t n = len(columns[0]) if columns else 0
     cdef Py_ssize_t k = len(columns), c, i, size, ln, row
@@ -149,8 +161,11 @@ def encode_keys(list columns, list kinds):
                     size += 8
             if size < 0:
                 continue
+            if size == 0:  # the empty string as the only key
+                out[i] = EMPTY_STRING_KEY
+                continue
             if size > MAX_KEY:
-                raise ValueError(f"row {i + 1}: the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+                raise KeyTooLong(i, size)
             key = PyBytes_FromStringAndSize(NULL, size)
             p = <uint8_t*>PyBytes_AS_STRING(key)
             for c in range(k):
@@ -199,6 +214,8 @@ cdef bytes _key_of(tuple values, list kinds):
             size += 8
     if size > MAX_KEY:
         raise ValueError(f"the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+    if size == 0:  # the empty string as the only key
+        return EMPTY_STRING_KEY
     key = PyBytes_FromStringAndSize(NULL, size)
     p = <uint8_t*>PyBytes_AS_STRING(key)
     for c in range(k):
