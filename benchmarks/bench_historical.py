@@ -256,11 +256,13 @@ def generate(spec: dict, out: Path) -> None:
     (out / "spec.json").write_text(json.dumps(spec, indent=1))
 
 
-def write_repo(spec: dict, data: Path) -> Path:
+def write_repo(spec: dict, data: Path, buckets: int | None = None) -> Path:
     """The fstore repository (fstore.yaml + features/defs.yaml) over the generated sources."""
     repo = data / "fstore_repo"
     (repo / "features").mkdir(parents=True, exist_ok=True)
     lines = ["project: bench", ""]
+    if buckets:
+        lines += [f"offline_store: {{buckets: {int(buckets)}}}", ""]
     (repo / "fstore.yaml").write_text("\n".join(lines))
     y = ["entities:", "  - name: customer", "    join_keys: [customer_id]"]
     if any("driver_id" in v["keys"] for v in spec["views"]):
@@ -310,7 +312,7 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def worker_fstore(spec: dict, data: Path, mode: str, clock):
+def worker_fstore(spec: dict, data: Path, mode: str, plan: str, clock):
     from fstore import FeatureStore
     repo = data / "fstore_repo"
     if mode == "ingest_join":
@@ -341,34 +343,59 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def duckdb_query(spec: dict, data: Path, from_tables: bool) -> str:
-    """One query: per view, dedupe (key, ts) to the newest created row, ASOF LEFT JOIN, then
-    null out rows older than the ttl and apply defaults."""
+def _view_src(data: Path, v: dict, from_tables: bool, row_numbers: bool = False) -> str:
+    if from_tables:
+        return f"src_{v['name']}"
+    path = (data / "sources" / (v["name"] + ".parquet")).as_posix()
+    return f"read_parquet('{path}'{', file_row_number = true' if row_numbers else ''})"
+
+
+def duckdb_query(spec: dict, data: Path, from_tables: bool, plan: str) -> str:
+    """One query. Per view: dedupe (key, ts) to the newest created row (QUALIFY), ASOF join,
+    drop matches older than the ttl, apply defaults.
+
+    plan 'direct': the ASOF LEFT JOIN carries every feature column.
+    plan 'narrow': the ASOF join runs over (keys, ts, row id) only; the matched rows'
+    features are then fetched by row id (a hash join against the entity-sized match list).
+    """
     ent_cols = spec["entity_columns"]
     ctes = [f"e AS (SELECT * FROM read_parquet('{(data / 'entity.parquet').as_posix()}', "
             "file_row_number = true))"]
     joins, selects = [], [f"e.{_q(c)}" for c in ent_cols]
     for i, v in enumerate(spec["views"]):
-        src = (f"src_{v['name']}" if from_tables
-               else f"read_parquet('{(data / 'sources' / (v['name'] + '.parquet')).as_posix()}')")
         keys = ", ".join(_q(k) for k in v["keys"])
-        feats = ", ".join(_q(f["name"]) for f in v["features"])
-        ctes.append(
-            f"v{i} AS (SELECT {keys}, event_ts, {feats} FROM {src} "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys}, event_ts "
-            f"ORDER BY created_ts DESC NULLS LAST) = 1)")
+        feats = [_q(f["name"]) for f in v["features"]]
         cond = " AND ".join(f"e.{_q(k)} = v{i}.{_q(k)}" for k in v["keys"])
-        joins.append(f"ASOF LEFT JOIN v{i} ON {cond} AND e.event_timestamp >= v{i}.event_ts")
-        if v["ttl_us"]:
-            ok = f"v{i}.event_ts >= e.event_timestamp - to_microseconds({int(v['ttl_us'])})"
+        dedupe = (f"QUALIFY row_number() OVER (PARTITION BY {keys}, event_ts "
+                  f"ORDER BY created_ts DESC NULLS LAST) = 1")
+        if plan == "direct":
+            ctes.append(f"v{i} AS (SELECT {keys}, event_ts, {', '.join(feats)} "
+                        f"FROM {_view_src(data, v, from_tables)} {dedupe})")
+            joins.append(f"ASOF LEFT JOIN v{i} ON {cond} AND e.event_timestamp >= v{i}.event_ts")
+            if v["ttl_us"]:
+                ok = f"v{i}.event_ts >= e.event_timestamp - to_microseconds({int(v['ttl_us'])})"
+            else:
+                ok = f"v{i}.event_ts IS NOT NULL"
+            where = f"v{i}"
         else:
-            ok = f"v{i}.event_ts IS NOT NULL"
+            rid = "rowid" if from_tables else "file_row_number"
+            ctes.append(f"v{i} AS (SELECT {keys}, event_ts, {rid} AS __rid "
+                        f"FROM {_view_src(data, v, from_tables, row_numbers=True)} {dedupe})")
+            ttl = (f" WHERE v{i}.event_ts >= e.event_timestamp - to_microseconds({int(v['ttl_us'])})"
+                   if v["ttl_us"] else "")
+            ctes.append(f"m{i} AS (SELECT e.file_row_number AS __erow, v{i}.__rid FROM e ASOF JOIN v{i} "
+                        f"ON {cond} AND e.event_timestamp >= v{i}.event_ts{ttl})")
+            ctes.append(f"g{i} AS (SELECT m{i}.__erow, {', '.join('s.' + f for f in feats)} FROM m{i} "
+                        f"JOIN {_view_src(data, v, from_tables, row_numbers=True)} s ON s.{rid} = m{i}.__rid)")
+            joins.append(f"LEFT JOIN g{i} ON g{i}.__erow = e.file_row_number")
+            ok = f"g{i}.__erow IS NOT NULL"
+            where = f"g{i}"
         for f in v["features"]:
             out = _q(f"{v['name']}__{f['name']}")
             if f["default"] is None and not v["ttl_us"]:
-                selects.append(f"v{i}.{_q(f['name'])} AS {out}")
+                selects.append(f"{where}.{_q(f['name'])} AS {out}")
             else:
-                selects.append(f"CASE WHEN {ok} THEN v{i}.{_q(f['name'])} "
+                selects.append(f"CASE WHEN {ok} THEN {where}.{_q(f['name'])} "
                                f"ELSE {_sql_literal(f['default'], f['dtype'])} END AS {out}")
     return ("WITH " + ",\n".join(ctes) + "\nSELECT " + ",\n  ".join(selects) + "\nFROM e\n"
             + "\n".join(joins) + "\nORDER BY e.file_row_number")
@@ -378,8 +405,8 @@ def duckdb_db_path(data: Path) -> Path:
     return data / "duckdb" / "sources.duckdb"
 
 
-def worker_duckdb_prep(spec: dict, data: Path, mode: str, clock):
-    """Loads the raw sources into tables of a DuckDB database file (for the 'join' run)."""
+def worker_duckdb_prep(spec: dict, data: Path, mode: str, plan: str, clock):
+    """Loads the raw sources into tables of a DuckDB database file (for the 'join' runs)."""
     import duckdb
     db = duckdb_db_path(data)
     shutil.rmtree(db.parent, ignore_errors=True)
@@ -387,49 +414,44 @@ def worker_duckdb_prep(spec: dict, data: Path, mode: str, clock):
     clock.start()
     con = duckdb.connect(str(db))
     for v in spec["views"]:
-        src = (data / "sources" / (v["name"] + ".parquet")).as_posix()
-        con.execute(f"CREATE TABLE src_{v['name']} AS SELECT * FROM read_parquet('{src}')")
+        con.execute(f"CREATE TABLE src_{v['name']} AS SELECT * FROM {_view_src(data, v, False)}")
     con.execute("CHECKPOINT")
     con.close()
     clock.stop()
     return None
 
 
-def worker_duckdb(spec: dict, data: Path, mode: str, clock):
+def worker_duckdb(spec: dict, data: Path, mode: str, plan: str, clock):
     import duckdb
-    sql = duckdb_query(spec, data, from_tables=(mode == "join"))
+    sql = duckdb_query(spec, data, from_tables=(mode == "join"), plan=plan)
     tmp = data / "duckdb" / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     clock.start()
     if mode == "join":
-        con = duckdb.connect(str(duckdb_db_path(data)), read_only=True,
-                             config={"temp_directory": str(tmp)})
+        con = duckdb.connect(str(duckdb_db_path(data)), read_only=True, config={"temp_directory": str(tmp)})
     else:
         con = duckdb.connect(config={"temp_directory": str(tmp)})
-    result = con.execute(sql).to_arrow_table()
+    result = con.sql(sql).to_arrow_table()
     clock.stop()
     con.close()
     return result
 
 
-def _polars_view(spec_view: dict, frame):
-    """polars: the view's rows sorted by (event_ts, created_ts), renamed for the join."""
+def _pl_dtype(dtype: str):
     import polars as pl
-    i = spec_view["_index"]
-    cols = [*spec_view["keys"], "event_ts", "created_ts", *(f["name"] for f in spec_view["features"])]
-    lf = frame.select(cols)
-    # join_asof 'backward' takes the LAST right row with ts <= entity ts (documented), so
-    # sorting ties by created puts the newest created last; null created = oldest = first.
-    lf = lf.sort(["event_ts", "created_ts"], nulls_last=False)
-    lf = lf.drop("created_ts").rename({"event_ts": f"__ts{i}",
-                                      **{f["name"]: f"{spec_view['name']}__{f['name']}"
-                                         for f in spec_view["features"]}})
-    return lf
+    return {"float64": pl.Float64, "int64": pl.Int64, "string": pl.String}[dtype]
 
 
-def worker_polars(spec: dict, data: Path, mode: str, clock):
+def worker_polars(spec: dict, data: Path, mode: str, plan: str, clock):
+    """join_asof(by=keys, strategy='backward') after sorting by (event_ts, created_ts).
+
+    'backward' takes the LAST right row with ts <= entity ts (documented), so sorting ts
+    ties by created puts the newest created last (null created = oldest = first).
+    plan 'direct' joins all feature columns; 'narrow' joins (keys, ts, row index) and
+    fetches the features of the matched rows afterwards with a join on the row index.
+    """
     import polars as pl
-    views = [dict(v, _index=i) for i, v in enumerate(spec["views"])]
+    views = spec["views"]
     paths = [data / "sources" / (v["name"] + ".parquet") for v in views]
     frames = None
     if mode == "join":  # data already in memory
@@ -437,37 +459,60 @@ def worker_polars(spec: dict, data: Path, mode: str, clock):
     clock.start()
     if frames is None:
         frames = [pl.scan_parquet(p) for p in paths]
-    ent_cols = spec["entity_columns"]
-    lf = pl.scan_parquet(data / "entity.parquet").with_row_index("__rid").sort("event_timestamp")
-    outs = []
-    for v, frame in zip(views, frames):
-        i = v["_index"]
-        lf = lf.join_asof(_polars_view(v, frame), left_on="event_timestamp", right_on=f"__ts{i}",
-                          by=v["keys"], strategy="backward", check_sortedness=False)
-        if v["ttl_us"]:
-            ok = pl.col(f"__ts{i}") >= pl.col("event_timestamp") - pl.duration(microseconds=v["ttl_us"])
+    lf = pl.scan_parquet(data / "entity.parquet").with_row_index("__erow").sort("event_timestamp")
+    outs, fetch = [], []
+    for i, (v, frame) in enumerate(zip(views, frames)):
+        ts, rid = f"__ts{i}", f"__rid{i}"
+        renamed = {f["name"]: f"{v['name']}__{f['name']}" for f in v["features"]}
+        if plan == "direct":
+            right = frame.select([*v["keys"], "event_ts", "created_ts", *renamed])
         else:
-            ok = pl.col(f"__ts{i}").is_not_null()
+            right = frame.with_row_index(rid).select([*v["keys"], "event_ts", "created_ts", rid])
+        right = (right.sort(["event_ts", "created_ts"], nulls_last=False).drop("created_ts")
+                 .rename({"event_ts": ts, **(renamed if plan == "direct" else {})}))
+        lf = lf.join_asof(right, left_on="event_timestamp", right_on=ts, by=v["keys"], strategy="backward",
+                          check_sortedness=False)
+        if v["ttl_us"]:
+            ok = pl.col(ts) >= pl.col("event_timestamp") - pl.duration(microseconds=v["ttl_us"])
+        else:
+            ok = pl.col(ts).is_not_null()
+        if plan == "narrow":
+            lf = lf.with_columns(pl.when(ok).then(pl.col(rid)).otherwise(None).alias(rid))
+            fetch.append((v, frame, rid, renamed))
+            ok = pl.col(rid).is_not_null()
         exprs = []
         for f in v["features"]:
-            out = f"{v['name']}__{f['name']}"
+            out = renamed[f["name"]]
             outs.append(out)
             if f["default"] is None and not v["ttl_us"]:
                 continue
-            dtype = {"float64": pl.Float64, "int64": pl.Int64, "string": pl.String}[f["dtype"]]
-            exprs.append(pl.when(ok).then(pl.col(out)).otherwise(pl.lit(f["default"], dtype=dtype)).alias(out))
-        if exprs:
-            lf = lf.with_columns(exprs)
-        lf = lf.drop(f"__ts{i}")
-    lf = lf.sort("__rid").select([*ent_cols, *outs])
+            exprs.append(pl.when(ok).then(pl.col(out))
+                         .otherwise(pl.lit(f["default"], dtype=_pl_dtype(f["dtype"]))).alias(out))
+        if plan == "direct":
+            if exprs:
+                lf = lf.with_columns(exprs)
+            lf = lf.drop(ts)
+        else:
+            v["_exprs"] = exprs
+            lf = lf.drop(ts)
+    for v, frame, rid, renamed in fetch:  # narrow: fetch the matched rows' features by row index
+        feats = frame.with_row_index(rid).select([rid, *renamed]).rename(renamed)
+        lf = lf.join(feats, on=rid, how="left")
+        if v["_exprs"]:
+            lf = lf.with_columns(v["_exprs"])
+    lf = lf.sort("__erow").select([*spec["entity_columns"], *outs])
     result = lf.collect()
     clock.stop()
     return result.to_arrow()
 
 
-def worker_pandas(spec: dict, data: Path, mode: str, clock):
+def worker_pandas(spec: dict, data: Path, mode: str, plan: str, clock):
+    """merge_asof(by=keys, direction='backward') after sorting by (event_ts, created_ts);
+    'backward' takes the LAST right row with ts <= entity ts (documented). plan 'narrow'
+    merges (keys, ts, row number) and then takes the matched rows' features by position."""
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
     views = spec["views"]
     paths = [data / "sources" / (v["name"] + ".parquet") for v in views]
 
@@ -480,36 +525,43 @@ def worker_pandas(spec: dict, data: Path, mode: str, clock):
     clock.start()
     if frames is None:
         frames = [read(p) for p in paths]
-    ent_cols = spec["entity_columns"]
     e = read(data / "entity.parquet")
-    e["__rid"] = np.arange(len(e))
+    e["__erow"] = np.arange(len(e))
     e = e.sort_values("event_timestamp", kind="stable")
     outs = []
     for i, (v, frame) in enumerate(zip(views, frames)):
-        ts = f"__ts{i}"
-        # merge_asof 'backward' takes the LAST right row with ts <= entity ts (documented):
-        # sort ties by created so the newest created is last (null created = oldest = first)
-        r = frame.sort_values(["event_ts", "created_ts"], kind="stable", na_position="first")
-        r = r[[*v["keys"], "event_ts", *(f["name"] for f in v["features"])]]
-        r = r.rename(columns={"event_ts": ts, **{f["name"]: f"{v['name']}__{f['name']}" for f in v["features"]}})
+        ts, rid = f"__ts{i}", f"__rid{i}"
+        renamed = {f["name"]: f"{v['name']}__{f['name']}" for f in v["features"]}
+        if plan == "direct":
+            r = frame[[*v["keys"], "event_ts", "created_ts", *renamed]].rename(columns=renamed)
+        else:
+            r = frame[[*v["keys"], "event_ts", "created_ts"]].copy()
+            r[rid] = np.arange(len(frame))
+        r = r.sort_values(["event_ts", "created_ts"], kind="stable", na_position="first")
+        r = r.drop(columns=["created_ts"]).rename(columns={"event_ts": ts})
         e = pd.merge_asof(e, r, left_on="event_timestamp", right_on=ts, by=v["keys"],
                           direction="backward", allow_exact_matches=True)
         if v["ttl_us"]:
             ok = e[ts] >= e["event_timestamp"] - pd.Timedelta(microseconds=int(v["ttl_us"]))
         else:
             ok = e[ts].notna()
-        ok = ok.fillna(False).astype(bool)
+        ok = ok.fillna(False).to_numpy(dtype=bool)
+        if plan == "narrow":
+            pos = e[rid].to_numpy(dtype="float64", na_value=np.nan)
+            pos = np.where(ok, np.nan_to_num(pos, nan=0.0), 0).astype(np.int64)
+            got = frame[list(renamed)].iloc[pos].rename(columns=renamed).reset_index(drop=True)
+            got.index = e.index
+            e = pd.concat([e.drop(columns=[rid]), got], axis=1)
         for f in v["features"]:
-            out = f"{v['name']}__{f['name']}"
+            out = renamed[f["name"]]
             outs.append(out)
-            if f["default"] is None and not v["ttl_us"]:
+            if f["default"] is None and not v["ttl_us"] and plan == "direct":
                 continue
             col = e[out].copy()
-            col[~ok.to_numpy()] = pd.NA if f["default"] is None else f["default"]
+            col[~ok] = pd.NA if f["default"] is None else f["default"]
             e[out] = col
         e = e.drop(columns=[ts])
-    e = e.sort_values("__rid", kind="stable")[[*ent_cols, *outs]]
-    import pyarrow as pa
+    e = e.sort_values("__erow", kind="stable")[[*spec["entity_columns"], *outs]]
     result = pa.Table.from_pandas(e, preserve_index=False)
     clock.stop()
     return result
@@ -551,10 +603,10 @@ def run_worker(args) -> int:
             profiler.disable()
             orig_stop()
         clock.start, clock.stop = start, stop
-    result = WORKERS[args.engine](spec, data, args.mode, clock)
+    result = WORKERS[args.engine](spec, data, args.mode, args.plan, clock)
     peak = _peak_rss_mib()
     hwm = _vm_hwm_mib()
-    metrics = {"engine": args.engine, "mode": args.mode, "seconds": clock.t1 - clock.t0,
+    metrics = {"engine": args.engine, "plan": args.plan, "mode": args.mode, "seconds": clock.t1 - clock.t0,
                "cpu_seconds": clock.cpu1 - clock.cpu0, "peak_rss_mib": peak, "vm_hwm_mib": hwm}
     if profiler is not None:
         profiler.dump_stats(args.profile)
@@ -716,7 +768,7 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_shape(shape: str, scale: float, args, root: Path, peers: list[str]) -> dict:
+def run_shape(shape: str, scale: float, args, root: Path, runners: list[str]) -> dict:
     spec = shape_spec(shape, scale)
     data = root / f"{shape}-{scale:g}"
     spec_file = data / "spec.json"
@@ -744,16 +796,16 @@ def run_shape(shape: str, scale: float, args, root: Path, peers: list[str]) -> d
         if st != "ok":
             raise SystemExit(f"data generation failed ({st}); see {logs / 'generate.log'}")
         _log(f"{shape}: generated in {secs:.1f}s")
-    write_repo(spec, data)
+    write_repo(spec, data, args.buckets)
     results = data / "results"
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir()
 
     plan = [("fstore", "ingest_join"), ("fstore", "join")]
-    for p in peers:
-        if p == "duckdb":
-            plan.append(("duckdb_prep", "prep"))
-        plan += [(p, "join"), (p, "ingest_join")]
+    if any(r.startswith("duckdb-") for r in runners):
+        plan.append(("duckdb_prep", "prep"))
+    for r in runners:
+        plan += [(r, "join"), (r, "ingest_join")]
     crashed = []
     skip = set()
     for engine, mode in plan:
@@ -766,15 +818,18 @@ def run_shape(shape: str, scale: float, args, root: Path, peers: list[str]) -> d
             tag = f"{engine}-{mode}"
             metrics_file = results / f"{tag}.metrics.json"
             metrics_file.unlink(missing_ok=True)
-            cmd = [*me, "_worker", "--engine", engine, "--mode", mode, "--data", str(data),
+            eng, _, peer_plan = engine.partition("-")
+            cmd = [*me, "_worker", "--engine", eng, "--plan", peer_plan or "-", "--mode", mode, "--data", str(data),
                    "--result", str(results / f"{tag}.parquet"), "--metrics", str(metrics_file)]
             if args.profile_fstore and engine == "fstore":
                 cmd += ["--profile", str(results / f"{tag}.prof")]
-            _log(f"{shape}: {engine} {mode} (run {rep + 1}/{repeat}) ...")
+            load = os.getloadavg()[0]
+            _log(f"{shape}: {engine} {mode} (run {rep + 1}/{repeat}, load average {load:.2f}) ...")
             st, wall = _sub(cmd, args.timeout, logs / f"{tag}.log", data)
             if st == "ok":
                 m = json.loads(metrics_file.read_text())
                 m["status"] = "ok"
+                m["loadavg_1min_before"] = load
                 attempts.append(m)
                 _log(f"{shape}: {engine} {mode}: {m['seconds']:.2f}s, peak RSS {m['peak_rss_mib']:.0f} MiB")
                 if best is None or m["seconds"] < best["seconds"]:
@@ -794,9 +849,11 @@ def run_shape(shape: str, scale: float, args, root: Path, peers: list[str]) -> d
             best["all_seconds"] = [a["seconds"] for a in attempts]
         out["runs"][f"{engine}:{mode}"] = best
         if engine == "duckdb_prep" and best.get("status") != "ok":
-            out["runs"]["duckdb:join"] = {"status": "skipped (prep failed)", "seconds": None,
-                                          "peak_rss_mib": None}
-            skip.add(("duckdb", "join"))
+            for r in runners:
+                if r.startswith("duckdb-"):
+                    out["runs"][f"{r}:join"] = {"status": "skipped (prep failed)", "seconds": None,
+                                                "peak_rss_mib": None}
+                    skip.add((r, "join"))
 
     # agreement: everything against fstore's ingest+join result
     ref = results / "fstore-ingest_join.parquet"
@@ -845,10 +902,10 @@ def _ratio(a, b, key):
     return a[key] / b[key]
 
 
-def add_ratios(shape_out: dict, peers: list[str]) -> None:
+def add_ratios(shape_out: dict, runners: list[str]) -> None:
     runs = shape_out["runs"]
     ratios = {}
-    for p in peers:
+    for p in runners:
         r = {}
         for mode in MODES:
             f, q = runs.get(f"fstore:{mode}"), runs.get(f"{p}:{mode}")
@@ -858,7 +915,7 @@ def add_ratios(shape_out: dict, peers: list[str]) -> None:
     shape_out["ratios"] = ratios
 
 
-def print_table(shape_out: dict, peers: list[str]) -> None:
+def print_table(shape_out: dict, runners: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -873,7 +930,7 @@ def print_table(shape_out: dict, peers: list[str]) -> None:
         t.add_column(col, justify="right" if col != "engine" else "left")
     runs = shape_out["runs"]
     comp = shape_out.get("comparison", {}).get("results", {})
-    for eng in ["fstore", *peers]:
+    for eng in ["fstore", *runners]:
         j, ij = runs.get(f"{eng}:join"), runs.get(f"{eng}:ingest_join")
         if eng == "fstore":
             rt = rm = "1.00 | 1.00"
@@ -931,8 +988,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="generate data into DIR and keep it (reused when it matches); default: a temp dir, removed")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per subprocess (default 900)")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per engine and mode; the fastest is reported")
+    ap.add_argument("--peer-plans", default="narrow,direct",
+                    help="how each peer is written (comma-separated; each is run and reported): 'direct' = the "
+                         "as-of join carries every feature column; 'narrow' = as-of join over keys, time and a "
+                         "row id, then the matched rows' features are fetched (default: narrow,direct)")
     ap.add_argument("--skip-missing-peers", action="store_true",
                     help="skip a peer whose package is not installed instead of failing")
+    ap.add_argument("--buckets", type=int, default=None,
+                    help="offline_store.buckets for the fstore repository (default: fstore's default)")
     ap.add_argument("--fstore-src", default=None, metavar="DIR",
                     help="import fstore from this source tree (with its extension built in place) instead of "
                          "the repository holding this script, e.g. to compare two versions")
@@ -957,6 +1020,11 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"peer {p} is not installed (pass --skip-missing-peers to skip it)")
             peers.remove(p)
             skipped.append(p)
+    plans = [x.strip() for x in args.peer_plans.split(",") if x.strip()]
+    for x in plans:
+        if x not in ("narrow", "direct"):
+            ap.error(f"unknown peer plan {x!r}; expected narrow, direct")
+    runners = [f"{p}-{x}" for p in peers for x in plans]
     if not _peer_available("pyarrow"):
         ap.error("pyarrow is required")
 
@@ -970,15 +1038,15 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([Path(sys.executable).name, os.path.relpath(HERE, Path.cwd()), *argv])
     report = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _machine(),
               "fstore": _fstore_provenance(),
-              "peers": peers, "skipped_peers": skipped, "timeout_s": args.timeout, "repeat": args.repeat,
+              "peers": peers, "peer_plans": plans, "runners": runners, "skipped_peers": skipped, "timeout_s": args.timeout, "repeat": args.repeat,
               "shapes": {}}
     try:
         for s in shapes:
             scale = args.wide_scale if (s == "wide" and args.wide_scale is not None) else args.scale
-            res = run_shape(s, scale, args, root, peers)
-            add_ratios(res, peers)
+            res = run_shape(s, scale, args, root, runners)
+            add_ratios(res, runners)
             report["shapes"][s] = res
-            print_table(res, peers)
+            print_table(res, runners)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1007,6 +1075,7 @@ def internal(argv: list[str]) -> int:
     if argv[0] == "_worker":
         ap.add_argument("--engine", required=True, choices=sorted(WORKERS))
         ap.add_argument("--mode", required=True)
+        ap.add_argument("--plan", default="-")
         ap.add_argument("--result", required=True)
         ap.add_argument("--metrics", required=True)
         ap.add_argument("--profile", default=None)

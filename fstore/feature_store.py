@@ -116,6 +116,19 @@ class FeatureStore:
             self._online = OnlineStore(self.config)
         return self._online
 
+    def close(self) -> None:
+        """Release the online store (plans holding its handles are dropped with it)."""
+        self._plans.clear()
+        if self._online is not None:
+            self._online.close()
+            self._online = None
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def online_views(self, views: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The view versions to serve: as named, else the newest version of every online
         view plus every version a feature service pins."""
