@@ -14,6 +14,7 @@ from .definitions import format_duration
 from .errors import DefinitionErrors, FstoreError
 from .feature_store import FeatureStore
 from .progress import RichReporter
+from .protocol import ProtocolError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,6 +32,9 @@ class _Group(click.Group):
                 err_console.print(f"  [red]-[/red] {e}", highlight=False, markup=False)
             sys.exit(1)
         except FstoreError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(1)
+        except (ConnectionError, ProtocolError) as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(1)
 
@@ -232,10 +236,12 @@ def gc(ctx: click.Context, views: tuple[str, ...]) -> None:
 @click.option("--service", help="A feature service name.")
 @click.option("--features", multiple=True, help="view:feature or view (repeatable or comma-separated).")
 @click.option("--full-feature-names", is_flag=True)
+@click.option("--host", default=None, help="Ask a running server instead of reading the store in process.")
+@click.option("--port", default=None, type=int, help="The server's port (with --host; default 6570).")
 @click.argument("keys", nargs=-1, required=True)
 @click.pass_context
 def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full_feature_names: bool,
-        keys: tuple[str, ...]) -> None:
+        host: str | None, port: int | None, keys: tuple[str, ...]) -> None:
     """Read one feature vector: fstore get --service fraud_v1 customer_id=1 driver_id=7."""
     refs = _split(features)
     if (refs is None) == (service is None):
@@ -246,8 +252,15 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
         if not sep:
             raise click.UsageError(f"{item!r}: write keys as name=value")
         row[name] = int(value) if value.lstrip("-").isdigit() else value
-    resp = _store(ctx).get_online_features(refs, feature_service=service, entity_rows=[row],
-                                           full_feature_names=full_feature_names)
+    if host is not None or port is not None:
+        from .client import DEFAULT_PORT, Client
+
+        with Client(host or "127.0.0.1", port or DEFAULT_PORT) as client:
+            resp = client.get_online_features(refs, feature_service=service, entity_rows=[row],
+                                              full_feature_names=full_feature_names)
+    else:
+        resp = _store(ctx).get_online_features(refs, feature_service=service, entity_rows=[row],
+                                               full_feature_names=full_feature_names)
     _print_vector(resp)
 
 
@@ -283,6 +296,30 @@ def _iso(us: int) -> str:
     import datetime as dt
 
     return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)).isoformat()
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: server.host or 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="TCP port (default: server.port or 6570).")
+@click.option("--workers", default=None, type=int, help="Worker processes sharing the port (default 1).")
+@click.option("--metrics-port", default=None, type=int, help="Prometheus metrics HTTP port (default: none).")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+          metrics_port: int | None) -> None:
+    """Serve online features over the fstore TCP protocol until SIGTERM."""
+    from .server import Limits, serve as run
+
+    fs = _store(ctx)
+    fs.registry.require()
+    conf = fs.config.server
+    limits = Limits(max_frame=conf["max_frame_bytes"], max_rows=conf["max_rows"],
+                    max_connections=conf["max_connections"], idle_timeout=conf["idle_timeout_s"])
+    host = host or conf["host"]
+    port = port if port is not None else conf["port"]
+    err_console.print(f"fstore serving {fs.config.project} on {host}:{port} "
+                      f"({workers or conf['workers']} worker(s))")
+    run(str(fs.config.root), host, port, workers or conf["workers"],
+        metrics_port if metrics_port is not None else conf["metrics_port"], limits)
 
 
 @main.command()

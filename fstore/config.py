@@ -15,6 +15,9 @@ from .errors import InvalidDefinition
 
 PROJECT_FILE = "fstore.yaml"
 DEFAULT_BUCKETS = 8
+SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 6570, "workers": 1, "metrics_port": None,
+                                   "max_frame_bytes": 8 << 20, "max_rows": 10_000, "max_connections": 10_000,
+                                   "idle_timeout_s": 300.0}
 
 
 @dataclass
@@ -29,6 +32,7 @@ class RepoConfig:
     online_path: Path | None = None
     definitions: list[Path] = field(default_factory=list)
     entity_timestamp_column: str = "event_timestamp"
+    server: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -70,6 +74,19 @@ class RepoConfig:
         buckets = offline.get("buckets", DEFAULT_BUCKETS)
         if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 4096:
             raise bad(f"buckets must be an integer from 1 to 4096, got {buckets!r}", "offline_store.buckets")
+        server = dict(SERVER_DEFAULTS)
+        section = raw.get("server") or {}
+        if not isinstance(section, dict):
+            raise bad("expected a mapping", "server")
+        for key, value in section.items():
+            if key not in SERVER_DEFAULTS:
+                raise bad(f"unknown setting {key!r}; known: {', '.join(SERVER_DEFAULTS)}", f"server.{key}")
+            default = SERVER_DEFAULTS[key]
+            ok = value is None if key == "metrics_port" and value is None else (
+                isinstance(value, type(default) if default is not None else int) and not isinstance(value, bool))
+            if not ok and not (isinstance(default, float) and isinstance(value, int)):
+                raise bad(f"expected a {type(default or 0).__name__}, got {value!r}", f"server.{key}")
+            server[key] = value
         defs = raw.get("definitions")
         if defs is None:
             defs = ["features"] if (root / "features").is_dir() else ["."]
@@ -87,6 +104,7 @@ class RepoConfig:
             online_path=root / str(online.get("path", "data/online")),
             definitions=[root / str(d) for d in defs],
             entity_timestamp_column=ts_col,
+            server=server,
             raw=raw,
         )
 

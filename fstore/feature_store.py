@@ -187,15 +187,23 @@ class FeatureStore:
         event timestamp of its row; see fstore.online for the exact rule, which is the
         training-set rule with ``now`` as the entity timestamp.
         """
+        plan = self.online_plan(features, feature_service, full_feature_names)
+        now_us = time.time_ns() // 1000 if now is None else to_us(now)
+        return read_online(self.online, plan, entity_rows, now_us)
+
+    def online_plan(self, features: Sequence[str] | None, feature_service: str | None,
+                    full_feature_names: bool = False) -> OnlinePlan:
+        """The compiled read plan of a request shape under the current registry (cached)."""
         registry = self._current_registry()
         key = (registry["version"], tuple(features) if features is not None else None, feature_service,
                full_feature_names)
         plan = self._plans.get(key)
         if plan is None:
+            if len(self._plans) > 1024:  # shapes come from clients: keep the cache bounded
+                self._plans.clear()
             plan = self._plans[key] = build_plan(registry, self.online, features, feature_service,
                                                  full_feature_names)
-        now_us = time.time_ns() // 1000 if now is None else to_us(now)
-        return read_online(self.online, plan, entity_rows, now_us)
+        return plan
 
     def _current_registry(self) -> dict[str, Any]:
         """The applied registry, re-read when the file changed (checked at most once a second)."""

@@ -26,7 +26,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -192,6 +192,15 @@ class OfflineStore:
                 progress.stop()
             return result
 
+    def append_rows(self, view: dict[str, Any], table: pa.Table, label: str) -> int:
+        """Append typed rows (e.g. pushed to the server) as a new run, so training sees what
+        serving saw. ``label`` names the synthetic source unit in the manifest."""
+        vdir = self.view_dir(view)
+        vdir.mkdir(parents=True, exist_ok=True)
+        with file_lock(vdir / ".lock"):
+            manifest = self.manifest(view) or self._new_manifest(view)
+            return self._write_run(view, manifest, [(SourceUnit(id=label, fingerprint=label), table)])
+
     def _new_manifest(self, view: dict[str, Any]) -> dict[str, Any]:
         return {"format": FORMAT, "view": view_name(view), "buckets": self.config.offline_buckets,
                 "join_keys": view["join_keys"], "key_dtypes": view["key_dtypes"],
@@ -268,26 +277,39 @@ class OfflineStore:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)
 
 
+def source_columns(view: dict[str, Any], source: dict[str, Any]) -> list[str]:
+    """The columns a view reads from its source: keys, timestamps, features."""
+    ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
+    return list(dict.fromkeys([*view["join_keys"], ts_col, *([created_col] if created_col else []),
+                               *(f["name"] for f in view["features"])]))
+
+
 def read_typed(view: dict[str, Any], source: dict[str, Any], loader: Loader, unit: SourceUnit) -> pa.Table:
     """One source unit as the offline store's columns, typed as declared; IngestError names file, row, column."""
+    return type_rows(view, source, loader.read(unit, source_columns(view, source)), unit.id, loader.row_label)
+
+
+def type_rows(view: dict[str, Any], source: dict[str, Any], raw: pa.Table, where: str,
+              row_label: Callable[[int], str]) -> pa.Table:
+    """Raw rows (source column names) as the offline store's columns, typed as declared.
+
+    ``where`` names the rows' origin in errors (a file, or a push); ``row_label`` names a row.
+    """
     ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
-    cols = [*view["join_keys"], ts_col, *([created_col] if created_col else []),
-            *(f["name"] for f in view["features"])]
-    raw = loader.read(unit, list(dict.fromkeys(cols)))
+    cols = source_columns(view, source)
     missing = [c for c in cols if c not in raw.column_names]
     if missing:
-        raise IngestError(f"{unit.id}: column(s) {', '.join(missing)} missing", file=unit.id,
-                          column=missing[0])
+        raise IngestError(f"{where}: column(s) {', '.join(missing)} missing", file=where, column=missing[0])
 
     def cast(col: str, fn) -> pa.Array:
         try:
             return fn(raw.column(col))
         except CastFailure as exc:
-            where = f" at {loader.row_label(exc.index)}" if exc.index >= 0 else ""
+            at = f" at {row_label(exc.index)}" if exc.index >= 0 else ""
             shown = f" value {exc.value!r}" if exc.index >= 0 else ""
-            raise IngestError(f"{unit.id}{where}, column {col!r}:{shown} cannot be read as "
+            raise IngestError(f"{where}{at}, column {col!r}:{shown} cannot be read as "
                               f"{_target_name(view, col, ts_col, created_col)} ({exc.reason})",
-                              file=unit.id, row=exc.index + 1 if exc.index >= 0 else None,
+                              file=where, row=exc.index + 1 if exc.index >= 0 else None,
                               column=col) from None
 
     out: dict[str, pa.Array] = {}
@@ -296,8 +318,8 @@ def read_typed(view: dict[str, Any], source: dict[str, Any], loader: Loader, uni
     out[EVENT_TS] = cast(ts_col, to_timestamp)
     if out[EVENT_TS].null_count:
         row = int(pc.index(pc.is_null(out[EVENT_TS]), True).as_py())
-        raise IngestError(f"{unit.id} at {loader.row_label(row)}, column {ts_col!r}: the event "
-                          "timestamp is null", file=unit.id, row=row + 1, column=ts_col)
+        raise IngestError(f"{where} at {row_label(row)}, column {ts_col!r}: the event "
+                          "timestamp is null", file=where, row=row + 1, column=ts_col)
     out[CREATED_TS] = cast(created_col, to_timestamp) if created_col else pa.nulls(raw.num_rows, TS_TYPE)
     out[UNIT] = pa.nulls(raw.num_rows, pa.int32())  # numbered when the run is written
     for f in view["features"]:

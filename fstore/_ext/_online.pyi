@@ -65,8 +65,10 @@ class ViewReader:
                  ttl_us: int, out_positions: Sequence[int]) -> None: ...
     def keys_for(self, entity_rows: list[dict[str, Any]]) -> list[bytes | None]:
         """Keys of entity rows; KeyError for a missing column, TypeError for a wrong type."""
+    def keys_for_columns(self, columns: dict[str, list[Any]], n: int) -> list[bytes | None]:
+        """Keys from columns of join key values (the wire protocol's form)."""
 
-def assemble(readers: list[ViewReader], txn: Any, rows: list[dict[str, Any]], now_us: int,
+def assemble(readers: list[ViewReader], txn: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int,
              n_out: int) -> tuple[list[list[Any]], bytearray, bytearray]:
     """(values per output feature, statuses n_out x n uint8, timestamps views x n int64).
 

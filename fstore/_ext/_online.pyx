@@ -470,6 +470,23 @@ cdef class ViewReader:
                 out[i] = _key_of(tuple([row[c] for c in cols]), self.key_kinds)
         return out
 
+    def keys_for_columns(self, dict columns, Py_ssize_t n):
+        """Keys from columns of join key values (the wire protocol's form)."""
+        cdef Py_ssize_t i, c
+        cdef list out = [None] * n
+        cdef list cols = [columns[k] for k in self.key_columns]
+        for col in cols:
+            if len(col) != n:
+                raise ValueError(f"entity columns differ in length ({len(col)} vs {n})")
+        if len(cols) == 1:
+            col0 = cols[0]
+            for i in range(n):
+                out[i] = _key_of((col0[i],), self.key_kinds)
+        else:
+            for i in range(n):
+                out[i] = _key_of(tuple([col[i] for col in cols]), self.key_kinds)
+        return out
+
     cdef int _read(self, object get, list keys, int64_t now_us, list values, uint8_t* status,
                    Py_ssize_t n, int64_t* ts) except -1:
         cdef Py_ssize_t i, j, pos, size, f
@@ -519,15 +536,21 @@ cdef class ViewReader:
         return 0
 
 
-def assemble(list readers, txn, list rows, int64_t now_us, Py_ssize_t n_out):
+def assemble(list readers, txn, rows, int64_t now_us, Py_ssize_t n_out):
     """Answer one request: (values per output, statuses, timestamps per view).
 
+    ``rows`` is a list of dicts, or a dict of equal-length columns (the wire form).
     ``statuses`` is a bytearray of n_out x n status codes (output-major) and
     ``timestamps`` a bytearray of len(readers) x n int64 microseconds (INT64_MIN =
     none), so the hot path allocates no NumPy arrays; OnlineResponse views them
     with numpy.frombuffer when asked. Raises what ``keys_for`` raises for a bad row.
     """
-    cdef Py_ssize_t n = len(rows), v, nv = len(readers)
+    cdef bint columnar = type(rows) is dict
+    cdef Py_ssize_t n, v, nv = len(readers)
+    if columnar:
+        n = len(next(iter((<dict>rows).values()))) if rows else 0
+    else:
+        n = len(rows)
     cdef list values = [[None] * n for _ in range(n_out)]
     cdef bytearray status = bytearray(n_out * n)
     cdef bytearray stamps = bytearray(8 * nv * n)
@@ -537,6 +560,6 @@ def assemble(list readers, txn, list rows, int64_t now_us, Py_ssize_t n_out):
     get = txn.get
     for v in range(nv):
         r = <ViewReader>readers[v]
-        keys = r.keys_for(rows)
+        keys = r.keys_for_columns(rows, n) if columnar else r.keys_for(rows)
         r._read(get, keys, now_us, values, sp, n, tp + v * n if tp != NULL else NULL)
     return values, status, stamps

@@ -1,0 +1,379 @@
+"""The feature server: an asyncio (uvloop) TCP server speaking docs/protocol.md.
+
+One connection is one ``Connection`` protocol object: bytes go into a compiled
+FrameReader, each whole frame is answered synchronously (an online read is a few
+microseconds of LMDB and never blocks the loop), and the reply is written at once.
+A bad request is answered with an error for that request id and the connection
+goes on; a frame that cannot be tied to a request is answered with id 0 and the
+connection is closed. Nothing a client sends can stop the server.
+
+PUSH (an LMDB write, maybe an offline append) runs in a thread so reads on the
+loop never wait for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from . import __version__
+from ._ext._online import assemble
+from .errors import EntityRowError, FstoreError
+from .feature_store import FeatureStore
+from .online import _explain_bad_rows
+from .protocol import (BAD_FRAME, BAD_REQUEST, GET, HANDSHAKE_REQUIRED, HEALTH, HELLO, INFO, INTERNAL, OP_NAMES,
+                       OVERLOADED, PUSH, SHUTTING_DOWN, TOO_MANY_ROWS, UNKNOWN_OP, UNSUPPORTED_VERSION, VERSION,
+                       FrameError, FrameReader, ProtocolError, frame)
+from .push import push_rows
+
+
+@dataclass
+class Limits:
+    max_frame: int = 8 << 20
+    max_rows: int = 10_000
+    max_connections: int = 10_000
+    idle_timeout: float = 300.0
+    max_buffered_replies: int = 4 << 20  # reply bytes queued for a slow reader before we stop reading
+
+
+class ServerState:
+    """What every connection of one worker shares: the store, limits, counters."""
+
+    def __init__(self, repo: str, limits: Limits, metrics: Any = None) -> None:
+        self.fs = FeatureStore(repo)
+        self.limits = limits
+        self.metrics = metrics
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.inflight = 0
+        self.pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-push")
+        self._packer = msgpack.Packer(datetime=True, use_bin_type=True)
+
+    def pack(self, obj: Any) -> bytes:
+        return frame(self._packer.pack(obj))
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: framing, handshake, dispatch, back pressure, idle timeout."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.reader = FrameReader(state.limits.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.greeted = False
+        self.closing = False
+        self.last_seen = time.monotonic()
+
+    # ---- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        st = self.state
+        if len(st.connections) >= st.limits.max_connections or st.draining:
+            code = SHUTTING_DOWN if st.draining else OVERLOADED
+            self._fatal(0, ProtocolError(code, "the server takes no more connections now"))
+            return
+        st.connections.add(self)
+        self.transport.set_write_buffer_limits(high=st.limits.max_buffered_replies)  # type: ignore[union-attr]
+        if st.metrics:
+            st.metrics.connections.inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.state.connections:
+            self.state.connections.discard(self)
+            if self.state.metrics:
+                self.state.metrics.connections.dec()
+
+    def pause_writing(self) -> None:
+        # the client sends faster than it reads: stop reading until its replies drain
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_seen = time.monotonic()
+        self.reader.feed(data)
+        while not self.closing:
+            try:
+                body = self.reader.next()
+            except FrameError as exc:
+                self._fatal(0, ProtocolError(exc.code, str(exc)))
+                return
+            if body is None:
+                return
+            self._handle(body)
+
+    # ---- requests ---------------------------------------------------------------------
+
+    def _handle(self, body: bytes) -> None:
+        st = self.state
+        start = time.perf_counter()
+        try:
+            msg = msgpack.unpackb(body, raw=False, timestamp=3, strict_map_key=False)
+        except Exception:  # noqa: BLE001 - any garbage is a bad frame
+            self._fatal(0, ProtocolError(BAD_FRAME, "the frame is not MessagePack"))
+            return
+        if (type(msg) is not list or len(msg) != 3 or type(msg[0]) is not int or type(msg[1]) is not int
+                or not 0 < msg[1] < 2**32):
+            self._fatal(0, ProtocolError(BAD_FRAME, "a request is [op, id (1..2**32-1), args]"))
+            return
+        op, rid, args = msg
+        if not self.greeted and op != HELLO:
+            self._fatal(rid, ProtocolError(HANDSHAKE_REQUIRED, "the first request must be HELLO"))
+            return
+        if type(args) is not dict:
+            self._reply_error(rid, op, ProtocolError(BAD_REQUEST, "args must be a map", "args"))
+            return
+        st.inflight += 1
+        try:
+            if op == GET:
+                reply = self._get(rid, args)
+            elif op == HELLO:
+                reply = self._hello(rid, args)
+                if reply is None:
+                    return
+            elif op == HEALTH:
+                reply = st.pack([rid, True, {"live": True, "ready": not st.draining, "draining": st.draining,
+                                             "registry_version": st.fs._current_registry()["version"]}])
+            elif op == INFO:
+                reply = st.pack([rid, True, self._info()])
+            elif op == PUSH:
+                self._push(rid, args, start)
+                return
+            else:
+                raise ProtocolError(UNKNOWN_OP, f"unknown op {op}", "op")
+        except ProtocolError as exc:
+            self._reply_error(rid, op, exc)
+            return
+        except FstoreError as exc:
+            self._reply_error(rid, op, ProtocolError(exc.code, str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug answers one request, never kills the server
+            self._reply_error(rid, op, ProtocolError(INTERNAL, f"{type(exc).__name__}: {exc}"))
+            return
+        finally:
+            st.inflight -= 1
+        self.transport.write(reply)  # type: ignore[union-attr]
+        if st.metrics:
+            st.metrics.observe(OP_NAMES.get(op, "unknown"), time.perf_counter() - start)
+
+    def _hello(self, rid: int, args: dict[str, Any]) -> bytes | None:
+        if args.get("version") != VERSION:
+            self._fatal(rid, ProtocolError(UNSUPPORTED_VERSION, f"this server speaks version {VERSION}", "version"))
+            return None
+        self.greeted = True
+        lim = self.state.limits
+        return self.state.pack([rid, True, {"version": VERSION, "server": f"fstore/{__version__}",
+                                            "max_frame": lim.max_frame, "max_rows": lim.max_rows}])
+
+    def _get(self, rid: int, args: dict[str, Any]) -> bytes:
+        st = self.state
+        features, service = args.get("features"), args.get("service")
+        if (features is None) == (service is None):
+            raise ProtocolError(BAD_REQUEST, "give exactly one of features or service", "features")
+        if features is not None and (type(features) is not list or not all(type(f) is str for f in features)):
+            raise ProtocolError(BAD_REQUEST, "features must be a list of strings", "features")
+        if service is not None and type(service) is not str:
+            raise ProtocolError(BAD_REQUEST, "service must be a string", "service")
+        entities = args.get("entities")
+        if type(entities) is not dict or not entities:
+            raise ProtocolError(BAD_REQUEST, "entities must be a map of join key columns", "entities")
+        n = -1
+        for key, col in entities.items():
+            if type(col) is not list:
+                raise ProtocolError(BAD_REQUEST, "each entity column must be a list", f"entities.{key}")
+            if n >= 0 and len(col) != n:
+                raise ProtocolError(BAD_REQUEST, "entity columns differ in length", f"entities.{key}")
+            n = len(col)
+        if n > st.limits.max_rows:
+            raise ProtocolError(TOO_MANY_ROWS, f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
+        full, meta = args.get("full_names", False), args.get("meta", True)
+        plan = st.fs.online_plan(features, service, bool(full))
+        now_us = time.time_ns() // 1000
+        txn = st.fs.online.begin()
+        try:
+            values, status, stamps = assemble(plan.readers, txn, entities, now_us, len(plan.names))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            rows = [{k: entities[k][i] for k in entities} for i in range(n)]
+            err = _explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
+            raise ProtocolError(EntityRowError.code, str(err), "entities") from None
+        finally:
+            txn.abort()
+        result: dict[str, Any] = {"names": plan.names, "dtypes": plan.dtypes, "view_of": plan.view_of,
+                                  "keys": plan.key_columns, "values": values}
+        if meta:
+            result["status"] = status
+            result["ts"] = stamps
+        if st.metrics:
+            st.metrics.get_done(n, status)
+        return st.pack([rid, True, result])
+
+    def _info(self) -> dict[str, Any]:
+        reg = self.state.fs._current_registry()
+        return {"project": reg["project"], "registry_version": reg["version"], "server": f"fstore/{__version__}",
+                "views": [{"name": v["name"], "version": v["version"], "entities": v["entities"],
+                           "join_keys": v["join_keys"], "ttl_us": v.get("ttl_us"),
+                           "features": [{"name": f["name"], "dtype": f["dtype"]} for f in v["features"]]}
+                          for v in reg["feature_views"].values()],
+                "services": [{"name": s["name"], "features": s["features"]} for s in reg["feature_services"].values()]}
+
+    def _push(self, rid: int, args: dict[str, Any], start: float) -> None:
+        st = self.state
+        st.inflight += 1
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(st.pusher, push_rows, st.fs, args)
+
+        def done(f: asyncio.Future) -> None:
+            st.inflight -= 1
+            exc = f.exception()
+            if exc is None:
+                result = f.result()
+                if st.metrics:
+                    st.metrics.pushed(result["view"], result["written"])
+                self._write(st.pack([rid, True, {"written": result["written"], "offline": result["offline"]}]))
+                if st.metrics:
+                    st.metrics.observe("push", time.perf_counter() - start)
+            elif isinstance(exc, ProtocolError):
+                self._reply_error(rid, PUSH, exc)
+            elif isinstance(exc, FstoreError):
+                self._reply_error(rid, PUSH, ProtocolError(exc.code, str(exc), getattr(exc, "column", None)))
+            else:
+                self._reply_error(rid, PUSH, ProtocolError(INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+        fut.add_done_callback(done)
+
+    # ---- replies ----------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _reply_error(self, rid: int, op: int, exc: ProtocolError) -> None:
+        if self.state.metrics:
+            self.state.metrics.error(exc.code)
+        self._write(self.state.pack([rid, False, exc.to_wire()]))
+
+    def _fatal(self, rid: int, exc: ProtocolError) -> None:
+        """Answer with an error and close: the stream can no longer be trusted."""
+        self._reply_error(rid, 0, exc)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: Any = None,
+                       ready: Any = None) -> None:
+    """Serve on a bound socket until SIGTERM/SIGINT, then drain: stop accepting, finish
+    the requests in flight, close."""
+    loop = asyncio.get_running_loop()
+    state = ServerState(repo, limits, metrics)
+    state.fs.online  # open LMDB in this process (never across fork)
+    server = await loop.create_server(lambda: Connection(state), sock=sock)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gc.collect()
+    gc.freeze()  # the long-lived heap never needs scanning again: short, rare collections
+    if ready is not None:
+        ready()
+    idle = asyncio.ensure_future(_reap_idle(state))
+    await stop.wait()
+    state.draining = True
+    server.close()
+    deadline = time.monotonic() + 10
+    while state.inflight and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    for conn in list(state.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    idle.cancel()
+    await server.wait_closed()
+    state.pusher.shutdown(wait=True)
+
+
+async def _reap_idle(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(min(5.0, state.limits.idle_timeout / 2))
+        cutoff = time.monotonic() - state.limits.idle_timeout
+        for conn in list(state.connections):
+            if conn.last_seen < cutoff and conn.transport is not None:
+                conn.closing = True
+                conn.transport.close()
+
+
+def run_worker(repo: str, host: str, port: int, limits: Limits, reuse_port: bool, metrics_dir: str | None,
+               ready: Any = None) -> None:
+    """One worker process: its own socket on the shared port, its own LMDB handle."""
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio still works
+        pass
+    metrics = None
+    if metrics_dir is not None:
+        from .metrics import ServerMetrics
+        metrics = ServerMetrics()
+    sock = make_socket(host, port, reuse_port)
+    asyncio.run(serve_socket(sock, repo, limits, metrics, ready))
+
+
+def serve(repo: str, host: str, port: int, workers: int = 1, metrics_port: int | None = None,
+          limits: Limits | None = None) -> None:
+    """Run the server until SIGTERM: ``workers`` processes share the port (SO_REUSEPORT),
+    each with its own event loop and LMDB handle; metrics are served by this process."""
+    import multiprocessing as mp
+    import os
+    import tempfile
+
+    limits = limits or Limits()
+    metrics_dir = None
+    if metrics_port is not None:
+        metrics_dir = tempfile.mkdtemp(prefix="fstore-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client is imported anywhere
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        start_http_server(metrics_port, addr=host, registry=registry)
+    if workers <= 1:
+        run_worker(repo, host, port, limits, False, metrics_dir)
+        return
+    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no LMDB handle crosses fork()
+    procs = [ctx.Process(target=run_worker, args=(repo, host, port, limits, True, metrics_dir), daemon=False)
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
