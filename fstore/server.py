@@ -225,6 +225,8 @@ class Connection(asyncio.Protocol):
         return {"project": reg["project"], "registry_version": reg["version"], "server": f"fstore/{__version__}",
                 "views": [{"name": v["name"], "version": v["version"], "entities": v["entities"],
                            "join_keys": v["join_keys"], "ttl_us": v.get("ttl_us"),
+                           "timestamp_field": reg["sources"][v["source"]]["timestamp_field"],
+                           "created_timestamp_field": reg["sources"][v["source"]]["created_timestamp_field"],
                            "features": [{"name": f["name"], "dtype": f["dtype"]} for f in v["features"]]}
                           for v in reg["feature_views"].values()],
                 "services": [{"name": s["name"], "features": s["features"]} for s in reg["feature_services"].values()]}
