@@ -12,6 +12,10 @@ seed), runs each engine in its own subprocess and times two things:
 * ``ingest_join`` everything from the raw Parquet sources (fstore: apply + ingest +
                   get_historical_features; peers: read the Parquet files and join).
 
+Each peer is written two ways (``--peer-plans``): ``direct``, the as-of join
+carrying every feature column, and ``narrow``, the as-of join over keys, time
+and a row id followed by fetching the winning rows' features.
+
 Peak memory is the subprocess's own ``ru_maxrss`` (the parent stays small, so
 no inherited high-water mark; /proc/self/status VmHWM is recorded as a check).
 Every engine writes its result to Parquet and every result must equal fstore's
@@ -39,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -476,9 +481,8 @@ def worker_polars(spec: dict, data: Path, mode: str, plan: str, clock):
             ok = pl.col(ts) >= pl.col("event_timestamp") - pl.duration(microseconds=v["ttl_us"])
         else:
             ok = pl.col(ts).is_not_null()
-        if plan == "narrow":
+        if plan == "narrow":  # a row id only where the match counts; features fetched below
             lf = lf.with_columns(pl.when(ok).then(pl.col(rid)).otherwise(None).alias(rid))
-            fetch.append((v, frame, rid, renamed))
             ok = pl.col(rid).is_not_null()
         exprs = []
         for f in v["features"]:
@@ -491,19 +495,18 @@ def worker_polars(spec: dict, data: Path, mode: str, plan: str, clock):
         if plan == "direct":
             if exprs:
                 lf = lf.with_columns(exprs)
-            lf = lf.drop(ts)
         else:
-            v["_exprs"] = exprs
-            lf = lf.drop(ts)
-    for v, frame, rid, renamed in fetch:  # narrow: fetch the matched rows' features by row index
+            fetch.append((frame, rid, renamed, exprs))  # exprs test the row id, not the time
+        lf = lf.drop(ts)
+    for frame, rid, renamed, exprs in fetch:  # narrow: the matched rows' features by row index
         feats = frame.with_row_index(rid).select([rid, *renamed]).rename(renamed)
         lf = lf.join(feats, on=rid, how="left")
-        if v["_exprs"]:
-            lf = lf.with_columns(v["_exprs"])
+        if exprs:
+            lf = lf.with_columns(exprs)
     lf = lf.sort("__erow").select([*spec["entity_columns"], *outs])
-    result = lf.collect()
+    result = lf.collect().to_arrow()
     clock.stop()
-    return result.to_arrow()
+    return result
 
 
 def worker_pandas(spec: dict, data: Path, mode: str, plan: str, clock):
@@ -716,10 +719,8 @@ def _sub(cmd: list[str], timeout: float, log: Path, cwd: Path) -> tuple[str, flo
 
 
 def _peer_available(name: str) -> bool:
-    if name == "fstore":
-        return True
-    r = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True)
-    return r.returncode == 0
+    import importlib.util  # found without importing it: the parent stays small
+    return name == "fstore" or importlib.util.find_spec(name) is not None
 
 
 def _machine() -> dict:
@@ -738,11 +739,16 @@ def _machine() -> dict:
                 mem = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
+    from importlib.metadata import PackageNotFoundError, version
     versions = {}
-    for mod in ("fstore", "pyarrow", "numpy", "duckdb", "polars", "pandas"):
-        r = subprocess.run([sys.executable, "-c", f"import {mod}; print(getattr({mod}, '__version__', '?'))"],
-                           capture_output=True, text=True, cwd=_fstore_src())
-        versions[mod] = r.stdout.strip() if r.returncode == 0 else None
+    for mod in ("pyarrow", "numpy", "duckdb", "polars", "pandas"):
+        try:
+            versions[mod] = version(mod)
+        except PackageNotFoundError:
+            versions[mod] = None
+    init = _fstore_src() / "fstore" / "__init__.py"
+    found = re.search(r'__version__\s*=\s*"([^"]+)"', init.read_text()) if init.exists() else None
+    versions["fstore"] = found.group(1) if found else None
     return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": mem, "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions}
 
@@ -859,8 +865,8 @@ def run_shape(shape: str, scale: float, args, root: Path, runners: list[str]) ->
     ref = results / "fstore-ingest_join.parquet"
     if not ref.exists():
         ref = results / "fstore-join.parquet"
-    others = {f"{e}:{m}": results / f"{e}-{m}.parquet" for e, m in plan
-              if e != "duckdb_prep" and (results / f"{e}-{m}.parquet").exists() and results / f"{e}-{m}.parquet" != ref}
+    produced = {f"{e}:{m}": results / f"{e}-{m}.parquet" for e, m in plan if e != "duckdb_prep"}
+    others = {k: p for k, p in produced.items() if p.exists() and p != ref}
     out["crashed"] = crashed
     if not ref.exists():
         out["agree"] = None  # nothing to compare against
@@ -1038,7 +1044,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([Path(sys.executable).name, os.path.relpath(HERE, Path.cwd()), *argv])
     report = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _machine(),
               "fstore": _fstore_provenance(),
-              "peers": peers, "peer_plans": plans, "runners": runners, "skipped_peers": skipped, "timeout_s": args.timeout, "repeat": args.repeat,
+              "peers": peers, "peer_plans": plans, "runners": runners, "skipped_peers": skipped,
+              "timeout_s": args.timeout, "repeat": args.repeat,
               "shapes": {}}
     try:
         for s in shapes:

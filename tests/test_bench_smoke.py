@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bench_historical.py"
 
@@ -64,7 +66,8 @@ def bench_runs(tmp_path_factory):
 @pytest.mark.parametrize("shape", ["big", "wide"])
 def test_benchmark_runs_and_engines_agree(bench_runs, shape):
     proc, out, _data, runners = bench_runs[shape]
-    assert proc.returncode == 0, f"benchmark failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, (f"benchmark failed (exit {proc.returncode}):\n"
+                                  f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     report = json.loads(out.read_text())
     assert report["agree"] is True
     assert report["crashed"] == [] and report["timeouts"] == []
