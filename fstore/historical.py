@@ -101,10 +101,9 @@ def get_historical_features(store: OfflineStore, requests: list[ViewRequest], en
                     columns[pos] = (name, col)
     finally:
         progress.stop()
-    out = entities
-    for name, col in columns:  # type: ignore[misc]
-        out = out.append_column(name, col)
-    return out
+    names = entities.column_names + [name for name, _ in columns]  # type: ignore[misc]
+    arrays = list(entities.columns) + [col for _, col in columns]  # type: ignore[misc]
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], entities: pa.Table,
@@ -143,32 +142,30 @@ def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], 
         taken = data.select(req.features).take(pa.array(idx, mask=idx < 0))
         return rows, (taken, idx >= 0)
 
-    parts_rows, parts_cols = [], []
+    parts_rows, parts_taken, parts_hit = [], [], []
     for rows, res in pool.map(one, range(n_buckets)):
         progress.advance(1, info=view_name(view))
         if res is None:
             continue
-        taken, hit = res
         parts_rows.append(rows)
-        hit_arr = pa.array(hit)
-        cols = []
-        for name in req.features:
-            col = taken.column(name)
-            default = by_name[name]["default"]
-            if default is not None and not hit.all():
-                col = pc.if_else(hit_arr, col, _default_scalar(default, by_name[name]["dtype"]))
-            cols.append(col)
-        parts_cols.append(cols)
+        parts_taken.append(res[0])
+        parts_hit.append(res[1])
     positions = np.concatenate(parts_rows) if parts_rows else np.zeros(0, dtype=np.int64)
     inverse = np.empty(len(ts), dtype=np.int64)
     inverse[positions] = np.arange(len(positions))
     inverse_arr = pa.array(inverse)
+    # one reorder per view, and defaults applied once per feature over the whole column
+    taken = pa.concat_tables(parts_taken).take(inverse_arr) if parts_taken else \
+        pa.table({n: pa.array([], DTYPES[by_name[n]["dtype"]]) for n in req.features})
+    hit = np.concatenate(parts_hit)[inverse] if parts_hit else np.zeros(0, dtype=bool)
+    hit_arr = None
     for i, name in enumerate(req.features):
-        chunks = [c[i] for c in parts_cols]
-        t = DTYPES[by_name[name]["dtype"]]
-        col = pa.chunked_array([c for ch in chunks for c in (ch.chunks if isinstance(ch, pa.ChunkedArray) else [ch])],
-                               type=t) if chunks else pa.chunked_array([], type=t)
-        yield req.positions[i], req.outputs[i], col.take(inverse_arr)
+        col = taken.column(name)
+        default = by_name[name]["default"]
+        if default is not None and not hit.all():
+            hit_arr = hit_arr if hit_arr is not None else pa.array(hit)
+            col = pc.if_else(hit_arr, col, _default_scalar(default, by_name[name]["dtype"]))
+        yield req.positions[i], req.outputs[i], col
 
 
 def _bucket_indices(view: dict[str, Any], data: pa.Table, ent_keys: pa.Table, ent_ts: np.ndarray,

@@ -229,19 +229,22 @@ class OfflineStore:
                 tables.append(old_rows.filter(keep).cast(self.schema(view)))
         table = pa.concat_tables(tables)
         n_buckets = manifest["buckets"]
-        buckets = bucket_ids(table, view["join_keys"], n_buckets)
+        buckets = bucket_ids(table, view["join_keys"], n_buckets).astype(np.int16)  # int16: radix sort
         order = np.argsort(buckets, kind="stable")
         bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
-        table = table.take(pa.array(order))
+        narrow = table.select([*view["join_keys"], EVENT_TS, CREATED_TS])
         parts: dict[str, str] = {}
         for b in range(n_buckets):
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             if hi == lo:
                 continue
-            part = sort_table(table.slice(lo, hi - lo), view)
+            # sort the bucket on its narrow sort columns, then gather every column once
+            rows = order[lo:hi]
+            local = sort_indices(narrow.take(pa.array(rows)), view).to_numpy()
+            part = table.take(pa.array(rows[local]))
             rel = f"b{b:04d}/{run_id}.parquet"
             (vdir / rel).parent.mkdir(exist_ok=True)
-            _write_parquet(part, vdir / rel)
+            _write_parquet(part, vdir / rel, view)
             parts[str(b)] = rel
         run_units = sorted({*unit_ids.values(), *(u for r in affected for u in r["units"])})
         now = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -335,9 +338,13 @@ def _target_name(view: dict[str, Any], col: str, ts_col: str, created_col: str |
     return next(f["dtype"] for f in view["features"] if f["name"] == col)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _write_parquet(table: pa.Table, path: Path, view: dict[str, Any]) -> None:
+    """Write a part: dictionary encoding only where it pays (text), statistics only where
+    they can prune a read (keys and times); both cost a lot on wide numeric views."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="snappy", row_group_size=1 << 20, write_statistics=True)
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    pq.write_table(table, tmp, compression="snappy", row_group_size=1 << 20, use_dictionary=text,
+                   write_statistics=[*view["join_keys"], EVENT_TS])
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
