@@ -10,10 +10,9 @@ import pyarrow as pa
 
 from .errors import IngestError
 from .feature_store import FeatureStore
-from .materialize import encode_table
+from .materialize import encode_table, write_batch
 from .offline_store import source_columns, type_rows, view_name
 from .protocol import BAD_REQUEST, ProtocolError
-from ._ext._online import merge_newer
 
 
 def push_rows(fs: FeatureStore, args: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +51,7 @@ def push_rows(fs: FeatureStore, args: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, str(exc), f"rows.{exc.column}" if exc.column else "rows") from None
     keys, values = encode_table(view, table)
     db = fs.online.db(view_name(view))
-    written = fs.online.write(lambda txn: merge_newer(txn, db, keys, values))
+    written = fs.online.write(lambda txn: write_batch(txn, db, keys, values))
     if offline:
         fs.offline.append_rows(view, table, f"push:{uuid.uuid4().hex}")
     return {"view": view_name(view), "written": written, "offline": offline}
@@ -62,6 +61,10 @@ def _time(value: Any, col: str, i: int) -> Any:
     if value is None or isinstance(value, dt.datetime):
         return value
     if type(value) is int:
-        return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=value)
+        try:
+            return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=value)
+        except OverflowError:  # outside years 1..9999: the client's mistake, not an INTERNAL error
+            raise ProtocolError(BAD_REQUEST, f"row {i + 1}: timestamp {value} is out of range",
+                                f"rows.{col}") from None
     raise ProtocolError(BAD_REQUEST, f"row {i + 1}: a timestamp must be a Timestamp or int microseconds",
                         f"rows.{col}")
