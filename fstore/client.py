@@ -12,23 +12,37 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import select
 import socket
 import threading
 import time
 from typing import Any, Sequence
 
+from .errors import EntityRowError
 from .online import OnlinePlan, OnlineResponse
 from .protocol import GET, HEALTH, HELLO, INFO, PUSH, VERSION, FrameReader, ProtocolError, pack, unpack
 
 DEFAULT_PORT = 6570
 _MAX_REPLY = 1 << 30
+# error codes after which the server closes the connection (docs/protocol.md)
+_CLOSING_CODES = frozenset({"BAD_FRAME", "FRAME_TOO_LARGE", "HANDSHAKE_REQUIRED", "UNSUPPORTED_VERSION",
+                            "OVERLOADED", "SHUTTING_DOWN"})
 
 
-def _columns(entity_rows: Any) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """(columns for the wire, rows for the response) from a list of dicts or a dict of lists."""
+def _columns(entity_rows: Any, want_rows: bool = True) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
+    """(columns for the wire, rows for the response) from a list of dicts or a dict of lists.
+
+    Ragged columns raise EntityRowError as in process (not an IndexError); a PUSH
+    (``want_rows=False``) sends them as they are and the server names the problem.
+    """
     if isinstance(entity_rows, dict):
         cols = {k: list(v) for k, v in entity_rows.items()}
-        n = len(next(iter(cols.values()))) if cols else 0
+        if not want_rows:
+            return cols, []
+        lengths = {len(v) for v in cols.values()}
+        if len(lengths) > 1:
+            raise EntityRowError(f"entity_rows columns differ in length: {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
         return cols, [{k: v[i] for k, v in cols.items()} for i in range(n)]
     rows = list(entity_rows)
     keys: dict[str, None] = {}
@@ -77,6 +91,7 @@ class _Conn:
         self.reader = FrameReader(_MAX_REPLY)
         self.ids = itertools.count(1)
         self.pending: dict[int, Any] = {}
+        self.broken = False  # the server said it closes this connection
         hello = self.request(HELLO, {"version": VERSION, "client": "fstore-py"})
         self.server = hello
 
@@ -98,8 +113,23 @@ class _Conn:
             reply = unpack(body)
             self.pending[reply[0] if type(reply) is list and reply else 0] = reply
             if 0 in self.pending:
+                self.broken = True
                 _check(self.pending.pop(0), 0)
-        return _check(self.pending.pop(rid), rid)
+        try:
+            return _check(self.pending.pop(rid), rid)
+        except ProtocolError as exc:
+            self.broken |= exc.code in _CLOSING_CODES
+            raise
+
+    def usable(self) -> bool:
+        """Whether a pooled connection may carry a request: False once the server has
+        closed it (idle timeout, restart) or said it would. Without this check a PUSH,
+        which is never retried, failed on a connection that was dead before it was sent."""
+        if self.broken or self.pending or self.reader.buffered:
+            return False
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)  # readable when idle: end of stream, a reset, or bytes nobody asked for
 
     def request(self, op: int, args: dict[str, Any]) -> Any:
         return self.receive(self.send(op, args))
@@ -122,12 +152,20 @@ class Client:
         self._pool_size = pool_size
 
     def _take(self) -> _Conn:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop()
+        while True:
+            with self._lock:
+                if not self._pool:
+                    break
+                conn = self._pool.pop()
+            if conn.usable():
+                return conn
+            conn.close()
         return _Conn(self.host, self.port, self.timeout)
 
     def _give(self, conn: _Conn) -> None:
+        if conn.broken:
+            conn.close()
+            return
         with self._lock:
             if len(self._pool) < self._pool_size:
                 self._pool.append(conn)
@@ -185,7 +223,7 @@ class Client:
 
     def push(self, view: str, rows: Any, *, offline: bool = False) -> int:
         """Write rows (a list of dicts or a dict of columns) to ``view``; never retried."""
-        cols, _ = _columns(rows)
+        cols, _ = _columns(rows, want_rows=False)
         return self._call(PUSH, {"view": view, "rows": cols, "offline": offline}, retry=False)["written"]
 
     def health(self) -> dict[str, Any]:
@@ -311,7 +349,7 @@ class AsyncClient:
         return _response(await self._call(GET, args, retry=True), rows)
 
     async def push(self, view: str, rows: Any, *, offline: bool = False) -> int:
-        cols, _ = _columns(rows)
+        cols, _ = _columns(rows, want_rows=False)
         return (await self._call(PUSH, {"view": view, "rows": cols, "offline": offline}, retry=False))["written"]
 
     async def health(self) -> dict[str, Any]:

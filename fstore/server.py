@@ -13,9 +13,12 @@ loop never wait for it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import signal
 import socket
+import struct
+import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +35,9 @@ from .protocol import (BAD_FRAME, BAD_REQUEST, GET, HANDSHAKE_REQUIRED, HEALTH, 
                        OVERLOADED, PUSH, SHUTTING_DOWN, TOO_MANY_ROWS, UNKNOWN_OP, UNSUPPORTED_VERSION, VERSION,
                        FrameError, FrameReader, ProtocolError, frame)
 from .push import push_rows
+
+
+DRAIN_SECONDS = 10.0  # at most this long after SIGTERM for clients to read their replies
 
 
 @dataclass
@@ -70,6 +76,9 @@ class Connection(asyncio.Protocol):
         self.greeted = False
         self.closing = False
         self.last_seen = time.monotonic()
+        self.paused = False      # reading paused: the client does not read its replies
+        self.pushing = 0         # PUSHes of this connection running in the pusher thread
+        self.caught_up = False   # draining: everything the client sent before SIGTERM has been read
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -94,10 +103,12 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # the client sends faster than it reads: stop reading until its replies drain
         if self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self.transport is not None and not self.closing:
+            self.paused = False
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -130,6 +141,9 @@ class Connection(asyncio.Protocol):
             self._fatal(0, ProtocolError(BAD_FRAME, "a request is [op, id (1..2**32-1), args]"))
             return
         op, rid, args = msg
+        if self.caught_up:  # sent after SIGTERM: not run, so the client may safely send it elsewhere
+            self._reply_error(rid, op, ProtocolError(SHUTTING_DOWN, "the server is shutting down; request not run"))
+            return
         if not self.greeted and op != HELLO:
             self._fatal(rid, ProtocolError(HANDSHAKE_REQUIRED, "the first request must be HELLO"))
             return
@@ -188,7 +202,7 @@ class Connection(asyncio.Protocol):
         if service is not None and type(service) is not str:
             raise ProtocolError(BAD_REQUEST, "service must be a string", "service")
         entities = args.get("entities")
-        if type(entities) is not dict or not entities:
+        if type(entities) is not dict:
             raise ProtocolError(BAD_REQUEST, "entities must be a map of join key columns", "entities")
         n = -1
         for key, col in entities.items():
@@ -197,20 +211,23 @@ class Connection(asyncio.Protocol):
             if n >= 0 and len(col) != n:
                 raise ProtocolError(BAD_REQUEST, "entity columns differ in length", f"entities.{key}")
             n = len(col)
+        n = max(n, 0)  # an empty map is zero rows, as entity_rows=[] in process (a client cannot name its columns)
         if n > st.limits.max_rows:
             raise ProtocolError(TOO_MANY_ROWS, f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
         full, meta = args.get("full_names", False), args.get("meta", True)
         plan = st.fs.online_plan(features, service, bool(full))
         now_us = time.time_ns() // 1000
-        txn = st.fs.online.begin()
-        try:
-            values, status, stamps = assemble(plan.readers, txn, entities, now_us, len(plan.names))
-        except (KeyError, TypeError, ValueError, OverflowError):
-            rows = [{k: entities[k][i] for k in entities} for i in range(n)]
-            err = _explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
-            raise ProtocolError(EntityRowError.code, str(err), "entities") from None
-        finally:
-            txn.abort()
+        values, status, stamps = [[] for _ in plan.names], bytearray(), bytearray()
+        if entities:
+            txn = st.fs.online.begin()
+            try:
+                values, status, stamps = assemble(plan.readers, txn, entities, now_us, len(plan.names))
+            except (KeyError, TypeError, ValueError, OverflowError):
+                rows = [{k: entities[k][i] for k in entities} for i in range(n)]
+                err = _explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
+                raise ProtocolError(EntityRowError.code, str(err), "entities") from None
+            finally:
+                txn.abort()
         result: dict[str, Any] = {"names": plan.names, "dtypes": plan.dtypes, "view_of": plan.view_of,
                                   "keys": plan.key_columns, "values": values}
         if meta:
@@ -234,11 +251,13 @@ class Connection(asyncio.Protocol):
     def _push(self, rid: int, args: dict[str, Any], start: float) -> None:
         st = self.state
         st.inflight += 1
+        self.pushing += 1
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(st.pusher, push_rows, st.fs, args)
 
         def done(f: asyncio.Future) -> None:
             st.inflight -= 1
+            self.pushing -= 1
             exc = f.exception()
             if exc is None:
                 result = f.result()
@@ -267,12 +286,39 @@ class Connection(asyncio.Protocol):
             self.state.metrics.error(exc.code)
         self._write(self.state.pack([rid, False, exc.to_wire()]))
 
+    def drain_step(self) -> bool:
+        """One step of a graceful shutdown; True once this connection may be closed.
+
+        A request whose bytes reached the server before SIGTERM is answered: the
+        connection counts as caught up only when no byte is left unread, neither in
+        the frame reader nor in the kernel's socket buffer (and reading is not paused
+        for a slow reader). Frames read after that get SHUTTING_DOWN (not run). It is
+        closed once caught up with every reply written, PUSH replies included.
+        """
+        t = self.transport
+        if t is None or t.is_closing():
+            return True
+        if not self.caught_up and not self.paused and not self.reader.buffered and _unread(t) == 0:
+            self.caught_up = True
+        return self.caught_up and not self.pushing and not t.get_write_buffer_size()
+
     def _fatal(self, rid: int, exc: ProtocolError) -> None:
         """Answer with an error and close: the stream can no longer be trusted."""
         self._reply_error(rid, 0, exc)
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _unread(transport: asyncio.Transport) -> int:
+    """Bytes the peer sent that wait unread in the kernel's receive buffer."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
 
 def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -288,8 +334,12 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: Any = None,
                        ready: Any = None) -> None:
-    """Serve on a bound socket until SIGTERM/SIGINT, then drain: stop accepting, finish
-    the requests in flight, close."""
+    """Serve on a bound socket until SIGTERM/SIGINT, then drain: stop accepting, answer
+    every request received before the signal (see Connection.drain_step), close.
+
+    The drain used to close every connection once no PUSH was running: requests still
+    in the socket buffers lost their replies, and clients that kept pushing held the
+    server until the deadline."""
     loop = asyncio.get_running_loop()
     state = ServerState(repo, limits, metrics)
     state.fs.online  # open LMDB in this process (never across fork)
@@ -304,24 +354,34 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
     idle = asyncio.ensure_future(_reap_idle(state))
     await stop.wait()
     state.draining = True
-    server.close()
-    deadline = time.monotonic() + 10
-    while state.inflight and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    for conn in list(state.connections):
-        if conn.transport is not None:
-            conn.transport.close()
     idle.cancel()
+    server.close()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while state.connections and time.monotonic() < deadline:
+        for conn in list(state.connections):
+            if conn.drain_step() and conn.transport is not None:
+                conn.closing = True
+                conn.transport.close()
+        await asyncio.sleep(0.01)
+    for conn in list(state.connections):  # past the deadline: slow readers lose what is left
+        if conn.transport is not None:
+            conn.closing = True
+            conn.transport.abort()
+    while state.connections and time.monotonic() < deadline + 1:
+        await asyncio.sleep(0.01)  # let connection_lost run
     await server.wait_closed()
     state.pusher.shutdown(wait=True)
 
 
 async def _reap_idle(state: ServerState) -> None:
+    """Close connections that sent nothing for ``idle_timeout``. One whose bytes wait
+    unread is not idle: the loop may run this timer before reading them (after a stall),
+    so it is spared unless its reading is paused (a client that never reads its replies)."""
     while True:
         await asyncio.sleep(min(5.0, state.limits.idle_timeout / 2))
         cutoff = time.monotonic() - state.limits.idle_timeout
         for conn in list(state.connections):
-            if conn.last_seen < cutoff and conn.transport is not None:
+            if conn.last_seen < cutoff and conn.transport is not None and (conn.paused or not _unread(conn.transport)):
                 conn.closing = True
                 conn.transport.close()
 

@@ -1,0 +1,888 @@
+"""The feature server's duties, against the real ``fstore serve`` in a subprocess.
+
+Raw sockets where the bytes matter (handshake, pipelining, malformed frames, limits,
+back pressure, a drain on SIGTERM), the real clients elsewhere. Only 127.0.0.1; every
+loop and wait is bounded; no assertion depends on how fast the shared machine is.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgpack
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import edit_defs
+from fstore import FeatureStore
+from fstore.client import AsyncClient, Client
+from fstore.protocol import ProtocolError
+from server_util import (CUSTOMERS, FSTORE, HOST, PUSH_BASE, REPO_ROOT, Raw, Server, frame, free_port, raw_frame,
+                         repo_copy)
+
+UTC = dt.timezone.utc
+HELLO, GET, PUSH, HEALTH, INFO = 1, 2, 3, 4, 5
+STATS = ["customer_stats:avg_amount_7d", "customer_stats:txn_count_7d", "customer_stats:segment"]
+FATAL = {"BAD_FRAME", "FRAME_TOO_LARGE", "HANDSHAKE_REQUIRED", "UNSUPPORTED_VERSION"}
+MAX_ROWS = 1000
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return repo_copy(tmp_path_factory, "server", {"max_rows": MAX_ROWS, "max_frame_bytes": 1 << 20})
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[Server]:
+    srv = Server(repo)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def fs(repo: Path) -> Iterator[FeatureStore]:
+    with FeatureStore(repo) as store:
+        yield store
+
+
+def stats_rows(ids: list[int], ts: dt.datetime, n: list[int] | None = None) -> dict[str, list[Any]]:
+    return {"customer_id": list(ids), "event_timestamp": [ts] * len(ids), "created_timestamp": [None] * len(ids),
+            "avg_amount_7d": [i + 0.5 for i in ids], "txn_count_7d": n if n is not None else [i * 3 + 1 for i in ids],
+            "segment": [f"s{i}" for i in ids]}
+
+
+def unique_entities(port: int, start: int, n: int) -> list[int]:
+    """Entities pushed with values that belong to them alone (txn_count_7d = 3k+1, segment sk)."""
+    ids = [start + i for i in range(n)]
+    with Client(HOST, port, timeout=10) as c:
+        assert c.push("customer_stats", stats_rows(ids, dt.datetime.now(UTC) - dt.timedelta(minutes=10))) == n
+    return ids
+
+
+def assert_error(reply: Any, rid: int, code: str | None = None) -> dict[str, Any]:
+    """A structured error reply for ``rid``."""
+    assert type(reply) is list and len(reply) == 3, reply
+    assert reply[0] == rid and reply[1] is False, reply
+    err = reply[2]
+    assert set(err) == {"code", "message", "field"}, err
+    assert type(err["code"]) is str and type(err["message"]) is str, err
+    assert err["field"] is None or type(err["field"]) is str, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+def get_args(ids: list[Any], features: list[str] = STATS, meta: bool = True) -> dict[str, Any]:
+    return {"features": features, "entities": {"customer_id": ids}, "meta": meta}
+
+
+# ---- 4. handshake ---------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("first", [GET, HEALTH, INFO, PUSH, 99])
+def test_request_before_hello_is_refused_and_closes(server: Server, first: int) -> None:
+    push = {"view": "customer_stats", "rows": stats_rows([PUSH_BASE + 9], dt.datetime.now(UTC))}
+    args = {GET: get_args([1]), PUSH: push}
+    with Raw(server.port, hello=False) as raw:
+        raw.request(first, 77, args.get(first, {}))
+        raw.request(HELLO, 78, {"version": 1, "client": "late"})  # too late: never answered
+        replies = list(raw.read_all())
+    assert len(replies) == 1, replies
+    assert_error(replies[0], 77, "HANDSHAKE_REQUIRED")
+    with Client(HOST, server.port) as c:  # the refused PUSH wrote nothing
+        assert c.get_online_features(STATS, entity_rows=[{"customer_id": PUSH_BASE + 9}]).statuses(
+            "txn_count_7d")[0].name == "NOT_FOUND"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("hello", [{"version": 2, "client": "x"}, {"version": "1"}, {}, {"version": None}])
+def test_unsupported_version_is_refused_and_closes(server: Server, hello: dict[str, Any]) -> None:
+    with Raw(server.port, hello=False) as raw:
+        raw.request(HELLO, 5, hello)
+        raw.request(HEALTH, 6, {})
+        replies = list(raw.read_all())
+    assert len(replies) == 1, replies
+    assert assert_error(replies[0], 5, "UNSUPPORTED_VERSION")["field"] == "version"
+
+
+@pytest.mark.timeout(30)
+def test_hello_announces_limits_and_the_connection_serves(server: Server) -> None:
+    with Raw(server.port, hello=False) as raw:
+        raw.request(HELLO, 1, {"version": 1, "client": "t"})
+        rid, ok, res = raw.read()
+        assert (rid, ok) == (1, True)
+        assert res["version"] == 1 and res["max_frame"] == 1 << 20 and res["max_rows"] == MAX_ROWS
+        assert res["server"].startswith("fstore/")
+        raw.request(HEALTH, 2, {})
+        rid, ok, res = raw.read()
+        assert (rid, ok) == (2, True) and res["live"] and res["ready"] and not res["draining"]
+        assert res["registry_version"] == 1
+
+
+# ---- 2. pipelining on one raw connection ------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_pipelined_replies_out_of_order_are_matched_by_id(server: Server) -> None:
+    ids = unique_entities(server.port, PUSH_BASE + 5000, 200)
+    fresh = {}
+    expected: dict[int, tuple[str, Any]] = {}
+    stream, order = [], []
+    t = dt.datetime.now(UTC) - dt.timedelta(minutes=1)
+    for i, k in enumerate(ids):
+        if i % 10 == 3:  # a PUSH, answered from the server's thread: its reply comes late
+            rid = 50_000 + i
+            fresh[rid] = PUSH_BASE + 6000 + i
+            stream.append(frame([PUSH, rid, {"view": "customer_stats", "rows": stats_rows([fresh[rid]], t)}]))
+            expected[rid] = ("push", fresh[rid])
+            order.append(rid)
+        if i % 25 == 11:
+            rid = 80_000 + i
+            stream.append(frame([GET, rid, get_args([k], ["customer_stats:nope"])]))
+            expected[rid] = ("error", None)
+            order.append(rid)
+        rid = 1000 + i
+        stream.append(frame([GET, rid, get_args([k, k + 100_000], meta=i % 2 == 0)]))
+        expected[rid] = ("get", k)
+        order.append(rid)
+    with Raw(server.port, timeout=20) as raw:
+        raw.send(b"".join(stream))
+        seen = []
+        for _ in range(len(expected)):
+            reply = raw.read()
+            rid = reply[0]
+            assert rid in expected and rid not in seen, reply
+            seen.append(rid)
+            kind, k = expected[rid]
+            if kind == "get":
+                assert reply[1] is True, reply
+                res = reply[2]
+                names = res["names"]
+                values = dict(zip(names, res["values"]))
+                assert values["txn_count_7d"] == [k * 3 + 1, None], (rid, k, values)
+                assert values["segment"] == [f"s{k}", None], (rid, k, values)
+                assert ("status" in res) == ((rid - 1000) % 2 == 0)
+                if "status" in res:  # feature-major; the unknown entity's avg_amount_7d has a default
+                    assert res["status"] == bytes([0, 3, 0, 1, 0, 1])
+            elif kind == "push":
+                assert reply[1] is True and reply[2] == {"written": 1, "offline": False}, reply
+            else:
+                assert_error(reply, rid, "UNKNOWN_OBJECT")
+    assert sorted(seen) == sorted(order)
+    assert seen != order  # the PUSH replies came after later GETs' replies
+    with Client(HOST, server.port) as c:
+        got = c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in fresh.values()])
+        assert got.values("txn_count_7d") == [k * 3 + 1 for k in fresh.values()]
+
+
+# ---- 5. malformed input never hurts the server --------------------------------------------------
+
+SENTINEL = 0xFFFF_FFF0
+MAYBE_OK_OPS = {HELLO, HEALTH, INFO, PUSH}  # a fuzzed PUSH may happen to be a valid one
+
+MSGPACK_INT = st.integers(-(2**63), 2**64 - 1)
+junk = st.recursive(
+    st.none() | st.booleans() | MSGPACK_INT | st.floats() | st.text(max_size=20) | st.binary(max_size=20)
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8) | MSGPACK_INT, inner, max_size=5),
+    max_leaves=20)
+bad_entity = st.sampled_from(["1", 1.5, True, b"1", 2**63, 2**64 - 1, [1], {"a": 1}, float("nan"), -0.0])
+bad_get_args = st.one_of(
+    st.builds(lambda v, pos: get_args([1, 2, 3][:pos] + [v]), bad_entity, st.integers(0, 3)),
+    st.builds(lambda f: get_args([1], [f]), st.sampled_from(["nope:x", "customer_stats:nope", "", ":", "a:b:c",
+                                                            "customer_stats_v9:segment", ":segment"])),
+    st.integers(MAX_ROWS + 1, MAX_ROWS + 9).map(lambda n: get_args(list(range(n)))),  # too many rows
+    st.just({"features": STATS, "service": "fraud_v1", "entities": {"customer_id": [1]}}),
+    st.just({"entities": {"customer_id": [1]}}),
+    st.just({"features": "customer_stats:segment", "entities": {"customer_id": [1]}}),
+    st.just({"features": STATS, "entities": [[1]]}),
+    st.just({"features": STATS, "entities": {"customer_id": 1}}),
+    st.just({"features": STATS, "entities": {"customer_id": [1, 2], "x": [1]}}),
+    st.just({"features": STATS, "entities": {"driver_id": [1]}}),
+    st.just({"features": [1, 2], "entities": {"customer_id": [1]}}),
+    st.just({"service": 5, "entities": {"customer_id": [1]}}),
+    st.just({"service": "no_such", "entities": {"customer_id": [1]}}),
+    st.just({"service": "fraud_v1", "entities": {"customer_id": [1]}}),
+    st.builds(lambda a: {"features": STATS, "entities": a}, junk).filter(lambda a: not isinstance(a["entities"], dict)),
+    st.builds(lambda a: {"features": STATS, "entities": {"customer_id": a}}, junk),
+)
+bad_push_args = st.one_of(
+    st.builds(lambda v, r, o: {"view": v, "rows": r, "offline": o}, junk, junk, junk),
+    st.builds(lambda r: {"view": "customer_stats", "rows": r}, st.dictionaries(st.text(max_size=20), junk, max_size=6)),
+    st.builds(lambda col, v: {"view": "customer_stats",
+                              "rows": {**stats_rows([PUSH_BASE + 99], dt.datetime.now(UTC)), col: [v]}},
+              st.sampled_from(["customer_id", "event_timestamp", "created_timestamp", "avg_amount_7d",
+                               "txn_count_7d", "segment"]),
+              st.sampled_from([[1], {"a": 1}, "x", 2**64 - 1, -(2**63), b"\xff", float("nan"), 1.5, True])
+              | junk),
+)
+bad_id = st.just(0) | st.integers(-(2**63), -1) | st.integers(2**32, 2**64 - 1) | st.text(max_size=3) | st.none() \
+    | st.floats() | st.booleans()
+
+part = st.one_of(
+    st.tuples(st.just("bytes"), st.binary(min_size=1, max_size=64)),                     # unframed garbage
+    st.tuples(st.just("body"), st.binary(min_size=1, max_size=64)),                      # framed, not msgpack (mostly)
+    st.tuples(st.just("body"), junk.map(lambda o: msgpack.packb(o, datetime=True))),    # framed msgpack, wrong shape
+    st.tuples(st.just("badid"), bad_id, junk),                                           # [op, bad id, args]
+    st.tuples(st.just("req"), st.integers(-(2**63), 2**64 - 1), junk),                  # any op, any args
+    st.tuples(st.just("req"), st.sampled_from([GET, PUSH, 0, 6, 255, 2**32, -1]), junk),
+    st.tuples(st.just("req"), st.just(GET), bad_get_args),
+    st.tuples(st.just("req"), st.just(PUSH), bad_push_args),
+    st.tuples(st.just("short"), st.sampled_from([0, 1, 2, 4, 5])),                        # not a 3-array
+    st.tuples(st.just("huge"), st.integers((1 << 20) + 1, 2**32 - 1)),                    # length above the limit
+    st.tuples(st.just("zero"), st.none()),
+    st.tuples(st.just("truncated"), st.integers(1, 30)),
+)
+
+
+def build_stream(parts: list[tuple[Any, ...]]) -> tuple[bytes, bool]:
+    """(the bytes to send, whether they end with a partial frame)."""
+    out, rid = [], 100
+    for p in parts:
+        kind = p[0]
+        if kind == "bytes":
+            out.append(p[1])
+        elif kind == "body":
+            out.append(raw_frame(p[1]))
+        elif kind == "badid":
+            out.append(frame([GET, p[1], p[2]]))
+        elif kind == "req":
+            rid += 1
+            out.append(frame([p[1], rid, p[2]]))
+        elif kind == "short":
+            out.append(frame([GET, 1, {}, None, 5][: p[1]]))
+        elif kind == "huge":
+            out.append(struct.pack(">I", p[1]) + b"\x93\x02\x01")
+        elif kind == "zero":
+            out.append(b"\x00\x00\x00\x00")
+        elif kind == "truncated":
+            whole = frame([GET, 99, get_args([1, 2, 3])])
+            out.append(whole[: min(p[1], len(whole) - 1)])
+            return b"".join(out), True  # then the client goes away
+    return b"".join(out), False
+
+
+def requests_seen(data: bytes, greeted: bool, max_frame: int) -> list[tuple[int, int, Any]]:
+    """The (op, id, args) of every request the protocol says the server must read from ``data``
+    before it stops at a frame that ends the connection (docs/protocol.md)."""
+    out, pos = [], 0
+    while len(data) - pos >= 4:
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        if n == 0 or n > max_frame or len(data) - pos - 4 < n:
+            break
+        try:
+            msg = msgpack.unpackb(data[pos + 4:pos + 4 + n], raw=False, timestamp=3, strict_map_key=False)
+        except Exception:  # noqa: BLE001
+            break
+        pos += 4 + n
+        if not (type(msg) is list and len(msg) == 3 and type(msg[0]) is int and type(msg[1]) is int
+                and 0 < msg[1] < 2**32):
+            break
+        out.append((msg[0], msg[1], msg[2]))
+        if not greeted and msg[0] != HELLO:
+            break
+        if msg[0] == HELLO:
+            if type(msg[2]) is dict and msg[2].get("version") == 1:
+                greeted = True
+            elif type(msg[2]) is dict:
+                break
+    return out
+
+
+def valid_get(args: Any) -> bool:
+    """A GET of STATS by customer ids (ints in range, or nulls) within the limits."""
+    if type(args) is not dict or args.get("features") != STATS or "service" in args:
+        return False
+    ents = args.get("entities")
+    if type(ents) is not dict or set(ents) - {"customer_id", "driver_id"} or "customer_id" not in ents:
+        return False
+    cols = list(ents.values())
+    return all(type(c) is list and len(c) == len(cols[0]) <= MAX_ROWS for c in cols) and all(
+        v is None or type(v) is int and -(2**63) <= v < 2**63 for v in ents["customer_id"])
+
+
+@pytest.mark.timeout(240)
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(parts=st.lists(part, min_size=1, max_size=6), greet=st.booleans() | st.just(True))
+def test_fuzz_malformed_frames_never_hurt_the_server(server: Server, fs: FeatureStore, parts: list[Any],
+                                                     greet: bool) -> None:
+    data, partial = build_stream(parts)
+    if not partial:
+        data += frame([HEALTH, SENTINEL, {}])
+    sent = requests_seen(data, greet, 1 << 20)
+    may_succeed = {rid for op, rid, args in sent if op in MAYBE_OK_OPS or op == GET and valid_get(args)}
+    replies = []
+    with Raw(server.port, timeout=15, hello=greet) as raw:
+        try:
+            raw.send(data)
+            raw.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close after a fatal frame while we are still sending
+        for _ in range(len(sent) + 2):
+            try:
+                replies.append(raw.read())
+            except socket.timeout:
+                pytest.fail(f"no reply and no close within 15 s; got {replies}")
+            except (ConnectionError, OSError):
+                break
+        else:
+            assert raw.closed_by_server(), f"more replies than requests: {replies}"
+    counts: dict[int, int] = {}
+    for _op, rid, _args in sent:
+        counts[rid] = counts.get(rid, 0) + 1
+    for j, reply in enumerate(replies):
+        assert type(reply) is list and len(reply) == 3 and type(reply[0]) is int, reply
+        rid, ok = reply[0], reply[1]
+        if rid != 0:  # never an id we did not send, never two replies to one request
+            assert counts.get(rid, 0) > 0, (rid, sent, replies)
+            counts[rid] -= 1
+        if ok is True:
+            assert rid in may_succeed, reply  # only a HELLO, HEALTH, INFO (or a valid PUSH) may succeed
+            continue
+        err = assert_error(reply, rid)
+        assert err["code"] != "INTERNAL", err  # a malformed request is the client's error, not a server bug
+        if rid == 0 or err["code"] in FATAL:
+            assert j == len(replies) - 1, replies  # the connection is closed after it
+    # a good request on a fresh connection is answered, and answered right
+    with Client(HOST, server.port, timeout=10, retries=0) as c:
+        got = c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in (1, 2, 3)])
+    assert got.to_dict(include_metadata=True) == _expected_123(fs)
+    assert server.alive()
+
+
+_EXPECTED: list[dict[str, Any]] = []
+
+
+def _expected_123(fs: FeatureStore) -> dict[str, Any]:
+    if not _EXPECTED:
+        _EXPECTED.append(fs.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in (1, 2, 3)])
+                         .to_dict(include_metadata=True))
+    return _EXPECTED[0]
+
+
+@pytest.mark.timeout(30)
+def test_after_the_fuzz_the_server_is_alive_and_logged_no_crash(server: Server) -> None:
+    assert server.alive()
+    with Client(HOST, server.port) as c:
+        assert c.health()["live"] is True
+    logs = server.logs()
+    assert "Traceback" not in logs and "Exception in callback" not in logs, logs
+
+
+# ---- 6. back pressure ---------------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_a_client_that_never_reads_is_bounded_and_others_are_served(server: Server, fs: FeatureStore) -> None:
+    """A client pipelines big GETs and never reads: the server stops reading from it once
+    its unread replies pass the buffer limit, its memory stays bounded, others are served."""
+    proc = psutil.Process(server.proc.pid)
+    rss0 = proc.memory_info().rss
+    expected = fs.get_online_features(STATS, entity_rows=[{"customer_id": 5}]).to_dict()
+    req = frame([GET, 7, {"service": "everything",
+                          "entities": {"customer_id": CUSTOMERS, "driver_id": [7] * len(CUSTOMERS)}}])
+    batch = req * 20
+    flood = Raw(server.port, timeout=5)
+    flood.sock.setblocking(False)
+    sent, stalled_since, answered = 0, None, 0
+    start = time.monotonic()
+    pending = memoryview(batch)
+    with Client(HOST, server.port, timeout=10) as other:
+        while time.monotonic() - start < 15:
+            try:
+                n = flood.sock.send(pending)
+                sent += n
+                pending = pending[n:] if n < len(pending) else memoryview(batch)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                time.sleep(0.01)
+            if answered < (time.monotonic() - start) * 4:  # another client, a few times a second
+                assert other.get_online_features(STATS, entity_rows=[{"customer_id": 5}]).to_dict() == expected
+                answered += 1
+            if time.monotonic() - start > 2 and stalled_since and time.monotonic() - stalled_since > 0.5:
+                break
+        rss1 = proc.memory_info().rss
+        assert stalled_since is not None and time.monotonic() - stalled_since > 0.5, \
+            f"the server kept reading from a client that never reads ({sent} bytes sent)"
+        assert rss1 - rss0 < 48 << 20, (rss0, rss1, sent)  # measured: ~11 MiB with back pressure, ~150 without
+        assert other.get_online_features(STATS, entity_rows=[{"customer_id": 5}]).to_dict() == expected
+    flood.close()
+    with Client(HOST, server.port, timeout=10) as c:
+        assert c.health()["live"]
+
+
+# ---- 10. the CLI against a running server -------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_fstore_get_against_the_server_prints_the_vector(server: Server, repo: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    args = ["get", "--service", "fraud_v1", "customer_id=1", "driver_id=7"]
+    remote = subprocess.run([FSTORE, "get", "--host", HOST, "--port", str(server.port), *args[1:]], env=env,
+                            capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+    assert remote.returncode == 0, remote.stderr
+    local = subprocess.run([FSTORE, "-r", str(repo), *args], env=env, capture_output=True, text=True, timeout=30)
+    assert local.returncode == 0, local.stderr
+    assert remote.stdout == local.stdout
+    with FeatureStore(repo) as fs:
+        row = fs.get_online_features(feature_service="fraud_v1", entity_rows=[{"customer_id": 1, "driver_id": 7}]) \
+            .to_rows(include_metadata=True)[0]
+    for name in ("avg_amount_7d", "trips_together"):
+        assert re.search(rf"{name}\s+│\s+{re.escape(repr(row[name]['value']))}\s+│\s+{row[name]['status']}",
+                         remote.stdout), remote.stdout
+    bad = subprocess.run([FSTORE, "get", "--host", HOST, "--port", str(server.port), "--service", "nope",
+                          "customer_id=1"], env=env, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "UNKNOWN_OBJECT" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---- 6. limits: frame size, rows, connections, idle timeout -------------------------------------
+
+LIMITS = {"max_frame_bytes": 4096, "max_rows": 50, "max_connections": 4, "idle_timeout_s": 1.5}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(repo_copy(tmp_path_factory, "limits", LIMITS))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.mark.timeout(30)
+def test_max_frame_size(limited: Server) -> None:
+    with Raw(limited.port, hello=False) as raw:
+        raw.request(HELLO, 1, {"version": 1})
+        res = raw.read()[2]
+        assert res["max_frame"] == 4096 and res["max_rows"] == 50
+        k = 4096 - len(msgpack.packb([HEALTH, 2, {"pad": ""}]))
+        body = msgpack.packb([HEALTH, 2, {"pad": "x" * (k - 2)}])
+        assert len(body) == 4096
+        raw.send(raw_frame(body))  # exactly the limit: served
+        assert raw.read()[:2] == [2, True]
+        raw.send(struct.pack(">I", 4097))  # one byte more: refused before the body is sent
+        replies = list(raw.read_all())
+    assert len(replies) == 1
+    assert_error(replies[0], 0, "FRAME_TOO_LARGE")
+    for prefix in (struct.pack(">I", 2**32 - 1), b"\x00\x00\x00\x00"):
+        with Raw(limited.port) as raw:
+            raw.send(prefix + b"\x01\x02")
+            replies = list(raw.read_all())
+        assert len(replies) == 1
+        assert_error(replies[0], 0, "FRAME_TOO_LARGE" if prefix != b"\x00\x00\x00\x00" else "BAD_FRAME")
+    # a client gets the error and its next requests work
+    with Client(HOST, limited.port, timeout=10) as c:
+        with pytest.raises(ProtocolError) as info:
+            c.get_online_features(["customer_stats:segment"] * 1000, entity_rows=[{"customer_id": 1}])
+        assert info.value.code == "FRAME_TOO_LARGE"
+        assert c.get_online_features(STATS, entity_rows=[{"customer_id": 1}]).values("segment")
+        assert c.push("customer_stats", stats_rows([PUSH_BASE + 1], dt.datetime.now(UTC))) == 1
+
+    async def too_large_async() -> None:
+        async with AsyncClient(HOST, limited.port, timeout=10) as ac:
+            with pytest.raises(ProtocolError) as info:
+                await ac.get_online_features(["customer_stats:segment"] * 1000, entity_rows=[{"customer_id": 1}])
+            assert info.value.code == "FRAME_TOO_LARGE"
+            assert (await ac.get_online_features(STATS, entity_rows=[{"customer_id": 1}])).values("segment")
+
+    asyncio.run(asyncio.wait_for(too_large_async(), 30))
+
+
+@pytest.mark.timeout(30)
+def test_max_rows(limited: Server) -> None:
+    with Raw(limited.port) as raw:
+        raw.request(GET, 3, get_args(list(range(50))))
+        assert raw.read()[:2] == [3, True]
+        raw.request(GET, 4, get_args(list(range(51))))
+        err = assert_error(raw.read(), 4, "TOO_MANY_ROWS")
+        assert err["field"] == "entities" and "50" in err["message"]
+        raw.request(GET, 5, get_args([1]))  # the connection goes on
+        assert raw.read()[:2] == [5, True]
+    with Client(HOST, limited.port, timeout=10) as c:
+        with pytest.raises(ProtocolError) as info:
+            c.get_online_features(STATS, entity_rows=[{"customer_id": i} for i in range(51)])
+        assert info.value.code == "TOO_MANY_ROWS"
+
+
+@pytest.mark.timeout(60)
+def test_max_connections(limited: Server) -> None:
+    conns: list[Raw] = []
+    try:
+        for attempt in range(5):
+            for c in conns:
+                c.close()
+            conns = [Raw(limited.port) for _ in range(4)]
+            for c in conns:  # all four are open and fresh (none reaped as idle meanwhile)
+                c.request(HEALTH, 2, {})
+                assert c.read()[:2] == [2, True]
+            with Raw(limited.port, hello=False) as fifth:
+                replies = list(fifth.read_all())
+            if replies:
+                break
+        assert len(replies) == 1, replies
+        assert_error(replies[0], 0, "OVERLOADED")
+        conns.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the server notices the close; then a new connection is taken
+            try:
+                with Raw(limited.port) as again:
+                    again.request(HEALTH, 2, {})
+                    assert again.read()[:2] == [2, True]
+                break
+            except (ConnectionError, AssertionError, OSError):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        for c in conns:
+            c.close()
+
+
+@pytest.mark.timeout(60)
+def test_idle_connections_are_closed_and_clients_recover(limited: Server) -> None:
+    with Raw(limited.port, timeout=15) as idle:
+        idle.request(HEALTH, 2, {})  # open after the handshake ...
+        assert idle.read()[:2] == [2, True]
+        assert idle.closed_by_server()  # ... and closed once idle
+    # a connection in use is kept open (unless this machine stalls longer than the timeout)
+    with Raw(limited.port, timeout=10) as busy:
+        last = time.monotonic()
+        for i in range(25):
+            try:
+                busy.request(HEALTH, 10 + i, {})
+                assert busy.read()[:2] == [10 + i, True]
+            except (ConnectionError, OSError):
+                assert time.monotonic() - last > LIMITS["idle_timeout_s"], "a connection in use was closed as idle"
+                break
+            last = time.monotonic()
+            time.sleep(0.1)
+    # a pooled connection the server closed as idle is not used again: GET and PUSH both work
+    with Client(HOST, limited.port, timeout=10, retries=0) as c:
+        c.health()
+        conn = c._pool[0]
+        with Raw(limited.port, timeout=15) as probe:  # wait as long as an idle connection lives
+            assert probe.closed_by_server()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                conn.sock.setblocking(False)
+                if conn.sock.recv(1, socket.MSG_PEEK) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                conn.sock.setblocking(True)
+            time.sleep(0.05)
+        k = PUSH_BASE + 2
+        assert c.push("customer_stats", stats_rows([k], dt.datetime.now(UTC) - dt.timedelta(seconds=5))) == 1
+        assert c.get_online_features(STATS, entity_rows=[{"customer_id": k}]).values("segment") == [f"s{k}"]
+
+    async def idle_async() -> None:  # the same for the asyncio client, whose loop sees the close
+        async with AsyncClient(HOST, limited.port, timeout=10, retries=0) as ac:
+            await ac.health()
+            conn = ac._conns[0]
+            deadline = time.monotonic() + 10
+            while conn.lost is None:
+                assert time.monotonic() < deadline, "the server did not close the idle connection"
+                await asyncio.sleep(0.05)
+            k = PUSH_BASE + 3
+            assert await ac.push("customer_stats", stats_rows([k], dt.datetime.now(UTC))) == 1
+
+    asyncio.run(asyncio.wait_for(idle_async(), 30))
+
+
+# ---- 7. SIGTERM drains: no request sent before it is lost ----------------------------------------
+
+BIG_GET = {"service": "everything", "entities": {"customer_id": CUSTOMERS, "driver_id": [7] * len(CUSTOMERS)}}
+
+
+class Pipeliner:
+    """One raw connection: a sender pipelining requests (up to ``window`` unanswered), a
+    reader matching replies; records when each request's bytes were fully sent.
+
+    ``slow``: big requests, no window, and the reader reads nothing until ``start_reading``
+    is set: the server's buffers fill, it stops reading, the sender blocks.
+    """
+
+    def __init__(self, port: int, tid: int, stop: threading.Event, pushes: bool = False,
+                 slow: threading.Event | None = None) -> None:
+        self.raw = Raw(port, timeout=30)
+        self.tid, self.stop, self.pushes, self.slow = tid, stop, pushes, slow
+        self.sent: dict[int, tuple[str, int, float]] = {}
+        self.replies: dict[int, Any] = {}
+        self.window = threading.Semaphore(16 if slow is None else 10**6)
+        self.last_progress = time.monotonic()
+        self.threads = [threading.Thread(target=self._send, daemon=True),
+                        threading.Thread(target=self._read, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _send(self) -> None:
+        ts = dt.datetime.now(UTC) - dt.timedelta(minutes=1)
+        for i in range(1, 800 if self.slow else 50_000):
+            if self.stop.is_set() or not self.window.acquire(timeout=10):
+                return
+            if self.slow is not None:
+                data, what, k = frame([GET, i, BIG_GET]), "big", 0
+            elif self.pushes and i % 4 == 0:
+                k = PUSH_BASE + 20_000 + self.tid * 100_000 + i
+                data, what = frame([PUSH, i, {"view": "customer_stats", "rows": stats_rows([k], ts)}]), "push"
+            else:
+                k = CUSTOMERS[(i * 7 + self.tid) % len(CUSTOMERS)]
+                data, what = frame([GET, i, get_args([k])]), "get"
+            try:
+                self.raw.send(data)
+            except OSError:
+                return
+            self.sent[i] = (what, k, time.monotonic())
+            self.last_progress = time.monotonic()
+
+    def _read(self) -> None:
+        if self.slow is not None:
+            self.slow.wait(30)
+        while True:
+            try:
+                reply = self.raw.read()
+            except (ConnectionError, OSError):
+                return
+            self.replies[reply[0]] = reply
+            self.window.release()
+
+    def join(self, timeout: float) -> None:
+        for t in self.threads:
+            t.join(timeout)
+        self.raw.close()
+
+
+def unread_by_server(port: int, client: Raw) -> int:
+    """Bytes from ``client`` waiting unread in the server's socket (rx_queue in /proc/net/tcp)."""
+    peer = client.sock.getsockname()[1]
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) == peer:
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("pushes", [True, False], ids=["with_pushes", "gets_only"])
+def test_sigterm_drains_requests_in_flight(tmp_path_factory: pytest.TempPathFactory, pushes: bool) -> None:
+    """Four clients pipeline GETs and PUSHes as fast as they can, a fifth sends big GETs and
+    does not read until SIGTERM (so its requests wait in the socket buffers): every request
+    fully sent before SIGTERM gets its correct reply, every acknowledged PUSH is written,
+    and the server exits 0."""
+    root = repo_copy(tmp_path_factory, "drain")
+    with FeatureStore(root) as fs:
+        expected = {k: v for k, v in zip(CUSTOMERS, zip(*[fs.get_online_features(STATS, entity_rows=[
+            {"customer_id": k} for k in CUSTOMERS]).values(f.split(":")[1]) for f in STATS]))}
+        big = fs.get_online_features(feature_service="everything", entity_rows=[
+            {"customer_id": k, "driver_id": 7} for k in CUSTOMERS]).values("nick")
+    srv = Server(root)
+    stop, reading = threading.Event(), threading.Event()
+    clients: list[Pipeliner] = []
+    try:
+        clients = [Pipeliner(srv.port, tid, stop, pushes=pushes and tid == 0) for tid in range(4)]
+        clients.append(Pipeliner(srv.port, 4, stop, slow=reading))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (sum(len(c.replies) for c in clients) < 1000
+                                               or time.monotonic() - clients[-1].last_progress < 0.3
+                                               or not unread_by_server(srv.port, clients[-1].raw)):
+            time.sleep(0.05)
+        # the server stopped reading the slow client: its requests wait in the socket buffer
+        assert unread_by_server(srv.port, clients[-1].raw) > 0
+        t_term = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        reading.set()
+        try:
+            rc = srv.proc.wait(30)
+        finally:
+            stop.set()
+        for c in clients:
+            c.join(20)
+    finally:
+        stop.set()
+        reading.set()
+        srv.stop()
+    assert rc == 0, srv.logs()  # and it exited within 30 s (DRAIN_SECONDS is 10)
+    before = 0
+    pushed = []
+    for c in clients:
+        for rid, (what, k, t_sent) in c.sent.items():
+            reply = c.replies.get(rid)
+            if t_sent < t_term:
+                before += 1
+                assert reply is not None, f"client {c.tid}: request {rid} ({what} {k}) was sent before SIGTERM and lost"
+            elif reply is None:
+                continue
+            if reply[1] is False:
+                assert t_sent >= t_term and reply[2]["code"] == "SHUTTING_DOWN", reply
+                continue
+            if what == "get":
+                values = dict(zip(reply[2]["names"], reply[2]["values"]))
+                assert tuple(values[f.split(":")[1]][0] for f in STATS) == expected[k], (k, reply)
+            elif what == "big":
+                assert dict(zip(reply[2]["names"], reply[2]["values"]))["nick"] == big
+            else:
+                assert reply[2]["written"] == 1
+                pushed.append(k)
+    assert before > 0 and bool(pushed) == pushes
+    with FeatureStore(root) as fs:  # every acknowledged push was written
+        got = fs.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in pushed])
+        assert got.values("txn_count_7d") == [k * 3 + 1 for k in pushed]
+    assert "Traceback" not in srv.logs(), srv.logs()
+
+
+# ---- 8. a new registry and new data without a restart -------------------------------------------
+
+@pytest.mark.timeout(90)
+def test_new_registry_and_new_data_are_picked_up(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = repo_copy(tmp_path_factory, "reload")
+    srv = Server(root)
+    try:
+        with Client(HOST, srv.port, timeout=10) as c, FeatureStore(root) as fs:
+            with pytest.raises(ProtocolError) as info:
+                c.get_online_features(feature_service="late", entity_rows=[{"customer_id": 1}])
+            assert info.value.code == "UNKNOWN_OBJECT"
+            before = c.get_online_features(STATS, entity_rows=[{"customer_id": 1}])
+            # a new view, a new version of an existing one and a new service, applied by another process
+            now = dt.datetime.now(UTC)
+            pq.write_table(pa.table({"customer_id": pa.array([1, 2], pa.int64()),
+                                     "ts": pa.array([now - dt.timedelta(hours=1)] * 2, pa.timestamp("us", tz="UTC")),
+                                     "bonus": pa.array([10, 20], pa.int64())}), root / "data" / "extra.parquet")
+
+            def change(doc: dict[str, Any]) -> None:
+                doc["sources"].append({"name": "extra_src", "path": "data/extra.parquet", "timestamp_field": "ts"})
+                doc["feature_views"].append({"name": "extra", "version": 1, "entities": ["customer"],
+                                             "source": "extra_src", "features": [{"name": "bonus", "dtype": "int64"}]})
+                doc["feature_services"].append({"name": "late", "features": ["extra:bonus", "customer_stats:segment"]})
+            edit_defs(root, change)
+            _, version = fs.apply()
+            assert version == 2
+            fs.ingest(["extra"])
+            fs.materialize("2000-01-01T00:00:00Z", now, views=["extra"])
+            expected = fs.get_online_features(feature_service="late",
+                                              entity_rows=[{"customer_id": k} for k in (1, 2, 3)])
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    got = c.get_online_features(feature_service="late",
+                                                entity_rows=[{"customer_id": k} for k in (1, 2, 3)])
+                    break
+                except ProtocolError as exc:
+                    assert exc.code == "UNKNOWN_OBJECT" and time.monotonic() < deadline
+                    time.sleep(0.1)
+            assert got.to_dict(include_metadata=True) == expected.to_dict(include_metadata=True)
+            assert got.values("bonus") == [10, 20, None]
+            assert c.info()["registry_version"] == 2 and c.health()["registry_version"] == 2
+            # the old shapes still answer the same
+            assert c.get_online_features(STATS, entity_rows=[{"customer_id": 1}]).to_dict(include_metadata=True) == \
+                before.to_dict(include_metadata=True)
+            # newly materialized rows of an existing view are served at once (no restart, no reload)
+            path = root / "data" / "customer_stats.parquet"
+            table = pq.read_table(path)
+            row = pa.table({"customer_id": pa.array([1], pa.int64()),
+                            "event_timestamp": pa.array([now - dt.timedelta(minutes=1)], pa.timestamp("us", tz="UTC")),
+                            "created_timestamp": pa.array([now], pa.timestamp("us", tz="UTC")),
+                            "avg_amount_7d": [1.25], "txn_count_7d": pa.array([999], pa.int64()), "segment": ["fresh"]})
+            pq.write_table(pa.concat_tables([table, row.cast(table.schema)]), path)
+            fs.ingest(["customer_stats"])
+            fs.materialize("2000-01-01T00:00:00Z", now, views=["customer_stats"])
+            got = c.get_online_features(STATS, entity_rows=[{"customer_id": 1}])
+            assert got.values("segment") == ["fresh"] and got.values("txn_count_7d") == [999]
+    finally:
+        srv.stop()
+
+
+# ---- 9. workers and metrics -------------------------------------------------------------------------
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def worker_pids(server: Server) -> dict[int, int]:
+    """Worker pid -> established connections on the server's port."""
+    out = {}
+    for child in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            conns = child.net_connections("tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == server.port for c in conns):
+            out[child.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port for c in conns)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_two_workers_share_the_port_and_report_metrics(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = repo_copy(tmp_path_factory, "workers")
+    with FeatureStore(root) as fs:
+        expected = fs.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in (1, 2, 3, 10**9)]) \
+            .to_dict(include_metadata=True)
+    mport = free_port()
+    srv = Server(root, workers=2, metrics_port=mport)
+    conns: list[Raw] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker_pids(srv)) < 2:  # both workers listen
+            assert time.monotonic() < deadline, worker_pids(srv)
+            time.sleep(0.1)
+        for i in range(64):  # connections spread over the workers by the kernel
+            raw = Raw(srv.port, timeout=10)
+            conns.append(raw)
+            raw.request(GET, 2, get_args([1, 2, 3, 10**9]))
+            rid, ok, res = raw.read()
+            assert (rid, ok) == (2, True)
+            assert dict(zip(res["names"], res["values"]))["segment"] == expected["segment"]
+            if i >= 8 and all(n > 0 for n in worker_pids(srv).values()):
+                break
+        per_worker = worker_pids(srv)
+        assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+        for raw in conns[:3]:
+            raw.request(GET, 3, get_args([1], ["customer_stats:nope"]))
+            assert_error(raw.read(), 3, "UNKNOWN_OBJECT")
+        deadline = time.monotonic() + 15
+        while True:
+            m = metrics(mport)
+            if m.get("fstore_open_connections") == len(conns):
+                break
+            assert time.monotonic() < deadline, {k: v for k, v in m.items() if k.startswith("fstore_open")}
+            time.sleep(0.1)
+        assert m['fstore_request_seconds_count{op="get"}'] >= len(conns)
+        assert m['fstore_request_seconds_bucket{le="+Inf",op="get"}'] == m['fstore_request_seconds_count{op="get"}']
+        assert m['fstore_values_total{status="PRESENT"}'] > 0
+        assert m['fstore_values_total{status="NOT_FOUND"}'] >= len(conns)  # customer 10**9 in every request
+        assert m['fstore_errors_total{code="UNKNOWN_OBJECT"}'] >= 3
+        for raw in conns:
+            raw.close()
+        deadline = time.monotonic() + 15
+        while metrics(mport).get("fstore_open_connections") != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert srv.terminate(20) == 0
+    finally:
+        for raw in conns:
+            raw.close()
+        srv.stop()
