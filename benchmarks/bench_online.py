@@ -456,7 +456,6 @@ class Reader:
         batches = [[{KEY_COL: k} for k in ids[i:i + per_call]] for i in range(0, len(ids), per_call)]
         call, to_dict, meta = [], [], []
         clock = time.perf_counter_ns
-        gc.collect()
         for rows in batches:
             t0 = clock()
             resp = get(features=refs, entity_rows=rows)
@@ -483,7 +482,6 @@ class Reader:
         keys = [online_key(k) for k in ids]
         clock = time.perf_counter_ns
         out = []
-        gc.collect()
         if per_call == 1:
             got = 0
             for key in keys:
@@ -555,6 +553,7 @@ def run_reads(readers: list[Reader], calls_1: int, calls_100: int, rounds: int, 
                 # fstore and the floor alternate in short chunks over the same keys, so a burst of
                 # noise from other processes hits both alike; each chunk also gives a paired ratio
                 step = CHUNK_CALLS[per_call] * per_call
+                gc.collect()  # once per group: a collection between chunks would also flush the CPU caches
                 for c, lo in enumerate(range(0, len(ids), step)):
                     chunk = ids[lo:lo + step]
                     n_f = len(r.samples.get(f"{per_call}:fstore", []))

@@ -242,8 +242,9 @@ class OnlineStore:
         """Entries and bytes of a view's database."""
         if not self.has_db(view):
             return {"entries": 0, "bytes": 0}
+        db = self.db(view)  # opened before the read: a handle opened inside it is not valid there
         with self.read() as txn:
-            st = txn.stat(self.db(view))
+            st = txn.stat(db)
         pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
         return {"entries": st["entries"], "bytes": pages * st["psize"]}
 

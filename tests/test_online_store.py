@@ -591,3 +591,22 @@ def test_online_vector_equals_training_vector_entity_by_entity(tmp_path: Path) -
             statuses[status] = statuses.get(status, 0) + 1
     # the dataset exercises every status
     assert set(statuses) == {"PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED"}, statuses
+
+
+def test_stats_on_first_use_in_a_fresh_process(tmp_path):
+    """stats() must open the view's database before its read transaction (it failed on first call)."""
+    import subprocess
+    import sys
+
+    from conftest import make_demo_repo
+
+    root = make_demo_repo(tmp_path / "r")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    fs.materialize("2000-01-01", "now")
+    fs.close()
+    code = ("import sys; from fstore import FeatureStore; fs = FeatureStore(sys.argv[1]); "
+            "s = fs.online.stats('customer_stats_v1'); assert s['entries'] > 0 and s['bytes'] > 0, s; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
