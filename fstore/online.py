@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ._ext._online import ViewReader, assemble
+from ._ext._online import ResponseBase, ViewReader
 from .definitions import DTYPES
 from .errors import EntityRowError
 from .materialize import feature_kinds, key_kinds
@@ -38,6 +38,7 @@ from .resolve import resolve
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _NUMERIC = {"int32", "int64", "float32", "float64", "bool"}
+_NO_TS = -(1 << 63)
 
 
 class Status(enum.IntEnum):
@@ -107,19 +108,7 @@ def normalize_entity_rows(entity_rows: Any) -> list[dict[str, Any]]:
     return entity_rows
 
 
-def read_online(online: OnlineStore, plan: OnlinePlan, entity_rows: Any, now_us: int) -> "OnlineResponse":
-    rows = entity_rows if type(entity_rows) is list else normalize_entity_rows(entity_rows)
-    txn = online.begin()
-    try:
-        values, status, stamps = assemble(plan.readers, txn, rows, now_us, len(plan.names))
-    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-        raise _explain_bad_rows(rows, plan, exc) from None
-    finally:
-        txn.abort()
-    return OnlineResponse(rows, plan, values, status, stamps)
-
-
-def _explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:
+def explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:
     """The error of a failed read, naming the entity row and key (found again, slowly)."""
     for reader, view in zip(plan.readers, plan.views):
         err = _explain_bad_row(rows, reader, view)
@@ -142,16 +131,29 @@ def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRo
     return None
 
 
-class OnlineResponse:
-    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow or to_numpy."""
+class OnlineResponse(ResponseBase):
+    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow or to_numpy.
 
-    __slots__ = ("entity_rows", "plan", "_values", "_raw_status", "_raw_ts")
+    The fields live in the compiled ResponseBase, which an in-process read fills
+    from C without calling ``__init__`` (used by the network client).
+    """
 
-    def __init__(self, entity_rows: list[dict[str, Any]], plan: OnlinePlan, values: list[list[Any]],
-                 status: bytearray, stamps: bytearray) -> None:
-        # the raw buffers are viewed as arrays only when asked: most callers want values
+    __slots__ = ()
+
+    def __init__(self, entity_rows: list[dict[str, Any]], plan: OnlinePlan, values: list[Any],
+                 status: bytearray, stamps: bytearray, flat: bool = False) -> None:
+        # ``values``: one list per feature, or (``flat``) one output-major list of
+        # features x rows, which is what an in-process read builds (one allocation).
+        # The raw buffers are viewed as arrays only when asked: most callers want values.
         self.entity_rows, self.plan = entity_rows, plan
-        self._values, self._raw_status, self._raw_ts = values, status, stamps
+        self._values, self._raw_status, self._raw_ts, self._flat = values, status, stamps, flat
+
+    def _column(self, i: int) -> list[Any]:
+        """The values of output ``i`` (a new list when the values are flat)."""
+        if self._flat:
+            n = len(self.entity_rows)
+            return self._values[i * n:(i + 1) * n]
+        return self._values[i]
 
     @property
     def _status(self) -> np.ndarray:
@@ -171,41 +173,48 @@ class OnlineResponse:
         return list(self.plan.names)
 
     def values(self, name: str) -> list[Any]:
-        return self._values[self.plan.names.index(name)]
+        return list(self._column(self.plan.names.index(name)))
 
     def statuses(self, name: str) -> list[Status]:
         return [Status(s) for s in self._status[self.plan.names.index(name)]]
 
     def event_timestamps(self, name: str) -> list[dt.datetime | None]:
-        ts = self._ts[self.plan.view_of[self.plan.names.index(name)]]
-        return [None if t == np.iinfo(np.int64).min else _EPOCH + dt.timedelta(microseconds=int(t)) for t in ts]
+        return self._view_stamps(self.plan.view_of[self.plan.names.index(name)])
+
+    def _view_stamps(self, view: int) -> list[dt.datetime | None]:
+        """The event timestamps of one view's rows as datetimes (None: no row)."""
+        return [None if t == _NO_TS else _EPOCH + dt.timedelta(microseconds=t) for t in self._ts[view].tolist()]
+
+    def _metadata(self) -> tuple[list[list[str]], list[list[dt.datetime | None]]]:
+        """Status names per output and timestamps per output (each view's converted once)."""
+        names = [[_STATUS_NAMES[s] for s in row] for row in self._status.tolist()]
+        per_view = [self._view_stamps(v) for v in range(len(self.plan.readers))]
+        return names, [per_view[v] for v in self.plan.view_of]
 
     def to_dict(self, include_metadata: bool = False) -> dict[str, list[Any]]:
         """Columns: the join keys, then each feature (and ``f__status``, ``f__event_timestamp``)."""
         out: dict[str, list[Any]] = {k: [r.get(k) for r in self.entity_rows] for k in self.plan.key_columns}
-        status = self._status if include_metadata else None
+        statuses, stamps = self._metadata() if include_metadata else ((), ())
         for i, name in enumerate(self.plan.names):
-            out[name] = list(self._values[i])
-            if status is not None:
-                out[f"{name}__status"] = [_STATUS_NAMES[s] for s in status[i]]
-                out[f"{name}__event_timestamp"] = self.event_timestamps(name)
+            out[name] = self._column(i) if self._flat else list(self._column(i))
+            if include_metadata:
+                out[f"{name}__status"] = statuses[i]
+                out[f"{name}__event_timestamp"] = list(stamps[i])
         return out
 
     def to_rows(self, include_metadata: bool = False) -> list[dict[str, Any]]:
         """One dict per entity row; with metadata each feature is {value, status, event_timestamp}."""
-        cols = self.to_dict(include_metadata=False)
-        n = len(self.entity_rows)
-        stamps = {name: self.event_timestamps(name) for name in self.plan.names} if include_metadata else {}
+        keys, names = self.plan.key_columns, self.plan.names
+        columns = [self._column(i) for i in range(len(names))]
+        statuses, stamps = self._metadata() if include_metadata else ((), ())
         rows = []
-        status = self._status
-        for j in range(n):
-            row = {k: cols[k][j] for k in self.plan.key_columns}
-            for i, name in enumerate(self.plan.names):
+        for j, entity in enumerate(self.entity_rows):
+            row = {k: entity.get(k) for k in keys}
+            for i, name in enumerate(names):
                 if include_metadata:
-                    row[name] = {"value": self._values[i][j], "status": _STATUS_NAMES[status[i, j]],
-                                 "event_timestamp": stamps[name][j]}
+                    row[name] = {"value": columns[i][j], "status": statuses[i][j], "event_timestamp": stamps[i][j]}
                 else:
-                    row[name] = self._values[i][j]
+                    row[name] = columns[i][j]
             rows.append(row)
         return rows
 
@@ -214,7 +223,7 @@ class OnlineResponse:
         cols: dict[str, pa.Array] = {k: pa.array([r.get(k) for r in self.entity_rows]) for k in self.plan.key_columns}
         status, stamps = self._status, self._ts
         for i, name in enumerate(self.plan.names):
-            cols[name] = pa.array(self._values[i], type=DTYPES[self.plan.dtypes[i]])
+            cols[name] = pa.array(self._column(i), type=DTYPES[self.plan.dtypes[i]])
             if include_metadata:
                 cols[f"{name}__status"] = pa.DictionaryArray.from_arrays(
                     pa.array(status[i], pa.int8()), pa.array(_STATUS_NAMES))
@@ -232,5 +241,5 @@ class OnlineResponse:
             i = self.plan.names.index(name)
             if self.plan.dtypes[i] not in _NUMERIC:
                 raise ValueError(f"feature {name!r} is {self.plan.dtypes[i]}, not numeric")
-            out[:, j] = np.array([np.nan if v is None else v for v in self._values[i]], dtype=np.float64)
+            out[:, j] = np.array([np.nan if v is None else v for v in self._column(i)], dtype=np.float64)
         return out

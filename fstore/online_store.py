@@ -32,7 +32,7 @@ META_DB = b"__fstore__"
 FORMAT_KEY = b"format"
 FORMAT = f"fstore-online/{_online.ROW_FORMAT}".encode()
 DEFAULT_MAP_SIZE = 1 << 30
-DEFAULT_MAX_DBS = 128
+MAX_DBS_HEADROOM = 16  # named databases a process may create beyond those present when it opened
 T = TypeVar("T")
 
 
@@ -44,6 +44,7 @@ class _Shared:
     pid: int
     dbs: dict[str, Any] = field(default_factory=dict)
     users: int = 0
+    max_dbs: int = 0
 
 
 # LMDB must not open one environment twice in a process (its fcntl locks belong to the
@@ -51,6 +52,18 @@ class _Shared:
 # side: they share the handle, which the last one to close releases.
 _OPEN: dict[str, _Shared] = {}
 _OPEN_LOCK = threading.Lock()
+
+# The pid, kept current by a fork hook: os.getpid() is a system call, and the handle
+# check below runs on every read.
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class OnlineStore:
@@ -61,8 +74,11 @@ class OnlineStore:
         self.path = config.online_path
         section = config.raw.get("online_store") or {}
         self.initial_map_size = int(map_size or section.get("map_size", DEFAULT_MAP_SIZE))
-        # every read transaction costs O(max_dbs) in LMDB, so keep it near the number of views
-        self.max_dbs = int(section.get("max_dbs", DEFAULT_MAX_DBS))
+        # Every read transaction costs O(max_dbs) in LMDB (a zeroed array per database: at
+        # 128 it was a third of a one-entity read), so by default the limit is what the
+        # store holds when opened plus MAX_DBS_HEADROOM, not a large constant.
+        configured = section.get("max_dbs")
+        self.max_dbs: int | None = int(configured) if configured is not None else None
         self._env: lmdb.Environment | None = None
         self._pid = 0
         self._dbs: dict[str, Any] = {}
@@ -73,9 +89,11 @@ class OnlineStore:
     @property
     def env(self) -> lmdb.Environment:
         """The environment, reopened after fork(): an LMDB handle must never cross it."""
-        if self._env is None or self._pid != os.getpid():
+        env = self._env
+        if env is None or self._pid != _PID:
             self._open()
-        return self._env  # type: ignore[return-value]
+            env = self._env
+        return env  # type: ignore[return-value]
 
     def _open(self) -> None:
         pid = os.getpid()
@@ -84,7 +102,8 @@ class OnlineStore:
             if shared is None or shared.pid != pid:  # (a parent's handle, after fork, is never used)
                 self.path.mkdir(parents=True, exist_ok=True)
                 try:
-                    env = lmdb.open(str(self.path), map_size=self.initial_map_size, max_dbs=self.max_dbs,
+                    max_dbs = self._max_dbs()
+                    env = lmdb.open(str(self.path), map_size=self.initial_map_size, max_dbs=max_dbs,
                                     readahead=False, max_readers=1024, subdir=True)
                 except lmdb.Error as exc:
                     raise OnlineStoreError(f"cannot open the online store at {self.config.rel(self.path)}: "
@@ -94,9 +113,25 @@ class OnlineStore:
                 except BaseException:
                     env.close()  # a refused store is neither kept open (the next call checks again) nor used
                     raise
-                shared = _OPEN[self._key] = _Shared(env, pid, {"__meta__": meta})
+                shared = _OPEN[self._key] = _Shared(env, pid, {"__meta__": meta}, max_dbs=max_dbs)
             shared.users += 1
         self._env, self._pid, self._dbs = shared.env, pid, shared.dbs
+
+    def _max_dbs(self) -> int:
+        """The configured limit, or the named databases present now plus headroom."""
+        if self.max_dbs is not None:
+            return self.max_dbs
+        present = 0
+        if (self.path / "data.mdb").exists():
+            try:
+                probe = lmdb.open(str(self.path), readonly=True, lock=False, max_dbs=0, subdir=True)
+            except lmdb.Error:
+                return MAX_DBS_HEADROOM * 2  # the real open reports what is wrong
+            try:
+                present = probe.stat()["entries"]  # the main database's keys are the named databases
+            finally:
+                probe.close()
+        return present + MAX_DBS_HEADROOM
 
     def _check_format(self, env: lmdb.Environment) -> Any:
         """The metadata database, once the environment is known to be fstore's, in this encoding.
@@ -149,8 +184,11 @@ class OnlineStore:
             try:
                 handle = env.open_db(name.encode())
             except lmdb.DbsFullError:
-                raise OnlineStoreError(f"the online store holds {self.max_dbs} databases, its limit: raise "
-                                       "online_store.max_dbs in fstore.yaml") from None
+                limit = _OPEN[self._key].max_dbs if self._key in _OPEN else self.max_dbs
+                raise OnlineStoreError(
+                    f"cannot open database {name} in the online store: this process opened it with room for "
+                    f"{limit or 'its'} named databases, all in use (views applied since it started). Restart it, "
+                    "or set online_store.max_dbs in fstore.yaml") from None
             self._dbs[name] = handle
         return handle
 

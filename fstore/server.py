@@ -30,7 +30,7 @@ from . import __version__
 from ._ext._online import assemble
 from .errors import EntityRowError, FstoreError
 from .feature_store import FeatureStore
-from .online import _explain_bad_rows
+from .online import explain_bad_rows
 from .protocol import (BAD_FRAME, BAD_REQUEST, GET, HANDSHAKE_REQUIRED, HEALTH, HELLO, INFO, INTERNAL, OP_NAMES,
                        OVERLOADED, PUSH, SHUTTING_DOWN, TOO_MANY_ROWS, UNKNOWN_OP, UNSUPPORTED_VERSION, VERSION,
                        FrameError, FrameReader, ProtocolError, frame)
@@ -224,7 +224,7 @@ class Connection(asyncio.Protocol):
                 values, status, stamps = assemble(plan.readers, txn, entities, now_us, len(plan.names))
             except (KeyError, TypeError, ValueError, OverflowError):
                 rows = [{k: entities[k][i] for k in entities} for i in range(n)]
-                err = _explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
+                err = explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
                 raise ProtocolError(EntityRowError.code, str(err), "entities") from None
             finally:
                 txn.abort()

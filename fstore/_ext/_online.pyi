@@ -1,7 +1,7 @@
 """Row codec and feature-vector assembly of the LMDB online store (layout in docs/online-store.md)."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar, overload, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,10 +69,32 @@ class ViewReader:
         """Keys from columns of join key values (the wire protocol's form)."""
 
 def assemble(readers: list[ViewReader], txn: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int,
-             n_out: int) -> tuple[list[list[Any]], bytearray, bytearray]:
-    """(values per output feature, statuses n_out x n uint8, timestamps views x n int64).
+             n_out: int, columns: bool = True) -> tuple[list[Any], bytearray, bytearray]:
+    """(values, statuses n_out x n uint8, timestamps views x n int64) inside ``txn``.
 
+    ``values``: a list per output feature (``columns``), else one flat output-major list.
     A row is used when now - ttl <= event_ts <= now; otherwise the default (DEFAULTED) or
     None (NOT_FOUND without a row or for a future row, EXPIRED past the ttl). A stored
     null is PRESENT with None.
     """
+
+class ResponseBase:
+    """The fields of an online response, set from C by ``read``."""
+
+    entity_rows: Any
+    plan: Any
+    _values: Any
+    _raw_status: Any
+    _raw_ts: Any
+    _flat: bool
+
+_R = TypeVar("_R", bound=ResponseBase)
+
+@overload
+def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int | None,
+         response: None = None) -> tuple[list[Any], bytearray, bytearray]: ...
+@overload
+def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int | None,
+         response: type[_R]) -> _R:
+    """One request in its own read transaction (``now_us`` None: the clock's now); flat values,
+    or an instance of ``response`` holding them."""

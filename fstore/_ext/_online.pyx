@@ -16,21 +16,33 @@ value u8 ROW_FORMAT | i64 event_ts_us | i64 created_ts_us (INT64_MIN = null) |
       the variable-width features in declared order (u32 length, bytes).
 Fixed-width features sit at constant offsets, so a read decodes only what it needs.
 """
-from cpython.bytearray cimport PyByteArray_AS_STRING
+cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from libc.stdint cimport INT64_MIN, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from libc.stdint cimport uintptr_t
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 import datetime as _dt
 
 import numpy as np
+from lmdb import MapResizedError as _MapResizedError
 
-ROW_FORMAT = 1
-HEADER = 17
-MAX_KEY = 511
+cdef enum:
+    C_ROW_FORMAT = 1
+    C_HEADER = 17
+    C_MAX_KEY = 511
+    S_PRESENT = 0
+    S_NOT_FOUND = 1
+    S_EXPIRED = 2
+    S_DEFAULTED = 3
+
+ROW_FORMAT = C_ROW_FORMAT
+HEADER = C_HEADER
+MAX_KEY = C_MAX_KEY
 # LMDB takes no zero-length key; 0xFF never occurs in UTF-8, so no other string maps here
 cdef bytes EMPTY_STRING_KEY = b"\xff"
 
@@ -50,10 +62,10 @@ KINDS = {name: i for i, name in enumerate(KIND_NAMES)}
 cdef int[8] FIXED = [4, 8, 4, 8, 1, 8, 0, 0]
 
 # value statuses
-PRESENT = 0
-NOT_FOUND = 1
-EXPIRED = 2
-DEFAULTED = 3
+PRESENT = S_PRESENT
+NOT_FOUND = S_NOT_FOUND
+EXPIRED = S_EXPIRED
+DEFAULTED = S_DEFAULTED
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
@@ -123,7 +135,7 @@ class KeyTooLong(ValueError):
 
     def __init__(self, row, size):
         self.row, self.size = row, size
-        super().__init__(f"row {row + 1}: the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+        super().__init__(f"row {row + 1}: the key is {size} bytes; LMDB keys are at most {C_MAX_KEY}")
 
 
 def encode_keys(list columns, list kinds):
@@ -164,7 +176,7 @@ def encode_keys(list columns, list kinds):
             if size == 0:  # the empty string as the only key
                 out[i] = EMPTY_STRING_KEY
                 continue
-            if size > MAX_KEY:
+            if size > C_MAX_KEY:
                 raise KeyTooLong(i, size)
             key = PyBytes_FromStringAndSize(NULL, size)
             p = <uint8_t*>PyBytes_AS_STRING(key)
@@ -212,8 +224,8 @@ cdef bytes _key_of(tuple values, list kinds):
                     raise TypeError(f"expected an integer key, got {type(v).__name__} {v!r}")
             parts.append(v)
             size += 8
-    if size > MAX_KEY:
-        raise ValueError(f"the key is {size} bytes; LMDB keys are at most {MAX_KEY}")
+    if size > C_MAX_KEY:
+        raise ValueError(f"the key is {size} bytes; LMDB keys are at most {C_MAX_KEY}")
     if size == 0:  # the empty string as the only key
         return EMPTY_STRING_KEY
     key = PyBytes_FromStringAndSize(NULL, size)
@@ -281,14 +293,14 @@ def encode_rows(const int64_t[::1] event_ts, const int64_t[::1] created_ts, list
             value = PyBytes_FromStringAndSize(NULL, size)
             p = <uint8_t*>PyBytes_AS_STRING(value)
             memset(p, 0, fixed_end)
-            p[0] = ROW_FORMAT
+            p[0] = C_ROW_FORMAT
             memcpy(p + 1, &event_ts[i], 8)
             memcpy(p + 9, &created_ts[i], 8)
             q = p + fixed_end
             for f in range(nf):
                 row = i + cols[f].base
                 if not _bit(cols[f].valid, row):
-                    p[HEADER + (f >> 3)] |= 1 << (f & 7)
+                    p[C_HEADER + (f >> 3)] |= 1 << (f & 7)
                     if kind[f] >= K_STRING:
                         memset(q, 0, 4)
                         q += 4
@@ -315,8 +327,8 @@ def row_times(bytes value):
     """(event_ts_us, created_ts_us) of an encoded row; raises ValueError on a foreign format."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(value)
     cdef int64_t ts, cr
-    if PyBytes_GET_SIZE(value) < HEADER or p[0] != ROW_FORMAT:
-        raise ValueError("not a row of online format %d" % ROW_FORMAT)
+    if PyBytes_GET_SIZE(value) < C_HEADER or p[0] != C_ROW_FORMAT:
+        raise ValueError("not a row of online format %d" % C_ROW_FORMAT)
     memcpy(&ts, p + 1, 8)
     memcpy(&cr, p + 9, 8)
     return ts, cr
@@ -397,6 +409,19 @@ cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off,
         pos += 4 + ln
 
 
+cdef inline bytes _int_key(object v):
+    """The key of a single int64 key (the common case), with the checks of _key_of."""
+    cdef bytes key
+    if type(v) is not int:
+        return _key_of((v,), _INT_KINDS)
+    key = PyBytes_FromStringAndSize(NULL, 8)
+    _put_be64(<uint8_t*>PyBytes_AS_STRING(key), <int64_t>v)
+    return key
+
+
+cdef list _INT_KINDS = [K_INT64]
+
+
 cdef class ViewReader:
     """How to read the wanted features of one view version out of its rows.
 
@@ -407,6 +432,7 @@ cdef class ViewReader:
     cdef public object db
     cdef public list key_columns
     cdef list key_kinds
+    cdef bint single_int
     cdef int64_t ttl_us
     cdef Py_ssize_t n_want, fixed_end
     cdef int* kind
@@ -428,6 +454,7 @@ cdef class ViewReader:
         self.db = db
         self.key_columns = list(key_columns)
         self.key_kinds = list(key_kinds)
+        self.single_int = len(self.key_kinds) == 1 and self.key_kinds[0] == K_INT64
         self.ttl_us = ttl_us or 0
         self.fixed_end = fixed_end
         self.defaults = list(defaults)
@@ -457,10 +484,19 @@ cdef class ViewReader:
 
     def keys_for(self, list entity_rows):
         """The key of every entity row (None for a null part); KeyError names a missing column."""
+        return self._keys_for(entity_rows)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef list _keys_for(self, list entity_rows):
         cdef Py_ssize_t i, n = len(entity_rows)
         cdef list out = [None] * n
         cols = self.key_columns
-        if len(cols) == 1:
+        if self.single_int:
+            col = cols[0]
+            for i in range(n):
+                out[i] = _int_key(entity_rows[i][col])
+        elif len(cols) == 1:
             col = cols[0]
             for i in range(n):
                 out[i] = _key_of((entity_rows[i][col],), self.key_kinds)
@@ -472,13 +508,22 @@ cdef class ViewReader:
 
     def keys_for_columns(self, dict columns, Py_ssize_t n):
         """Keys from columns of join key values (the wire protocol's form)."""
+        return self._keys_for_columns(columns, n)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef list _keys_for_columns(self, dict columns, Py_ssize_t n):
         cdef Py_ssize_t i, c
         cdef list out = [None] * n
         cdef list cols = [columns[k] for k in self.key_columns]
         for col in cols:
             if len(col) != n:
                 raise ValueError(f"entity columns differ in length ({len(col)} vs {n})")
-        if len(cols) == 1:
+        if self.single_int:
+            col0 = cols[0]
+            for i in range(n):
+                out[i] = _int_key(col0[i])
+        elif len(cols) == 1:
             col0 = cols[0]
             for i in range(n):
                 out[i] = _key_of((col0[i],), self.key_kinds)
@@ -487,14 +532,17 @@ cdef class ViewReader:
                 out[i] = _key_of(tuple([col[i] for col in cols]), self.key_kinds)
         return out
 
-    cdef int _read(self, object get, list keys, int64_t now_us, list values, uint8_t* status,
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int _read(self, object get, list keys, int64_t now_us, list values, bint columns, uint8_t* status,
                    Py_ssize_t n, int64_t* ts) except -1:
+        """Fill output ``pos`` of row ``i``: values[pos][i] when ``columns``, else values[pos * n + i]."""
         cdef Py_ssize_t i, j, pos, size, f
         cdef bytes raw
         cdef const uint8_t* p
         cdef int64_t t
         cdef bint expired, future
-        cdef list col
+        cdef list defaults = self.defaults
         db = self.db
         for i in range(n):
             k = keys[i]
@@ -503,14 +551,16 @@ cdef class ViewReader:
                 ts[i] = INT64_MIN
                 for j in range(self.n_want):
                     pos = self.pos[j]
-                    d = self.defaults[j]
-                    col = <list>values[pos]
-                    col[i] = d
-                    status[pos * n + i] = NOT_FOUND if d is None else DEFAULTED
+                    d = defaults[j]
+                    if columns:
+                        (<list>values[pos])[i] = d
+                    else:
+                        values[pos * n + i] = d
+                    status[pos * n + i] = S_NOT_FOUND if d is None else S_DEFAULTED
                 continue
             p = <const uint8_t*>PyBytes_AS_STRING(raw)
             size = PyBytes_GET_SIZE(raw)
-            if size < self.fixed_end or p[0] != ROW_FORMAT:
+            if size < self.fixed_end or p[0] != C_ROW_FORMAT:
                 raise ValueError("a stored row has an unknown format")
             memcpy(&t, p + 1, 8)
             future = t > now_us  # written ahead of "now": not visible yet, as offline
@@ -518,48 +568,111 @@ cdef class ViewReader:
             ts[i] = INT64_MIN if future else t
             for j in range(self.n_want):
                 pos = self.pos[j]
-                col = <list>values[pos]
                 if expired:
-                    d = self.defaults[j]
-                    col[i] = d
-                    if d is not None:
-                        status[pos * n + i] = DEFAULTED
+                    v = defaults[j]
+                    if v is not None:
+                        status[pos * n + i] = S_DEFAULTED
                     else:
-                        status[pos * n + i] = NOT_FOUND if future else EXPIRED
-                    continue
-                status[pos * n + i] = PRESENT
-                f = self.idx[j]
-                if (p[HEADER + (f >> 3)] >> (f & 7)) & 1:
-                    col[i] = None
+                        status[pos * n + i] = S_NOT_FOUND if future else S_EXPIRED
                 else:
-                    col[i] = _decode(p, size, self.kind[j], self.off[j], self.rank[j], self.fixed_end)
+                    status[pos * n + i] = S_PRESENT
+                    f = self.idx[j]
+                    if (p[C_HEADER + (f >> 3)] >> (f & 7)) & 1:
+                        v = None
+                    else:
+                        v = _decode(p, size, self.kind[j], self.off[j], self.rank[j], self.fixed_end)
+                if columns:
+                    (<list>values[pos])[i] = v
+                else:
+                    values[pos * n + i] = v
         return 0
 
 
-def assemble(list readers, txn, rows, int64_t now_us, Py_ssize_t n_out):
-    """Answer one request: (values per output, statuses, timestamps per view).
-
-    ``rows`` is a list of dicts, or a dict of equal-length columns (the wire form).
-    ``statuses`` is a bytearray of n_out x n status codes (output-major) and
-    ``timestamps`` a bytearray of len(readers) x n int64 microseconds (INT64_MIN =
-    none), so the hot path allocates no NumPy arrays; OnlineResponse views them
-    with numpy.frombuffer when asked. Raises what ``keys_for`` raises for a bad row.
-    """
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef tuple _assemble(list readers, object get, object rows, int64_t now_us, Py_ssize_t n_out, bint columns):
     cdef bint columnar = type(rows) is dict
     cdef Py_ssize_t n, v, nv = len(readers)
+    cdef list values
+    cdef ViewReader r
+    cdef list keys = None
+    cdef list last_cols = None
     if columnar:
         n = len(next(iter((<dict>rows).values()))) if rows else 0
     else:
-        n = len(rows)
-    cdef list values = [[None] * n for _ in range(n_out)]
-    cdef bytearray status = bytearray(n_out * n)
-    cdef bytearray stamps = bytearray(8 * nv * n)
+        n = len(<list>rows)
+    if columns:
+        values = [[None] * n for _ in range(n_out)]
+    else:
+        values = [None] * (n_out * n)
+    cdef bytearray status = PyByteArray_FromStringAndSize(NULL, n_out * n)
+    cdef bytearray stamps = PyByteArray_FromStringAndSize(NULL, 8 * nv * n)
     cdef uint8_t* sp = <uint8_t*>PyByteArray_AS_STRING(status) if n_out * n else NULL
     cdef int64_t* tp = <int64_t*>PyByteArray_AS_STRING(stamps) if nv * n else NULL
-    cdef ViewReader r
-    get = txn.get
     for v in range(nv):
         r = <ViewReader>readers[v]
-        keys = r.keys_for_columns(rows, n) if columnar else r.keys_for(rows)
-        r._read(get, keys, now_us, values, sp, n, tp + v * n if tp != NULL else NULL)
+        if keys is None or r.key_columns != last_cols or r.key_kinds != (<ViewReader>readers[v - 1]).key_kinds:
+            keys = r._keys_for_columns(<dict>rows, n) if columnar else r._keys_for(<list>rows)
+            last_cols = r.key_columns
+        r._read(get, keys, now_us, values, columns, sp, n, tp + v * n if tp != NULL else NULL)
     return values, status, stamps
+
+
+def assemble(list readers, txn, rows, int64_t now_us, Py_ssize_t n_out, bint columns=True):
+    """Answer one request inside ``txn``: (values, statuses, timestamps per view).
+
+    ``rows`` is a list of dicts, or a dict of equal-length columns (the wire form).
+    ``values`` is a list per output (``columns``) or one flat output-major list of
+    n_out x n values; ``statuses`` is a bytearray of n_out x n status codes
+    (output-major) and ``timestamps`` a bytearray of len(readers) x n int64
+    microseconds (INT64_MIN = none), so the hot path allocates no NumPy arrays;
+    OnlineResponse views them with numpy.frombuffer when asked. Raises what
+    ``keys_for`` raises for a bad row.
+    """
+    if type(rows) is not dict and type(rows) is not list:
+        raise TypeError("rows must be a list of dicts or a dict of columns")
+    return _assemble(readers, txn.get, rows, now_us, n_out, columns)
+
+
+cdef class ResponseBase:
+    """The fields of an online response, set from C by ``read`` (fstore.online.OnlineResponse
+    adds the methods): building a Python object field by field costs as much as a lookup."""
+    cdef public object entity_rows, plan, _values, _raw_status, _raw_ts
+    cdef public bint _flat
+
+
+cdef inline int64_t _now_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
+
+
+def read(env, plan, rows, now_us, type response=None):
+    """One request in a read transaction of its own, in one compiled call.
+
+    ``plan`` has ``readers`` and ``names``; ``now_us`` None means the clock's now.
+    Returns (values, statuses, timestamps) as ``assemble`` with flat values, or,
+    given a ``response`` class (a ResponseBase subclass), an instance of it.
+    Adopts a map grown by a writer in another process (LMDB's MapResizedError).
+    """
+    cdef int64_t now = _now_us() if now_us is None else <int64_t>now_us
+    cdef list readers = plan.readers
+    cdef ResponseBase out
+    if type(rows) is not dict and type(rows) is not list:
+        raise TypeError("rows must be a list of dicts or a dict of columns")
+    try:
+        txn = env.begin()
+    except _MapResizedError:
+        env.set_mapsize(0)
+        txn = env.begin()
+    try:
+        result = _assemble(readers, txn.get, rows, now, len(plan.names), False)
+    finally:
+        txn.abort()
+    if response is None:
+        return result
+    out = <ResponseBase>response.__new__(response)
+    out.entity_rows, out.plan = rows, plan
+    out._values, out._raw_status, out._raw_ts = result
+    out._flat = True
+    return out
