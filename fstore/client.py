@@ -67,10 +67,9 @@ def _response(result: dict[str, Any], rows: list[dict[str, Any]]) -> OnlineRespo
     n_views = max(result["view_of"], default=-1) + 1
     plan = OnlinePlan(result["names"], result["dtypes"], result["view_of"], [None] * n_views,  # type: ignore[list-item]
                       [""] * n_views, result.get("keys", []))
-    n = len(rows)
-    status = result.get("status") or bytes(len(result["names"]) * n)
-    stamps = result.get("ts") or (b"\x00\x00\x00\x00\x00\x00\x00\x80" * (n_views * n))
-    return OnlineResponse(rows, plan, result["values"], bytearray(status), bytearray(stamps))
+    status, stamps = result.get("status"), result.get("ts")  # absent: asked without metadata
+    return OnlineResponse(rows, plan, result["values"], None if status is None else bytearray(status),
+                          None if stamps is None else bytearray(stamps))
 
 
 def _check(reply: Any, rid: int) -> Any:
@@ -290,14 +289,24 @@ class _AsyncConn(asyncio.Protocol):
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise ConnectionError("connection lost")
         rid = next(self.ids) % (2**32 - 1) + 1
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self.waiters[rid] = fut
         self.transport.write(pack([op, rid, args]))
+        # a timer on the future rather than asyncio.wait_for, which wraps every request in
+        # a task of its own: that was a third of the client's CPU per request
+        timer = loop.call_later(timeout, _expire, fut, timeout)
         try:
-            reply = await asyncio.wait_for(fut, timeout)
+            reply = await fut
         finally:
+            timer.cancel()
             self.waiters.pop(rid, None)
         return _check(reply, rid)
+
+
+def _expire(fut: asyncio.Future, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no reply within {timeout} s"))
 
 
 class AsyncClient:
@@ -323,7 +332,12 @@ class AsyncClient:
                 loop = asyncio.get_running_loop()
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(_AsyncConn, self.host, self.port), self.timeout)
-                await conn.request(HELLO, {"version": VERSION, "client": "fstore-py-async"}, self.timeout)
+                try:
+                    await conn.request(HELLO, {"version": VERSION, "client": "fstore-py-async"}, self.timeout)
+                except BaseException:
+                    if conn.transport is not None:  # never keep (or leak) a connection that failed its handshake
+                        conn.transport.close()
+                    raise
                 self._conns[slot] = conn
         return conn
 

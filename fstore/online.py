@@ -141,7 +141,7 @@ class OnlineResponse(ResponseBase):
     __slots__ = ()
 
     def __init__(self, entity_rows: list[dict[str, Any]], plan: OnlinePlan, values: list[Any],
-                 status: bytearray, stamps: bytearray, flat: bool = False) -> None:
+                 status: bytearray | None, stamps: bytearray | None, flat: bool = False) -> None:
         # ``values``: one list per feature, or (``flat``) one output-major list of
         # features x rows, which is what an in-process read builds (one allocation).
         # The raw buffers are viewed as arrays only when asked: most callers want values.
@@ -155,14 +155,21 @@ class OnlineResponse(ResponseBase):
             return self._values[i * n:(i + 1) * n]
         return self._values[i]
 
+    def _require_metadata(self) -> None:
+        if self._raw_status is None or self._raw_ts is None:
+            raise ValueError("this response was fetched with include_metadata=False: it has no statuses or "
+                             "timestamps")
+
     @property
     def _status(self) -> np.ndarray:
         """Status codes, shape (features, rows)."""
+        self._require_metadata()
         return np.frombuffer(self._raw_status, dtype=np.uint8).reshape(len(self.plan.names), len(self.entity_rows))
 
     @property
     def _ts(self) -> np.ndarray:
         """Event timestamps in microseconds (INT64_MIN: none), shape (views, rows)."""
+        self._require_metadata()
         return np.frombuffer(self._raw_ts, dtype=np.int64).reshape(len(self.plan.readers), len(self.entity_rows))
 
     def __len__(self) -> int:
@@ -221,7 +228,7 @@ class OnlineResponse(ResponseBase):
     def to_arrow(self, include_metadata: bool = True) -> pa.Table:
         """A Table: join keys, then per feature its value (declared type), status and timestamp."""
         cols: dict[str, pa.Array] = {k: pa.array([r.get(k) for r in self.entity_rows]) for k in self.plan.key_columns}
-        status, stamps = self._status, self._ts
+        status, stamps = (self._status, self._ts) if include_metadata else (None, None)
         for i, name in enumerate(self.plan.names):
             cols[name] = pa.array(self._column(i), type=DTYPES[self.plan.dtypes[i]])
             if include_metadata:

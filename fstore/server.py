@@ -27,7 +27,8 @@ from typing import Any
 import msgpack
 
 from . import __version__
-from ._ext._online import assemble
+from ._ext._online import read_packed
+from ._ext._serve import FastGet
 from .errors import EntityRowError, FstoreError
 from .feature_store import FeatureStore
 from .online import explain_bad_rows
@@ -49,6 +50,28 @@ class Limits:
     max_buffered_replies: int = 4 << 20  # reply bytes queued for a slow reader before we stop reading
 
 
+_REPLY_OK = b"\x93"  # [rid, true, result]: a fixarray of 3, then the packed rid, then a PreparedGet head
+_STATUS_KEY = msgpack.packb("status")
+_TS_KEY = msgpack.packb("ts")
+MAX_PREPARED = 1024
+
+
+@dataclass
+class PreparedGet:
+    """A GET shape ready to answer: its read plan and the packed constant part of its reply."""
+
+    plan: Any
+    head_meta: bytes   # true, the map header, names/dtypes/view_of/keys, and the "values" key
+    head_bare: bytes   # the same without "status" and "ts" in the map's size
+
+
+def prepare_get(plan: Any) -> PreparedGet:
+    entries = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in
+                       (("names", plan.names), ("dtypes", plan.dtypes), ("view_of", plan.view_of),
+                        ("keys", plan.key_columns))) + msgpack.packb("values")
+    return PreparedGet(plan, b"\xc3\x87" + entries, b"\xc3\x85" + entries)  # true, fixmap of 7 / of 5
+
+
 class ServerState:
     """What every connection of one worker shares: the store, limits, counters."""
 
@@ -61,6 +84,43 @@ class ServerState:
         self.inflight = 0
         self.pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-push")
         self._packer = msgpack.Packer(datetime=True, use_bin_type=True)
+        self._prepared: dict[tuple[Any, ...], PreparedGet] = {}
+        self._prepared_for: Any = None  # the registry they were prepared under
+        # the compiled fast path shares the prepared shapes; it answers only while the
+        # registry was checked within the second (valid_until), as FeatureStore does
+        self.fast = FastGet(self.fs.online.env, self._prepared, limits.max_rows)
+
+    def prepared_get(self, features: Any, service: Any, full: Any) -> PreparedGet:
+        """The prepared GET of a request shape; checks the shape only when it is new.
+
+        A shape seen before is found by its hashable key alone: only lists of strings
+        (and None or a string) were ever stored under a key, so a request that matches
+        one is as valid as the first was.
+        """
+        registry = self.fs._current_registry()
+        if registry is not self._prepared_for:
+            self._prepared.clear()
+            self._prepared_for = registry
+        self.fast.valid_until = self.fs._reg_checked + 1.0
+        try:
+            key = (tuple(features) if type(features) is list else features, service, full)
+            found = self._prepared.get(key)
+        except TypeError:  # an unhashable part: not a valid shape, reported below
+            key, found = None, None
+        if found is not None:
+            return found
+        if (features is None) == (service is None):
+            raise ProtocolError(BAD_REQUEST, "give exactly one of features or service", "features")
+        if features is not None and (type(features) is not list or not all(type(f) is str for f in features)):
+            raise ProtocolError(BAD_REQUEST, "features must be a list of strings", "features")
+        if service is not None and type(service) is not str:
+            raise ProtocolError(BAD_REQUEST, "service must be a string", "service")
+        prepared = prepare_get(self.fs.online_plan(features, service, bool(full)))
+        if key is not None and type(full) is bool:
+            if len(self._prepared) >= MAX_PREPARED:  # shapes come from clients: keep the cache bounded
+                self._prepared.clear()
+            self._prepared[key] = prepared
+        return prepared
 
     def pack(self, obj: Any) -> bytes:
         return frame(self._packer.pack(obj))
@@ -116,6 +176,9 @@ class Connection(asyncio.Protocol):
             return
         self.last_seen = time.monotonic()
         self.reader.feed(data)
+        st = self.state
+        # a greeted connection not draining: a GET of a known shape takes the compiled path
+        fast = st.fast if self.greeted and not self.caught_up else None
         while not self.closing:
             try:
                 body = self.reader.next()
@@ -124,6 +187,15 @@ class Connection(asyncio.Protocol):
                 return
             if body is None:
                 return
+            if fast is not None:
+                start = time.perf_counter() if st.metrics else 0.0
+                answered = fast.answer(body)
+                if answered is not None:
+                    self.transport.write(answered[0])  # type: ignore[union-attr]
+                    if st.metrics:
+                        st.metrics.get_done(answered[1], answered[2])
+                        st.metrics.observe("get", time.perf_counter() - start)
+                    continue
             self._handle(body)
 
     # ---- requests ---------------------------------------------------------------------
@@ -194,13 +266,8 @@ class Connection(asyncio.Protocol):
 
     def _get(self, rid: int, args: dict[str, Any]) -> bytes:
         st = self.state
-        features, service = args.get("features"), args.get("service")
-        if (features is None) == (service is None):
-            raise ProtocolError(BAD_REQUEST, "give exactly one of features or service", "features")
-        if features is not None and (type(features) is not list or not all(type(f) is str for f in features)):
-            raise ProtocolError(BAD_REQUEST, "features must be a list of strings", "features")
-        if service is not None and type(service) is not str:
-            raise ProtocolError(BAD_REQUEST, "service must be a string", "service")
+        features, service, full = args.get("features"), args.get("service"), args.get("full_names", False)
+        prepared = st.prepared_get(features, service, full)
         entities = args.get("entities")
         if type(entities) is not dict:
             raise ProtocolError(BAD_REQUEST, "entities must be a map of join key columns", "entities")
@@ -214,28 +281,27 @@ class Connection(asyncio.Protocol):
         n = max(n, 0)  # an empty map is zero rows, as entity_rows=[] in process (a client cannot name its columns)
         if n > st.limits.max_rows:
             raise ProtocolError(TOO_MANY_ROWS, f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
-        full, meta = args.get("full_names", False), args.get("meta", True)
-        plan = st.fs.online_plan(features, service, bool(full))
-        now_us = time.time_ns() // 1000
-        values, status, stamps = [[] for _ in plan.names], bytearray(), bytearray()
+        plan = prepared.plan
+        pack = st._packer.pack
         if entities:
-            txn = st.fs.online.begin()
             try:
-                values, status, stamps = assemble(plan.readers, txn, entities, now_us, len(plan.names))
+                values, status, stamps = read_packed(st.fs.online.env, plan, entities)
             except (KeyError, TypeError, ValueError, OverflowError):
                 rows = [{k: entities[k][i] for k in entities} for i in range(n)]
                 err = explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
                 raise ProtocolError(EntityRowError.code, str(err), "entities") from None
-            finally:
-                txn.abort()
-        result: dict[str, Any] = {"names": plan.names, "dtypes": plan.dtypes, "view_of": plan.view_of,
-                                  "keys": plan.key_columns, "values": values}
-        if meta:
-            result["status"] = status
-            result["ts"] = stamps
+        else:
+            values, status, stamps = pack([[] for _ in plan.names]), bytearray(), bytearray()
         if st.metrics:
             st.metrics.get_done(n, status)
-        return st.pack([rid, True, result])
+        # the reply map's constant part (names, dtypes, view_of, keys) was packed with the plan,
+        # and the values were packed from the stored rows (read_packed)
+        if args.get("meta", True):
+            body = b"".join((_REPLY_OK, pack(rid), prepared.head_meta, values,
+                             _STATUS_KEY, pack(status), _TS_KEY, pack(stamps)))
+        else:
+            body = b"".join((_REPLY_OK, pack(rid), prepared.head_bare, values))
+        return frame(body)
 
     def _info(self) -> dict[str, Any]:
         reg = self.state.fs._current_registry()

@@ -95,7 +95,11 @@ def assert_same_response(remote: OnlineResponse, local: OnlineResponse, meta: bo
     assert remote.to_rows() == local.to_rows()
     assert remote.to_arrow(include_metadata=False).equals(local.to_arrow(include_metadata=False))
     np.testing.assert_array_equal(remote.to_numpy(), local.to_numpy())
-    if not meta:
+    if not meta:  # no statuses were sent: the response says so rather than claim PRESENT
+        with pytest.raises(ValueError, match="include_metadata=False"):
+            remote.statuses(local.feature_names[0])
+        with pytest.raises(ValueError, match="include_metadata=False"):
+            remote.to_dict(include_metadata=True)
         return
     for name in local.feature_names:
         assert remote.statuses(name) == local.statuses(name), name
@@ -511,3 +515,49 @@ def test_push_never_retried_get_retried_when_the_connection_dies(fake: FakeServe
     asyncio.run(asyncio.wait_for(main(), 30))
     assert fake.counts.get(3) == 2  # one each from the two clients
     assert fake.counts.get(2) == 6
+
+
+# ---- the server's compiled fast path --------------------------------------------------------
+
+def test_fast_path_replies_equal_the_python_path_byte_for_byte(repo: Path, fs: FeatureStore) -> None:
+    """A GET of a prepared shape is answered by fstore._ext._serve; its reply must be the
+    Python path's, byte for byte, for every request shape, with and without metadata."""
+    from fstore.client import _columns, _get_args
+    from fstore.server import Connection, Limits, ServerState
+
+    state = ServerState(str(repo), Limits(max_rows=2000))
+    try:
+        conn = Connection(state)
+        for rid, req in enumerate(requests(), start=1):
+            cols, _ = _columns(req["entity_rows"])
+            for meta in (True, False):
+                args = _get_args(req.get("features"), req.get("feature_service"), cols,
+                                 req.get("full_feature_names", False), meta)
+                body = msgpack.packb([2, rid, args])
+                slow = conn._get(rid, args)  # the Python path, which also prepares the shape
+                fast = state.fast.answer(body)
+                if not any(cols.values()):  # no entity rows: left to the Python path
+                    assert fast is None
+                    continue
+                assert fast is not None, req
+                assert fast[0] == slow, (req, meta)
+                assert fast[1] == len(next(iter(cols.values())))
+        # what the fast path leaves to the Python path: a registry check that is due, a new
+        # shape, another op, a request over the row limit, a malformed one
+        args = _get_args(STATS, None, {"customer_id": [CUSTOMERS[0]]}, False, True)
+        assert state.fast.answer(msgpack.packb([2, 9, args])) is None  # a shape not seen yet
+        conn._get(9, args)
+        assert state.fast.answer(msgpack.packb([2, 9, args])) is not None
+        # a key column missing: the Python path explains it
+        assert state.fast.answer(msgpack.packb([2, 9, {**args, "entities": {"driver_id": ["d1"]}}])) is None
+        assert state.fast.answer(msgpack.packb([3, 9, args])) is None
+        assert state.fast.answer(msgpack.packb([2, 0, args])) is None
+        assert state.fast.answer(msgpack.packb([2, 9, {**args, "features": STATS[:1]}])) is None
+        assert state.fast.answer(msgpack.packb([2, 9, {**args, "entities": {"customer_id": [1] * 2001}}])) is None
+        assert state.fast.answer(msgpack.packb([2, 9, {**args, "entities": {"customer_id": "x"}}])) is None
+        assert state.fast.answer(msgpack.packb([2, 9, {**args, "entities": {"customer_id": ["x"]}}])) is None
+        assert state.fast.answer(b"\xc1") is None
+        state.fast.valid_until = 0.0
+        assert state.fast.answer(msgpack.packb([2, 9, args])) is None
+    finally:
+        state.pusher.shutdown(wait=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgpack
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from conftest import make_views_repo, utc_ts, write_view_source
 from fstore import FeatureStore
+from fstore._ext._online import read, read_packed
 from fstore._ext import _online
 from fstore.definitions import DTYPES
 from fstore.errors import EntityRowError, UnknownObject
@@ -610,3 +612,42 @@ def test_stats_on_first_use_in_a_fresh_process(tmp_path):
             "s = fs.online.stats('customer_stats_v1'); assert s['entries'] > 0 and s['bytes'] > 0, s; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
+def _wire_equals_decoded(fs: FeatureStore, features: list[str], columns: dict[str, list[Any]], now_us: int) -> None:
+    """read_packed (the server's path: MessagePack written from the stored rows) decodes to
+    exactly what the in-process path returns, statuses and timestamps included."""
+    plan = fs.online_plan(features, None)
+    env = fs.online.env
+    packed, status, stamps = read_packed(env, plan, columns, now_us)
+    values, status2, stamps2 = read(env, plan, columns, now_us, None, True)
+    decoded = msgpack.unpackb(packed, timestamp=3, raw=False)
+    assert bytes(status) == bytes(status2) and bytes(stamps) == bytes(stamps2)
+    assert len(decoded) == len(values)
+    for name, got, want in zip(plan.names, decoded, values):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert same(g, w) and type(g) is type(w), (name, g, w)
+    # and it is what msgpack-python itself makes of those values, byte for byte
+    assert packed == msgpack.packb(values, datetime=True, use_bin_type=True)
+
+
+def test_wire_encoding_equals_decoded_values_for_every_dtype(tmp_path: Path) -> None:
+    root = make_views_repo(tmp_path / "r", {"allt": {"keys": [("id", "int")], "features": ALL_FEATURES}})
+    table = every_dtype_table()
+    write_view_source(root, "allt", table)
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    fs.materialize(T0, T0)
+    ids = table.column("id").to_pylist() + [12345, None]  # and a missing entity, and a null key
+    _wire_equals_decoded(fs, [f"allt:{f}" for f, _, _ in ALL_FEATURES], {"id": ids}, T0_US + SEC)
+    close(fs)
+
+
+def test_wire_encoding_equals_decoded_values_for_every_status(small: FeatureStore) -> None:
+    cols = {"customer_id": [1, 2, 3, 4, None, 1], "driver_id": ["x", "y", "x", "z", "x", "zz"]}
+    for offset in (-10 * SEC, 5 * SEC - 1, 15 * SEC, 15 * SEC + 1, 100 * SEC):
+        _wire_equals_decoded(small, ["stats:amount", "stats:n", "pair:trips", "stats:seg", "stats:flag"], cols,
+                             T0_US + offset)
+    assert read_packed(small.online.env, small.online_plan(["stats:n"], None), {"customer_id": []}, T0_US)[0] == b"\x91\x90"
