@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._ext._online import KINDS, MAX_KEY, KeyTooLong, encode_keys, encode_rows, merge_newer, row_times
+from ._ext._online import KINDS, MAX_KEY, KeyTooLong, encode_keys, encode_rows, key_order, merge_newer, row_times
 from .definitions import Source
 from .errors import IngestError, InvalidArgument, OfflineStoreError
 from .definitions import infer_format
@@ -134,7 +134,10 @@ def write_sorted(txn: Any, db: Any, keys: list[bytes], values: list[bytes], dist
 
 
 def write_batch(txn: Any, db: Any, keys: list[bytes | None], values: list[bytes]) -> int:
-    """Newer-only write of an unordered batch (sorted first, see write_sorted)."""
+    """Newer-only write of a batch in any order (sorted first unless it already is, see write_sorted)."""
+    order = key_order(keys)
+    if order:
+        return write_sorted(txn, db, keys, values, order == 2)  # type: ignore[arg-type]
     skeys, svals, distinct = sort_batch(keys, values)
     return write_sorted(txn, db, skeys, svals, distinct)
 
@@ -199,6 +202,11 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
 
 def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], manifest: dict[str, Any],
                       start_us: int | None, end_us: int, progress: Reporter) -> WriteResult:
+    """Buckets are read one at a time and reduced to their newest rows; the rows of as many
+    buckets as fit in ``online.write_buffer`` bytes are then sorted together and written in
+    one transaction. The buckets partition the entities by hash, so only a global key
+    order lets LMDB append (compact pages, no lookups): with one group, a backfill into an
+    empty store is a single append, at about the speed of LMDB itself."""
     name = view_name(view)
     t0 = time.perf_counter()
     result = WriteResult(name)
@@ -208,6 +216,35 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
     interval = [start_us, end_us]
     done: set[int] = set(job["done"]) if job and job["interval"] == interval else set()
     features = [f["name"] for f in view["features"]]
+    group: list[int] = []
+    tables: list[pa.Table] = []
+    held = 0
+
+    def flush() -> None:
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        tables.clear()
+        if group and len(group) > 1:
+            table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in view["join_keys"]]))
+        keys, values = encode_table(view, table)
+        del table
+        buckets = list(group)
+
+        def commit(txn: Any) -> int:
+            written = write_batch(txn, db, keys, values)
+            finished = done | set(buckets)
+            if len(finished) == n_buckets:
+                online.set_job(txn, name, None)
+                old = online.watermark(name, txn)
+                # a window starting after the watermark (or before any) leaves a gap unwritten
+                if start_us is None or (old is not None and start_us <= old):
+                    online.set_watermark(txn, name, end_us if old is None else max(old, end_us))
+            else:
+                online.set_job(txn, name, {"interval": interval, "done": sorted(finished)})
+            return written
+
+        result.rows_written += online.write(commit)
+        done.update(buckets)
+
     progress.start(f"materialize {name}", n_buckets)
     try:
         for b in range(n_buckets):
@@ -215,25 +252,16 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
                 progress.advance(1, info="already done")
                 continue
             rows = latest_rows(offline.read_bucket(view, manifest, b, features), view, start_us, end_us)
-            keys, values = encode_table(view, rows)
             result.rows_read += rows.num_rows
-
-            def commit(txn, b=b, keys=keys, values=values) -> int:
-                written = write_batch(txn, db, keys, values)
-                finished = done | {b}
-                if len(finished) == n_buckets:
-                    online.set_job(txn, name, None)
-                    old = online.watermark(name, txn)
-                    # a window starting after the watermark (or before any) leaves a gap unwritten
-                    if start_us is None or (old is not None and start_us <= old):
-                        online.set_watermark(txn, name, end_us if old is None else max(old, end_us))
-                else:
-                    online.set_job(txn, name, {"interval": interval, "done": sorted(finished)})
-                return written
-
-            result.rows_written += online.write(commit)
-            done.add(b)
-            progress.advance(1, info=f"{result.rows_written:,} rows written")
+            group.append(b)
+            tables.append(rows)
+            held += rows.nbytes
+            if held >= online.write_buffer or b == n_buckets - 1:
+                flush()
+                group, tables, held = [], [], 0
+            progress.advance(1, info=f"{result.rows_read:,} rows read, {result.rows_written:,} written")
+        if group:  # the last buckets were already done: write what is left
+            flush()
     finally:
         progress.stop()
     result.seconds = time.perf_counter() - t0
@@ -252,8 +280,7 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
     progress = progress or Silent()
     name = view_name(view)
     t0 = time.perf_counter()
-    keys: list[bytes | None] = []
-    values: list[bytes] = []
+    tables: list[pa.Table] = []
     progress.start(f"read {name}", len(files))
     try:
         for path in files:
@@ -265,24 +292,33 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
                 raise FileNotFoundError(f"no file at {path}")
             for unit in units:
                 table = read_typed(view, source, loader, unit)
-                try:  # encoded file by file, so a key LMDB cannot take is named by its file and row
-                    unit_keys, unit_values = encode_table(view, table)
+                try:  # checked file by file, so a key LMDB cannot take is named by its file and row
+                    encode_keys([_plain(table.column(k)) for k in view["join_keys"]], key_kinds(view))
                 except KeyTooLong as exc:
                     raise IngestError(f"{unit.id} at {loader.row_label(exc.row)}, key "
                                       f"{', '.join(view['join_keys'])}: the key is {exc.size} bytes; LMDB keys "
                                       f"are at most {MAX_KEY}", file=unit.id, row=exc.row + 1,
                                       column=view["join_keys"][0]) from None
-                keys += unit_keys
-                values += unit_values
-            progress.advance(1, info=f"{len(keys):,} rows")
+                tables.append(table)
+            progress.advance(1, info=f"{sum(t.num_rows for t in tables):,} rows")
     finally:
         progress.stop()
     result = WriteResult(name)
-    if not keys:
+    n = sum(t.num_rows for t in tables)
+    if not n:
         return result
-    n = len(keys)
-    # in key order, so the chunks append to an empty store and merge page by page otherwise
-    keys, values, distinct = sort_batch(keys, values)
+    # sorted by key as Arrow columns (stable: a key's rows keep their file order), so the
+    # encoded batch is in key order and appends to an empty store with no sort of its own
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    del tables
+    table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in view["join_keys"]]))
+    keys, values = encode_table(view, table)
+    del table
+    order = key_order(keys)
+    if not order:  # (an encoding whose byte order is not the columns' order, e.g. composite string keys)
+        keys, values, distinct = sort_batch(keys, values)
+    else:
+        distinct = order == 2
     db = online.db(name)
     progress.start(f"load {name}", n)
 

@@ -32,6 +32,7 @@ META_DB = b"__fstore__"
 FORMAT_KEY = b"format"
 FORMAT = f"fstore-online/{_online.ROW_FORMAT}".encode()
 DEFAULT_MAP_SIZE = 1 << 30
+DEFAULT_WRITE_BUFFER_MB = 2048
 MAX_DBS_HEADROOM = 16  # named databases a process may create beyond those present when it opened
 T = TypeVar("T")
 
@@ -77,6 +78,9 @@ class OnlineStore:
         # Every read transaction costs O(max_dbs) in LMDB (a zeroed array per database: at
         # 128 it was a third of a one-entity read), so by default the limit is what the
         # store holds when opened plus MAX_DBS_HEADROOM, not a large constant.
+        # Bytes of newest rows a materialization sorts and writes at once (see materialize.py):
+        # the larger, the fewer groups; one group appends into an empty store in key order.
+        self.write_buffer = int(float(section.get("write_buffer_mb", DEFAULT_WRITE_BUFFER_MB)) * (1 << 20))
         configured = section.get("max_dbs")
         self.max_dbs: int | None = int(configured) if configured is not None else None
         self._env: lmdb.Environment | None = None

@@ -51,9 +51,10 @@ def rows_table(rows: list[tuple], created: bool = True) -> pa.Table:
     return pa.table(cols)
 
 
-def one_view_repo(root: Path, ttl: str | None = None, buckets: int = 4) -> Path:
+def one_view_repo(root: Path, ttl: str | None = None, buckets: int = 4,
+                  online: dict[str, Any] | None = None) -> Path:
     return make_views_repo(root, {"v": {"keys": [("k", "int")], "ttl": ttl, "features": [("x", "int64", None)]}},
-                           buckets=buckets)
+                           buckets=buckets, online=online)
 
 
 def read_x(fs: FeatureStore, keys: list[int], now: dt.datetime = at(365 * DAY)) -> list[Any]:
@@ -206,9 +207,14 @@ def test_the_watermark_never_claims_a_gap_that_was_not_written(tmp_path: Path) -
     assert fs.online.watermark("v_v1") == T0_US + 8 * DAY
 
 
-def _two_version_repo(root: Path, n: int = 200, buckets: int = 4) -> tuple[FeatureStore, list[int]]:
+# a write buffer of 0 bytes commits every bucket on its own: the finest resumable unit
+PER_BUCKET = {"write_buffer_mb": 0}
+
+
+def _two_version_repo(root: Path, n: int = 200, buckets: int = 4,
+                      online: dict[str, Any] | None = PER_BUCKET) -> tuple[FeatureStore, list[int]]:
     """Entities 0..n-1 materialized once (x = 1000 + k at -DAY); a second version (x = 2000 + k at +HOUR) ingested."""
-    one_view_repo(root, buckets=buckets)
+    one_view_repo(root, buckets=buckets, online=online)
     keys = list(range(n))
     write_view_source(root, "v", rows_table([(k, -DAY, None, 1000 + k) for k in keys]))
     fs = FeatureStore(root)
@@ -249,6 +255,29 @@ def test_a_run_that_dies_midway_is_resumed_and_ends_as_an_uninterrupted_run(tmp_
     assert other.online.watermark("v_v1") == fs.online.watermark("v_v1")
 
 
+def test_buckets_grouped_in_the_write_buffer_commit_together_and_equal_per_bucket_commits(tmp_path: Path) -> None:
+    """With the default buffer the buckets are written as one sorted group (an append into
+    an empty store): a run that dies before the group commits leaves the store as it was,
+    and the result is byte for byte that of bucket-by-bucket commits."""
+    fs, keys = _two_version_repo(tmp_path / "g", online=None)
+    before = dump(fs)
+    with pytest.raises(Died):
+        fs.materialize_incremental(at(2 * HOUR), progress=Recorder(die_after=3))
+    assert dump(fs) == before and fs.online.job("v_v1") is None and fs.online.watermark("v_v1") == T0_US
+    [r] = fs.materialize_incremental(at(2 * HOUR))
+    assert r.rows_written == len(keys) and read_x(fs, keys) == [2000 + k for k in keys]
+    per_bucket, _ = _two_version_repo(tmp_path / "b")
+    per_bucket.materialize_incremental(at(2 * HOUR))
+    assert dump(fs) == dump(per_bucket)
+    # into an empty store, one group in key order: the pages are filled as by an append
+    fresh, _ = _two_version_repo(tmp_path / "f", online=None)
+    fresh.online.close()
+    shutil.rmtree(tmp_path / "f" / "data" / "online")
+    fresh = FeatureStore(tmp_path / "f")
+    fresh.materialize_incremental(at(2 * HOUR))
+    assert dump(fresh) == dump(fs)
+
+
 def test_a_stale_job_for_another_interval_is_not_trusted(tmp_path: Path) -> None:
     fs, keys = _two_version_repo(tmp_path / "r")
     with pytest.raises(Died):
@@ -265,7 +294,7 @@ def test_a_stale_job_for_another_interval_is_not_trusted(tmp_path: Path) -> None
 def test_backfill_reads_the_offline_store_bucket_by_bucket_in_bounded_memory(tmp_path: Path) -> None:
     root = make_views_repo(tmp_path / "r", {"v": {"keys": [("k", "int")],
                                                   "features": [("x", "int64", None), ("s", "string", None)]}},
-                           buckets=16)
+                           buckets=16, online={"write_buffer_mb": 1})  # memory is bounded by this buffer
     n = 300_000
     write_view_source(root, "v", pa.table({
         "k": pa.array([i % 60_000 for i in range(n)], pa.int64()),

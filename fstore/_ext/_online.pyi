@@ -50,6 +50,9 @@ def row_times(value: bytes) -> tuple[int, int]:
 def is_newer(new: bytes, old: bytes) -> bool:
     """Whether ``new`` replaces ``old``: strictly greater (event time, created time)."""
 
+def key_order(keys: list[bytes | None]) -> int:
+    """2: strictly ascending; 1: ascending with repeats; 0: neither, or a None among them."""
+
 def merge_newer(txn: Any, db: Any, keys: list[bytes | None], values: list[bytes]) -> int:
     """Put each pair unless the stored row is as new or newer (None keys skipped); returns
     rows written. Runs inside the caller's write transaction."""
