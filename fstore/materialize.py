@@ -227,6 +227,7 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
             table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in view["join_keys"]]))
         keys, values = encode_table(view, table)
         del table
+        online.reserve(sum(map(len, values)) + 8 * len(keys))
         buckets = list(group)
 
         def commit(txn: Any) -> int:
@@ -320,6 +321,7 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
     else:
         distinct = order == 2
     db = online.db(name)
+    online.reserve(sum(map(len, values)) + sum(map(len, keys)))
     progress.start(f"load {name}", n)
 
     def commit(txn) -> int:
