@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ._ext._online import ResponseBase, ViewReader
+from ._ext._online import ResponseBase, ViewReader, columns_dict
 from .definitions import DTYPES
 from .errors import EntityRowError
 from .materialize import feature_kinds, key_kinds
@@ -200,13 +200,17 @@ class OnlineResponse(ResponseBase):
 
     def to_dict(self, include_metadata: bool = False) -> dict[str, list[Any]]:
         """Columns: the join keys, then each feature (and ``f__status``, ``f__event_timestamp``)."""
+        if not include_metadata and self._flat:  # the common call, in C
+            return columns_dict(self.plan.key_columns, self.entity_rows, self.plan.names, self._values)
         out: dict[str, list[Any]] = {k: [r.get(k) for r in self.entity_rows] for k in self.plan.key_columns}
-        statuses, stamps = self._metadata() if include_metadata else ((), ())
+        if not include_metadata:
+            out.update(zip(self.plan.names, map(list, self._values)))
+            return out
+        statuses, stamps = self._metadata()
         for i, name in enumerate(self.plan.names):
-            out[name] = self._column(i) if self._flat else list(self._column(i))
-            if include_metadata:
-                out[f"{name}__status"] = statuses[i]
-                out[f"{name}__event_timestamp"] = list(stamps[i])
+            out[name] = list(self._column(i))
+            out[f"{name}__status"] = statuses[i]
+            out[f"{name}__event_timestamp"] = list(stamps[i])
         return out
 
     def to_rows(self, include_metadata: bool = False) -> list[dict[str, Any]]:

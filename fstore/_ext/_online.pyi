@@ -81,6 +81,10 @@ def assemble(readers: list[ViewReader], txn: Any, rows: list[dict[str, Any]] | d
     null is PRESENT with None.
     """
 
+def columns_dict(key_columns: list[str], entity_rows: list[dict[str, Any]], names: list[str],
+                 values: list[Any]) -> dict[str, list[Any]]:
+    """{join key: [values], ..., feature: [values], ...} of a flat response."""
+
 class ResponseBase:
     """The fields of an online response, set from C by ``read``."""
 

@@ -18,6 +18,7 @@ Fixed-width features sit at constant offsets, so a read decodes only what it nee
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
+from cpython.list cimport PyList_GetSlice
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from libc.stdint cimport INT64_MIN, int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -693,6 +694,23 @@ def assemble(list readers, txn, rows, int64_t now_us, Py_ssize_t n_out, bint col
     if type(rows) is not dict and type(rows) is not list:
         raise TypeError("rows must be a list of dicts or a dict of columns")
     return _assemble(readers, txn.get, rows, now_us, n_out, columns)
+
+
+def columns_dict(list key_columns, list entity_rows, list names, list values):
+    """{join key: [values], ..., feature: [values], ...} of a flat response, cut in C."""
+    cdef Py_ssize_t i, j, k = len(names), n = len(entity_rows)
+    cdef dict out = {}
+    cdef list col
+    if len(values) != k * n:
+        raise ValueError("values do not hold len(names) x len(entity_rows) entries")
+    for key in key_columns:
+        col = [None] * n
+        for j in range(n):
+            col[j] = (<dict?>entity_rows[j]).get(key)
+        out[key] = col
+    for i in range(k):
+        out[names[i]] = PyList_GetSlice(values, i * n, (i + 1) * n)
+    return out
 
 
 cdef class ResponseBase:
