@@ -2,7 +2,8 @@
 
 Exposed on the metrics port: request latency per operation, entity rows per request,
 value statuses (the hit rate), errors by code, open connections, requests in flight,
-the age of the newest data per view, and rows pushed.
+the age of the newest data per view, rows pushed and PUSH commits. What each one
+means exactly is in docs/protocol.md ("Metrics").
 """
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ ENTITY_ROWS = Histogram("fstore_entity_rows", "Entity rows per GET", buckets=_RO
 VALUES = Counter("fstore_values", "Feature values served, by status", ["status"])
 ERRORS = Counter("fstore_errors", "Error replies, by code", ["code"])
 CONNECTIONS = Gauge("fstore_open_connections", "Open client connections", multiprocess_mode="livesum")
-INFLIGHT = Gauge("fstore_inflight_requests", "Requests being handled", multiprocess_mode="livesum")
-DATA_AGE = Gauge("fstore_data_age_seconds", "Age of the newest materialized data per view", ["view"],
-                 multiprocess_mode="min")
+INFLIGHT = Gauge("fstore_inflight_requests", "Requests received and not yet answered (PUSHes queued or being "
+                 "written, and any request being handled)", multiprocess_mode="livesum")
+# livemin: the freshest worker wins (a PUSH is seen by one worker only), and a dead worker's
+# frozen value, which would soon be the smallest, is dropped
+DATA_AGE = Gauge("fstore_data_age_seconds", "Seconds since the newer of the view's materialization watermark and "
+                 "the newest event time pushed to it (0 if in the future)", ["view"], multiprocess_mode="livemin")
 PUSHED = Counter("fstore_pushed_rows", "Rows written by PUSH", ["view"])
+PUSH_COMMITS = Counter("fstore_push_commits", "Online write transactions committed for PUSHes (one per group)")
 
 
 class ServerMetrics:
@@ -49,3 +54,14 @@ class ServerMetrics:
 
     def pushed(self, view: str, rows: int) -> None:
         PUSHED.labels(view).inc(rows)
+
+    def push_committed(self, transactions: int) -> None:
+        PUSH_COMMITS.inc(transactions)
+
+    def set_inflight(self, n: int) -> None:
+        """Called when the count changes off the GET path (a gauge write is ~2 us in multiprocess mode)."""
+        INFLIGHT.set(n)
+
+    def set_data_age(self, ages: dict[str, float]) -> None:
+        for view, seconds in ages.items():
+            DATA_AGE.labels(view).set(seconds)

@@ -168,7 +168,7 @@ class Server:
     """``fstore -r REPO serve`` in its own process group; ``stop`` always kills what is left."""
 
     def __init__(self, repo: Path, *, workers: int | None = None, metrics_port: int | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.repo, self.port, self.metrics_port = repo, free_port(), metrics_port
         cmd = [FSTORE, "-r", str(repo), "serve", "--host", HOST, "--port", str(self.port)]
         if workers is not None:
@@ -178,7 +178,7 @@ class Server:
         self.log = (log_dir or repo.parent) / f"server-{self.port}.log"
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=REPO_ROOT)
+                                     cwd=REPO_ROOT, env={**os.environ, **(env or {})})
         try:
             wait_until_ready(HOST, self.port, timeout=30)
         except BaseException:

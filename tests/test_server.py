@@ -886,3 +886,293 @@ def test_two_workers_share_the_port_and_report_metrics(tmp_path_factory: pytest.
         for raw in conns:
             raw.close()
         srv.stop()
+
+
+# ---- 10. gauges, PUSH groups, the offline append first ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with a metrics port, on its own repository; device_v1 is materialized up to
+    an hour ago, customer_stats_v1 up to a day ahead (the fixture data was materialized in a
+    window, which sets no watermark)."""
+    root = repo_copy(tmp_path_factory, "metered")
+    now_us = time.time_ns() // 1000
+    marks = {"device_v1": now_us - 3600 * 10**6, "customer_stats_v1": now_us + 86_400 * 10**6}
+    with FeatureStore(root) as store:
+        store.online.write(lambda txn: [store.online.set_watermark(txn, v, us) for v, us in marks.items()])
+    srv = Server(root, metrics_port=free_port())
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+class WriterHeld:
+    """Holds the online store's LMDB write lock from this process: the server's PUSHes wait
+    for it, so they stay in flight (and queue into one group) until ``release``.
+
+    A PUSH first makes sure the worker has customer_stats' database open: a worker that
+    opens one waits for the write lock with the GIL held (py-lmdb's open_db), and would
+    freeze whole, its metrics thread included, not just queue its PUSHes."""
+
+    def __init__(self, srv: Server) -> None:
+        with Client(HOST, srv.port, timeout=10) as c:
+            assert c.push("customer_stats", stats_rows([PUSH_BASE + 39_999], dt.datetime.now(UTC))) == 1
+        self.fs = FeatureStore(srv.repo)
+        self.txn = self.fs.online.env.begin(write=True)
+
+    def release(self) -> None:
+        if self.txn is not None:
+            self.txn.abort()
+            self.txn = None
+            self.fs.close()
+
+
+def wait_metric(port: int, name: str, ok: Any, timeout: float = 15) -> float | None:
+    """The metric's value once ``ok(value)`` holds (None if absent); fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = metrics(port).get(name)
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"{name} = {value}"
+        time.sleep(0.1)
+
+
+def push_frame(rid: int, ids: list[int], n: list[Any] | None = None, view: str = "customer_stats",
+               rows: dict[str, Any] | None = None, offline: bool = False) -> bytes:
+    ts = dt.datetime.now(UTC) - dt.timedelta(minutes=10)
+    return frame([PUSH, rid, {"view": view, "rows": rows or stats_rows(ids, ts, n), "offline": offline}])
+
+
+def device_rows(devices: list[str], ts: dt.datetime) -> dict[str, list[Any]]:
+    return {"device_id": devices, "ts": [ts] * len(devices), "risk": [0.5] * len(devices),
+            "label": ["pushed"] * len(devices)}
+
+
+@pytest.mark.timeout(60)
+def test_data_age_gauge_follows_the_watermark_and_pushes(metered: Server) -> None:
+    """fstore_data_age_seconds: now minus the newer of the view's watermark and the newest
+    event time pushed to it; refreshed about once a second without any request."""
+    port = metered.metrics_port
+    device = 'fstore_data_age_seconds{view="device_v1"}'
+    age = wait_metric(port, device, lambda v: v is not None)
+    assert 3600 - 5 <= age <= 3600 + 60, age  # the watermark set an hour ago
+    # materialized up to a day ahead: no age
+    assert wait_metric(port, 'fstore_data_age_seconds{view="customer_stats_v1"}', lambda v: v is not None) == 0
+    with Client(HOST, metered.port, timeout=10) as c:
+        assert c.push("device", device_rows(["age-1"], dt.datetime.now(UTC) - dt.timedelta(seconds=120))) == 1
+    age = wait_metric(port, device, lambda v: v is not None and v < 1000)
+    assert 120 <= age <= 180, age
+    later = wait_metric(port, device, lambda v: v is not None and v > age)  # it keeps ageing on its own
+    assert later <= 180
+
+
+@pytest.mark.timeout(60)
+def test_inflight_gauge_counts_pushes_waiting_for_their_commit(metered: Server) -> None:
+    """PUSHes waiting for the LMDB writer are in flight and get no reply before their
+    commit; once written, the gauge is back to 0."""
+    port = metered.metrics_port
+    ids = [PUSH_BASE + 40_000 + i for i in range(3)]
+    wait_metric(port, "fstore_inflight_requests", lambda v: v == 0)
+    held = WriterHeld(metered)
+    try:
+        with Raw(metered.port, timeout=20) as raw:
+            for i, k in enumerate(ids):
+                raw.send(push_frame(10 + i, [k]))
+            wait_metric(port, "fstore_inflight_requests", lambda v: v == 3)
+            raw.sock.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                raw.read()  # nothing is answered before it is committed
+            raw.sock.settimeout(20)
+            held.release()
+            replies = sorted((raw.read() for _ in ids), key=lambda r: r[0])
+    finally:
+        held.release()
+    assert replies == [[10 + i, True, {"written": 1, "offline": False}] for i in range(3)]
+    wait_metric(port, "fstore_inflight_requests", lambda v: v == 0)
+    with Client(HOST, metered.port, timeout=10) as c:
+        assert c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in ids]).values(
+            "txn_count_7d") == [k * 3 + 1 for k in ids]
+
+
+@pytest.mark.timeout(90)
+def test_pushes_arriving_during_a_write_share_one_commit_and_fail_alone(metered: Server) -> None:
+    """100 PUSHes from 4 connections arrive while the writer is busy: they are committed
+    together (at most 2 transactions), each gets its own reply and count, and the bad one
+    in the middle of the burst gets its own error while the others are written. Then 4
+    threads push concurrently as fast as the replies come: every push lands."""
+    port = metered.metrics_port
+    base = PUSH_BASE + 41_000
+    bad_rid = 2 * 1000 + 12
+    sent: dict[tuple[int, int], int] = {}
+    held = WriterHeld(metered)
+    conns = [Raw(metered.port, timeout=30) for _ in range(4)]
+    try:
+        for c, raw in enumerate(conns):
+            stream = []
+            for i in range(25):
+                rid, k = (c + 1) * 1000 + i, base + c * 100 + i
+                if rid == bad_rid:
+                    stream.append(push_frame(rid, [k], n=["many"]))
+                else:
+                    stream.append(push_frame(rid, [k]))
+                    sent[(c, rid)] = k
+            raw.send(b"".join(stream))
+        wait_metric(port, "fstore_inflight_requests", lambda v: v == 100)  # all read, none written
+        commits = metrics(port).get("fstore_push_commits_total", 0.0)
+        held.release()
+        replies = {(c, r[0]): r for c, raw in enumerate(conns) for r in (raw.read() for _ in range(25))}
+    finally:
+        held.release()
+        for raw in conns:
+            raw.close()
+    assert len(replies) == 100
+    assert assert_error(replies.pop((1, bad_rid)), bad_rid, "BAD_REQUEST")["field"] == "rows.txn_count_7d"
+    assert all(r[1:] == [True, {"written": 1, "offline": False}] for r in replies.values()), replies
+    assert 1 <= metrics(port)["fstore_push_commits_total"] - commits <= 2
+    with Client(HOST, metered.port, timeout=10) as c:
+        got = c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in sent.values()])
+        assert got.values("txn_count_7d") == [k * 3 + 1 for k in sent.values()]
+        assert c.get_online_features(STATS, entity_rows=[{"customer_id": base + 112}]).statuses(
+            "txn_count_7d")[0].name == "NOT_FOUND"  # the bad push wrote nothing
+
+    def pusher(t: int, out: list[int]) -> None:
+        with Client(HOST, metered.port, timeout=20) as c:
+            for i in range(40):
+                k = base + 1000 + t * 100 + i
+                assert c.push("customer_stats", stats_rows([k], dt.datetime.now(UTC) - dt.timedelta(minutes=5))) == 1
+                out.append(k)
+
+    done: list[list[int]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=pusher, args=(t, done[t])) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    keys = [k for out in done for k in out]
+    assert len(keys) == 160
+    with Client(HOST, metered.port, timeout=10) as c:
+        got = c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in keys])
+        assert got.values("txn_count_7d") == [k * 3 + 1 for k in keys]
+
+
+@pytest.mark.timeout(60)
+def test_failed_offline_append_writes_nothing_online(server: Server, repo: Path, fs: FeatureStore) -> None:
+    """offline=True appends offline first: when that fails, the row is not served either
+    (training would never see it), the error says so, and a PUSH of the same group fails
+    alone."""
+    vdir = fs.offline.view_dir(fs.get_feature_view("device"))
+    aside = vdir.with_name(vdir.name + ".aside")
+    ts = dt.datetime.now(UTC) - dt.timedelta(minutes=1)
+    vdir.rename(aside)
+    vdir.write_text("not a folder")  # the offline append cannot make the view's folder
+    try:
+        with Raw(server.port, timeout=20) as raw:
+            raw.send(push_frame(1, [], view="device", rows=device_rows(["off-1"], ts), offline=True)
+                     + push_frame(2, [], view="device", rows=device_rows(["on-1"], ts)))
+            replies = {r[0]: r for r in (raw.read(), raw.read())}
+    finally:
+        vdir.unlink()
+        aside.rename(vdir)
+    err = assert_error(replies[1], 1, "OFFLINE_STORE_ERROR")
+    assert "nothing was written online" in err["message"], err
+    assert replies[2] == [2, True, {"written": 1, "offline": False}]
+    with Client(HOST, server.port, timeout=10) as c:
+        got = c.get_online_features(["device:risk", "device:label"],
+                                    entity_rows=[{"device_id": "off-1"}, {"device_id": "on-1"}])
+        assert [s.name for s in got.statuses("risk")] == ["NOT_FOUND", "PRESENT"]
+        # and with the folder back, the same push is appended offline and served
+        assert c.push("device", device_rows(["off-1"], ts), offline=True) == 1
+        assert c.get_online_features(["device:label"], entity_rows=[{"device_id": "off-1"}]).values(
+            "label") == ["pushed"]
+
+
+# ---- 11. the metrics folder, worker supervision ---------------------------------------------------
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_folder_is_removed_when_the_server_exits(tmp_path_factory: pytest.TempPathFactory,
+                                                         workers: int) -> None:
+    root = repo_copy(tmp_path_factory, f"metricsdir{workers}")
+    tmp = root.parent / "tmp"
+    tmp.mkdir()
+    mport = free_port()
+    srv = Server(root, workers=workers, metrics_port=mport, env={"TMPDIR": str(tmp)})
+    try:
+        with Client(HOST, srv.port, timeout=10) as c:
+            c.get_online_features(STATS, entity_rows=[{"customer_id": 1}])
+        wait_metric(mport, 'fstore_request_seconds_count{op="get"}', lambda v: v is not None and v >= 1)
+        made = list(tmp.glob("fstore-metrics-*"))
+        assert len(made) == 1 and any(made[0].glob("*.db")), made
+        assert srv.terminate(30) == 0, srv.logs()
+        assert not made[0].exists()
+    finally:
+        srv.stop()
+
+
+def wait_workers(srv: Server, n: int, timeout: float = 30) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    while len(pids := worker_pids(srv)) != n:
+        assert time.monotonic() < deadline, (pids, srv.logs())
+        time.sleep(0.1)
+    return pids
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_is_replaced(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = repo_copy(tmp_path_factory, "restart")
+    with FeatureStore(root) as fs:
+        expected = fs.get_online_features(STATS, entity_rows=[{"customer_id": 1}]).values("segment")
+    srv = Server(root, workers=2)
+    try:
+        victim, survivor = sorted(wait_workers(srv, 2))
+        os.kill(victim, signal.SIGKILL)
+        try:  # until it is gone: a connection made while it dies may land in its backlog and be reset
+            psutil.Process(victim).wait(10)
+        except psutil.NoSuchProcess:
+            pass
+        deadline = time.monotonic() + 30
+        while True:  # the port keeps serving while the replacement starts, on fresh connections
+            with Client(HOST, srv.port, timeout=10, retries=1) as c:
+                assert c.get_online_features(STATS, entity_rows=[{"customer_id": 1}]).values("segment") == expected
+            pids = worker_pids(srv)
+            if len(pids) == 2 and victim not in pids:
+                break
+            assert time.monotonic() < deadline, (pids, srv.logs())
+            time.sleep(0.1)
+        assert survivor in pids
+        assert re.search(rf"worker {victim} exited \(killed by SIGKILL\); started worker \d+", srv.logs()), srv.logs()
+        for _ in range(20):  # both answer (the kernel spreads connections)
+            with Client(HOST, srv.port, timeout=10, retries=0) as c:
+                assert c.get_online_features(STATS, entity_rows=[{"customer_id": 1}]).values("segment") == expected
+        assert srv.terminate(30) == 0, srv.logs()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_dies_at_start_is_not_restarted_forever(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With fstore.yaml gone, a new worker dies at start: after RESTARTS_PER_MINUTE restarts
+    the parent stops, the other worker keeps serving, and when it dies too the server exits 1."""
+    from fstore.server import RESTARTS_PER_MINUTE
+
+    root = repo_copy(tmp_path_factory, "crashloop")
+    srv = Server(root, workers=2)
+    try:
+        victim, survivor = sorted(wait_workers(srv, 2))
+        (root / "fstore.yaml").rename(root / "fstore.yaml.aside")
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while "not restarted" not in srv.logs():
+            assert time.monotonic() < deadline and srv.alive(), srv.logs()
+            time.sleep(0.2)
+        log = srv.log.read_text(errors="replace")  # whole: each dead worker's traceback is long
+        assert len(re.findall(r"started worker \d+ in its place", log)) == RESTARTS_PER_MINUTE, log
+        assert set(worker_pids(srv)) == {survivor}
+        with Client(HOST, srv.port, timeout=10) as c:
+            assert c.health()["ready"]
+        os.kill(survivor, signal.SIGKILL)
+        assert srv.proc.wait(30) == 1, srv.logs()
+    finally:
+        srv.stop()
