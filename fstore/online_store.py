@@ -186,7 +186,7 @@ class OnlineStore:
         if handle is None:
             env = self.env
             try:
-                handle = env.open_db(name.encode())
+                handle = self._open_db(env, name.encode())
             except lmdb.DbsFullError:
                 limit = _OPEN[self._key].max_dbs if self._key in _OPEN else self.max_dbs
                 raise OnlineStoreError(
@@ -195,6 +195,19 @@ class OnlineStore:
                     "or set online_store.max_dbs in fstore.yaml") from None
             self._dbs[name] = handle
         return handle
+
+    @staticmethod
+    def _open_db(env: lmdb.Environment, key: bytes) -> Any:
+        """Open a named database without holding the GIL while a writer holds LMDB's lock.
+
+        ``env.open_db(key)`` alone takes its write transaction while holding the GIL, so a
+        server worker opening a view during another process's materialization froze whole
+        (every thread) until that commit. ``env.begin(write=True)`` waits for the lock with
+        the GIL released. (A read transaction would not wait at all, but py-lmdb ends read
+        transactions by aborting them, which closes a handle opened inside.)
+        """
+        with env.begin(write=True) as txn:
+            return env.open_db(key, txn=txn)
 
     def has_db(self, name: str) -> bool:
         env = self.env

@@ -651,3 +651,42 @@ def test_wire_encoding_equals_decoded_values_for_every_status(small: FeatureStor
         _wire_equals_decoded(small, ["stats:amount", "stats:n", "pair:trips", "stats:seg", "stats:flag"], cols,
                              T0_US + offset)
     assert read_packed(small.online.env, small.online_plan(["stats:n"], None), {"customer_id": []}, T0_US)[0] == b"\x91\x90"
+
+
+def test_opening_a_database_while_another_process_writes_does_not_freeze_this_process(tmp_path: Path) -> None:
+    """Opening a view's database waits for LMDB's write lock; it must wait with the GIL
+    released, or every thread of a server worker stops until the other writer commits."""
+    import threading
+
+    root = make_views_repo(tmp_path / "r", {"w": {"keys": [("id", "int")], "features": [("s", "string", None)]}})
+    fs = FeatureStore(root)
+    fs.online.env  # this process holds the environment
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, lmdb
+        env = lmdb.open({str(root / 'data' / 'online')!r}, max_dbs=64)
+        txn = env.begin(write=True)
+        print("holding", flush=True)
+        time.sleep(1.5)
+        txn.abort()
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        ticks, stop = [0], threading.Event()
+
+        def tick() -> None:
+            while not stop.is_set():
+                ticks[0] += 1
+                time.sleep(0.01)
+
+        t = threading.Thread(target=tick)
+        t.start()
+        t0 = time.monotonic()
+        fs.online.db("fresh_v1")  # waits for the other process's write transaction
+        waited = time.monotonic() - t0
+        stop.set()
+        t.join()
+        assert waited > 0.5, waited  # it did wait for the lock ...
+        assert ticks[0] > 20, ticks  # ... and the other thread ran meanwhile
+    finally:
+        holder.wait(timeout=30)
+        close(fs)
