@@ -307,7 +307,8 @@ def _iso(us: int) -> str:
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
           metrics_port: int | None) -> None:
     """Serve online features over the fstore TCP protocol until SIGTERM."""
-    from .server import Limits, serve as run
+    from .server import Limits
+    from .supervisor import serve as run
 
     fs = _store(ctx)
     fs.registry.require()

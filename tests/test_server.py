@@ -1155,7 +1155,7 @@ def test_a_killed_worker_is_replaced(tmp_path_factory: pytest.TempPathFactory) -
 def test_a_worker_that_dies_at_start_is_not_restarted_forever(tmp_path_factory: pytest.TempPathFactory) -> None:
     """With fstore.yaml gone, a new worker dies at start: after RESTARTS_PER_MINUTE restarts
     the parent stops, the other worker keeps serving, and when it dies too the server exits 1."""
-    from fstore.server import RESTARTS_PER_MINUTE
+    from fstore.supervisor import RESTARTS_PER_MINUTE
 
     root = repo_copy(tmp_path_factory, "crashloop")
     srv = Server(root, workers=2)
