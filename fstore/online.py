@@ -148,6 +148,14 @@ class OnlineResponse(ResponseBase):
         self.entity_rows, self.plan = entity_rows, plan
         self._values, self._raw_status, self._raw_ts, self._flat = values, status, stamps, flat
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable (to cache it, or hand it to another process): the plan travels without
+        its compiled readers, which hold LMDB handles, as a network client's response does."""
+        p = self.plan
+        light = OnlinePlan(p.names, p.dtypes, p.view_of, [None] * len(p.readers), p.views,  # type: ignore[list-item]
+                           p.key_columns)
+        return (OnlineResponse, (self.entity_rows, light, self._values, self._raw_status, self._raw_ts, self._flat))
+
     def _column(self, i: int) -> list[Any]:
         """The values of output ``i`` (a new list when the values are flat)."""
         if self._flat:

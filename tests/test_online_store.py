@@ -690,3 +690,14 @@ def test_opening_a_database_while_another_process_writes_does_not_freeze_this_pr
     finally:
         holder.wait(timeout=30)
         close(fs)
+
+
+def test_a_response_pickles_with_its_values_statuses_and_timestamps(small: FeatureStore) -> None:
+    import pickle
+
+    rows = [{"customer_id": 1}, {"customer_id": 3}, {"customer_id": 4}]
+    resp = small.get_online_features(["stats:amount", "stats:n", "stats:seg"], entity_rows=rows, now=at(15 * SEC))
+    back = pickle.loads(pickle.dumps(resp))
+    assert back.to_dict(include_metadata=True) == resp.to_dict(include_metadata=True)
+    assert back.to_arrow().equals(resp.to_arrow())
+    np.testing.assert_array_equal(back.to_numpy(), resp.to_numpy())
