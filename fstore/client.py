@@ -253,9 +253,11 @@ class _AsyncConn(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -289,7 +291,7 @@ class _AsyncConn(asyncio.Protocol):
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise ConnectionError("connection lost")
         rid = next(self.ids) % (2**32 - 1) + 1
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         fut = loop.create_future()
         self.waiters[rid] = fut
         self.transport.write(pack([op, rid, args]))
@@ -346,7 +348,9 @@ class AsyncClient:
         for attempt in range(attempts):
             slot = next(self._next) % self._size
             try:
-                conn = await self._conn(slot)
+                conn = self._conns[slot]
+                if conn is None or conn.lost is not None:  # (a coroutine less per request otherwise)
+                    conn = await self._conn(slot)
                 return await conn.request(op, args, self.timeout)
             except (ConnectionError, OSError) as exc:
                 self._conns[slot] = None

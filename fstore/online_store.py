@@ -149,7 +149,7 @@ class OnlineStore:
             has_meta = txn.get(META_DB) is not None
         if not has_meta and env.stat()["entries"]:
             raise foreign
-        meta = env.open_db(META_DB)
+        meta = self._open_db(env, META_DB)
         with env.begin(db=meta) as txn:
             found = txn.get(FORMAT_KEY)
         if found is None:

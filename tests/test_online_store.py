@@ -655,12 +655,32 @@ def test_wire_encoding_equals_decoded_values_for_every_status(small: FeatureStor
 
 def test_opening_a_database_while_another_process_writes_does_not_freeze_this_process(tmp_path: Path) -> None:
     """Opening a view's database waits for LMDB's write lock; it must wait with the GIL
-    released, or every thread of a server worker stops until the other writer commits."""
-    import threading
-
+    released, or every thread of a server worker stops until the other writer commits.
+    Measured in a fresh process, so that nothing else the test session runs takes turns."""
     root = make_views_repo(tmp_path / "r", {"w": {"keys": [("id", "int")], "features": [("s", "string", None)]}})
-    fs = FeatureStore(root)
-    fs.online.env  # this process holds the environment
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    opener = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, threading, time
+        from fstore import FeatureStore
+        fs = FeatureStore({str(root)!r})
+        fs.online.env  # opened before the other process takes the write lock
+        print("open", flush=True)
+        sys.stdin.readline()  # until the other process holds the lock
+        ticks, stop = [0], threading.Event()
+        def tick():
+            while not stop.is_set():
+                ticks[0] += 1
+                time.sleep(0.01)
+        t = threading.Thread(target=tick)
+        t.start()
+        t0 = time.monotonic()
+        fs.online.db("fresh_v1")  # waits for the holder's write transaction
+        waited = time.monotonic() - t0
+        stop.set()
+        t.join()
+        print(waited, ticks[0], flush=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert opener.stdout.readline().strip() == "open"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time, lmdb
         env = lmdb.open({str(root / 'data' / 'online')!r}, max_dbs=64)
@@ -671,25 +691,17 @@ def test_opening_a_database_while_another_process_writes_does_not_freeze_this_pr
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        ticks, stop = [0], threading.Event()
-
-        def tick() -> None:
-            while not stop.is_set():
-                ticks[0] += 1
-                time.sleep(0.01)
-
-        t = threading.Thread(target=tick)
-        t.start()
-        t0 = time.monotonic()
-        fs.online.db("fresh_v1")  # waits for the other process's write transaction
-        waited = time.monotonic() - t0
-        stop.set()
-        t.join()
-        assert waited > 0.5, waited  # it did wait for the lock ...
-        assert ticks[0] > 20, ticks  # ... and the other thread ran meanwhile
+        opener.stdin.write("go\n")
+        opener.stdin.flush()
+        waited, ticks = opener.stdout.readline().split()
+        assert opener.wait(timeout=30) == 0
+        assert float(waited) > 0.5, waited  # it did wait for the lock ...
+        assert int(ticks) > 20, ticks  # ... and its other thread ran meanwhile (about 100 ticks a second)
     finally:
-        holder.wait(timeout=30)
-        close(fs)
+        for proc in (opener, holder):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_a_response_pickles_with_its_values_statuses_and_timestamps(small: FeatureStore) -> None:
