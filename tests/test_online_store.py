@@ -713,3 +713,45 @@ def test_a_response_pickles_with_its_values_statuses_and_timestamps(small: Featu
     assert back.to_dict(include_metadata=True) == resp.to_dict(include_metadata=True)
     assert back.to_arrow().equals(resp.to_arrow())
     np.testing.assert_array_equal(back.to_numpy(), resp.to_numpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.sampled_from(
+        [-2**63, -2**31 - 1, -2**31, -32769, -32768, -129, -128, -33, -32, -1, 0, 127, 128, 255, 256, 65535, 65536,
+         2**32 - 1, 2**32, 2**63 - 1])),
+    st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    st.one_of(st.none(), st.integers(-62135596800000000, 253402300799999999)),  # timestamps, years 1-9999
+    st.one_of(st.none(), st.text(max_size=70)),
+    st.one_of(st.none(), st.binary(max_size=300)),
+    st.one_of(st.none(), st.booleans())), min_size=1, max_size=12))
+def test_wire_bytes_equal_msgpack_python_for_any_values(tmp_path_factory: pytest.TempPathFactory,
+                                                        rows: list[tuple]) -> None:
+    """read_packed's MessagePack, byte for byte, is what msgpack-python makes of the values
+    the in-process read decodes: every integer width, float, timestamp form and length class."""
+    from types import SimpleNamespace
+
+    from fstore._ext._online import KINDS, ViewReader, encode_keys, encode_rows
+
+    kinds = [KINDS[k] for k in ("int64", "float64", "timestamp", "string", "bytes", "bool")]
+    n = len(rows)
+    cols = list(zip(*rows))
+    arrays = [pa.array(cols[0], pa.int64()), pa.array(cols[1], pa.float64()), pa.array(cols[2], pa.int64()),
+              pa.array(cols[3], pa.string()), pa.array(cols[4], pa.binary()), pa.array(cols[5], pa.bool_())]
+    ids = pa.array(range(n), pa.int64())
+    keys = encode_keys([ids], [KINDS["int64"]])
+    ts = np.full(n, T0_US, dtype=np.int64)
+    values = encode_rows(ts, ts, arrays, kinds)
+    env = lmdb.open(str(tmp_path_factory.mktemp("wire")), max_dbs=2, map_size=1 << 26)
+    db = env.open_db(b"v")
+    with env.begin(write=True) as txn:
+        for k, v in zip(keys, values):
+            txn.put(k, v, db=db)
+    reader = ViewReader(db, ["id"], [KINDS["int64"]], kinds, list(range(6)), [None] * 6, 0, list(range(6)))
+    plan = SimpleNamespace(readers=[reader], names=[f"f{i}" for i in range(6)])
+    columns = {"id": list(range(n)) + [n + 5]}  # and one entity with no row
+    packed, status, stamps = read_packed(env, plan, columns, T0_US)
+    decoded, status2, stamps2 = read(env, plan, columns, T0_US, None, True)
+    env.close()
+    assert packed == msgpack.packb(decoded, datetime=True, use_bin_type=True)
+    assert bytes(status) == bytes(status2) and bytes(stamps) == bytes(stamps2)
