@@ -33,7 +33,7 @@ from typing import Any
 import msgpack
 
 from . import __version__
-from ._ext._online import read_packed
+from ._ext._wire import read_packed
 from ._ext._serve import FastGet
 from .errors import EntityRowError, FstoreError
 from .feature_store import FeatureStore

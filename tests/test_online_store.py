@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from conftest import make_views_repo, utc_ts, write_view_source
 from fstore import FeatureStore
-from fstore._ext._online import read, read_packed
+from fstore._ext._online import read
+from fstore._ext._wire import read_packed
 from fstore._ext import _online
 from fstore.definitions import DTYPES
 from fstore.errors import EntityRowError, UnknownObject

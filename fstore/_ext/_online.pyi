@@ -105,9 +105,3 @@ def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]],
          response: type[_R], columns: bool = False) -> _R:
     """One request in its own read transaction (``now_us`` None: the clock's now); flat values,
     or an instance of ``response`` holding them."""
-
-def read_packed(env: Any, plan: Any, rows: dict[str, list[Any]], now_us: int | None = None
-                ) -> tuple[bytes, bytearray, bytearray]:
-    """A GET for the wire: (MessagePack of the values, an array per output of one value per
-    row, written from the stored rows; statuses; timestamps), as msgpack-python would pack
-    the values ``read`` decodes."""

@@ -15,7 +15,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import msgpack
 
-from fstore._ext._online import read_packed
+from fstore._ext._wire import read_packed
 
 cdef enum:
     OP_GET = 2

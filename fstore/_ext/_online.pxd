@@ -1,0 +1,49 @@
+# The online store's compiled codec and reader, as other compiled modules (_wire) see them.
+from libc.stdint cimport int64_t, uint8_t
+
+cdef enum:
+    C_ROW_FORMAT = 1
+    C_HEADER = 17
+    C_MAX_KEY = 511
+    S_PRESENT = 0
+    S_NOT_FOUND = 1
+    S_EXPIRED = 2
+    S_DEFAULTED = 3
+
+# dtype kinds (also the order of KIND_NAMES)
+cdef enum:
+    K_INT32 = 0
+    K_INT64 = 1
+    K_FLOAT32 = 2
+    K_FLOAT64 = 3
+    K_BOOL = 4
+    K_TS = 5
+    K_STRING = 6
+    K_BYTES = 7
+
+
+cdef class ViewReader:
+    cdef public object db
+    cdef public list key_columns
+    cdef list key_kinds
+    cdef bint single_int
+    cdef int64_t ttl_us
+    cdef Py_ssize_t n_want, fixed_end
+    cdef int* kind
+    cdef Py_ssize_t* off
+    cdef Py_ssize_t* rank
+    cdef Py_ssize_t* idx
+    cdef Py_ssize_t* pos
+    cdef list defaults
+    cdef public list out_positions
+    cdef public list packed_defaults  # the defaults as MessagePack, made by _wire on its first read
+
+    cdef list _keys_for(self, list entity_rows)
+    cdef list _keys_for_columns(self, dict columns, Py_ssize_t n)
+    cdef int _read(self, object get, list keys, int64_t now_us, list values, bint columns, uint8_t* status,
+                   Py_ssize_t n, int64_t* ts) except -1
+    cdef int _lookup(self, object get, list keys, int64_t now_us, list raws, uint8_t* status, Py_ssize_t n,
+                     int64_t* ts) except -1
+
+
+cdef int64_t _now_us() noexcept nogil
