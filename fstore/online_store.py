@@ -87,6 +87,8 @@ class OnlineStore:
         self._pid = 0
         self._dbs: dict[str, Any] = {}
         self._key = str(self.path.resolve())
+        # set by a process that writes in one thread and reads in another (the server)
+        self.resize_via: Callable[[int], None] | None = None
 
     # ---- environment ------------------------------------------------------------------
 
@@ -233,10 +235,22 @@ class OnlineStore:
                 with env.begin(write=True) as txn:
                     return fn(txn)
             except lmdb.MapFullError:
-                new_size = env.info()["map_size"] * 2
-                env.set_mapsize(new_size)
+                self._resize(env, env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
-                env.set_mapsize(0)
+                self._resize(env, 0)
+
+    def _resize(self, env: lmdb.Environment, size: int) -> None:
+        """Remap to ``size`` (0: adopt another process's size), through ``resize_via`` if set.
+
+        LMDB remaps only when no transaction of this process is active: a reader in
+        another thread would be left reading the old, unmapped memory. The server writes
+        in a thread and reads on its event loop, so it routes the remap to the loop,
+        between two callbacks, where no read transaction is open.
+        """
+        if self.resize_via is not None:
+            self.resize_via(size)
+        else:
+            env.set_mapsize(size)
 
     def reserve(self, nbytes: int) -> None:
         """Grow the map up front for a write of about ``nbytes`` of keys and values, so a

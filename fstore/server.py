@@ -509,6 +509,19 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def _remap_on_loop(loop: asyncio.AbstractEventLoop, env: Any, size: int) -> None:
+    """Grow (or adopt) the map from the pusher thread by running the remap on the event
+    loop, where reads happen, between two callbacks (no read transaction open), and wait."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the pusher thread: hand it to the loop
+        async def remap() -> None:
+            env.set_mapsize(size)
+        asyncio.run_coroutine_threadsafe(remap(), loop).result(timeout=60)
+    else:  # on the loop itself: nothing reads meanwhile
+        env.set_mapsize(size)
+
+
 async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: Any = None,
                        ready: Any = None) -> None:
     """Serve on a bound socket until SIGTERM/SIGINT, then drain: stop accepting, answer
@@ -519,7 +532,8 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
     server until the deadline."""
     loop = asyncio.get_running_loop()
     state = ServerState(repo, limits, metrics)
-    state.fs.online  # open LMDB in this process (never across fork)
+    online = state.fs.online  # open LMDB in this process (never across fork)
+    online.resize_via = functools.partial(_remap_on_loop, loop, online.env)
     server = await loop.create_server(lambda: Connection(state), sock=sock)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -25,6 +25,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1174,5 +1175,49 @@ def test_a_worker_that_dies_at_start_is_not_restarted_forever(tmp_path_factory: 
             assert c.health()["ready"]
         os.kill(survivor, signal.SIGKILL)
         assert srv.proc.wait(30) == 1, srv.logs()
+    finally:
+        srv.stop()
+
+
+def test_pushes_that_grow_the_map_while_gets_run_lose_nothing_and_crash_nothing(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The map is grown by the pusher thread's writes while the event loop keeps reading:
+    the remap runs on the loop between callbacks (LMDB must not remap under a reader)."""
+    root = repo_copy(tmp_path_factory, "growing")
+    doc = yaml.safe_load((root / "fstore.yaml").read_text())
+    doc["online_store"] = {"map_size": 65536}  # LMDB starts at the file's size: the first pushes fill it
+    (root / "fstore.yaml").write_text(yaml.safe_dump(doc))
+    srv = Server(root)
+    try:
+        before = (root / "data" / "online" / "data.mdb").stat().st_size
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                with Client(HOST, srv.port, timeout=30) as c:
+                    while not stop.is_set():
+                        c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in CUSTOMERS[:50]])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        ts = dt.datetime.now(UTC) - dt.timedelta(minutes=5)
+        base, per_push, pushes = PUSH_BASE + 500_000, 2000, 12
+        with Client(HOST, srv.port, timeout=60) as c:
+            for i in range(pushes):
+                ids = list(range(base + i * per_push, base + (i + 1) * per_push))
+                assert c.push("customer_stats", stats_rows(ids, ts)) == per_push
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            assert not errors, errors
+            assert srv.alive()
+            probe = [base, base + per_push * pushes // 2, base + per_push * pushes - 1]
+            got = c.get_online_features(STATS, entity_rows=[{"customer_id": k} for k in probe]).to_dict()
+            assert got["txn_count_7d"] == [k * 3 + 1 for k in probe]
+        assert (root / "data" / "online" / "data.mdb").stat().st_size > before  # it did grow
     finally:
         srv.stop()
