@@ -756,3 +756,24 @@ def test_wire_bytes_equal_msgpack_python_for_any_values(tmp_path_factory: pytest
     env.close()
     assert packed == msgpack.packb(decoded, datetime=True, use_bin_type=True)
     assert bytes(status) == bytes(status2) and bytes(stamps) == bytes(stamps2)
+
+
+def test_encoding_a_sliced_batch_equals_encoding_the_same_rows_unsliced() -> None:
+    """Materialize and load encode sorted tables chunk by chunk (Arrow slices with offsets):
+    bit-packed bools and validity bitmaps at an odd offset must encode as a fresh array does."""
+    from fstore._ext._online import KINDS, encode_keys, encode_rows
+
+    n = 37
+    cols = [pa.array([None if i % 5 == 0 else i % 3 == 0 for i in range(n)], pa.bool_()),
+            pa.array([None if i % 7 == 0 else f"s{i}" for i in range(n)], pa.string()),
+            pa.array([None if i % 4 == 0 else i * 1.5 for i in range(n)], pa.float64()),
+            pa.array([None if i % 6 == 0 else bytes([i]) * i for i in range(n)], pa.binary())]
+    kinds = [KINDS[k] for k in ("bool", "string", "float64", "bytes")]
+    ids = pa.array(range(n), pa.int64())
+    for off in (1, 3, 11):
+        sliced = [c.slice(off) for c in cols]
+        fresh = [pa.array(c.to_pylist(), c.type) for c in sliced]
+        ts = np.arange(off, n, dtype=np.int64)
+        assert encode_rows(ts, ts, sliced, kinds) == encode_rows(ts, ts, fresh, kinds)
+        assert encode_keys([ids.slice(off)], [KINDS["int64"]]) == encode_keys([pa.array(range(off, n), pa.int64())],
+                                                                              [KINDS["int64"]])
