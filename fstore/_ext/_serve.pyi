@@ -2,9 +2,6 @@
 
 from typing import Any
 
-def monotonic() -> float:
-    """CLOCK_MONOTONIC in seconds, the clock of ``FastGet.valid_until``."""
-
 class FastGet:
     """A worker's LMDB environment, its prepared GET shapes and how long they stay valid."""
 

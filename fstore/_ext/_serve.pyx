@@ -8,8 +8,6 @@ explains and answers it; the fast path never answers an error. Both paths give t
 same bytes for the same request (tests/test_server.py compares them).
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -27,14 +25,10 @@ cdef bytes _TS_KEY = msgpack.packb("ts")
 
 
 cdef double _monotonic() noexcept nogil:
+    """time.monotonic()'s clock (CLOCK_MONOTONIC on Linux): ``valid_until`` is set from it."""
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
-def monotonic():
-    """The clock ``valid_until`` is read against (CLOCK_MONOTONIC, as time.monotonic)."""
-    return _monotonic()
 
 
 cdef class FastGet:
