@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_machine import cpu_model, ram_bytes
+
 # The parent process must stay small (a forked/vforked child inherits the
 # parent's RSS high-water mark into ru_maxrss), so heavy imports live in the
 # worker functions only.
@@ -724,21 +726,9 @@ def _peer_available(name: str) -> bool:
 
 
 def _machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
+    cpu = cpu_model()
+    ram = ram_bytes()
+    mem = round(ram / 2**30, 1) if ram else None
     from importlib.metadata import PackageNotFoundError, version
     versions = {}
     for mod in ("pyarrow", "numpy", "duckdb", "polars", "pandas"):

@@ -66,6 +66,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_machine import cpu_model, loadavg, ram_bytes
+
 HERE = Path(__file__).resolve()
 REPO_ROOT = HERE.parent.parent
 GENERATOR_VERSION = 1
@@ -108,21 +110,8 @@ def pin(cpu_arg: str) -> dict:
 
 
 def machine_info() -> dict:
-    model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    model = cpu_model() or platform.processor() or ""
+    mem = ram_bytes()
     import lmdb
     import msgpack
     import numpy
@@ -153,13 +142,6 @@ def fstore_provenance() -> dict:
     if snap.exists():
         out["snapshot"] = snap.read_text().strip()
     return out
-
-
-def loadavg() -> list[float]:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return []
 
 
 # ----------------------------------------------------------------------------------------

@@ -77,8 +77,9 @@ HERE = Path(__file__).resolve()
 REPO_ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench_machine import loadavg  # noqa: E402
 from bench_online import (KEY_COL, SEED, VIEW, entity_ids, feature_specs, floor_rows,  # noqa: E402
-                          fstore_provenance, loadavg, log, machine_info, prepare_repo, write_config)
+                          fstore_provenance, log, machine_info, prepare_repo, write_config)
 
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")

@@ -7,7 +7,6 @@ offline_store, historical, lineage).
 from __future__ import annotations
 
 import os
-import time
 from time import monotonic
 from pathlib import Path
 from typing import Any, Sequence
@@ -191,15 +190,7 @@ class FeatureStore:
         event timestamp of its row; see fstore.online for the exact rule, which is the
         training-set rule with ``now`` as the entity timestamp.
         """
-        # The fast path of a service asking the same shape again (and again): the last plan,
-        # while the registry was checked within the second, with no Python frame in between.
-        last = self._last_plan
-        if last is not None and last[1] == features and last[2] == feature_service \
-                and last[3] == full_feature_names and last[0] is self._reg_cache \
-                and monotonic() - self._reg_checked < 1.0:
-            plan = last[4]
-        else:
-            plan = self.online_plan(features, feature_service, full_feature_names)
+        plan = self.online_plan(features, feature_service, full_feature_names)
         rows = entity_rows if type(entity_rows) is list else normalize_entity_rows(entity_rows)
         try:
             return read(self.online.env, plan, rows, None if now is None else to_us(now), OnlineResponse)

@@ -298,6 +298,9 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
     name = view_name(view)
     t0 = time.perf_counter()
     tables: list[pa.Table] = []
+    kinds = key_kinds(view)
+    # only string parts make a key's length depend on the data: int keys are 8 bytes a part
+    may_be_too_long = any(k == KINDS["string"] for k in kinds) or 8 * len(kinds) > MAX_KEY
     progress.start(f"read {name}", len(files))
     try:
         for path in files:
@@ -310,7 +313,8 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
             for unit in units:
                 table = read_typed(view, source, loader, unit)
                 try:  # checked file by file, so a key LMDB cannot take is named by its file and row
-                    encode_keys([_plain(table.column(k)) for k in view["join_keys"]], key_kinds(view))
+                    if may_be_too_long:  # (keys are encoded again, in key order, when written)
+                        encode_keys([_plain(table.column(k)) for k in view["join_keys"]], kinds)
                 except KeyTooLong as exc:
                     raise IngestError(f"{unit.id} at {loader.row_label(exc.row)}, key "
                                       f"{', '.join(view['join_keys'])}: the key is {exc.size} bytes; LMDB keys "

@@ -247,7 +247,7 @@ class OnlineResponse(ResponseBase):
                 cols[f"{name}__status"] = pa.DictionaryArray.from_arrays(
                     pa.array(status[i], pa.int8()), pa.array(_STATUS_NAMES))
                 ts = stamps[self.plan.view_of[i]]
-                cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == np.iinfo(np.int64).min) \
+                cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == _NO_TS) \
                     .cast(pa.timestamp("us", tz="UTC"))
         return pa.table(cols)
 

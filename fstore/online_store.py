@@ -75,12 +75,12 @@ class OnlineStore:
         self.path = config.online_path
         section = config.raw.get("online_store") or {}
         self.initial_map_size = int(map_size or section.get("map_size", DEFAULT_MAP_SIZE))
-        # Every read transaction costs O(max_dbs) in LMDB (a zeroed array per database: at
-        # 128 it was a third of a one-entity read), so by default the limit is what the
-        # store holds when opened plus MAX_DBS_HEADROOM, not a large constant.
         # Bytes of newest rows a materialization sorts and writes at once (see materialize.py):
         # the larger, the fewer groups; one group appends into an empty store in key order.
         self.write_buffer = int(float(section.get("write_buffer_mb", DEFAULT_WRITE_BUFFER_MB)) * (1 << 20))
+        # Every read transaction costs O(max_dbs) in LMDB (a zeroed array per database: at
+        # 128 it was a third of a one-entity read), so by default the limit is what the
+        # store holds when opened plus MAX_DBS_HEADROOM, not a large constant.
         configured = section.get("max_dbs")
         self.max_dbs: int | None = int(configured) if configured is not None else None
         self._env: lmdb.Environment | None = None
@@ -265,15 +265,6 @@ class OnlineStore:
             while size < need:
                 size *= 2
             env.set_mapsize(size)
-
-    def begin(self) -> lmdb.Transaction:
-        """A read transaction (the caller aborts it); adopts a map grown by another process."""
-        env = self.env
-        try:
-            return env.begin()
-        except lmdb.MapResizedError:
-            env.set_mapsize(0)
-            return env.begin()
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:

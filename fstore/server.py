@@ -34,7 +34,7 @@ import msgpack
 
 from . import __version__
 from ._ext._wire import read_packed
-from ._ext._serve import FastGet
+from ._ext._serve import FastGet, get_reply
 from .errors import EntityRowError, FstoreError
 from .feature_store import FeatureStore
 from .offline_store import view_name
@@ -59,9 +59,6 @@ class Limits:
     max_buffered_replies: int = 4 << 20  # reply bytes queued for a slow reader before we stop reading
 
 
-_REPLY_OK = b"\x93"  # [rid, true, result]: a fixarray of 3, then the packed rid, then a PreparedGet head
-_STATUS_KEY = msgpack.packb("status")
-_TS_KEY = msgpack.packb("ts")
 MAX_PREPARED = 1024
 
 
@@ -293,7 +290,6 @@ class Connection(asyncio.Protocol):
         if n > st.limits.max_rows:
             raise ProtocolError(TOO_MANY_ROWS, f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
         plan = prepared.plan
-        pack = st._packer.pack
         if entities:
             try:
                 values, status, stamps = read_packed(st.fs.online.env, plan, entities)
@@ -302,17 +298,10 @@ class Connection(asyncio.Protocol):
                 err = explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
                 raise ProtocolError(EntityRowError.code, str(err), "entities") from None
         else:
-            values, status, stamps = pack([[] for _ in plan.names]), bytearray(), bytearray()
+            values, status, stamps = st._packer.pack([[] for _ in plan.names]), bytearray(), bytearray()
         if st.metrics:
             st.metrics.get_done(n, status)
-        # the reply map's constant part (names, dtypes, view_of, keys) was packed with the plan,
-        # and the values were packed from the stored rows (read_packed)
-        if args.get("meta", True):
-            body = b"".join((_REPLY_OK, pack(rid), prepared.head_meta, values,
-                             _STATUS_KEY, pack(status), _TS_KEY, pack(stamps)))
-        else:
-            body = b"".join((_REPLY_OK, pack(rid), prepared.head_bare, values))
-        return frame(body)
+        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True))
 
     def _info(self) -> dict[str, Any]:
         reg = self.state.fs._current_registry()

@@ -11,7 +11,7 @@ import collections
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -291,3 +291,27 @@ def utc_ts(values: list[Any]) -> pa.Array:
     if any(isinstance(v, int) for v in values):
         return pa.array(values, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     return pa.array(values, pa.timestamp("us", tz="UTC"))
+
+
+# ---- a feature server over a module's repository ---------------------------------------------
+# (for the modules that define a module-scoped ``repo`` fixture: test_server, test_client)
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[Any]:
+    """``fstore serve`` on the module's repository (a server_util.Server), stopped after the module."""
+    from server_util import Server
+
+    srv = Server(repo)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def fs(repo: Path) -> Iterator[Any]:
+    """An in-process FeatureStore on the module's repository."""
+    from fstore import FeatureStore
+
+    with FeatureStore(repo) as store:
+        yield store

@@ -48,21 +48,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo_copy(tmp_path_factory, "client", {"max_rows": 2000})
 
 
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[Server]:
-    srv = Server(repo)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def fs(repo: Path) -> Iterator[FeatureStore]:
-    with FeatureStore(repo) as store:
-        yield store
-
-
 @pytest.fixture()
 def client(server: Server) -> Iterator[Client]:
     with Client(HOST, server.port, timeout=10) as c:

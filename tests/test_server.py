@@ -48,21 +48,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo_copy(tmp_path_factory, "server", {"max_rows": MAX_ROWS, "max_frame_bytes": 1 << 20})
 
 
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[Server]:
-    srv = Server(repo)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def fs(repo: Path) -> Iterator[FeatureStore]:
-    with FeatureStore(repo) as store:
-        yield store
-
-
 def stats_rows(ids: list[int], ts: dt.datetime, n: list[int] | None = None) -> dict[str, list[Any]]:
     return {"customer_id": list(ids), "event_timestamp": [ts] * len(ids), "created_timestamp": [None] * len(ids),
             "avg_amount_7d": [i + 0.5 for i in ids], "txn_count_7d": n if n is not None else [i * 3 + 1 for i in ids],

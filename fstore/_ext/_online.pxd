@@ -1,5 +1,5 @@
 # The online store's compiled codec and reader, as other compiled modules (_wire) see them.
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t
 
 cdef enum:
     C_ROW_FORMAT = 1
@@ -47,3 +47,7 @@ cdef class ViewReader:
 
 
 cdef int64_t _now_us() noexcept nogil
+cdef const uint8_t* _var_field(const uint8_t* p, Py_ssize_t size, Py_ssize_t rank, Py_ssize_t fixed_end,
+                               uint32_t* length) except NULL
+cdef list _view_keys(list readers, Py_ssize_t v, object rows, Py_ssize_t n, list previous)
+cdef object _begin_read(object env)

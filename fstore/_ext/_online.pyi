@@ -71,16 +71,6 @@ class ViewReader:
     def keys_for_columns(self, columns: dict[str, list[Any]], n: int) -> list[bytes | None]:
         """Keys from columns of join key values (the wire protocol's form)."""
 
-def assemble(readers: list[ViewReader], txn: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int,
-             n_out: int, columns: bool = True) -> tuple[list[Any], bytearray, bytearray]:
-    """(values, statuses n_out x n uint8, timestamps views x n int64) inside ``txn``.
-
-    ``values``: a list per output feature (``columns``), else one flat output-major list.
-    A row is used when now - ttl <= event_ts <= now; otherwise the default (DEFAULTED) or
-    None (NOT_FOUND without a row or for a future row, EXPIRED past the ttl). A stored
-    null is PRESENT with None.
-    """
-
 def columns_dict(key_columns: list[str], entity_rows: list[dict[str, Any]], names: list[str],
                  values: list[Any]) -> dict[str, list[Any]]:
     """{join key: [values], ..., feature: [values], ...} of a flat response."""
@@ -103,5 +93,11 @@ def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]],
 @overload
 def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int | None,
          response: type[_R], columns: bool = False) -> _R:
-    """One request in its own read transaction (``now_us`` None: the clock's now); flat values,
-    or an instance of ``response`` holding them."""
+    """One request in its own read transaction (``now_us`` None: the clock's now):
+    (values, statuses n_out x n uint8, timestamps views x n int64), flat values unless
+    ``columns``, or an instance of ``response`` holding them.
+
+    A row is used when now - ttl <= event_ts <= now; otherwise the default (DEFAULTED) or
+    None (NOT_FOUND without a row or for a future row, EXPIRED past the ttl). A stored
+    null is PRESENT with None.
+    """

@@ -380,7 +380,7 @@ cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off,
     cdef float f32
     cdef double f64
     cdef uint32_t ln
-    cdef Py_ssize_t pos, r
+    cdef const uint8_t* q
     if kind == K_INT32:
         memcpy(&i32, p + off, 4)
         return i32
@@ -398,7 +398,18 @@ cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off,
     if kind == K_TS:
         memcpy(&i64, p + off, 8)
         return _EPOCH + _dt.timedelta(microseconds=i64)
-    pos = fixed_end
+    q = _var_field(p, size, rank, fixed_end, &ln)
+    if kind == K_STRING:
+        return PyUnicode_DecodeUTF8(<const char*>q, ln, "strict")
+    return PyBytes_FromStringAndSize(<const char*>q, ln)
+
+
+cdef const uint8_t* _var_field(const uint8_t* p, Py_ssize_t size, Py_ssize_t rank, Py_ssize_t fixed_end,
+                               uint32_t* length) except NULL:
+    """Where the variable-width feature of rank ``rank`` starts in a row, and its length;
+    ValueError for a row too short to hold it."""
+    cdef Py_ssize_t pos = fixed_end, r
+    cdef uint32_t ln
     for r in range(rank + 1):
         if pos + 4 > size:
             raise ValueError("truncated row")
@@ -406,10 +417,10 @@ cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off,
         if r == rank:
             if pos + 4 + ln > size:
                 raise ValueError("truncated row")
-            if kind == K_STRING:
-                return PyUnicode_DecodeUTF8(<const char*>(p + pos + 4), ln, "strict")
-            return PyBytes_FromStringAndSize(<const char*>(p + pos + 4), ln)
+            length[0] = ln
+            return p + pos + 4
         pos += 4 + ln
+    raise ValueError("truncated row")
 
 
 cdef inline bytes _int_key(object v):
@@ -526,46 +537,27 @@ cdef class ViewReader:
     @cython.wraparound(False)
     cdef int _read(self, object get, list keys, int64_t now_us, list values, bint columns, uint8_t* status,
                    Py_ssize_t n, int64_t* ts) except -1:
-        """Fill output ``pos`` of row ``i``: values[pos][i] when ``columns``, else values[pos * n + i]."""
-        cdef Py_ssize_t i, j, pos, size, f
+        """Fill output ``pos`` of row ``i``: values[pos][i] when ``columns``, else values[pos * n + i].
+
+        The statuses come from ``_lookup`` (the one place the rule lives); this decodes
+        the PRESENT values and puts the defaults where they apply.
+        """
+        cdef Py_ssize_t i, j, pos, size = 0, f
         cdef bytes raw
-        cdef const uint8_t* p
-        cdef int64_t t
-        cdef bint expired, future
+        cdef const uint8_t* p = NULL
         cdef list defaults = self.defaults
-        db = self.db
+        cdef list raws = [None] * n
+        self._lookup(get, keys, now_us, raws, status, n, ts)
         for i in range(n):
-            k = keys[i]
-            raw = None if k is None else get(k, None, db)
-            if raw is None:
-                ts[i] = INT64_MIN
-                for j in range(self.n_want):
-                    pos = self.pos[j]
-                    d = defaults[j]
-                    if columns:
-                        (<list>values[pos])[i] = d
-                    else:
-                        values[pos * n + i] = d
-                    status[pos * n + i] = S_NOT_FOUND if d is None else S_DEFAULTED
-                continue
-            p = <const uint8_t*>PyBytes_AS_STRING(raw)
-            size = PyBytes_GET_SIZE(raw)
-            if size < self.fixed_end or p[0] != C_ROW_FORMAT:
-                raise ValueError("a stored row has an unknown format")
-            memcpy(&t, p + 1, 8)
-            future = t > now_us  # written ahead of "now": not visible yet, as offline
-            expired = future or (self.ttl_us > 0 and t < now_us - self.ttl_us)
-            ts[i] = INT64_MIN if future else t
+            raw = <bytes>raws[i] if raws[i] is not None else None
+            if raw is not None:
+                p = <const uint8_t*>PyBytes_AS_STRING(raw)
+                size = PyBytes_GET_SIZE(raw)
             for j in range(self.n_want):
                 pos = self.pos[j]
-                if expired:
-                    v = defaults[j]
-                    if v is not None:
-                        status[pos * n + i] = S_DEFAULTED
-                    else:
-                        status[pos * n + i] = S_NOT_FOUND if future else S_EXPIRED
+                if raw is None:
+                    v = defaults[j] if status[pos * n + i] == S_DEFAULTED else None
                 else:
-                    status[pos * n + i] = S_PRESENT
                     f = self.idx[j]
                     if (p[C_HEADER + (f >> 3)] >> (f & 7)) & 1:
                         v = None
@@ -576,7 +568,6 @@ cdef class ViewReader:
                 else:
                     values[pos * n + i] = v
         return 0
-
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -624,7 +615,6 @@ cdef tuple _assemble(list readers, object get, object rows, int64_t now_us, Py_s
     cdef list values
     cdef ViewReader r
     cdef list keys = None
-    cdef list last_cols = None
     if columnar:
         n = len(next(iter((<dict>rows).values()))) if rows else 0
     else:
@@ -639,27 +629,29 @@ cdef tuple _assemble(list readers, object get, object rows, int64_t now_us, Py_s
     cdef int64_t* tp = <int64_t*>PyByteArray_AS_STRING(stamps) if nv * n else NULL
     for v in range(nv):
         r = <ViewReader>readers[v]
-        if keys is None or r.key_columns != last_cols or r.key_kinds != (<ViewReader>readers[v - 1]).key_kinds:
-            keys = r._keys_for_columns(<dict>rows, n) if columnar else r._keys_for(<list>rows)
-            last_cols = r.key_columns
+        keys = _view_keys(readers, v, rows, n, keys)
         r._read(get, keys, now_us, values, columns, sp, n, tp + v * n if tp != NULL else NULL)
     return values, status, stamps
 
 
-def assemble(list readers, txn, rows, int64_t now_us, Py_ssize_t n_out, bint columns=True):
-    """Answer one request inside ``txn``: (values, statuses, timestamps per view).
+cdef list _view_keys(list readers, Py_ssize_t v, object rows, Py_ssize_t n, list previous):
+    """The keys of reader ``v``: those of the reader before it (``previous``) when both
+    have the same join keys, else encoded from ``rows`` (a dict of columns or a list of dicts)."""
+    cdef ViewReader r = <ViewReader>readers[v], before
+    if v > 0 and previous is not None:
+        before = <ViewReader>readers[v - 1]
+        if r.key_columns == before.key_columns and r.key_kinds == before.key_kinds:
+            return previous
+    return r._keys_for_columns(<dict>rows, n) if type(rows) is dict else r._keys_for(<list>rows)
 
-    ``rows`` is a list of dicts, or a dict of equal-length columns (the wire form).
-    ``values`` is a list per output (``columns``) or one flat output-major list of
-    n_out x n values; ``statuses`` is a bytearray of n_out x n status codes
-    (output-major) and ``timestamps`` a bytearray of len(readers) x n int64
-    microseconds (INT64_MIN = none), so the hot path allocates no NumPy arrays;
-    OnlineResponse views them with numpy.frombuffer when asked. Raises what
-    ``keys_for`` raises for a bad row.
-    """
-    if type(rows) is not dict and type(rows) is not list:
-        raise TypeError("rows must be a list of dicts or a dict of columns")
-    return _assemble(readers, txn.get, rows, now_us, n_out, columns)
+
+cdef object _begin_read(object env):
+    """A read transaction, adopting a map grown by a writer in another process."""
+    try:
+        return env.begin()
+    except _MapResizedError:
+        env.set_mapsize(0)
+        return env.begin()
 
 
 def columns_dict(list key_columns, list entity_rows, list names, list values):
@@ -696,9 +688,12 @@ def read(env, plan, rows, now_us, type response=None, bint columns=False):
     """One request in a read transaction of its own, in one compiled call.
 
     ``plan`` has ``readers`` and ``names``; ``now_us`` None means the clock's now.
-    Returns (values, statuses, timestamps) as ``assemble`` (flat values unless
-    ``columns``), or, given a ``response`` class (a ResponseBase subclass), an
-    instance of it holding flat values.
+    Returns (values, statuses, timestamps), or, given a ``response`` class (a
+    ResponseBase subclass), an instance of it holding them. ``values`` is one flat
+    output-major list of n_out x n values, or (``columns``, without ``response``) a
+    list per output; ``statuses`` a bytearray of n_out x n codes (output-major) and
+    ``timestamps`` a bytearray of len(readers) x n int64 microseconds (INT64_MIN =
+    none): no NumPy array on the hot path, OnlineResponse views them when asked.
     Adopts a map grown by a writer in another process (LMDB's MapResizedError).
     """
     cdef int64_t now = _now_us() if now_us is None else <int64_t>now_us
@@ -706,11 +701,7 @@ def read(env, plan, rows, now_us, type response=None, bint columns=False):
     cdef ResponseBase out
     if type(rows) is not dict and type(rows) is not list:
         raise TypeError("rows must be a list of dicts or a dict of columns")
-    try:
-        txn = env.begin()
-    except _MapResizedError:
-        env.set_mapsize(0)
-        txn = env.begin()
+    txn = _begin_read(env)
     try:
         result = _assemble(readers, txn.get, rows, now, len(plan.names), columns and response is None)
     finally:

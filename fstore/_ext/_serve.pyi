@@ -13,3 +13,7 @@ class FastGet:
     def answer(self, body: bytes) -> tuple[bytes, int, bytearray] | None:
         """(reply frame, entity rows, statuses) for a well-formed GET of a prepared shape
         while the registry is fresh; None sends the request down the Python path."""
+
+def get_reply(rid: int, prepared: Any, values: bytes, status: bytes | bytearray, stamps: bytes | bytearray,
+              meta: Any) -> bytes:
+    """The frame of a GET's reply for both the fast and the Python path."""

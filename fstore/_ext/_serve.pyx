@@ -85,12 +85,17 @@ cdef class FastGet:
             values, status, stamps = read_packed(self.env, prepared.plan, entities)
         except Exception:
             return None  # the Python path reads again and explains what is wrong
-        if meta:
-            reply = _frame((b"\x93", _packb(rid), prepared.head_meta, values, _STATUS_KEY, _packb(status),
-                            _TS_KEY, _packb(stamps)))
-        else:
-            reply = _frame((b"\x93", _packb(rid), prepared.head_bare, values))
-        return reply, n, status
+        return get_reply(rid, prepared, values, status, stamps, meta), n, status
+
+
+def get_reply(rid, prepared, bytes values, status, stamps, meta):
+    """The frame of a GET's reply, ``[rid, true, {...}]``, for both paths: the map's constant
+    part (names, dtypes, view_of, keys) was packed with the prepared shape, ``values`` is
+    read_packed's MessagePack, and status and ts follow when ``meta`` is true."""
+    if meta:
+        return _frame((b"\x93", _packb(rid), prepared.head_meta, values, _STATUS_KEY, _packb(status),
+                       _TS_KEY, _packb(stamps)))
+    return _frame((b"\x93", _packb(rid), prepared.head_bare, values))
 
 
 cdef bytes _frame(tuple parts):

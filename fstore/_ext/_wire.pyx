@@ -12,9 +12,9 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 from fstore._ext._online cimport (C_HEADER, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING, K_TS,
-                                  S_DEFAULTED, S_PRESENT, ViewReader, _now_us)
+                                  S_DEFAULTED, S_PRESENT, ViewReader, _begin_read, _now_us,
+                                  _var_field, _view_keys)
 
-from lmdb import MapResizedError as _MapResizedError
 
 
 cdef struct Buf:
@@ -109,13 +109,13 @@ cdef int _pack_stored(Buf* b, const uint8_t* p, Py_ssize_t size, int kind, Py_ss
                       Py_ssize_t fixed_end) except -1:
     """One stored (non-null) value as MessagePack, as msgpack-python packs the value
     _decode makes of it: ints compact, floats as float 64, timestamps as the Timestamp
-    extension (type -1, the 96-bit form), strings as str and bytes as bin."""
+    extension (type -1) in its smallest form, strings as str and bytes as bin."""
     cdef int32_t i32
     cdef int64_t i64, sec, nsec
     cdef float f32
     cdef double f64
     cdef uint32_t ln
-    cdef Py_ssize_t pos, r
+    cdef const uint8_t* q
     if kind == K_INT32:
         memcpy(&i32, p + off, 4)
         return _pack_int(b, i32)
@@ -148,21 +148,12 @@ cdef int _pack_stored(Buf* b, const uint8_t* p, Py_ssize_t size, int kind, Py_ss
         _put(b, b"\xc7\x0c\xff", 3)  # ext 8 of 12 bytes: u32 nanoseconds, i64 seconds
         _put_n(b, <uint64_t>nsec, 4)
         return _put_n(b, <uint64_t>sec, 8)
-    pos = fixed_end
-    for r in range(rank + 1):
-        if pos + 4 > size:
-            raise ValueError("truncated row")
-        memcpy(&ln, p + pos, 4)
-        if r == rank:
-            if pos + 4 + ln > size:
-                raise ValueError("truncated row")
-            if kind == K_STRING:
-                _pack_len(b, ln, 0xa0, 32, 0xd9, 0xda, 0xdb)
-            else:
-                _pack_len(b, ln, 0, 0, 0xc4, 0xc5, 0xc6)
-            return _put(b, p + pos + 4, ln)
-        pos += 4 + ln
-    return 0
+    q = _var_field(p, size, rank, fixed_end, &ln)
+    if kind == K_STRING:
+        _pack_len(b, ln, 0xa0, 32, 0xd9, 0xda, 0xdb)
+    else:
+        _pack_len(b, ln, 0, 0, 0xc4, 0xc5, 0xc6)
+    return _put(b, q, ln)
 
 
 def read_packed(env, plan, dict rows, now_us=None):
@@ -170,7 +161,7 @@ def read_packed(env, plan, dict rows, now_us=None):
 
     ``values`` is MessagePack bytes, an array per output feature of one value per
     row, written from the stored rows with no Python object per value; statuses and
-    timestamps are as ``assemble``'s. ``rows`` is a dict of equal-length key columns.
+    timestamps are as ``fstore._ext._online.read``'s. ``rows`` is a dict of equal-length key columns.
     """
     cdef int64_t now = _now_us() if now_us is None else <int64_t>now_us
     cdef list readers = plan.readers
@@ -178,7 +169,6 @@ def read_packed(env, plan, dict rows, now_us=None):
     cdef ViewReader r
     cdef list raws, per_view = []
     cdef list keys = None
-    cdef list last_cols = None
     cdef Buf buf
     cdef bytes raw, d
     cdef const uint8_t* p
@@ -201,19 +191,12 @@ def read_packed(env, plan, dict rows, now_us=None):
             for j in range(r.n_want):
                 out_view[r.pos[j]] = v
                 out_j[r.pos[j]] = j
-        try:
-            txn = env.begin()
-        except _MapResizedError:
-            env.set_mapsize(0)
-            txn = env.begin()
+        txn = _begin_read(env)
         try:
             get = txn.get
             for v in range(nv):
                 r = <ViewReader>readers[v]
-                if keys is None or r.key_columns != last_cols or \
-                        r.key_kinds != (<ViewReader>readers[v - 1]).key_kinds:
-                    keys = r._keys_for_columns(rows, n)
-                    last_cols = r.key_columns
+                keys = _view_keys(readers, v, rows, n, keys)
                 raws = [None] * n
                 r._lookup(get, keys, now, raws, sp, n, tp + v * n if tp != NULL else NULL)
                 per_view.append(raws)
