@@ -1,16 +1,31 @@
 """fstore: a feature store built for inference latency.
 
 Define entities, sources, feature views and feature services as code, apply them,
-ingest raw data into the offline store and build point-in-time correct training
-sets with :meth:`FeatureStore.get_historical_features`.
+ingest raw data into the offline store, build point-in-time correct training sets
+with :meth:`FeatureStore.get_historical_features`, materialize the online store and
+serve it (``fstore serve``, :class:`Client`).
+
+The names below are imported on first use, so that ``import fstore.client`` stays light.
 """
-from __future__ import annotations
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._lazy import lazy_exports
+from ._version import __version__
 
-from .definitions import Entity, Feature, FeatureService, FeatureView, Source  # noqa: E402
-from .errors import FstoreError  # noqa: E402
-from .feature_store import FeatureStore  # noqa: E402
+_EXPORTS = {
+    "Entity": ".repo.definitions", "Feature": ".repo.definitions", "FeatureService": ".repo.definitions",
+    "FeatureView": ".repo.definitions", "Source": ".repo.definitions",
+    "FeatureStore": ".feature_store",
+    "FstoreError": ".errors",
+    "OnlineResponse": ".online.response", "Status": ".online.response",
+    "Client": ".serving.client", "AsyncClient": ".serving.client",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted([*_EXPORTS, "__version__"])
 
-__all__ = ["Entity", "Feature", "FeatureService", "FeatureStore", "FeatureView", "FstoreError",
-           "Source", "__version__"]
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .errors import FstoreError
+    from .feature_store import FeatureStore
+    from .online.response import OnlineResponse, Status
+    from .repo.definitions import Entity, Feature, FeatureService, FeatureView, Source
+    from .serving.client import AsyncClient, Client

@@ -10,11 +10,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .definitions import format_duration
 from .errors import DefinitionErrors, FstoreError
 from .feature_store import FeatureStore
 from .progress import RichReporter
-from .protocol import ProtocolError
+from .repo.names import view_name
+from .times import format_duration, from_us
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,7 +34,7 @@ class _Group(click.Group):
         except FstoreError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(1)
-        except (ConnectionError, ProtocolError) as exc:
+        except ConnectionError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             sys.exit(1)
 
@@ -97,7 +97,7 @@ def list_(ctx: click.Context) -> None:
     for e in reg["entities"].values():
         t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "")
     for v in reg["feature_views"].values():
-        t.add_row("feature view", f"{v['name']}_v{v['version']}", str(v["version"]),
+        t.add_row("feature view", view_name(v), str(v["version"]),
                   f"{', '.join(v['join_keys'])} -> {len(v['features'])} features", v["owner"],
                   format_duration(v["ttl_us"]), format_duration(v["freshness_sla_us"]))
     for s in reg["feature_services"].values():
@@ -253,7 +253,7 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
             raise click.UsageError(f"{item!r}: write keys as name=value")
         row[name] = int(value) if value.lstrip("-").isdigit() else value
     if host is not None or port is not None:
-        from .client import DEFAULT_PORT, Client
+        from .serving.client import DEFAULT_PORT, Client
 
         with Client(host or "127.0.0.1", port or DEFAULT_PORT) as client:
             resp = client.get_online_features(refs, feature_service=service, entity_rows=[row],
@@ -288,14 +288,8 @@ def _print_writes(results: list[Any], title: str) -> None:
     for r in results:
         wm = r.watermark
         t.add_row(r.view, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.seconds:.2f}",
-                  f"{r.rows_per_second:,.0f}", "" if wm is None else _iso(wm))
+                  f"{r.rows_per_second:,.0f}", "" if wm is None else from_us(wm).isoformat())
     console.print(t)
-
-
-def _iso(us: int) -> str:
-    import datetime as dt
-
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)).isoformat()
 
 
 @main.command()
@@ -307,14 +301,13 @@ def _iso(us: int) -> str:
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
           metrics_port: int | None) -> None:
     """Serve online features over the fstore TCP protocol until SIGTERM."""
-    from .server import Limits
-    from .supervisor import serve as run
+    from .serving.server import Limits
+    from .serving.supervisor import serve as run
 
     fs = _store(ctx)
     fs.registry.require()
     conf = fs.config.server
-    limits = Limits(max_frame=conf["max_frame_bytes"], max_rows=conf["max_rows"],
-                    max_connections=conf["max_connections"], idle_timeout=conf["idle_timeout_s"])
+    limits = Limits.from_settings(conf)
     host = host or conf["host"]
     port = port if port is not None else conf["port"]
     err_console.print(f"fstore serving {fs.config.project} on {host}:{port} "

@@ -1,7 +1,9 @@
 """The project file ``fstore.yaml``: where a repository keeps its registry and stores.
 
 Every key but ``project`` has a default, so ``project: demo`` alone is a working
-repository. Paths are relative to the repository folder.
+repository. Paths are relative to the repository folder. Every section is checked
+against the table of its keys below (``SECTIONS``): an unknown key or a value of the
+wrong type is an InvalidConfig naming it, never silently ignored.
 """
 from __future__ import annotations
 
@@ -11,13 +13,62 @@ from typing import Any
 
 import yaml
 
-from .errors import InvalidDefinition
+from .errors import InvalidConfig
 
 PROJECT_FILE = "fstore.yaml"
-DEFAULT_BUCKETS = 8
-SERVER_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 6570, "workers": 1, "metrics_port": None,
-                                   "max_frame_bytes": 8 << 20, "max_rows": 10_000, "max_connections": 10_000,
-                                   "idle_timeout_s": 300.0}
+
+# key -> (types it may have, default); None in the types means the key may be null.
+# One table per section: the only place a setting's default is written.
+OFFLINE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "path": ((str,), "data/offline"),
+    "buckets": ((int,), 8),
+    "engine": ((str,), "local"),
+}
+ONLINE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "path": ((str,), "data/online"),
+    "map_size": ((int,), 1 << 30),           # bytes the LMDB map starts with (it grows by doubling)
+    "write_buffer_mb": ((int, float), 2048),  # newest rows a materialization sorts and writes at once
+    "max_dbs": ((int, type(None)), None),     # None: the databases present + headroom (online/store.py)
+}
+SERVER_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "host": ((str,), "127.0.0.1"),
+    "port": ((int,), 6570),
+    "workers": ((int,), 1),
+    "metrics_port": ((int, type(None)), None),
+    "max_frame_bytes": ((int,), 8 << 20),
+    "max_rows": ((int,), 10_000),
+    "max_connections": ((int,), 10_000),
+    "idle_timeout_s": ((int, float), 300.0),
+}
+SECTIONS = {"offline_store": OFFLINE_KEYS, "online_store": ONLINE_KEYS, "server": SERVER_KEYS}
+TOP_KEYS = ("project", "registry", "definitions", "entity_timestamp_column", *SECTIONS)
+
+
+def defaults(keys: dict[str, tuple[tuple[type, ...], Any]]) -> dict[str, Any]:
+    """The default of every key of a section."""
+    return {k: default for k, (_, default) in keys.items()}
+
+
+def _bad(msg: str, key: str) -> InvalidConfig:
+    return InvalidConfig(msg, file=PROJECT_FILE, field=key)
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """A section's settings, every key known and typed, defaults filled in."""
+    keys = SECTIONS[name]
+    given = raw.get(name) or {}
+    if not isinstance(given, dict):
+        raise _bad("expected a mapping", name)
+    out = defaults(keys)
+    for key, value in given.items():
+        if key not in keys:
+            raise _bad(f"unknown setting {key!r}; known: {', '.join(keys)}", f"{name}.{key}")
+        types = keys[key][0]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise _bad(f"expected {wanted}, got {value!r}", f"{name}.{key}")
+        out[key] = value
+    return out
 
 
 @dataclass
@@ -28,11 +79,13 @@ class RepoConfig:
     project: str
     registry: Path
     offline_path: Path
-    offline_buckets: int = DEFAULT_BUCKETS
+    offline_buckets: int = 8
+    offline_engine: str = "local"
     online_path: Path | None = None
+    online: dict[str, Any] = field(default_factory=lambda: defaults(ONLINE_KEYS))
     definitions: list[Path] = field(default_factory=list)
     entity_timestamp_column: str = "event_timestamp"
-    server: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=lambda: defaults(SERVER_KEYS))
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -40,53 +93,30 @@ class RepoConfig:
         root = Path(root).resolve()
         path = root / PROJECT_FILE
         if not path.is_file():
-            raise InvalidDefinition(f"no {PROJECT_FILE} in {root}: not a feature repository",
-                                    file=str(path))
+            raise InvalidConfig(f"no {PROJECT_FILE} in {root}: not a feature repository", file=str(path))
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise InvalidDefinition(f"not valid YAML: {exc}", file=PROJECT_FILE) from None
+            raise InvalidConfig(f"not valid YAML: {exc}", file=PROJECT_FILE) from None
         return cls.from_dict(root, raw)
 
     @classmethod
     def from_dict(cls, root: Path, raw: Any) -> "RepoConfig":
-        def bad(msg: str, key: str) -> InvalidDefinition:
-            return InvalidDefinition(msg, file=PROJECT_FILE, field=key)
-
         if not isinstance(raw, dict):
-            raise bad("expected a mapping of settings", "(top level)")
-        known = {"project", "registry", "offline_store", "online_store", "definitions",
-                 "entity_timestamp_column", "server"}
+            raise _bad("expected a mapping of settings", "(top level)")
         for key in raw:
-            if key not in known:
-                raise bad(f"unknown setting {key!r}; known: {', '.join(sorted(known))}", str(key))
+            if key not in TOP_KEYS:
+                raise _bad(f"unknown setting {key!r}; known: {', '.join(sorted(TOP_KEYS))}", str(key))
         project = raw.get("project")
         if not isinstance(project, str) or not project.strip():
-            raise bad("'project' (a name) is required", "project")
-        offline = raw.get("offline_store") or {}
-        online = raw.get("online_store") or {}
-        for key, section in (("offline_store", offline), ("online_store", online)):
-            if not isinstance(section, dict):
-                raise bad("expected a mapping", key)
-        for key in offline:
-            if key not in ("path", "buckets", "engine"):
-                raise bad(f"unknown setting {key!r}; known: buckets, engine, path", f"offline_store.{key}")
-        buckets = offline.get("buckets", DEFAULT_BUCKETS)
-        if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 4096:
-            raise bad(f"buckets must be an integer from 1 to 4096, got {buckets!r}", "offline_store.buckets")
-        server = dict(SERVER_DEFAULTS)
-        section = raw.get("server") or {}
-        if not isinstance(section, dict):
-            raise bad("expected a mapping", "server")
-        for key, value in section.items():
-            if key not in SERVER_DEFAULTS:
-                raise bad(f"unknown setting {key!r}; known: {', '.join(SERVER_DEFAULTS)}", f"server.{key}")
-            default = SERVER_DEFAULTS[key]
-            ok = value is None if key == "metrics_port" and value is None else (
-                isinstance(value, type(default) if default is not None else int) and not isinstance(value, bool))
-            if not ok and not (isinstance(default, float) and isinstance(value, int)):
-                raise bad(f"expected a {type(default or 0).__name__}, got {value!r}", f"server.{key}")
-            server[key] = value
+            raise _bad("'project' (a name) is required", "project")
+        offline, online, server = (_section(raw, name) for name in SECTIONS)
+        if not 1 <= offline["buckets"] <= 4096:
+            raise _bad(f"buckets must be an integer from 1 to 4096, got {offline['buckets']!r}",
+                       "offline_store.buckets")
+        for key, least in (("map_size", 1), ("write_buffer_mb", 0), ("max_dbs", 1)):  # write_buffer_mb 0: per bucket
+            if online[key] is not None and online[key] < least:
+                raise _bad(f"must be at least {least}, got {online[key]!r}", f"online_store.{key}")
         defs = raw.get("definitions")
         if defs is None:
             defs = ["features"] if (root / "features").is_dir() else ["."]
@@ -94,14 +124,16 @@ class RepoConfig:
             defs = [defs]
         ts_col = raw.get("entity_timestamp_column", "event_timestamp")
         if not isinstance(ts_col, str):
-            raise bad("expected a column name", "entity_timestamp_column")
+            raise _bad("expected a column name", "entity_timestamp_column")
         return cls(
             root=root,
             project=project.strip(),
             registry=root / str(raw.get("registry", "data/registry.json")),
-            offline_path=root / str(offline.get("path", "data/offline")),
-            offline_buckets=buckets,
-            online_path=root / str(online.get("path", "data/online")),
+            offline_path=root / offline["path"],
+            offline_buckets=offline["buckets"],
+            offline_engine=offline["engine"],
+            online_path=root / online["path"],
+            online=online,
             definitions=[root / str(d) for d in defs],
             entity_timestamp_column=ts_col,
             server=server,

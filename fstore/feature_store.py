@@ -1,32 +1,32 @@
 """FeatureStore: the small Python API over a feature repository.
 
 It holds no logic of its own: each method resolves names against the applied
-registry and delegates to the module that owns the concept (registry,
-offline_store, historical, lineage).
+registry and delegates to the package that owns the concept (fstore.repo for
+definitions, fstore.offline for ingest and training sets, fstore.online for
+materialization, pushes and reads).
 """
 from __future__ import annotations
 
-import os
-from time import monotonic
 from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
 from .config import RepoConfig
 from .errors import InvalidArgument, UnknownObject
-from .engine import make_engine
-from .materialize import WriteResult, bulk_load, gc, materialize, to_us
-from ._ext._online import read
-from .online import OnlinePlan, OnlineResponse, build_plan, explain_bad_rows, normalize_entity_rows
-from .online_store import OnlineStore
-from .lineage import dataset_lineage, write_lineage
-from .offline_store import IngestResult, OfflineStore
+from .offline.datasets import dataset_lineage, write_dataset, write_lineage
+from .offline.engine import OfflineEngine, make_engine
+from .offline.store import IngestResult, OfflineStore
+from .online.materialize import WriteResult, bulk_load, gc, materialize
+from .online.push import push_group
+from .online.response import OnlinePlan, OnlineResponse
+from .online.service import OnlineService
+from .online.store import OnlineStore
 from .progress import Reporter
-from .registry import Plan, Registry
-from .resolve import find_view, resolve
+from .repo.names import view_name
+from .repo.registry import Plan, Registry
+from .repo.resolve import find_view, resolve
+from .times import to_us
 
 
 class FeatureStore:
@@ -34,15 +34,10 @@ class FeatureStore:
 
     def __init__(self, repo_path: str | Path = ".") -> None:
         self.config = RepoConfig.load(repo_path)
-        self.registry = Registry(self.config)
-        self.engine = make_engine(self.config)
+        self.engine: OfflineEngine = make_engine(self.config)
+        self.registry = Registry(self.config, self.engine.source_schema)
         self.offline: OfflineStore = self.engine.store
-        self._online: OnlineStore | None = None
-        self._reg_cache: dict[str, Any] | None = None
-        self._reg_stamp: tuple[int, int] | None = None
-        self._reg_checked = 0.0
-        self._plans: dict[tuple[Any, ...], OnlinePlan] = {}
-        self._last_plan: tuple[Any, ...] | None = None
+        self._service: OnlineService | None = None
 
     # ---- definitions -----------------------------------------------------------------
 
@@ -64,13 +59,16 @@ class FeatureStore:
             raise UnknownObject(f"unknown feature view {name!r}")
         return record
 
+    def _views(self, views: Sequence[str] | None) -> list[dict[str, Any]]:
+        """The named view versions, or every applied one."""
+        return [self.get_feature_view(v) for v in views] if views else self.list_feature_views()
+
     # ---- offline ---------------------------------------------------------------------
 
     def ingest(self, views: Sequence[str] | None = None, progress: Reporter | None = None) -> list[IngestResult]:
         """Load new and changed source files of the named views (default: all, every version)."""
-        reg = self.registry.require()
-        records = [self.get_feature_view(v) for v in views] if views else list(reg["feature_views"].values())
-        return [self.engine.ingest(r, reg["sources"][r["source"]], progress) for r in records]
+        sources = self.registry.require()["sources"]
+        return [self.engine.ingest(r, sources[r["source"]], progress) for r in self._views(views)]
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
@@ -103,7 +101,7 @@ class FeatureStore:
         table = self.engine.historical(requests, entity_df,
                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
         out = Path(out)
-        write_table(table, out)
+        write_dataset(table, out)
         record = dataset_lineage(registry=registry, offline=self.engine, requests=requests, table=table,
                                  dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))
                                  else None, features=features, feature_service=feature_service,
@@ -113,18 +111,21 @@ class FeatureStore:
     # ---- online ----------------------------------------------------------------------
 
     @property
+    def online_service(self) -> OnlineService:
+        """Plans and reads of the online store (opened on first use)."""
+        if self._service is None:
+            self._service = OnlineService(self.registry, OnlineStore(self.config))
+        return self._service
+
+    @property
     def online(self) -> OnlineStore:
-        if self._online is None:
-            self._online = OnlineStore(self.config)
-        return self._online
+        return self.online_service.store
 
     def close(self) -> None:
         """Release the online store (plans holding its handles are dropped with it)."""
-        self._plans.clear()
-        self._last_plan = None
-        if self._online is not None:
-            self._online.close()
-            self._online = None
+        if self._service is not None:
+            self._service.close()
+            self._service = None
 
     def __enter__(self) -> "FeatureStore":
         return self
@@ -142,7 +143,7 @@ class FeatureStore:
         for record in reg["feature_views"].values():
             newest = find_view(record["name"], reg["feature_views"])
             if record["online"] and newest is record:
-                chosen[f"{record['name']}_v{record['version']}"] = record
+                chosen[view_name(record)] = record
         for svc in reg["feature_services"].values():
             for ref in svc["features"]:
                 view_ref = ref.partition(":")[0]
@@ -177,70 +178,39 @@ class FeatureStore:
     def gc(self, views: Sequence[str] | None = None, now: Any = None) -> dict[str, int]:
         """Delete online rows older than their view's ttl; returns rows deleted per view."""
         now_us = to_us(now if now is not None else "now")
-        records = [self.get_feature_view(v) for v in views] if views else \
-            list(self.registry.require()["feature_views"].values())
-        return {f"{r['name']}_v{r['version']}": gc(self.online, r, now_us) for r in records}
+        return {view_name(r): gc(self.online, r, now_us) for r in self._views(views)}
+
+    def push(self, view: str, rows: Any, *, offline: bool = False) -> int:
+        """Write rows (a dict of columns or a list of dicts) to ``view`` online, newer-only, as the
+        server's PUSH does (and with ``offline``, append them to the offline store first);
+        returns the rows written. Refused with the same errors as a remote push."""
+        if isinstance(rows, list):
+            names: dict[str, None] = {}
+            for r in rows:
+                names.update(dict.fromkeys(r))
+            rows = {k: [r.get(k) for r in rows] for k in names}
+        elif isinstance(rows, dict):
+            rows = {k: list(v) for k, v in rows.items()}
+        [outcome], _ = push_group(self.registry.snapshot, self.online, self.offline,
+                                  [{"view": view, "rows": rows, "offline": offline}])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome["written"]
 
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,
-                            now: Any = None) -> OnlineResponse:
+                            now: Any = None, request_id: str | None = None) -> OnlineResponse:
         """Feature vectors for ``entity_rows`` (a list of dicts of join key values).
 
         Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED) and the
-        event timestamp of its row; see fstore.online for the exact rule, which is the
-        training-set rule with ``now`` as the entity timestamp.
+        event timestamp of its row; see fstore.online.plan for the exact rule, which is the
+        training-set rule with ``now`` as the entity timestamp. ``request_id``, the
+        caller's own id for the request, is handed to served-read listeners.
         """
-        plan = self.online_plan(features, feature_service, full_feature_names)
-        rows = entity_rows if type(entity_rows) is list else normalize_entity_rows(entity_rows)
-        try:
-            return read(self.online.env, plan, rows, None if now is None else to_us(now), OnlineResponse)
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-            raise explain_bad_rows(rows, plan, exc) from None
+        return self.online_service.read(features, entity_rows=entity_rows, feature_service=feature_service,
+                                        full_feature_names=full_feature_names, now=now, request_id=request_id)
 
     def online_plan(self, features: Sequence[str] | None, feature_service: str | None,
                     full_feature_names: bool = False) -> OnlinePlan:
         """The compiled read plan of a request shape under the current registry (cached)."""
-        registry = self._current_registry()
-        last = self._last_plan  # a service calls with one shape again and again: no hashing then
-        if last is not None and last[0] is registry and last[1] == features and last[2] == feature_service \
-                and last[3] == full_feature_names:
-            return last[4]
-        key = (registry["version"], tuple(features) if features is not None else None, feature_service,
-               full_feature_names)
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) > 1024:  # shapes come from clients: keep the cache bounded
-                self._plans.clear()
-            plan = self._plans[key] = build_plan(registry, self.online, features, feature_service,
-                                                 full_feature_names)
-        self._last_plan = (registry, list(features) if features is not None else None, feature_service,
-                           full_feature_names, plan)
-        return plan
-
-    def _current_registry(self) -> dict[str, Any]:
-        """The applied registry, re-read when the file changed (checked at most once a second)."""
-        clock = monotonic()
-        if self._reg_cache is not None and clock - self._reg_checked < 1.0:
-            return self._reg_cache
-        self._reg_checked = clock
-        try:
-            st = self.registry.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if self._reg_cache is None or stamp != self._reg_stamp:
-            self._reg_cache = self.registry.require()
-            self._reg_stamp = stamp
-            self._plans.clear()
-        return self._reg_cache
-
-
-def write_table(table: pa.Table, out: Path) -> None:
-    """Write a dataset atomically: Parquet, or CSV when the name ends in .csv."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix.lower() == ".csv":
-        pcsv.write_csv(table, tmp)
-    else:
-        pq.write_table(table, tmp)
-    os.replace(tmp, out)
+        return self.online_service.plan(features, feature_service, full_feature_names)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from fstore.errors import IngestError, InvalidDefinition
-from fstore.loaders import Loader, SourceUnit
+from fstore.offline.loaders import Loader, SourceUnit
 
 
 class SqliteExtractLoader(Loader):

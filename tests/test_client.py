@@ -28,8 +28,8 @@ import pytest
 from fstore import FeatureStore
 from fstore.client import AsyncClient, Client
 from fstore.errors import EntityRowError
-from fstore.online import OnlineResponse
-from fstore.protocol import ProtocolError
+from fstore.online.response import OnlineResponse
+from fstore.errors import FstoreError
 from server_util import CUSTOMERS, DEVICES, DRIVERS, HOST, PUSH_BASE, Server, repo_copy
 
 pytestmark = pytest.mark.timeout(90)  # a server that hangs fails the test, never the run
@@ -148,16 +148,16 @@ def test_async_client_equals_in_process_read(server: Server, fs: FeatureStore) -
 
 
 def test_errors_come_back_as_protocol_errors(client: Client, server: Server) -> None:
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(FstoreError) as info:
         client.get_online_features(["customer_stats:nope"], entity_rows=[{"customer_id": 1}])
     assert info.value.code == "UNKNOWN_OBJECT" and "nope" in info.value.message
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(FstoreError) as info:
         client.get_online_features(feature_service="no_such", entity_rows=[{"customer_id": 1}])
     assert info.value.code == "UNKNOWN_OBJECT"
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(FstoreError) as info:
         client.get_online_features(["customer_stats:segment"], entity_rows=[{"customer_id": 1}, {"customer_id": "2"}])
     assert info.value.code == "BAD_ENTITY_ROW" and "entity row 1" in info.value.message
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(FstoreError) as info:
         client.get_online_features(["customer_driver:trips_together"], entity_rows=[{"customer_id": 1}])
     assert info.value.code == "BAD_ENTITY_ROW" and "driver_id" in info.value.message
     # ragged columns: the same error as in process, raised before anything is sent
@@ -298,7 +298,7 @@ def test_bad_push_names_the_field_and_writes_nothing(client: Client, fs: Feature
         field = "rows.segment"
     before = offline_rows(fs)
     for offline in (False, True):
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(FstoreError) as info:
             client.push(view, rows, offline=offline)
         assert info.value.code == code, info.value
         assert info.value.field == field, info.value
@@ -335,7 +335,7 @@ def test_client_pipeline_matches_replies_to_requests(client: Client) -> None:
     assert len(out) == len(reqs)
     for i, (k, req, resp) in enumerate(zip(ids, reqs, out)):
         if i % 50 == 7:
-            assert isinstance(resp, ProtocolError) and resp.code == "UNKNOWN_OBJECT", resp
+            assert isinstance(resp, FstoreError) and resp.code == "UNKNOWN_OBJECT", resp
         elif i % 3 == 0:
             assert isinstance(resp, OnlineResponse)
             assert resp.values("txn_count_7d") == [k * 3 + 1, None], (i, k)
@@ -507,8 +507,9 @@ def test_push_never_retried_get_retried_when_the_connection_dies(fake: FakeServe
 def test_fast_path_replies_equal_the_python_path_byte_for_byte(repo: Path, fs: FeatureStore) -> None:
     """A GET of a prepared shape is answered by fstore._ext._serve; its reply must be the
     Python path's, byte for byte, for every request shape, with and without metadata."""
-    from fstore.client import _columns, _get_args
-    from fstore.server import Connection, Limits, ServerState
+    from fstore.serving.client import _columns, _get_args
+    from fstore.serving.connection import Connection
+    from fstore.serving.server import Limits, ServerState
 
     state = ServerState(str(repo), Limits(max_rows=2000))
     try:
@@ -519,19 +520,19 @@ def test_fast_path_replies_equal_the_python_path_byte_for_byte(repo: Path, fs: F
                 args = _get_args(req.get("features"), req.get("feature_service"), cols,
                                  req.get("full_feature_names", False), meta)
                 body = msgpack.packb([2, rid, args])
-                slow = conn._get(rid, args)  # the Python path, which also prepares the shape
+                slow = conn.op_get(rid, args, 0.0)  # the Python path, which also prepares the shape
                 fast = state.fast.answer(body)
                 if not any(cols.values()):  # no entity rows: left to the Python path
                     assert fast is None
                     continue
                 assert fast is not None, req
-                assert fast[0] == slow, (req, meta)
-                assert fast[1] == len(next(iter(cols.values())))
+                assert fast == slow, (req, meta)
+                assert state.fast.rows == len(next(iter(cols.values())))
         # what the fast path leaves to the Python path: a registry check that is due, a new
         # shape, another op, a request over the row limit, a malformed one
         args = _get_args(STATS, None, {"customer_id": [CUSTOMERS[0]]}, False, True)
         assert state.fast.answer(msgpack.packb([2, 9, args])) is None  # a shape not seen yet
-        conn._get(9, args)
+        conn.op_get(9, args, 0.0)
         assert state.fast.answer(msgpack.packb([2, 9, args])) is not None
         # a key column missing: the Python path explains it
         assert state.fast.answer(msgpack.packb([2, 9, {**args, "entities": {"driver_id": ["d1"]}}])) is None

@@ -10,7 +10,7 @@ import yaml
 from conftest import (DEFS_YAML, edit_defs, find, load_defs, make_demo_repo, write_defs)
 from fstore import Entity, Feature, FeatureService, FeatureStore, FeatureView, Source
 from fstore.errors import DefinitionErrors, InvalidDefinition, SchemaChangeRefused, UnknownObject
-from fstore.resolve import resolve
+from fstore.repo.resolve import resolve
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000

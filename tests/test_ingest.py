@@ -26,10 +26,10 @@ import pytest
 from conftest import (TRIPS_FILES, UTC, customer_stats_table, edit_defs, find, make_demo_repo, multiset,
                       snapshot, write_csv)
 from fstore import FeatureStore
-from fstore.definitions import DTYPES, Source
+from fstore.repo.definitions import DTYPES, Source
 from fstore.errors import DefinitionErrors, IngestError
-from fstore.loaders import CsvLoader, ParquetLoader, get_loader
-from fstore.offline_store import CREATED_TS, EVENT_TS, MANIFEST, bucket_ids
+from fstore.offline.loaders import CsvLoader, ParquetLoader, get_loader
+from fstore.offline.layout import CREATED_TS, EVENT_TS, MANIFEST, bucket_ids
 
 TRIP_COLS = ["customer_id", "driver_id", "ts", "trips_together"]
 
@@ -331,7 +331,7 @@ def test_parquet_file_missing_a_column_is_named(tmp_path: Path) -> None:
 
 
 def test_crash_while_writing_leaves_old_state_and_is_cleaned_up(fs: FeatureStore, monkeypatch) -> None:
-    import fstore.offline_store as offline_store
+    import fstore.offline.store as offline_store
 
     fs.ingest()
     offline = fs.config.root / "data" / "offline"
@@ -497,7 +497,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from fstore.loaders import Loader, SourceUnit
+from fstore.offline.loaders import Loader, SourceUnit
 
 SCHEMA = pa.schema([("customer_id", pa.int64()), ("ts", pa.string()), ("score", pa.float64())])
 
@@ -555,8 +555,8 @@ def test_unknown_plugin_loader_is_a_definition_error(demo_repo: Path) -> None:
     err = info.value.errors[0]
     assert (err.file, err.obj, err.field) == ("features/defs.yaml", "source trips_src", "format")
     assert "no_such_module_xyz:Loader" in str(err)
-    edit_defs(demo_repo, lambda d: find(d["sources"], "trips_src").update(format="fstore.loaders:Source"))
-    with pytest.raises(DefinitionErrors, match="source trips_src.format: 'fstore.loaders:Source' is not a"):
+    edit_defs(demo_repo, lambda d: find(d["sources"], "trips_src").update(format="fstore.offline.loaders:Source"))
+    with pytest.raises(DefinitionErrors, match="source trips_src.format: 'fstore.offline.loaders:Source' is not a"):
         FeatureStore(demo_repo).plan()
 
 

@@ -23,9 +23,9 @@ import pytest
 from conftest import make_views_repo, utc_ts, write_view_source
 from fstore import FeatureStore
 from fstore.errors import IngestError, InvalidArgument, OfflineStoreError, UnknownObject
-from fstore.materialize import bulk_load, gc
-from fstore.offline_store import bucket_ids
-from fstore.online_store import OnlineStore
+from fstore.online.materialize import bulk_load, gc
+from fstore.offline.layout import bucket_ids
+from fstore.online.store import OnlineStore
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 1, tzinfo=UTC)

@@ -29,8 +29,8 @@ from conftest import make_views_repo, write_view_source
 from fstore import FeatureStore
 from fstore._ext._online import encode_rows
 from fstore.errors import OnlineStoreError
-from fstore.offline_store import bucket_ids
-from fstore.online_store import FORMAT, FORMAT_KEY, META_DB
+from fstore.offline.layout import bucket_ids
+from fstore.online.store import FORMAT, FORMAT_KEY, META_DB
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 3, 1, tzinfo=UTC)

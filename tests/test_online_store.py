@@ -32,7 +32,7 @@ from fstore import FeatureStore
 from fstore._ext._online import read
 from fstore._ext._wire import read_packed
 from fstore._ext import _online
-from fstore.definitions import DTYPES
+from fstore.repo.definitions import DTYPES
 from fstore.errors import EntityRowError, UnknownObject
 
 UTC = dt.timezone.utc
@@ -186,7 +186,9 @@ def test_composite_and_string_keys_never_collide(tmp_path: Path) -> None:
 def test_key_encoding_is_injective_ordered_and_agrees_with_reads(rows: list[tuple[int, str]]) -> None:
     """The batch encoder (materialize, load) and the per-row one (reads) give the same keys."""
     ints, strs = [r[0] for r in rows], [r[1] for r in rows]
-    K_INT, K_STR = _online.KINDS["int64"], _online.KINDS["string"]
+    from fstore.online.codec import KIND_OF
+
+    K_INT, K_STR = KIND_OF["int64"], KIND_OF["string"]
     for cols, kinds, values in [([pa.array(ints, pa.int64())], [K_INT], [(i,) for i in ints]),
                                 ([pa.array(strs, pa.string())], [K_STR], [(s,) for s in strs]),
                                 ([pa.array(ints, pa.int64()), pa.array(strs, pa.string())], [K_INT, K_STR], rows),
@@ -732,7 +734,8 @@ def test_wire_bytes_equal_msgpack_python_for_any_values(tmp_path_factory: pytest
     the in-process read decodes: every integer width, float, timestamp form and length class."""
     from types import SimpleNamespace
 
-    from fstore._ext._online import KINDS, ViewReader, encode_keys, encode_rows
+    from fstore._ext._online import ViewReader, encode_keys, encode_rows
+    from fstore.online.codec import KIND_OF as KINDS
 
     kinds = [KINDS[k] for k in ("int64", "float64", "timestamp", "string", "bytes", "bool")]
     n = len(rows)
@@ -761,7 +764,8 @@ def test_wire_bytes_equal_msgpack_python_for_any_values(tmp_path_factory: pytest
 def test_encoding_a_sliced_batch_equals_encoding_the_same_rows_unsliced() -> None:
     """Materialize and load encode sorted tables chunk by chunk (Arrow slices with offsets):
     bit-packed bools and validity bitmaps at an odd offset must encode as a fresh array does."""
-    from fstore._ext._online import KINDS, encode_keys, encode_rows
+    from fstore._ext._online import encode_keys, encode_rows
+    from fstore.online.codec import KIND_OF as KINDS
 
     n = 37
     cols = [pa.array([None if i % 5 == 0 else i % 3 == 0 for i in range(n)], pa.bool_()),

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from conftest import edit_defs
 from fstore import FeatureStore
 from fstore.client import AsyncClient, Client
-from fstore.protocol import ProtocolError
+from fstore.errors import FstoreError
 from server_util import (CUSTOMERS, FSTORE, HOST, PUSH_BASE, REPO_ROOT, Raw, Server, frame, free_port, raw_frame,
                          repo_copy)
 
@@ -434,7 +434,11 @@ def test_fstore_get_against_the_server_prints_the_vector(server: Server, repo: P
                          remote.stdout), remote.stdout
     bad = subprocess.run([FSTORE, "get", "--host", HOST, "--port", str(server.port), "--service", "nope",
                           "customer_id=1"], env=env, capture_output=True, text=True, timeout=30)
-    assert bad.returncode == 1 and "UNKNOWN_OBJECT" in bad.stderr and "Traceback" not in bad.stderr
+    bad_local = subprocess.run([FSTORE, "-r", str(repo), "get", "--service", "nope", "customer_id=1"], env=env,
+                               capture_output=True, text=True, timeout=30)
+    # the same error, word for word, from the server as in process
+    assert bad.returncode == 1 and "unknown feature service 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stderr == bad_local.stderr
 
 
 # ---- 6. limits: frame size, rows, connections, idle timeout -------------------------------------
@@ -474,7 +478,7 @@ def test_max_frame_size(limited: Server) -> None:
         assert_error(replies[0], 0, "FRAME_TOO_LARGE" if prefix != b"\x00\x00\x00\x00" else "BAD_FRAME")
     # a client gets the error and its next requests work
     with Client(HOST, limited.port, timeout=10) as c:
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(FstoreError) as info:
             c.get_online_features(["customer_stats:segment"] * 1000, entity_rows=[{"customer_id": 1}])
         assert info.value.code == "FRAME_TOO_LARGE"
         assert c.get_online_features(STATS, entity_rows=[{"customer_id": 1}]).values("segment")
@@ -482,7 +486,7 @@ def test_max_frame_size(limited: Server) -> None:
 
     async def too_large_async() -> None:
         async with AsyncClient(HOST, limited.port, timeout=10) as ac:
-            with pytest.raises(ProtocolError) as info:
+            with pytest.raises(FstoreError) as info:
                 await ac.get_online_features(["customer_stats:segment"] * 1000, entity_rows=[{"customer_id": 1}])
             assert info.value.code == "FRAME_TOO_LARGE"
             assert (await ac.get_online_features(STATS, entity_rows=[{"customer_id": 1}])).values("segment")
@@ -501,7 +505,7 @@ def test_max_rows(limited: Server) -> None:
         raw.request(GET, 5, get_args([1]))  # the connection goes on
         assert raw.read()[:2] == [5, True]
     with Client(HOST, limited.port, timeout=10) as c:
-        with pytest.raises(ProtocolError) as info:
+        with pytest.raises(FstoreError) as info:
             c.get_online_features(STATS, entity_rows=[{"customer_id": i} for i in range(51)])
         assert info.value.code == "TOO_MANY_ROWS"
 
@@ -742,7 +746,7 @@ def test_new_registry_and_new_data_are_picked_up(tmp_path_factory: pytest.TempPa
     srv = Server(root)
     try:
         with Client(HOST, srv.port, timeout=10) as c, FeatureStore(root) as fs:
-            with pytest.raises(ProtocolError) as info:
+            with pytest.raises(FstoreError) as info:
                 c.get_online_features(feature_service="late", entity_rows=[{"customer_id": 1}])
             assert info.value.code == "UNKNOWN_OBJECT"
             before = c.get_online_features(STATS, entity_rows=[{"customer_id": 1}])
@@ -770,7 +774,7 @@ def test_new_registry_and_new_data_are_picked_up(tmp_path_factory: pytest.TempPa
                     got = c.get_online_features(feature_service="late",
                                                 entity_rows=[{"customer_id": k} for k in (1, 2, 3)])
                     break
-                except ProtocolError as exc:
+                except FstoreError as exc:
                     assert exc.code == "UNKNOWN_OBJECT" and time.monotonic() < deadline
                     time.sleep(0.1)
             assert got.to_dict(include_metadata=True) == expected.to_dict(include_metadata=True)
@@ -1141,7 +1145,7 @@ def test_a_killed_worker_is_replaced(tmp_path_factory: pytest.TempPathFactory) -
 def test_a_worker_that_dies_at_start_is_not_restarted_forever(tmp_path_factory: pytest.TempPathFactory) -> None:
     """With fstore.yaml gone, a new worker dies at start: after RESTARTS_PER_MINUTE restarts
     the parent stops, the other worker keeps serving, and when it dies too the server exits 1."""
-    from fstore.supervisor import RESTARTS_PER_MINUTE
+    from fstore.serving.supervisor import RESTARTS_PER_MINUTE
 
     root = repo_copy(tmp_path_factory, "crashloop")
     srv = Server(root, workers=2)

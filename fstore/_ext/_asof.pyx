@@ -464,9 +464,9 @@ cdef uint64_t combine(uint64_t h, uint64_t v) noexcept nogil:
 
 
 cdef enum _Kind:
-    KIND_INT64 = 0
-    KIND_STRING = 1
-    KIND_LARGE_STRING = 2
+    LAYOUT_INT64 = 0
+    LAYOUT_STRING = 1
+    LAYOUT_LARGE_STRING = 2
 
 
 cdef _Kind _kind_of(col) except *:
@@ -475,11 +475,11 @@ cdef _Kind _kind_of(col) except *:
             f"hash_keys: key columns must be pyarrow Arrays, got {type(col).__name__}")
     t = col.type
     if t == pa.int64():
-        return KIND_INT64
+        return LAYOUT_INT64
     if t == pa.string():
-        return KIND_STRING
+        return LAYOUT_STRING
     if t == pa.large_string():
-        return KIND_LARGE_STRING
+        return LAYOUT_LARGE_STRING
     raise TypeError(
         f"hash_keys: unsupported key column type {t}; expected int64, string or "
         f"large_string (cast smaller integers to int64)")
@@ -511,12 +511,12 @@ cdef void _hash_chunk(arr, _Kind kind, uint64_t* h) except *:
         if bufs[0].size < (off + n + 7) // 8:
             raise ValueError("hash_keys: validity bitmap shorter than the array")
         vp = _buffer_ptr(bufs[0])
-    if kind == KIND_INT64:
+    if kind == LAYOUT_INT64:
         if bufs[1] is None or bufs[1].size < (off + n) * 8:
             raise ValueError("hash_keys: int64 data buffer missing or shorter than the array")
         dp = _buffer_ptr(bufs[1])
     else:
-        width = 4 if kind == KIND_STRING else 8
+        width = 4 if kind == LAYOUT_STRING else 8
         if bufs[1] is None or bufs[1].size < (off + n + 1) * width:
             raise ValueError("hash_keys: string offsets buffer missing or shorter than the array")
         op = _buffer_ptr(bufs[1])
@@ -530,14 +530,14 @@ cdef void _hash_chunk(arr, _Kind kind, uint64_t* h) except *:
             # Step 2: null -> fixed constant (bit clear in the validity bitmap)
             if vp != NULL and not ((vp[pos >> 3] >> (pos & 7)) & 1):
                 v = FS_NULL_HASH
-            elif kind == KIND_INT64:
+            elif kind == LAYOUT_INT64:
                 # Step 3a: ints hash their value's 8 little-endian bytes
                 memcpy(&ival, dp + pos * 8, 8)
                 v = xxh64_u64(<uint64_t>ival)
             else:
                 # Step 3b: strings hash their UTF-8 bytes; offsets are
                 # bounds-checked so a malformed array cannot read past data
-                if kind == KIND_STRING:
+                if kind == LAYOUT_STRING:
                     memcpy(&o32a, op + pos * 4, 4)
                     memcpy(&o32b, op + (pos + 1) * 4, 4)
                     start = o32a

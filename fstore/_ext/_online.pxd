@@ -1,25 +1,11 @@
 # The online store's compiled codec and reader, as other compiled modules (_wire) see them.
+# (statuses and dtype kinds: fstore/_ext/_constants.pxd)
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 
 cdef enum:
     C_ROW_FORMAT = 1
     C_HEADER = 17
     C_MAX_KEY = 511
-    S_PRESENT = 0
-    S_NOT_FOUND = 1
-    S_EXPIRED = 2
-    S_DEFAULTED = 3
-
-# dtype kinds (also the order of KIND_NAMES)
-cdef enum:
-    K_INT32 = 0
-    K_INT64 = 1
-    K_FLOAT32 = 2
-    K_FLOAT64 = 3
-    K_BOOL = 4
-    K_TS = 5
-    K_STRING = 6
-    K_BYTES = 7
 
 
 cdef class ViewReader:

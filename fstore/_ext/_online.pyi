@@ -7,22 +7,11 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from fstore._ext._response import ResponseBase
+
 ROW_FORMAT: int
 HEADER: int
 MAX_KEY: int
-KIND_NAMES: tuple[str, ...]
-KINDS: dict[str, int]
-PRESENT: int
-NOT_FOUND: int
-EXPIRED: int
-DEFAULTED: int
-
-class KeyTooLong(ValueError):
-    """A key longer than LMDB's 511 bytes; ``row`` is its 0-based index in the batch."""
-
-    row: int
-    size: int
-    def __init__(self, row: int, size: int) -> None: ...
 
 def layout(kinds: Sequence[int]) -> tuple[list[int], list[int], int]:
     """(byte offset of each fixed-width feature or -1, rank of each variable-width feature
@@ -33,7 +22,7 @@ def encode_keys(columns: list[pa.Array], kinds: list[int]) -> list[bytes | None]
 
     One int64 key: 8 bytes big-endian, sign bit flipped (byte order = numeric order).
     One string key: its UTF-8 bytes (the empty string: the single byte 0xFF). Composite: parts in declared order, strings as a
-    big-endian u16 length and the bytes. Raises KeyTooLong past 511 bytes.
+    big-endian u16 length and the bytes. Raises fstore.errors.KeyTooLong past 511 bytes.
     """
 
 def key_of(values: Sequence[Any], kinds: Sequence[int]) -> bytes | None:
@@ -70,20 +59,6 @@ class ViewReader:
         """Keys of entity rows; KeyError for a missing column, TypeError for a wrong type."""
     def keys_for_columns(self, columns: dict[str, list[Any]], n: int) -> list[bytes | None]:
         """Keys from columns of join key values (the wire protocol's form)."""
-
-def columns_dict(key_columns: list[str], entity_rows: list[dict[str, Any]], names: list[str],
-                 values: list[Any]) -> dict[str, list[Any]]:
-    """{join key: [values], ..., feature: [values], ...} of a flat response."""
-
-class ResponseBase:
-    """The fields of an online response, set from C by ``read``."""
-
-    entity_rows: Any
-    plan: Any
-    _values: Any
-    _raw_status: Any
-    _raw_ts: Any
-    _flat: bool
 
 _R = TypeVar("_R", bound=ResponseBase)
 

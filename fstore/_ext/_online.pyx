@@ -18,7 +18,6 @@ Fixed-width features sit at constant offsets, so a read decodes only what it nee
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
-from cpython.list cimport PyList_GetSlice
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from libc.stdint cimport INT64_MIN, int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -32,21 +31,19 @@ import datetime as _dt
 import numpy as np
 from lmdb import MapResizedError as _MapResizedError
 
+from fstore._ext._constants cimport (DEFAULTED, EXPIRED, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING,
+                                     K_TIMESTAMP, NOT_FOUND, PRESENT)
+from fstore._ext._response cimport ResponseBase
+from fstore.errors import KeyTooLong
+
 ROW_FORMAT = C_ROW_FORMAT
 HEADER = C_HEADER
 MAX_KEY = C_MAX_KEY
 # LMDB takes no zero-length key; 0xFF never occurs in UTF-8, so no other string maps here
 cdef bytes EMPTY_STRING_KEY = b"\xff"
 
-KIND_NAMES = ("int32", "int64", "float32", "float64", "bool", "timestamp", "string", "bytes")
-KINDS = {name: i for i, name in enumerate(KIND_NAMES)}
+# bytes of a fixed-width value, by kind (fstore/_ext/_constants.pxd); 0: variable width
 cdef int[8] FIXED = [4, 8, 4, 8, 1, 8, 0, 0]
-
-# value statuses
-PRESENT = S_PRESENT
-NOT_FOUND = S_NOT_FOUND
-EXPIRED = S_EXPIRED
-DEFAULTED = S_DEFAULTED
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
@@ -110,14 +107,6 @@ def layout(kinds):
 
 
 # ---- keys ---------------------------------------------------------------------------
-
-class KeyTooLong(ValueError):
-    """A key longer than LMDB takes; ``row`` (0-based, in the batch) lets a caller name the file's row."""
-
-    def __init__(self, row, size):
-        self.row, self.size = row, size
-        super().__init__(f"row {row + 1}: the key is {size} bytes; LMDB keys are at most {C_MAX_KEY}")
-
 
 def encode_keys(list columns, list kinds):
     """The LMDB key of every row of the key columns (pyarrow int64 / string arrays).
@@ -395,7 +384,7 @@ cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off,
         return f64
     if kind == K_BOOL:
         return p[off] != 0
-    if kind == K_TS:
+    if kind == K_TIMESTAMP:
         memcpy(&i64, p + off, 8)
         return _EPOCH + _dt.timedelta(microseconds=i64)
     q = _var_field(p, size, rank, fixed_end, &ln)
@@ -556,7 +545,7 @@ cdef class ViewReader:
             for j in range(self.n_want):
                 pos = self.pos[j]
                 if raw is None:
-                    v = defaults[j] if status[pos * n + i] == S_DEFAULTED else None
+                    v = defaults[j] if status[pos * n + i] == DEFAULTED else None
                 else:
                     f = self.idx[j]
                     if (p[C_HEADER + (f >> 3)] >> (f & 7)) & 1:
@@ -596,14 +585,14 @@ cdef class ViewReader:
                 if not (future or (self.ttl_us > 0 and t < now_us - self.ttl_us)):
                     raws[i] = raw
                     for j in range(self.n_want):
-                        status[self.pos[j] * n + i] = S_PRESENT
+                        status[self.pos[j] * n + i] = PRESENT
                     continue
-                st = S_NOT_FOUND if future else S_EXPIRED
+                st = NOT_FOUND if future else EXPIRED
             else:
                 ts[i] = INT64_MIN
-                st = S_NOT_FOUND
+                st = NOT_FOUND
             for j in range(self.n_want):
-                status[self.pos[j] * n + i] = st if defaults[j] is None else S_DEFAULTED
+                status[self.pos[j] * n + i] = st if defaults[j] is None else DEFAULTED
         return 0
 
 
@@ -652,30 +641,6 @@ cdef object _begin_read(object env):
     except _MapResizedError:
         env.set_mapsize(0)
         return env.begin()
-
-
-def columns_dict(list key_columns, list entity_rows, list names, list values):
-    """{join key: [values], ..., feature: [values], ...} of a flat response, cut in C."""
-    cdef Py_ssize_t i, j, k = len(names), n = len(entity_rows)
-    cdef dict out = {}
-    cdef list col
-    if len(values) != k * n:
-        raise ValueError("values do not hold len(names) x len(entity_rows) entries")
-    for key in key_columns:
-        col = [None] * n
-        for j in range(n):
-            col[j] = (<dict?>entity_rows[j]).get(key)
-        out[key] = col
-    for i in range(k):
-        out[names[i]] = PyList_GetSlice(values, i * n, (i + 1) * n)
-    return out
-
-
-cdef class ResponseBase:
-    """The fields of an online response, set from C by ``read`` (fstore.online.OnlineResponse
-    adds the methods): building a Python object field by field costs as much as a lookup."""
-    cdef public object entity_rows, plan, _values, _raw_status, _raw_ts
-    cdef public bint _flat
 
 
 cdef int64_t _now_us() noexcept nogil:

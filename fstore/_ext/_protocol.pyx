@@ -15,13 +15,7 @@ cdef enum:
 
 PREFIX = C_PREFIX
 
-
-class FrameError(ValueError):
-    """A frame the protocol forbids; ``code`` is BAD_FRAME or FRAME_TOO_LARGE."""
-
-    def __init__(self, code, message):
-        self.code = code
-        super().__init__(message)
+from fstore.errors import BadFrame, FrameTooLarge
 
 
 cdef class FrameReader:
@@ -50,8 +44,8 @@ cdef class FrameReader:
     def next(self):
         """The next complete frame body as bytes, or None if more bytes are needed.
 
-        Raises FrameError for a zero length or a length above ``max_frame``; the
-        caller then replies with request id 0 and closes the connection.
+        Raises BadFrame for a zero length and FrameTooLarge for a length above
+        ``max_frame``; the caller then replies with request id 0 and closes the connection.
         """
         cdef Py_ssize_t avail = len(self._buf) - self._start
         cdef const uint8_t* p
@@ -62,9 +56,9 @@ cdef class FrameReader:
         p = <const uint8_t*>PyByteArray_AS_STRING(self._buf) + self._start
         n = (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
         if n == 0:
-            raise FrameError("BAD_FRAME", "a frame of length 0")
+            raise BadFrame("a frame of length 0")
         if n > <uint32_t>self.max_frame:
-            raise FrameError("FRAME_TOO_LARGE", f"a frame of {n} bytes; the limit is {self.max_frame}")
+            raise FrameTooLarge(f"a frame of {n} bytes; the limit is {self.max_frame}")
         if avail < C_PREFIX + <Py_ssize_t>n:
             return None
         body = PyBytes_FromStringAndSize(<const char*>(p + C_PREFIX), n)

@@ -9,10 +9,19 @@ class FastGet:
     prepared: dict[tuple[Any, ...], Any]
     valid_until: float
     max_rows: int
+    rid: int
+    args: dict[str, Any]
+    last: Any
+    rows: int
+    values: bytes
+    status: bytearray
+    stamps: bytearray
     def __init__(self, env: Any, prepared: dict[tuple[Any, ...], Any], max_rows: int) -> None: ...
-    def answer(self, body: bytes) -> tuple[bytes, int, bytearray] | None:
-        """(reply frame, entity rows, statuses) for a well-formed GET of a prepared shape
-        while the registry is fresh; None sends the request down the Python path."""
+    def answer(self, body: bytes) -> bytes | None:
+        """The reply frame of a well-formed GET of a prepared shape while the registry is
+        fresh; None sends the request down the Python path. The GET answered last is left
+        in ``rid``, ``args``, ``last`` (its prepared shape), ``rows``, ``values`` (packed),
+        ``status`` and ``stamps`` for the served-read listeners."""
 
 def get_reply(rid: int, prepared: Any, values: bytes, status: bytes | bytearray, stamps: bytes | bytearray,
               meta: Any) -> bytes:

@@ -3,9 +3,12 @@
 compiled call (decode, checks, lookups, reply packed from the stored rows, framing).
 
 Anything else (another op, a new shape, a registry check that is due, a bad request,
-an error) returns None and takes the Python path in fstore.server, which checks,
-explains and answers it; the fast path never answers an error. Both paths give the
-same bytes for the same request (tests/test_server.py compares them).
+an error) returns None and takes the Python path in fstore.serving.connection, which
+checks, explains and answers it; the fast path never answers an error. Both paths give
+the same bytes for the same request (tests/test_server_protocol.py compares them).
+
+What a served-read listener needs (fstore.monitoring.events) is left in the FastGet's
+attributes, not copied: a worker with no listener pays nothing for it.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
@@ -13,10 +16,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import msgpack
 
+from fstore._ext._constants cimport OP_GET
 from fstore._ext._wire import read_packed
-
-cdef enum:
-    OP_GET = 2
 
 cdef object _unpackb = msgpack.unpackb
 cdef object _packb = msgpack.Packer(datetime=True, use_bin_type=True).pack
@@ -40,15 +41,19 @@ cdef class FastGet:
     cdef public dict prepared
     cdef public double valid_until
     cdef public Py_ssize_t max_rows
+    # the last GET answered: its id, args, shape, rows and what was read (for listeners)
+    cdef public object rid, args, last, values, status, stamps
+    cdef public Py_ssize_t rows
 
     def __init__(self, env, dict prepared, Py_ssize_t max_rows):
         self.env = env
         self.prepared = prepared
         self.valid_until = 0.0
         self.max_rows = max_rows
+        self.rows = 0
 
     def answer(self, bytes body):
-        """(reply frame, entity rows, statuses) for a GET the fast path can answer, else None."""
+        """The reply frame of a GET the fast path can answer, else None."""
         try:
             msg = _unpackb(body, raw=False, timestamp=3, strict_map_key=False)
         except Exception:
@@ -85,7 +90,9 @@ cdef class FastGet:
             values, status, stamps = read_packed(self.env, prepared.plan, entities)
         except Exception:
             return None  # the Python path reads again and explains what is wrong
-        return get_reply(rid, prepared, values, status, stamps, meta), n, status
+        self.rid, self.args, self.last, self.rows = rid, args, prepared, n
+        self.values, self.status, self.stamps = values, status, stamps
+        return get_reply(rid, prepared, values, status, stamps, meta)
 
 
 def get_reply(rid, prepared, bytes values, status, stamps, meta):

@@ -11,10 +11,9 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
-from fstore._ext._online cimport (C_HEADER, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING, K_TS,
-                                  S_DEFAULTED, S_PRESENT, ViewReader, _begin_read, _now_us,
-                                  _var_field, _view_keys)
-
+from fstore._ext._constants cimport (DEFAULTED, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING,
+                                     K_TIMESTAMP, PRESENT)
+from fstore._ext._online cimport C_HEADER, ViewReader, _begin_read, _now_us, _var_field, _view_keys
 
 
 cdef struct Buf:
@@ -130,7 +129,7 @@ cdef int _pack_stored(Buf* b, const uint8_t* p, Py_ssize_t size, int kind, Py_ss
         return _pack_double(b, f64)
     if kind == K_BOOL:
         return _put1(b, 0xc3 if p[off] else 0xc2)
-    if kind == K_TS:
+    if kind == K_TIMESTAMP:
         memcpy(&i64, p + off, 8)
         sec = i64 // 1000000  # C division (the build sets cdivision): truncates toward zero
         nsec = i64 - sec * 1000000
@@ -212,7 +211,7 @@ def read_packed(env, plan, dict rows, now_us=None):
             _pack_len(&buf, n, 0x90, 16, 0, 0xdc, 0xdd)
             for i in range(n):
                 st = sp[pos * n + i]
-                if st == S_PRESENT:
+                if st == PRESENT:
                     raw = <bytes>raws[i]
                     p = <const uint8_t*>PyBytes_AS_STRING(raw)
                     f = r.idx[j]
@@ -220,7 +219,7 @@ def read_packed(env, plan, dict rows, now_us=None):
                         _put1(&buf, 0xc0)
                     else:
                         _pack_stored(&buf, p, PyBytes_GET_SIZE(raw), r.kind[j], r.off[j], r.rank[j], r.fixed_end)
-                elif st == S_DEFAULTED:
+                elif st == DEFAULTED:
                     d = <bytes>r.packed_defaults[j]
                     _put(&buf, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d))
                 else:

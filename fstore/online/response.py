@@ -1,12 +1,7 @@
-"""Online reads: feature vectors for entity rows, with a status and a timestamp per value.
+"""An online response: feature values for entity rows, with a status and an event
+timestamp per value, as an in-process read and the network clients return it.
 
-The rule is the point-in-time rule of training sets with "now" as the entity
-timestamp: the stored row of the entity (the newest materialized, loaded or
-pushed) is used when ``now - ttl <= event_ts <= now``; otherwise the feature's
-declared default, or null. So the online vector of an entity equals the offline
-one built at the same instant.
-
-Statuses:
+Statuses (fstore._ext._constants.Status; the rule is in fstore.online.plan):
 - PRESENT: the stored row's value (a stored null is PRESENT with value None);
 - NOT_FOUND: no row for the entity (or a null key part), no default: value None;
 - EXPIRED: the row is older than the view's ttl, no default: value None;
@@ -14,41 +9,29 @@ Statuses:
 The event timestamp is that of the entity's stored row (also for EXPIRED, and for
 a DEFAULTED that replaced an expired row); None where there is no row.
 
-A plan (which LMDB databases, which byte offsets, which defaults) is built once
-per registry version and request shape and cached; a request then does its key
-encoding, lookups and decoding in one compiled pass (fstore._ext._online).
+This module imports neither LMDB nor pyarrow (``to_arrow`` imports pyarrow when
+called), so that ``import fstore.client`` stays light.
 """
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pyarrow as pa
 
-from ._ext._online import ResponseBase, ViewReader, columns_dict
-from .definitions import DTYPES
-from .errors import EntityRowError
-from .materialize import feature_kinds, key_kinds
-from .offline_store import view_name
-from .online_store import OnlineStore
-from .resolve import resolve
+from .._ext._constants import Status
+from .._ext._response import ResponseBase, columns_dict
+from ..errors import InvalidArgument
+from ..times import NO_TIME, from_us
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 _NUMERIC = {"int32", "int64", "float32", "float64", "bool"}
-_NO_TS = -(1 << 63)
-
-
-class Status(enum.IntEnum):
-    PRESENT = 0
-    NOT_FOUND = 1
-    EXPIRED = 2
-    DEFAULTED = 3
-
-
 _STATUS_NAMES = [s.name for s in Status]
+
+__all__ = ["OnlinePlan", "OnlineResponse", "Status"]
 
 
 @dataclass
@@ -58,77 +41,9 @@ class OnlinePlan:
     names: list[str]          # output feature names, in request order
     dtypes: list[str]
     view_of: list[int]        # index into readers of each output
-    readers: list[ViewReader]
+    readers: list[Any]        # the compiled ViewReader of each view (None in a client's response)
     views: list[str]          # versioned view names
     key_columns: list[str]    # every join key, in first-seen order
-
-
-def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence[str] | None,
-               feature_service: str | None, full_feature_names: bool) -> OnlinePlan:
-    requests = resolve(registry, features, feature_service, full_feature_names)
-    n_out = sum(len(r.outputs) for r in requests)
-    names, dtypes, view_of = [""] * n_out, [""] * n_out, [0] * n_out
-    readers, views, keys = [], [], []
-    for v, req in enumerate(requests):
-        view = req.view
-        by_name = {f["name"]: i for i, f in enumerate(view["features"])}
-        idx = [by_name[f] for f in req.features]
-        defaults = [_python_default(view["features"][i]) for i in idx]
-        readers.append(ViewReader(online.db(view_name(view)), view["join_keys"], key_kinds(view),
-                                  feature_kinds(view), idx, defaults, view.get("ttl_us") or 0, req.positions))
-        views.append(view_name(view))
-        for pos, out, i in zip(req.positions, req.outputs, idx):
-            names[pos], dtypes[pos], view_of[pos] = out, view["features"][i]["dtype"], v
-        keys.extend(k for k in view["join_keys"] if k not in keys)
-    return OnlinePlan(names, dtypes, view_of, readers, views, keys)
-
-
-def _python_default(feature: dict[str, Any]) -> Any:
-    d = feature["default"]
-    if d is None:
-        return None
-    if feature["dtype"] == "timestamp":
-        return dt.datetime.fromisoformat(d)
-    if feature["dtype"] == "bytes" and isinstance(d, str):
-        return d.encode()
-    return d
-
-
-def normalize_entity_rows(entity_rows: Any) -> list[dict[str, Any]]:
-    """A list of dicts from a list of dicts or a dict of equal-length lists."""
-    if isinstance(entity_rows, dict):
-        cols = {k: list(v) for k, v in entity_rows.items()}
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise EntityRowError(f"entity_rows columns differ in length: {sorted(lengths)}")
-        n = lengths.pop() if lengths else 0
-        return [{k: v[i] for k, v in cols.items()} for i in range(n)]
-    if not isinstance(entity_rows, list):
-        entity_rows = list(entity_rows)
-    return entity_rows
-
-
-def explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:
-    """The error of a failed read, naming the entity row and key (found again, slowly)."""
-    for reader, view in zip(plan.readers, plan.views):
-        err = _explain_bad_row(rows, reader, view)
-        if err is not None:
-            return err
-    return exc
-
-
-def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRowError | None:
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            return EntityRowError(f"entity row {i}: expected a mapping of join keys, got {type(row).__name__}")
-        for col in reader.key_columns:
-            if col not in row:
-                return EntityRowError(f"entity row {i}: missing join key {col!r} of feature view {view}")
-        try:
-            reader.keys_for([row])
-        except (TypeError, ValueError, OverflowError) as exc:
-            return EntityRowError(f"entity row {i}, join key of feature view {view}: {exc}")
-    return None
 
 
 class OnlineResponse(ResponseBase):
@@ -165,8 +80,8 @@ class OnlineResponse(ResponseBase):
 
     def _require_metadata(self) -> None:
         if self._raw_status is None or self._raw_ts is None:
-            raise ValueError("this response was fetched with include_metadata=False: it has no statuses or "
-                             "timestamps")
+            raise InvalidArgument("this response was fetched with include_metadata=False: it has no statuses "
+                                  "or timestamps")
 
     @property
     def _status(self) -> np.ndarray:
@@ -198,7 +113,7 @@ class OnlineResponse(ResponseBase):
 
     def _view_stamps(self, view: int) -> list[dt.datetime | None]:
         """The event timestamps of one view's rows as datetimes (None: no row)."""
-        return [None if t == _NO_TS else _EPOCH + dt.timedelta(microseconds=t) for t in self._ts[view].tolist()]
+        return [None if t == NO_TIME else from_us(t) for t in self._ts[view].tolist()]
 
     def _metadata(self) -> tuple[list[list[str]], list[list[dt.datetime | None]]]:
         """Status names per output and timestamps per output (each view's converted once)."""
@@ -237,8 +152,12 @@ class OnlineResponse(ResponseBase):
             rows.append(row)
         return rows
 
-    def to_arrow(self, include_metadata: bool = True) -> pa.Table:
+    def to_arrow(self, include_metadata: bool = True) -> "pa.Table":
         """A Table: join keys, then per feature its value (declared type), status and timestamp."""
+        import pyarrow as pa  # not at import: the network client needs no pyarrow
+
+        from ..repo.definitions import DTYPES
+
         cols: dict[str, pa.Array] = {k: pa.array([r.get(k) for r in self.entity_rows]) for k in self.plan.key_columns}
         status, stamps = (self._status, self._ts) if include_metadata else (None, None)
         for i, name in enumerate(self.plan.names):
@@ -247,7 +166,7 @@ class OnlineResponse(ResponseBase):
                 cols[f"{name}__status"] = pa.DictionaryArray.from_arrays(
                     pa.array(status[i], pa.int8()), pa.array(_STATUS_NAMES))
                 ts = stamps[self.plan.view_of[i]]
-                cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == _NO_TS) \
+                cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == NO_TIME) \
                     .cast(pa.timestamp("us", tz="UTC"))
         return pa.table(cols)
 
@@ -259,6 +178,6 @@ class OnlineResponse(ResponseBase):
         for j, name in enumerate(names):
             i = self.plan.names.index(name)
             if self.plan.dtypes[i] not in _NUMERIC:
-                raise ValueError(f"feature {name!r} is {self.plan.dtypes[i]}, not numeric")
+                raise InvalidArgument(f"feature {name!r} is {self.plan.dtypes[i]}, not numeric")
             out[:, j] = np.array([np.nan if v is None else v for v in self._column(i)], dtype=np.float64)
         return out

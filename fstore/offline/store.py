@@ -13,9 +13,7 @@ has a single part. Every ingest run adds new part files and then swaps the
 manifest atomically; a crash leaves unreferenced files that the next run deletes,
 never a half-visible run.
 
-Stored columns: the join keys (int64 or string), ``__event_ts`` and
-``__created_ts`` (UTC microseconds), ``__unit`` (which source file a row came
-from, so a changed file can be replaced) and the features, typed as declared.
+The stored columns and their order are in fstore.offline.layout.
 """
 from __future__ import annotations
 
@@ -26,29 +24,24 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ._ext._asof import bucket_of, hash_keys
-from .casting import TS_TYPE, CastFailure, to_dtype, to_timestamp
-from .config import RepoConfig
-from .definitions import DTYPES, Source
-from .errors import IngestError, OfflineStoreError
-from .loaders import Loader, SourceUnit, get_loader
-from .progress import Reporter, Silent
-from .registry import file_lock, remove_stale_tmp, write_atomic
+from ..config import RepoConfig
+from ..errors import OfflineStoreError
+from ..files import file_lock, remove_stale_tmp, write_atomic
+from ..progress import Reporter, Silent
+from ..repo.definitions import Source
+from ..repo.names import view_name
+from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, bucket_ids, offline_schema, sort_indices, sort_table
+from .loaders import SourceUnit, get_loader
+from .rows import read_typed
 
-FORMAT = 1
-EVENT_TS = "__event_ts"
-CREATED_TS = "__created_ts"
-UNIT = "__unit"
-MANIFEST = "_manifest.json"
-KEY_TYPES = {"int64": pa.int64(), "string": pa.string()}
-MAX_ROWS_PER_RUN = 20_000_000
+MAX_ROWS_PER_RUN = 20_000_000  # rows one ingest run writes at most (bounded memory)
 
 
 @dataclass
@@ -62,41 +55,6 @@ class IngestResult:
     @property
     def up_to_date(self) -> bool:
         return self.units_read == 0
-
-
-def view_name(view: dict[str, Any]) -> str:
-    return f"{view['name']}_v{view['version']}"
-
-
-def sort_keys(view: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(k, "ascending") for k in view["join_keys"]] + [(EVENT_TS, "ascending"), (CREATED_TS, "ascending")]
-
-
-def sort_indices(table: pa.Table, view: dict[str, Any]) -> pa.Array:
-    """Row order by (keys, event time, created time), nulls first (a null created time is oldest)."""
-    keys = sort_keys(view)
-    try:
-        return pc.sort_indices(table, sort_keys=[(k, o, "at_start") for k, o in keys])
-    except (TypeError, ValueError, pa.ArrowInvalid):  # pyarrow < 25 takes one null placement
-        return pc.sort_indices(table, sort_keys=keys, null_placement="at_start")
-
-
-def sort_table(table: pa.Table, view: dict[str, Any]) -> pa.Table:
-    return table.take(sort_indices(table, view))
-
-
-def offline_schema(view: dict[str, Any]) -> pa.Schema:
-    """The columns of a view's parts: keys, times, source unit, features."""
-    fields = [pa.field(k, KEY_TYPES[view["key_dtypes"][k]]) for k in view["join_keys"]]
-    fields += [pa.field(EVENT_TS, TS_TYPE), pa.field(CREATED_TS, TS_TYPE), pa.field(UNIT, pa.int32())]
-    fields += [pa.field(f["name"], DTYPES[f["dtype"]]) for f in view["features"]]
-    return pa.schema(fields)
-
-
-def bucket_ids(table: pa.Table, key_columns: list[str], n_buckets: int) -> np.ndarray:
-    """The bucket of every row; the same function places entity rows at join time."""
-    cols = [table.column(k).combine_chunks() for k in key_columns]
-    return bucket_of(hash_keys(cols), n_buckets)
 
 
 class OfflineStore:
@@ -278,64 +236,6 @@ class OfflineStore:
 
     def drop(self, view: dict[str, Any]) -> None:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)
-
-
-def source_columns(view: dict[str, Any], source: dict[str, Any]) -> list[str]:
-    """The columns a view reads from its source: keys, timestamps, features."""
-    ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
-    return list(dict.fromkeys([*view["join_keys"], ts_col, *([created_col] if created_col else []),
-                               *(f["name"] for f in view["features"])]))
-
-
-def read_typed(view: dict[str, Any], source: dict[str, Any], loader: Loader, unit: SourceUnit) -> pa.Table:
-    """One source unit as the offline store's columns, typed as declared; IngestError names file, row, column."""
-    return type_rows(view, source, loader.read(unit, source_columns(view, source)), unit.id, loader.row_label)
-
-
-def type_rows(view: dict[str, Any], source: dict[str, Any], raw: pa.Table, where: str,
-              row_label: Callable[[int], str]) -> pa.Table:
-    """Raw rows (source column names) as the offline store's columns, typed as declared.
-
-    ``where`` names the rows' origin in errors (a file, or a push); ``row_label`` names a row.
-    """
-    ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
-    cols = source_columns(view, source)
-    missing = [c for c in cols if c not in raw.column_names]
-    if missing:
-        raise IngestError(f"{where}: column(s) {', '.join(missing)} missing", file=where, column=missing[0])
-
-    def cast(col: str, fn) -> pa.Array:
-        try:
-            return fn(raw.column(col))
-        except CastFailure as exc:
-            at = f" at {row_label(exc.index)}" if exc.index >= 0 else ""
-            shown = f" value {exc.value!r}" if exc.index >= 0 else ""
-            raise IngestError(f"{where}{at}, column {col!r}:{shown} cannot be read as "
-                              f"{_target_name(view, col, ts_col, created_col)} ({exc.reason})",
-                              file=where, row=exc.index + 1 if exc.index >= 0 else None,
-                              column=col) from None
-
-    out: dict[str, pa.Array] = {}
-    for k in view["join_keys"]:
-        out[k] = cast(k, lambda a, t=KEY_TYPES[view["key_dtypes"][k]]: to_dtype(a, t))
-    out[EVENT_TS] = cast(ts_col, to_timestamp)
-    if out[EVENT_TS].null_count:
-        row = int(pc.index(pc.is_null(out[EVENT_TS]), True).as_py())
-        raise IngestError(f"{where} at {row_label(row)}, column {ts_col!r}: the event "
-                          "timestamp is null", file=where, row=row + 1, column=ts_col)
-    out[CREATED_TS] = cast(created_col, to_timestamp) if created_col else pa.nulls(raw.num_rows, TS_TYPE)
-    out[UNIT] = pa.nulls(raw.num_rows, pa.int32())  # numbered when the run is written
-    for f in view["features"]:
-        out[f["name"]] = cast(f["name"], lambda a, t=DTYPES[f["dtype"]]: to_dtype(a, t))
-    return pa.table(out, schema=offline_schema(view))
-
-
-def _target_name(view: dict[str, Any], col: str, ts_col: str, created_col: str | None) -> str:
-    if col in (ts_col, created_col):
-        return "a timestamp"
-    if col in view["key_dtypes"]:
-        return view["key_dtypes"][col]
-    return next(f["dtype"] for f in view["features"] if f["name"] == col)
 
 
 def _write_parquet(table: pa.Table, path: Path, view: dict[str, Any]) -> None:

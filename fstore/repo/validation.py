@@ -6,15 +6,19 @@ naming the file, the object and the field.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 
-from .config import RepoConfig
-from .definitions import VERSION_SUFFIX_RE
-from .errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
-from .loaders import get_loader
-from .repo import Defined, RepoContents
+from ..config import RepoConfig
+from ..errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
+from .definitions import Source
+from .names import split_ref, unversioned
+from .reader import Defined, RepoContents
+from .resolve import check_reference
+
+#: reads a source's columns and types (the offline engine's loaders do, see fstore.offline)
+SchemaReader = Callable[[Source], pa.Schema]
 
 
 def key_dtype(t: pa.DataType) -> str | None:
@@ -84,12 +88,13 @@ def _unique(items: list[Defined], kind: str, key, err: _Collector) -> dict[str, 
     return out
 
 
-def build_registry(config: RepoConfig, contents: RepoContents,
-                   current: dict[str, Any] | None) -> dict[str, Any]:
+def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str, Any] | None,
+                   schema_of: SchemaReader) -> dict[str, Any]:
     """The registry contents the definitions ask for; raises DefinitionErrors listing all problems.
 
     Problems met while reading the files (``contents.errors``) come first; the objects
-    that did parse are still checked, unless a whole file could not be read.
+    that did parse are still checked, unless a whole file could not be read. ``schema_of``
+    reads a source's schema, so that every view is checked against its real columns.
     """
     err = _Collector()
     err.errors.extend(contents.errors)
@@ -107,7 +112,7 @@ def build_registry(config: RepoConfig, contents: RepoContents,
     schemas: dict[str, pa.Schema | None] = {}
     for name, d in sources.items():
         try:
-            schemas[name] = get_loader(d.obj, config.root).schema()
+            schemas[name] = schema_of(d.obj)
         except FstoreError as exc:  # the loader names the field at fault (path or format)
             definition = isinstance(exc, InvalidDefinition)
             err.add(exc.detail if definition else str(exc), file=d.file, obj=f"source {name}",
@@ -177,9 +182,7 @@ def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
 
 def _ref_view_name(ref: str) -> str:
     """The view name of a reference, without its version: 'customer_stats_v1:x' -> 'customer_stats'."""
-    view_ref = ref.partition(":")[0]
-    m = VERSION_SUFFIX_RE.match(view_ref)
-    return m["name"] if m else view_ref
+    return unversioned(split_ref(ref)[0])
 
 
 def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
@@ -262,16 +265,3 @@ def _schema_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     if not parts and old["features"] != new["features"]:
         parts.append("feature order changed")
     return "; ".join(parts)
-
-
-def check_reference(ref: str, views: dict[str, Any]) -> str | None:
-    """None when ``ref`` ('view', 'view:feature', 'view_vN[:feature]') names something applied."""
-    from .resolve import find_view  # late import: resolve imports this module's helpers
-
-    view_ref, _, feat = ref.partition(":")
-    record = find_view(view_ref, views)
-    if record is None:
-        return f"unknown feature view {view_ref!r} in reference {ref!r}"
-    if feat and feat not in {f["name"] for f in record["features"]}:
-        return f"feature view {view_ref!r} has no feature {feat!r}"
-    return None

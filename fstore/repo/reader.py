@@ -16,15 +16,14 @@ from typing import Any
 
 import yaml
 
-from .config import PROJECT_FILE, RepoConfig
-from .definitions import KINDS, Entity, FeatureService, FeatureView, Source, _unknown_field_message
-from .errors import DefinitionErrors, InvalidDefinition
+from ..config import PROJECT_FILE, RepoConfig
+from ..errors import DefinitionErrors, InvalidDefinition
+from .definitions import CLASSES, Entity, FeatureService, FeatureView, Source, _unknown_field_message
+from .names import SECTIONS
 
 _SKIP_DIRS = {"data", ".git", ".venv", "venv", "__pycache__", "node_modules", ".fstore"}
-_SINGULAR = {"entities": "entity", "sources": "source", "feature_views": "feature_view",
-             "feature_services": "feature_service"}
 #: the keys a YAML mapping of each kind may hold (the dataclass fields)
-_FIELDS: dict[str, list[str]] = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in KINDS.items()}
+_FIELDS: dict[str, list[str]] = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in CLASSES.items()}
 
 
 @dataclass
@@ -112,9 +111,9 @@ def _load_yaml(path: Path, rel: str, contents: RepoContents, errors: list[Invali
         contents.complete = False
         return
     for kind, items in doc.items():
-        if kind not in KINDS:
+        if kind not in SECTIONS:
             errors.append(InvalidDefinition(
-                f"unknown section {kind!r}; expected one of {', '.join(KINDS)}", file=rel, field=str(kind)))
+                f"unknown section {kind!r}; expected one of {', '.join(SECTIONS)}", file=rel, field=str(kind)))
             contents.complete = False
             continue
         if not isinstance(items, list):
@@ -125,7 +124,7 @@ def _load_yaml(path: Path, rel: str, contents: RepoContents, errors: list[Invali
             # named as validation names it ("feature_view customer_stats"), so one object
             # reads the same in every message whichever stage found the problem
             name = item.get("name") if isinstance(item, dict) else None
-            label = f"{_SINGULAR[kind]} {name}" if isinstance(name, str) else f"{kind}[{i}]"
+            label = f"{SECTIONS[kind]} {name}" if isinstance(name, str) else f"{kind}[{i}]"
             try:
                 obj = _yaml_object(kind, item)
             except InvalidDefinition as exc:
@@ -142,12 +141,12 @@ def _yaml_object(kind: str, item: Any) -> Any:
         raise InvalidDefinition(f"expected a mapping, got {item!r}")
     unknown = [str(k) for k in item if k not in _FIELDS[kind]]
     if unknown:
-        raise InvalidDefinition(f"unknown field {unknown[0]!r} in {_SINGULAR[kind]}; "
+        raise InvalidDefinition(f"unknown field {unknown[0]!r} in {SECTIONS[kind]}; "
                                 f"known: {', '.join(_FIELDS[kind])}", field=unknown[0])
     try:
-        return KINDS[kind](**item)
+        return CLASSES[kind](**item)
     except TypeError as exc:
-        raise InvalidDefinition(_unknown_field_message(exc, _SINGULAR[kind])) from None
+        raise InvalidDefinition(_unknown_field_message(exc, SECTIONS[kind])) from None
 
 
 def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[InvalidDefinition]) -> None:

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from .definitions import Source
-from .errors import IngestError, InvalidDefinition
+from ..errors import IngestError, InvalidDefinition
+from ..repo.definitions import Source
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,6 @@ def get_loader(source: Source, root: Path) -> Loader:
         raise InvalidDefinition(f"cannot load loader {fmt!r}: {exc}", obj=f"source {source.name}",
                                 field="format") from None
     if not (isinstance(cls, type) and issubclass(cls, Loader)):
-        raise InvalidDefinition(f"{fmt!r} is not a fstore.loaders.Loader subclass",
+        raise InvalidDefinition(f"{fmt!r} is not a fstore.offline.Loader subclass",
                                 obj=f"source {source.name}", field="format")
     return cls(source, root)

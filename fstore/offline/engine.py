@@ -12,12 +12,14 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from .config import RepoConfig
-from .errors import InvalidDefinition
+from ..config import PROJECT_FILE, RepoConfig
+from ..errors import InvalidConfig
+from ..progress import Reporter
+from ..repo.definitions import Source
+from ..repo.resolve import ViewRequest
 from .historical import get_historical_features
-from .offline_store import IngestResult, OfflineStore
-from .progress import Reporter
-from .resolve import ViewRequest
+from .loaders import get_loader
+from .store import IngestResult, OfflineStore
 
 
 class OfflineEngine(Protocol):
@@ -30,10 +32,13 @@ class OfflineEngine(Protocol):
 
     def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
                    progress: Reporter | None) -> pa.Table:
-        """The point-in-time training set (rule in fstore.historical)."""
+        """The point-in-time training set (rule in fstore.offline.historical)."""
 
     def fingerprint(self, view: dict[str, Any]) -> str | None:
         """Identifies the offline data a dataset was built from (lineage)."""
+
+    def source_schema(self, source: Source) -> pa.Schema:
+        """The columns and types of a source, which plan and apply check views against."""
 
 
 class LocalEngine:
@@ -52,14 +57,17 @@ class LocalEngine:
     def fingerprint(self, view: dict[str, Any]) -> str | None:
         return self.store.fingerprint(view)
 
+    def source_schema(self, source: Source) -> pa.Schema:
+        return get_loader(source, self.store.config.root).schema()
+
 
 def make_engine(config: RepoConfig) -> OfflineEngine:
-    name = (config.raw.get("offline_store") or {}).get("engine", "local")
+    name = config.offline_engine
     if name == "local":
         return LocalEngine(config)
     module, _, cls = str(name).partition(":")
     try:
         return getattr(importlib.import_module(module), cls)(config)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise InvalidDefinition(f"cannot load offline engine {name!r}: {exc}", file="fstore.yaml",
-                                field="offline_store.engine") from None
+        raise InvalidConfig(f"cannot load offline engine {name!r}: {exc}", file=PROJECT_FILE,
+                            field="offline_store.engine") from None

@@ -14,7 +14,9 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from .errors import InvalidDefinition
+from ..errors import InvalidDefinition
+from ..times import parse_duration
+from .names import NAME_RE, SECTIONS, VERSION_SUFFIX_RE, versioned_name
 
 #: canonical dtype name -> Arrow type of the stored column
 DTYPES: dict[str, pa.DataType] = {
@@ -31,11 +33,6 @@ _DTYPE_ALIASES = {
     "int": "int64", "integer": "int64", "long": "int64", "float": "float64", "double": "float64",
     "str": "string", "utf8": "string", "boolean": "bool", "binary": "bytes", "datetime": "timestamp",
 }
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VERSION_SUFFIX_RE = re.compile(r"^(?P<name>.+)_v(?P<version>[0-9]+)$")
-_DURATION_RE = re.compile(r"^\s*(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>us|ms|s|m|h|d|w)?\s*$")
-_UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
-            "d": 86_400_000_000, "w": 604_800_000_000}
 
 
 def parse_dtype(value: Any, *, obj: str, field: str) -> str:
@@ -46,40 +43,6 @@ def parse_dtype(value: Any, *, obj: str, field: str) -> str:
             return name
     raise InvalidDefinition(
         f"unknown dtype {value!r}; expected one of {', '.join(DTYPES)}", obj=obj, field=field)
-
-
-def parse_duration(value: Any, *, obj: str, field: str) -> int | None:
-    """Whole microseconds of a duration given as '7d', '1h', '30m', 90 (seconds) or a timedelta.
-
-    None or zero means "no limit" and is returned as None.
-    """
-    if value is None:
-        return None
-    if isinstance(value, dt.timedelta):
-        us = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    elif isinstance(value, bool):
-        us = -1
-    elif isinstance(value, (int, float)):
-        us = int(round(value * 1_000_000))
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        us = int(round(float(m["n"]) * _UNIT_US[m["unit"] or "s"]))
-    else:
-        us = -1
-    if us < 0:
-        raise InvalidDefinition(
-            f"bad duration {value!r}; use a number of seconds or e.g. '500ms', '30s', '15m', '1h', '7d', '2w'",
-            obj=obj, field=field)
-    return us or None
-
-
-def format_duration(us: int | None) -> str:
-    """The shortest exact spelling of a duration, for people ('7d', '90m', 'none')."""
-    if not us:
-        return "none"
-    for unit in ("d", "h", "m", "s", "ms"):
-        if us % _UNIT_US[unit] == 0:
-            return f"{us // _UNIT_US[unit]}{unit}"
-    return f"{us}us"
 
 
 def check_name(name: Any, *, obj: str, field: str = "name") -> str:
@@ -337,7 +300,7 @@ class FeatureView:
 
     @property
     def versioned_name(self) -> str:
-        return f"{self.name}_v{self.version}"
+        return versioned_name(self.name, self.version)
 
     def __getitem__(self, names: Iterable[str]) -> list[str]:
         """``view[["a", "b"]]`` gives the references ``["view:a", "view:b"]`` for a service."""
@@ -395,9 +358,5 @@ def _listify(value: Any) -> list[Any]:
     return [value]
 
 
-KINDS: dict[str, type] = {
-    "entities": Entity,
-    "sources": Source,
-    "feature_views": FeatureView,
-    "feature_services": FeatureService,
-}
+#: the class of each section's objects (names in fstore.repo.names.SECTIONS)
+CLASSES: dict[str, type] = dict(zip(SECTIONS, (Entity, Source, FeatureView, FeatureService)))

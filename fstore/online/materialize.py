@@ -14,7 +14,6 @@ it): it never claims more than was written, not even a gap before a window.
 """
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._ext._online import KINDS, MAX_KEY, KeyTooLong, encode_keys, encode_rows, key_order, merge_newer, row_times
-from .definitions import Source
-from .errors import IngestError, InvalidArgument, OfflineStoreError
-from .definitions import infer_format
-from .loaders import get_loader
-from .offline_store import CREATED_TS, EVENT_TS, OfflineStore, read_typed, view_name
-from .online_store import OnlineStore
-from .progress import Reporter, Silent
-
-INT64_MIN = np.iinfo(np.int64).min
-WRITE_CHUNK = 200_000
+from .._ext._online import MAX_KEY, encode_keys, row_times
+from ..errors import IngestError, KeyTooLong, OfflineStoreError
+from ..offline.layout import EVENT_TS
+from ..offline.loaders import get_loader
+from ..offline.rows import read_typed
+from ..offline.store import OfflineStore
+from ..progress import Reporter, Silent
+from ..repo.definitions import Source, infer_format
+from ..repo.names import view_name
+from ..offline.casting import as_int64, plain
+from .codec import KIND_OF, key_kinds, write_table
+from .store import OnlineStore
 
 
 @dataclass
@@ -52,135 +52,9 @@ class WriteResult:
         return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
 
-def to_us(value: Any, *, what: str = "time") -> int:
-    """UTC microseconds of an ISO 8601 string, a datetime, 'now' or an int of microseconds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        if value.strip().lower() == "now":
-            value = dt.datetime.now(dt.timezone.utc)
-        else:
-            try:
-                value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            except ValueError:
-                raise InvalidArgument(f"{what} {value!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)") from None
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime(value.year, value.month, value.day)
-    if not isinstance(value, dt.datetime):
-        raise InvalidArgument(f"{what} {value!r} is not a time")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def feature_kinds(view: dict[str, Any]) -> list[int]:
-    return [KINDS[f["dtype"]] for f in view["features"]]
-
-
-def key_kinds(view: dict[str, Any]) -> list[int]:
-    return [KINDS[view["key_dtypes"][k]] for k in view["join_keys"]]
-
-
-def encode_table(view: dict[str, Any], table: pa.Table) -> tuple[list[bytes | None], list[bytes]]:
-    """Keys and values of a table with the offline store's columns."""
-    keys = encode_keys([_plain(table.column(k)) for k in view["join_keys"]], key_kinds(view))
-    ts = _int64(table.column(EVENT_TS))
-    created = _int64(table.column(CREATED_TS), fill=INT64_MIN)
-    values = encode_rows(ts, created, [_plain(table.column(f["name"])) for f in view["features"]], feature_kinds(view))
-    return keys, values
-
-
-def sort_batch(keys: list[bytes | None], values: list[bytes]) -> tuple[list[bytes], list[bytes], bool]:
-    """(keys, values) in key byte order without null keys, and whether the keys are distinct.
-
-    Stable, so duplicates keep their order. Keys of 8 bytes (an int64 key) are sorted as
-    big-endian integers with NumPy; others with Python's byte-string order.
-    """
-    if any(k is None for k in keys):
-        kept = [i for i, k in enumerate(keys) if k is not None]
-        keys, values = [keys[i] for i in kept], [values[i] for i in kept]
-    n = len(keys)
-    if n == 0:
-        return [], [], True
-    joined = b"".join(keys)
-    if len(joined) == 8 * n and all(len(k) == 8 for k in keys[:64]) and \
-            np.all(np.fromiter(map(len, keys), dtype=np.int64, count=n) == 8):
-        ints = np.frombuffer(joined, dtype=">u8")
-        order = np.argsort(ints, kind="stable")
-        ordered = ints[order]
-        distinct = bool(np.all(ordered[1:] > ordered[:-1]))
-        idx = order.tolist()
-    else:
-        idx = sorted(range(n), key=keys.__getitem__)
-        distinct = all(keys[a] < keys[b] for a, b in zip(idx, idx[1:]))
-    return [keys[i] for i in idx], [values[i] for i in idx], distinct
-
-
-def write_sorted(txn: Any, db: Any, keys: list[bytes], values: list[bytes], distinct: bool) -> int:
-    """Newer-only write of a batch already in key order; returns rows written.
-
-    In key order LMDB touches each page once and fills it (random order splits pages,
-    costing about twice the time and space); distinct keys that all land after what is
-    stored are appended, which skips the lookups altogether.
-    """
-    if not keys:
-        return 0
-    if distinct:
-        cur = txn.cursor(db)
-        if not cur.last() or cur.key() < keys[0]:
-            return cur.putmulti(zip(keys, values), append=True)[1]
-    return merge_newer(txn, db, keys, values)
-
-
-def write_batch(txn: Any, db: Any, keys: list[bytes | None], values: list[bytes]) -> int:
-    """Newer-only write of a batch in any order (sorted first unless it already is, see write_sorted)."""
-    order = key_order(keys)
-    if order:
-        return write_sorted(txn, db, keys, values, order == 2)  # type: ignore[arg-type]
-    skeys, svals, distinct = sort_batch(keys, values)
-    return write_sorted(txn, db, skeys, svals, distinct)
-
-
-def write_table(txn: Any, db: Any, view: dict[str, Any], table: pa.Table, progress: Reporter | None = None) -> int:
-    """Newer-only write of a table sorted by key, encoded WRITE_CHUNK rows at a time.
-
-    Chunk by chunk, only one chunk's keys and values exist as Python bytes at once (for
-    10M rows of 20 features that was 2.7 GB on top of the table). The chunks follow
-    each other in key order, so into an empty store each one appends; where the
-    encoding's byte order is not the columns' order (composite keys with strings) a
-    chunk is sorted and merged instead, with the same result.
-    """
-    written = 0
-    for lo in range(0, table.num_rows, WRITE_CHUNK):
-        keys, values = encode_table(view, table.slice(lo, WRITE_CHUNK))
-        written += write_batch(txn, db, keys, values)
-        if progress is not None:
-            progress.advance(len(keys))
-    return written
-
-
-def _plain(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_timestamp(arr.type):
-        arr = arr.cast(pa.int64())
-    elif pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.string())
-    elif pa.types.is_large_binary(arr.type):
-        arr = arr.cast(pa.binary())
-    return arr
-
-
-def _int64(col: pa.ChunkedArray, fill: int | None = None) -> np.ndarray:
-    arr = _plain(col).cast(pa.int64())
-    if fill is not None and arr.null_count:
-        arr = pc.fill_null(arr, fill)
-    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 def latest_rows(table: pa.Table, view: dict[str, Any], start_us: int | None, end_us: int) -> pa.Table:
     """The newest row per entity with start <= event time <= end, from rows sorted as stored."""
-    ts = _int64(table.column(EVENT_TS))
+    ts = as_int64(table.column(EVENT_TS))
     mask = ts <= end_us
     if start_us is not None:
         mask &= ts >= start_us
@@ -300,7 +174,7 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
     tables: list[pa.Table] = []
     kinds = key_kinds(view)
     # only string parts make a key's length depend on the data: int keys are 8 bytes a part
-    may_be_too_long = any(k == KINDS["string"] for k in kinds) or 8 * len(kinds) > MAX_KEY
+    may_be_too_long = any(k == KIND_OF["string"] for k in kinds) or 8 * len(kinds) > MAX_KEY
     progress.start(f"read {name}", len(files))
     try:
         for path in files:
@@ -309,12 +183,12 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
             loader = get_loader(Source(**spec), root)
             units = loader.units()
             if not units:
-                raise FileNotFoundError(f"no file at {path}")
+                raise IngestError(f"no file at {path}", file=str(path))
             for unit in units:
                 table = read_typed(view, source, loader, unit)
                 try:  # checked file by file, so a key LMDB cannot take is named by its file and row
                     if may_be_too_long:  # (keys are encoded again, in key order, when written)
-                        encode_keys([_plain(table.column(k)) for k in view["join_keys"]], kinds)
+                        encode_keys([plain(table.column(k)) for k in view["join_keys"]], kinds)
                 except KeyTooLong as exc:
                     raise IngestError(f"{unit.id} at {loader.row_label(exc.row)}, key "
                                       f"{', '.join(view['join_keys'])}: the key is {exc.size} bytes; LMDB keys "

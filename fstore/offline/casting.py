@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -118,3 +119,24 @@ def _fails(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> bool:
 def _whole_type_problem(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> bool:
     """True when even an all-null slice fails: the column's type, not a value, is wrong."""
     return _fails(pa.nulls(1, arr.type), fn) or _fails(arr.slice(0, 0), fn)
+
+
+def plain(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One array in the plain types the compiled codecs read: timestamps as int64, large
+    text and binary as their 32-bit-offset forms."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_timestamp(arr.type):
+        arr = arr.cast(pa.int64())
+    elif pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    elif pa.types.is_large_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    return arr
+
+
+def as_int64(col: pa.ChunkedArray | pa.Array, fill: int | None = None) -> np.ndarray:
+    """A contiguous int64 NumPy copy of a column (timestamps as microseconds), nulls as ``fill``."""
+    arr = plain(col).cast(pa.int64())
+    if fill is not None and arr.null_count:
+        arr = pc.fill_null(arr, fill)
+    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -1,6 +1,6 @@
 """The server's processes: one worker in this process, or several spawned workers
 sharing the port (SO_REUSEPORT) under a supervisor that replaces a worker that dies;
-and the Prometheus endpoint they all report to (fstore.server is what runs in a worker).
+and the Prometheus endpoint they all report to (fstore.serving.server is what runs in a worker).
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def run_worker(repo: str, host: str, port: int, limits: Limits, reuse_port: bool
         pass
     metrics = None
     if metrics_dir is not None:
-        from .metrics import ServerMetrics
-        metrics = ServerMetrics()
+        from .metrics import ServerMetrics  # only now: PROMETHEUS_MULTIPROC_DIR is set
+        metrics = ServerMetrics().attach()
     sock = make_socket(host, port, reuse_port)
     asyncio.run(serve_socket(sock, repo, limits, metrics, ready))
 

@@ -2,16 +2,23 @@
 
 Exposed on the metrics port: request latency per operation, entity rows per request,
 value statuses (the hit rate), errors by code, open connections, requests in flight,
-the age of the newest data per view, rows pushed and PUSH commits. What each one
-means exactly is in docs/protocol.md ("Metrics").
+the age of the newest data per view, rows pushed, PUSH commits and served-read listener
+errors. What each one means exactly is in docs/protocol.md ("Metrics").
+
+Served reads are counted by a listener of the served-read hook (fstore.monitoring.events),
+like any other; the server calls the rest directly. Import this module only after
+PROMETHEUS_MULTIPROC_DIR is set (supervisor.run_worker does).
 """
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .._ext._constants import Status
+from ..monitoring.events import ServedRead, hook
+from .protocol import OPS
+
 _LATENCY_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 1.6e-3, 3.2e-3, 6.4e-3, 12.8e-3, 25.6e-3, 0.1, 1.0)
 _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
-_STATUS = ("PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED")
 
 REQUEST_SECONDS = Histogram("fstore_request_seconds", "Server time per request", ["op"], buckets=_LATENCY_BUCKETS)
 ENTITY_ROWS = Histogram("fstore_entity_rows", "Entity rows per GET", buckets=_ROW_BUCKETS)
@@ -26,28 +33,47 @@ DATA_AGE = Gauge("fstore_data_age_seconds", "Seconds since the newer of the view
                  "the newest event time pushed to it (0 if in the future)", ["view"], multiprocess_mode="livemin")
 PUSHED = Counter("fstore_pushed_rows", "Rows written by PUSH", ["view"])
 PUSH_COMMITS = Counter("fstore_push_commits", "Online write transactions committed for PUSHes (one per group)")
+LISTENER_ERRORS = Counter("fstore_listener_errors", "Served-read listeners that raised (the read was answered)",
+                          ["listener"])
 
 
 class ServerMetrics:
-    """The hooks the server calls; cheap enough for the hot path (no labels built per call)."""
+    """The metrics one worker reports; cheap enough for the hot path (no labels built per call).
+
+    ``attach`` subscribes it to the served-read hook: every GET answered, on either
+    path, is counted from its event.
+    """
 
     def __init__(self) -> None:
         self.connections = CONNECTIONS
-        self._latency = {op: REQUEST_SECONDS.labels(op) for op in ("get", "push", "hello", "health", "info")}
-        self._status = [VALUES.labels(s) for s in _STATUS]
+        self._latency = {name: REQUEST_SECONDS.labels(name) for name in OPS.values()}
+        self._status = [VALUES.labels(s.name) for s in Status]
+        self._get = self._latency["get"]
+
+    def attach(self) -> "ServerMetrics":
+        hook.subscribe(self.served)
+        hook.on_error = lambda name: LISTENER_ERRORS.labels(name).inc()
+        return self
+
+    def detach(self) -> None:
+        hook.unsubscribe(self.served)
+        hook.on_error = None
+
+    def served(self, event: ServedRead) -> None:
+        """A served read: its rows, its values' statuses and its latency."""
+        ENTITY_ROWS.observe(event.rows)
+        status = event.status
+        if status:
+            for code, counter in enumerate(self._status):
+                c = status.count(code)
+                if c:
+                    counter.inc(c)
+        self._get.observe(event.seconds)
 
     def observe(self, op: str, seconds: float) -> None:
         h = self._latency.get(op)
         if h is not None:
             h.observe(seconds)
-
-    def get_done(self, rows: int, status: bytearray) -> None:
-        ENTITY_ROWS.observe(rows)
-        if status:
-            counts = [status.count(i) for i in range(4)]
-            for i, c in enumerate(counts):
-                if c:
-                    self._status[i].inc(c)
 
     def error(self, code: str) -> None:
         ERRORS.labels(code).inc()

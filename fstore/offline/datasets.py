@@ -1,4 +1,4 @@
-"""Dataset lineage: what a training set was built from, written beside it.
+"""Training sets on disk: the file, written atomically, and its lineage beside it.
 
 A model trained on a dataset can be traced back to the registry version, the
 view versions and the exact offline data (a fingerprint of the parts and source
@@ -10,15 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
-from . import __version__
-from .offline_store import view_name
-from .registry import write_atomic
-from .resolve import ViewRequest
+from .._version import __version__
+from ..files import write_atomic
+from ..repo.names import view_name
+from ..repo.resolve import ViewRequest
 
 
 def lineage_path(dataset: Path) -> Path:
@@ -63,3 +66,14 @@ def write_lineage(dataset: Path, record: dict[str, Any]) -> Path:
     path = lineage_path(dataset)
     write_atomic(path, json.dumps(record, indent=1).encode())
     return path
+
+
+def write_dataset(table: pa.Table, out: Path) -> None:
+    """Write a dataset atomically: Parquet, or CSV when the name ends in .csv."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() == ".csv":
+        pcsv.write_csv(table, tmp)
+    else:
+        pq.write_table(table, tmp)
+    os.replace(tmp, out)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import FeatureNameClash, UnknownObject
+from ..errors import FeatureNameClash, InvalidArgument, UnknownObject
+from .names import split_ref, view_name
 
 
 def find_view(view_ref: str, views: dict[str, Any]) -> dict[str, Any] | None:
@@ -18,6 +19,24 @@ def find_view(view_ref: str, views: dict[str, Any]) -> dict[str, Any] | None:
         return views[view_ref]
     versions = [r for r in views.values() if r["name"] == view_ref]
     return max(versions, key=lambda r: r["version"]) if versions else None
+
+
+def check_reference(ref: str, views: dict[str, Any]) -> str | None:
+    """None when ``ref`` ('view', 'view:feature', 'view_vN[:feature]') names something applied,
+    else what is wrong with it."""
+    view_ref, feat = split_ref(ref)
+    record = find_view(view_ref, views)
+    if record is None:
+        return f"unknown feature view {view_ref!r} in reference {ref!r}"
+    if feat and feat not in {f["name"] for f in record["features"]}:
+        return f"feature view {view_ref!r} has no feature {feat!r}"
+    return None
+
+
+def require_one(features: Any, feature_service: Any) -> None:
+    """A request names its features one way: a list of references or a feature service."""
+    if (features is None) == (feature_service is None):
+        raise InvalidArgument("pass exactly one of features=[...] or feature_service=NAME")
 
 
 @dataclass
@@ -31,7 +50,16 @@ class ViewRequest:
 
     @property
     def key(self) -> str:
-        return f"{self.view['name']}_v{self.view['version']}"
+        return view_name(self.view)
+
+
+def service_refs(registry: dict[str, Any], feature_service: str) -> list[str]:
+    """The references of an applied feature service; UnknownObject names the known ones."""
+    svc = registry["feature_services"].get(feature_service)
+    if svc is None:
+        raise UnknownObject(f"unknown feature service {feature_service!r}; known: "
+                            f"{', '.join(registry['feature_services']) or 'none'}")
+    return list(svc["features"])
 
 
 def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
@@ -43,32 +71,24 @@ def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
     FeatureNameClash.
     """
     views = registry["feature_views"]
-    if (features is None) == (feature_service is None):
-        raise ValueError("pass exactly one of features=[...] or feature_service=NAME")
+    require_one(features, feature_service)
     if feature_service is not None:
-        svc = registry["feature_services"].get(feature_service)
-        if svc is None:
-            raise UnknownObject(f"unknown feature service {feature_service!r}; known: "
-                                f"{', '.join(registry['feature_services']) or 'none'}")
-        refs = list(svc["features"])
+        refs = service_refs(registry, feature_service)
     else:
-        if isinstance(features, str):
-            features = [features]
-        refs = list(features or [])
+        refs = [features] if isinstance(features, str) else list(features or [])
         if not refs:
-            raise ValueError("no features requested")
+            raise InvalidArgument("no features requested")
     requests: dict[str, ViewRequest] = {}
     owner: dict[str, str] = {}
     for ref in refs:
-        view_ref, _, feat = ref.partition(":")
+        problem = check_reference(ref, views)
+        if problem:
+            raise UnknownObject(problem)
+        view_ref, feat = split_ref(ref)
         record = find_view(view_ref, views)
-        if record is None:
-            raise UnknownObject(f"unknown feature view {view_ref!r} in reference {ref!r}")
-        names = [f["name"] for f in record["features"]]
-        if feat and feat not in names:
-            raise UnknownObject(f"feature view {view_ref!r} has no feature {feat!r}")
-        req = requests.setdefault(f"{record['name']}_v{record['version']}", ViewRequest(record))
-        for name in [feat] if feat else names:
+        assert record is not None
+        req = requests.setdefault(view_name(record), ViewRequest(record))
+        for name in [feat] if feat else [f["name"] for f in record["features"]]:
             if name in req.features:
                 continue
             out = f"{view_ref}__{name}" if full_feature_names else name

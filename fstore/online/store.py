@@ -24,15 +24,13 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
-from ._ext import _online
-from .config import RepoConfig
-from .errors import OnlineStoreError
+from .._ext import _online
+from ..config import RepoConfig
+from ..errors import OnlineStoreError
 
 META_DB = b"__fstore__"
 FORMAT_KEY = b"format"
 FORMAT = f"fstore-online/{_online.ROW_FORMAT}".encode()
-DEFAULT_MAP_SIZE = 1 << 30
-DEFAULT_WRITE_BUFFER_MB = 2048
 MAX_DBS_HEADROOM = 16  # named databases a process may create beyond those present when it opened
 T = TypeVar("T")
 
@@ -73,16 +71,15 @@ class OnlineStore:
     def __init__(self, config: RepoConfig, map_size: int | None = None) -> None:
         self.config = config
         self.path = config.online_path
-        section = config.raw.get("online_store") or {}
-        self.initial_map_size = int(map_size or section.get("map_size", DEFAULT_MAP_SIZE))
+        settings = config.online  # checked by RepoConfig (online_store in fstore.yaml)
+        self.initial_map_size = int(map_size or settings["map_size"])
         # Bytes of newest rows a materialization sorts and writes at once (see materialize.py):
         # the larger, the fewer groups; one group appends into an empty store in key order.
-        self.write_buffer = int(float(section.get("write_buffer_mb", DEFAULT_WRITE_BUFFER_MB)) * (1 << 20))
+        self.write_buffer = int(float(settings["write_buffer_mb"]) * (1 << 20))
         # Every read transaction costs O(max_dbs) in LMDB (a zeroed array per database: at
         # 128 it was a third of a one-entity read), so by default the limit is what the
         # store holds when opened plus MAX_DBS_HEADROOM, not a large constant.
-        configured = section.get("max_dbs")
-        self.max_dbs: int | None = int(configured) if configured is not None else None
+        self.max_dbs: int | None = settings["max_dbs"]
         self._env: lmdb.Environment | None = None
         self._pid = 0
         self._dbs: dict[str, Any] = {}

@@ -28,15 +28,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from ._ext._asof import asof_indices
-from .casting import CastFailure, to_dtype, to_timestamp
-from .definitions import DTYPES
-from .errors import EntityDataError, FeatureNameClash, OfflineStoreError
-from .offline_store import CREATED_TS, EVENT_TS, KEY_TYPES, OfflineStore, bucket_ids, sort_indices, view_name
-from .progress import Reporter, Silent
-from .resolve import ViewRequest
+from .._ext._asof import asof_indices
+from ..errors import EntityDataError, FeatureNameClash, OfflineStoreError
+from ..progress import Reporter, Silent
+from ..repo.definitions import DTYPES
+from ..repo.names import view_name
+from ..repo.resolve import ViewRequest
+from ..times import NO_TIME
+from .casting import CastFailure, as_int64, to_dtype, to_timestamp
+from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, bucket_ids, sort_indices
+from .store import OfflineStore
 
-INT64_MIN = np.iinfo(np.int64).min
 
 
 def load_entity_df(entity_df: Any) -> pa.Table:
@@ -178,8 +180,8 @@ def _bucket_indices(view: dict[str, Any], data: pa.Table, ent_keys: pa.Table, en
         sub = _bucket_indices(view, data.take(pa.array(kept)), ent_keys, ent_ts, ent_valid)
         return np.where(sub >= 0, kept[np.maximum(sub, 0)], -1)
     vk, ek = _key_matrices(keys, data, ent_keys, view["key_dtypes"])
-    vts = _int64(data.column(EVENT_TS))
-    vcr = _int64(data.column(CREATED_TS), fill=INT64_MIN)
+    vts = as_int64(data.column(EVENT_TS))
+    vcr = as_int64(data.column(CREATED_TS), fill=NO_TIME)
     ttl = view.get("ttl_us") or 0
     try:
         return asof_indices(vk, vts, vcr, ek, ent_ts, ent_valid, ttl)
@@ -190,14 +192,6 @@ def _bucket_indices(view: dict[str, Any], data: pa.Table, ent_keys: pa.Table, en
         return np.where(sub >= 0, order_np[np.maximum(sub, 0)], -1)
 
 
-def _int64(col: pa.ChunkedArray | pa.Array, fill: int | None = None) -> np.ndarray:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    arr = arr.cast(pa.int64())
-    if fill is not None and arr.null_count:
-        arr = pc.fill_null(arr, fill)
-    return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 def _key_matrices(keys: Sequence[str], data: pa.Table, ent: pa.Table,
                   dtypes: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) int64 key matrices; string keys become codes of one shared dictionary."""
@@ -206,12 +200,12 @@ def _key_matrices(keys: Sequence[str], data: pa.Table, ent: pa.Table,
         v, e = data.column(k).combine_chunks(), ent.column(k).combine_chunks()
         if dtypes[k] == "string":
             codes = pa.chunked_array([v, e]).combine_chunks().dictionary_encode().indices
-            codes = _int64(codes, fill=-1)
+            codes = as_int64(codes, fill=-1)
             vcols.append(codes[: len(v)])
             ecols.append(codes[len(v):])
         else:
-            vcols.append(_int64(v, fill=0))
-            ecols.append(_int64(e, fill=0))
+            vcols.append(as_int64(v, fill=0))
+            ecols.append(as_int64(e, fill=0))
     if len(keys) == 1:
         return vcols[0].reshape(-1, 1), ecols[0].reshape(-1, 1)
     return np.ascontiguousarray(np.column_stack(vcols)), np.ascontiguousarray(np.column_stack(ecols))

@@ -9,22 +9,22 @@ by an apply: datasets and models that used them stay reproducible.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from time import monotonic
+from typing import Any
 
-from . import __version__
-from .config import RepoConfig
-from .errors import NotApplied, RegistryError
-from .repo import read_definitions
-from .validation import build_registry
+from .._version import __version__
+from ..config import RepoConfig
+from ..errors import NotApplied, RegistryError
+from ..files import file_lock, remove_stale_tmp, write_atomic
+from .names import SECTIONS
+from .reader import read_definitions
+from .validation import SchemaReader, build_registry
 
 FORMAT = 1
-KINDS = ("entities", "sources", "feature_views", "feature_services")
+#: how long a process trusts its cached registry before it looks at the file again
+RECHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -48,54 +48,79 @@ class Plan:
         return not any(c.action != "keep" for c in self.changes)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that no reader or crash sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+class Snapshot:
+    """The applied registry as one process sees it: the stored document, read-only by
+    convention, with typed accessors. A new object whenever the document changes, so
+    ``snapshot is not before`` says the registry changed."""
 
+    __slots__ = ("doc",)
 
-def remove_stale_tmp(path: Path) -> None:
-    """Delete temporary files a killed ``write_atomic`` of ``path`` left; call under the writers' lock.
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
 
-    ``path``'s name may be a glob (``history/*.json``).
-    """
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
+    @property
+    def version(self) -> int:
+        return self.doc["version"]
 
+    @property
+    def project(self) -> str:
+        return self.doc["project"]
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock, so two writers (apply, ingest) never interleave."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    @property
+    def views(self) -> dict[str, dict[str, Any]]:
+        """Every applied view version by versioned name."""
+        return self.doc["feature_views"]
+
+    @property
+    def services(self) -> dict[str, dict[str, Any]]:
+        return self.doc["feature_services"]
+
+    @property
+    def sources(self) -> dict[str, dict[str, Any]]:
+        return self.doc["sources"]
+
+    def source_of(self, view: dict[str, Any]) -> dict[str, Any]:
+        return self.doc["sources"][view["source"]]
 
 
 class Registry:
-    """The applied registry of one repository."""
+    """The applied registry of one repository.
 
-    def __init__(self, config: RepoConfig) -> None:
+    ``schema_of`` reads a source's schema for ``plan`` and ``apply`` (the offline engine
+    gives it); reading what is applied needs none.
+    """
+
+    def __init__(self, config: RepoConfig, schema_of: SchemaReader | None = None) -> None:
         self.config = config
         self.path = config.registry
         self.history_dir = self.path.parent / "registry_history"
+        self.schema_of = schema_of
+        self._snapshot: Snapshot | None = None
+        self._stamp: tuple[int, int] | None = None
+        self.checked_at = float("-inf")  # monotonic time the cached snapshot was last checked
+
+    def snapshot(self) -> Snapshot:
+        """The applied registry, cached: the file is looked at again (its mtime and size) at
+        most once every RECHECK_SECONDS, and read again only when it changed. The server
+        and in-process reads call this per request."""
+        clock = monotonic()
+        if self._snapshot is not None and clock - self.checked_at < RECHECK_SECONDS:
+            return self._snapshot
+        self.checked_at = clock
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._snapshot is None or stamp != self._stamp:
+            self._snapshot = Snapshot(self.require())
+            self._stamp = stamp
+        return self._snapshot
+
+    @property
+    def fresh_until(self) -> float:
+        """The monotonic time until which ``snapshot()`` answers from its cache."""
+        return self.checked_at + RECHECK_SECONDS
 
     def load(self) -> dict[str, Any] | None:
         """The applied document, or None before the first apply."""
@@ -120,8 +145,10 @@ class Registry:
 
     def plan(self) -> Plan:
         """Validate the repository's definitions and compare them with what is applied."""
+        if self.schema_of is None:
+            raise RegistryError("this Registry was made without a schema reader: plan and apply need one")
         current = self.load()
-        new_state = build_registry(self.config, read_definitions(self.config), current)
+        new_state = build_registry(self.config, read_definitions(self.config), current, self.schema_of)
         return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state))
 
     def apply(self) -> tuple[Plan, int]:
@@ -164,7 +191,7 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     if old and old.get("project") != new.get("project"):
         changes.append(Change("project", str(new.get("project")), "change",
                               [f"project: {old.get('project')!r} -> {new.get('project')!r}"]))
-    for kind in KINDS:
+    for kind in SECTIONS:
         before, after = old.get(kind, {}), new.get(kind, {})
         for name in sorted(before.keys() | after.keys()):
             if name not in before:

@@ -1,0 +1,181 @@
+"""The served-read hook: one event for every feature vector fstore serves.
+
+Served values leave through three paths: ``FeatureStore.get_online_features`` (in
+process), the server's Python path and its compiled fast path. Each hands every read it
+answered to ``hook.emit`` as a ``ServedRead``, after the reply is on its way; listeners
+(the Prometheus metrics, feature logging, skew checks) subscribe with ``subscribe``.
+As with asyncpg's query loggers and SQLAlchemy's events, the core knows no listener:
+
+    from fstore.monitoring import events
+    events.subscribe(my_listener)      # my_listener(event: ServedRead) -> None
+
+Costs: with no listener subscribed a path checks one flag (``hook.active``) and builds
+nothing. With listeners, an event holds references to what the read already made (the
+packed reply values on the server, the flat value list in process, the status and
+timestamp buffers): decoding happens only when a listener asks (``values()``).
+
+A listener that raises never fails a read: the error is counted per listener
+(``hook.errors``, and ``fstore_listener_errors`` where the server's metrics run) and
+logged once per listener. Listeners run on the serving thread, after the reply was
+written: one that must do slow work (write files) queues it and returns.
+
+This module sits below the online store in the layers (docs/architecture.md): it
+imports only fstore's base modules, so every serving path can import it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgpack
+
+from .._ext._constants import Status
+from ..times import NO_TIME
+
+IN_PROCESS = "in_process"    # FeatureStore.get_online_features
+SERVER = "server"            # the server's Python path (new shapes, errors checked, metadata off...)
+SERVER_FAST = "server_fast"  # the server's compiled fast path
+PATHS = (IN_PROCESS, SERVER, SERVER_FAST)
+
+Listener = Callable[["ServedRead"], None]
+log = logging.getLogger("fstore.monitoring")
+
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def worker_id() -> int:
+    """This process's id, as events name their worker (kept current across fork)."""
+    return _PID
+
+
+@dataclass(slots=True)
+class ServedRead:
+    """One served read: what was asked, under which registry, and what was answered.
+
+    ``values`` is the answer as the path made it: a flat output-major list of
+    outputs x rows (in process) or the MessagePack of one list per output (server);
+    ``status`` holds one Status per output and row (output-major), ``stamps`` one
+    int64 event time per view and row (NO_TIME: no row), both as raw bytes. Use the
+    methods to read them. ``plan`` has ``names``, ``dtypes``, ``view_of``, ``views``
+    and ``key_columns``.
+    """
+
+    time_us: int                      # when the read was answered, UTC microseconds
+    request_id: int                   # the wire request id, or a per-process counter in process
+    path: str                         # IN_PROCESS, SERVER or SERVER_FAST
+    worker: int                       # the serving process's pid
+    service: str | None               # the feature service asked for, or None
+    features: list[str] | None        # the feature references asked for, or None
+    full_feature_names: bool
+    registry_version: int
+    entities: Any                     # join key columns (dict of lists) or entity rows (list of dicts)
+    caller_request_id: str | None     # the caller's own id for the request, when it sent one
+    seconds: float                    # time spent answering (server: frame read to reply written)
+    plan: Any
+    values: Any
+    status: Any
+    stamps: Any
+
+    @property
+    def rows(self) -> int:
+        """Entity rows in the request."""
+        if type(self.entities) is dict:
+            return len(next(iter(self.entities.values()))) if self.entities else 0
+        return len(self.entities)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.plan.names)
+
+    def entity_columns(self) -> dict[str, list[Any]]:
+        """The join key columns of the request (every join key of the plan)."""
+        ents = self.entities
+        if type(ents) is dict:
+            return {k: list(ents.get(k, [None] * self.rows)) for k in self.plan.key_columns}
+        return {k: [r.get(k) for r in ents] for k in self.plan.key_columns}
+
+    def value_columns(self) -> list[list[Any]]:
+        """The values answered, one list per output feature (defaults included)."""
+        if isinstance(self.values, (bytes, bytearray)):
+            return msgpack.unpackb(self.values, raw=False, timestamp=3, strict_map_key=False)
+        n = self.rows
+        return [self.values[i * n:(i + 1) * n] for i in range(len(self.plan.names))]
+
+    def status_columns(self) -> list[list[Status]]:
+        """The Status of every value, one list per output feature."""
+        n, raw = self.rows, bytes(self.status)
+        return [[Status(s) for s in raw[i * n:(i + 1) * n]] for i in range(len(self.plan.names))]
+
+    def timestamp_columns(self) -> list[list[int | None]]:
+        """The event time (UTC microseconds, None: no row) of every value, one list per output."""
+        n = self.rows
+        per_view = memoryview(bytes(self.stamps)).cast("q")
+        views = [[None if t == NO_TIME else t for t in per_view[v * n:(v + 1) * n]]
+                 for v in range(len(per_view) // n if n else 0)]
+        return [list(views[v]) if views else [] for v in self.plan.view_of]
+
+
+class Hook:
+    """The listeners of served reads in this process; ``active`` is the one flag the
+    serving paths check."""
+
+    def __init__(self) -> None:
+        self.listeners: tuple[Listener, ...] = ()
+        self.active = False
+        self.errors: dict[str, int] = {}
+        #: told the listener's name whenever one raises (the server's metrics count it)
+        self.on_error: Callable[[str], None] | None = None
+        self._ids = itertools.count(1)
+
+    def subscribe(self, listener: Listener) -> Listener:
+        """Call ``listener(event)`` for every served read from now on; returns it (a decorator)."""
+        if listener not in self.listeners:
+            self.listeners = (*self.listeners, listener)
+        self.active = True
+        return listener
+
+    def unsubscribe(self, listener: Listener) -> None:
+        self.listeners = tuple(x for x in self.listeners if x is not listener and x != listener)
+        self.active = bool(self.listeners)
+
+    def next_id(self) -> int:
+        """A request id for a read that has no wire id (in process)."""
+        return next(self._ids)
+
+    def emit(self, event: ServedRead) -> None:
+        """Hand ``event`` to every listener; one that raises is counted and logged, never raised."""
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener must never fail a read
+                self._failed(listener)
+
+    def _failed(self, listener: Listener) -> None:
+        name = getattr(listener, "__qualname__", None) or type(listener).__qualname__
+        first = name not in self.errors
+        self.errors[name] = self.errors.get(name, 0) + 1
+        if first:
+            log.exception("fstore: served-read listener %s raised (logged once; counted in "
+                          "fstore_listener_errors)", name)
+        if self.on_error is not None:
+            try:
+                self.on_error(name)
+            except Exception:  # noqa: BLE001 - counting must not fail the read either
+                pass
+
+
+#: this process's hook
+hook = Hook()
+subscribe = hook.subscribe
+unsubscribe = hook.unsubscribe

@@ -1,0 +1,83 @@
+"""Online reads for one repository in one process: the registry snapshot, the compiled
+plan of every request shape, the LMDB store, and the served-read hook.
+
+``FeatureStore.get_online_features`` and the feature server both read through an
+OnlineService, so plans are built once per (registry version, request shape) and the
+served-read event of an in-process read is emitted in one place.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from .._ext._online import read
+from ..monitoring.events import IN_PROCESS, ServedRead, hook, worker_id
+from ..repo.registry import Registry, Snapshot
+from ..times import now_us, to_us
+from .plan import build_plan, explain_bad_rows, normalize_entity_rows
+from .response import OnlinePlan, OnlineResponse
+from .store import OnlineStore
+
+MAX_PLANS = 1024  # request shapes come from clients: the cache is bounded
+
+
+class OnlineService:
+    """Plans and reads over one OnlineStore, under the registry's cached snapshot."""
+
+    def __init__(self, registry: Registry, store: OnlineStore) -> None:
+        self.registry = registry
+        self.store = store
+        self._plans: dict[tuple[Any, ...], OnlinePlan] = {}
+        self._plans_for: Snapshot | None = None
+        self._last: tuple[Any, ...] | None = None
+
+    def snapshot(self) -> Snapshot:
+        """The applied registry (re-read when the file changed, looked at once a second)."""
+        return self.registry.snapshot()
+
+    def plan(self, features: Sequence[str] | None, feature_service: str | None,
+             full_feature_names: bool = False) -> OnlinePlan:
+        """The compiled read plan of a request shape under the current registry (cached)."""
+        snap = self.registry.snapshot()
+        last = self._last  # a service calls with one shape again and again: no hashing then
+        if last is not None and last[0] is snap and last[1] == features and last[2] == feature_service \
+                and last[3] == full_feature_names:
+            return last[4]
+        if snap is not self._plans_for:
+            self._plans.clear()
+            self._plans_for = snap
+        key = (tuple(features) if features is not None else None, feature_service, full_feature_names)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = build_plan(snap.doc, self.store, features, feature_service,
+                                                 full_feature_names)
+        self._last = (snap, list(features) if features is not None else None, feature_service,
+                      full_feature_names, plan)
+        return plan
+
+    def read(self, features: Sequence[str] | None = None, *, entity_rows: Any, feature_service: str | None = None,
+             full_feature_names: bool = False, now: Any = None,
+             request_id: str | None = None) -> OnlineResponse:
+        """Feature vectors for ``entity_rows`` (see FeatureStore.get_online_features)."""
+        start = time.perf_counter() if hook.active else 0.0
+        plan = self.plan(features, feature_service, full_feature_names)
+        rows = entity_rows if type(entity_rows) is list else normalize_entity_rows(entity_rows)
+        try:
+            resp = read(self.store.env, plan, rows, None if now is None else to_us(now), OnlineResponse)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise explain_bad_rows(rows, plan, exc) from None
+        if hook.active:
+            hook.emit(ServedRead(now_us(), hook.next_id(), IN_PROCESS, worker_id(), feature_service,
+                                 None if features is None else list(features), full_feature_names,
+                                 self._last[0].version if self._last else self.snapshot().version,
+                                 rows, request_id, time.perf_counter() - start, plan, resp._values,
+                                 resp._raw_status, resp._raw_ts))
+        return resp
+
+    def close(self) -> None:
+        """Drop the plans (they hold the store's database handles) and release the store."""
+        self._plans.clear()
+        self._plans_for = self._last = None
+        self.store.close()

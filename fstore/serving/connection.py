@@ -1,0 +1,295 @@
+"""One client connection of the feature server: framing, handshake, one handler per
+operation, back pressure, idle timeout, drain.
+
+Bytes go into a compiled FrameReader; each whole frame is answered synchronously (an
+online read is a few microseconds of LMDB and never blocks the loop) and the reply is
+written at once. A GET of a known shape is answered by the compiled fast path
+(fstore._ext._serve); everything else is decoded here and dispatched through
+``HANDLERS``, built from the protocol's table of operations (``OPS``): a handler per
+operation, ``op_<name>``. A handler raises an FstoreError to refuse its request; the
+error is answered for that request id and the connection goes on. A frame that cannot
+be tied to a request is answered with id 0 and the connection is closed. Nothing a
+client sends can stop the server.
+
+Every GET answered, on either path, is handed to the served-read hook
+(fstore.monitoring.events) after its reply is written, when a listener is subscribed.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import struct
+import termios
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import msgpack
+
+from .._ext._serve import get_reply
+from .._ext._wire import read_packed
+from .._version import __version__
+from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, HandshakeRequired, Overloaded,
+                      ProtocolError, ShuttingDown, TooManyRows, UnknownOp, UnsupportedVersion, as_fstore_error)
+from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
+from ..online.plan import explain_bad_rows
+from ..times import now_us
+from .protocol import GET, HELLO, OPS, VERSION, FrameReader
+from .pushes import QueuedPush
+
+if TYPE_CHECKING:
+    from .server import PreparedGet, ServerState
+
+Handler = Callable[["Connection", int, dict[str, Any], float], "bytes | None"]
+
+
+class Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, state: "ServerState") -> None:
+        self.state = state
+        self.reader = FrameReader(state.limits.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.greeted = False
+        self.closing = False
+        self.last_seen = time.monotonic()
+        self.paused = False      # reading paused: the client does not read its replies
+        self.pushing = 0         # PUSHes of this connection running in the pusher thread
+        self.caught_up = False   # draining: everything the client sent before SIGTERM has been read
+        self._served: tuple[Any, ...] | None = None  # the GET just read on the Python path, for the hook
+
+    # ---- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        st = self.state
+        if len(st.connections) >= st.limits.max_connections or st.draining:
+            cls = ShuttingDown if st.draining else Overloaded
+            self._fatal(0, cls("the server takes no more connections now"))
+            return
+        st.connections.add(self)
+        self.transport.set_write_buffer_limits(high=st.limits.max_buffered_replies)  # type: ignore[union-attr]
+        if st.metrics:
+            st.metrics.connections.inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.state.connections:
+            self.state.connections.discard(self)
+            if self.state.metrics:
+                self.state.metrics.connections.dec()
+
+    def pause_writing(self) -> None:
+        # the client sends faster than it reads: stop reading until its replies drain
+        if self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_seen = time.monotonic()
+        self.reader.feed(data)
+        # a greeted connection not draining: a GET of a known shape takes the compiled path
+        fast = self.state.fast if self.greeted and not self.caught_up else None
+        while not self.closing:
+            try:
+                body = self.reader.next()
+            except ProtocolError as exc:
+                self._fatal(0, exc)
+                return
+            if body is None:
+                return
+            if fast is not None:
+                start = time.perf_counter() if hook.active else 0.0
+                reply = fast.answer(body)
+                if reply is not None:
+                    self.transport.write(reply)  # type: ignore[union-attr]
+                    if hook.active:
+                        self._emit(SERVER_FAST, fast.rid, fast.args, fast.last, fast.values, fast.status,
+                                   fast.stamps, start)
+                    continue
+            self._handle(body)
+
+    # ---- requests ---------------------------------------------------------------------
+
+    def _handle(self, body: bytes) -> None:
+        st = self.state
+        start = time.perf_counter()
+        try:
+            msg = msgpack.unpackb(body, raw=False, timestamp=3, strict_map_key=False)
+        except Exception:  # noqa: BLE001 - any garbage is a bad frame
+            self._fatal(0, BadFrame("the frame is not MessagePack"))
+            return
+        if (type(msg) is not list or len(msg) != 3 or type(msg[0]) is not int or type(msg[1]) is not int
+                or not 0 < msg[1] < 2**32):
+            self._fatal(0, BadFrame("a request is [op, id (1..2**32-1), args]"))
+            return
+        op, rid, args = msg
+        if self.caught_up:  # sent after SIGTERM: not run, so the client may safely send it elsewhere
+            self._reply_error(rid, ShuttingDown("the server is shutting down; request not run"))
+            return
+        if not self.greeted and op != HELLO:
+            self._fatal(rid, HandshakeRequired("the first request must be HELLO"))
+            return
+        if type(args) is not dict:
+            self._reply_error(rid, BadRequest("args must be a map", "args"))
+            return
+        handler = HANDLERS.get(op)
+        st.inflight += 1
+        try:
+            if handler is None:
+                raise UnknownOp(f"unknown op {op}", "op")
+            reply = handler(self, rid, args, start)
+        except Exception as exc:  # noqa: BLE001 - a bug answers one request, never kills the server
+            self._reply_error(rid, as_fstore_error(exc))
+            return
+        finally:
+            st.inflight -= 1
+        if reply is None:  # answered by the handler (HELLO refused, PUSH queued)
+            return
+        self.transport.write(reply)  # type: ignore[union-attr]
+        if self._served is not None:
+            served, self._served = self._served, None
+            if hook.active:
+                self._emit(SERVER, rid, *served, start)
+        if st.metrics and op != GET:  # a GET's latency is counted by the metrics' listener
+            st.metrics.observe(OPS[op], time.perf_counter() - start)
+
+    def _emit(self, path: str, rid: int, args: dict[str, Any], prepared: "PreparedGet", values: Any,
+              status: Any, stamps: Any, start: float) -> None:
+        """Hand a GET just answered to the served-read listeners."""
+        caller = args.get("request_id")
+        hook.emit(ServedRead(now_us(), rid, path, worker_id(), prepared.service, prepared.features, prepared.full,
+                             self.state.prepared_under.version, args.get("entities"),
+                             caller if type(caller) is str else None, time.perf_counter() - start,
+                             prepared.plan, values, status, stamps))
+
+    def op_hello(self, rid: int, args: dict[str, Any], start: float) -> bytes | None:
+        if args.get("version") != VERSION:
+            self._fatal(rid, UnsupportedVersion(f"this server speaks version {VERSION}", "version"))
+            return None
+        self.greeted = True
+        lim = self.state.limits
+        return self.state.pack([rid, True, {"version": VERSION, "server": f"fstore/{__version__}",
+                                            "max_frame": lim.max_frame, "max_rows": lim.max_rows}])
+
+    def op_get(self, rid: int, args: dict[str, Any], start: float) -> bytes:
+        st = self.state
+        prepared = st.prepared_get(args.get("features"), args.get("service"), args.get("full_names", False))
+        entities = args.get("entities")
+        if type(entities) is not dict:
+            raise BadRequest("entities must be a map of join key columns", "entities")
+        n = -1
+        for key, col in entities.items():
+            if type(col) is not list:
+                raise BadRequest("each entity column must be a list", f"entities.{key}")
+            if n >= 0 and len(col) != n:
+                raise BadRequest("entity columns differ in length", f"entities.{key}")
+            n = len(col)
+        n = max(n, 0)  # an empty map is zero rows, as entity_rows=[] in process (a client cannot name its columns)
+        if n > st.limits.max_rows:
+            raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
+        plan = prepared.plan
+        if entities:
+            try:
+                values, status, stamps = read_packed(st.online.store.env, plan, entities)
+            except (KeyError, TypeError, ValueError, OverflowError):
+                rows = [{k: entities[k][i] for k in entities} for i in range(n)]
+                err = explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
+                raise EntityRowError(str(err)) from None
+        else:
+            values, status, stamps = st._packer.pack([[] for _ in plan.names]), bytearray(), bytearray()
+        self._served = (args, prepared, values, status, stamps)
+        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True))
+
+    def op_health(self, rid: int, args: dict[str, Any], start: float) -> bytes:
+        st = self.state
+        return st.pack([rid, True, {"live": True, "ready": not st.draining, "draining": st.draining,
+                                    "registry_version": st.online.snapshot().version}])
+
+    def op_info(self, rid: int, args: dict[str, Any], start: float) -> bytes:
+        reg = self.state.online.snapshot()
+        info = {"project": reg.project, "registry_version": reg.version, "server": f"fstore/{__version__}",
+                "views": [{"name": v["name"], "version": v["version"], "entities": v["entities"],
+                           "join_keys": v["join_keys"], "ttl_us": v.get("ttl_us"),
+                           "timestamp_field": reg.source_of(v)["timestamp_field"],
+                           "created_timestamp_field": reg.source_of(v)["created_timestamp_field"],
+                           "features": [{"name": f["name"], "dtype": f["dtype"]} for f in v["features"]]}
+                          for v in reg.views.values()],
+                "services": [{"name": s["name"], "features": s["features"]} for s in reg.services.values()]}
+        return self.state.pack([rid, True, info])
+
+    def op_push(self, rid: int, args: dict[str, Any], start: float) -> None:
+        """Queued for the writer thread; answered by ``push_done`` once its group is committed."""
+        self.state.inflight += 1
+        self.pushing += 1
+        self.state.pushes.add(QueuedPush(self, rid, args, start))
+        return None
+
+    def push_done(self, rid: int, outcome: Any, start: float) -> None:
+        """Answer a PUSH once its group is committed (or it was refused)."""
+        st = self.state
+        self.pushing -= 1
+        if isinstance(outcome, Exception):
+            self._reply_error(rid, as_fstore_error(outcome))
+            return
+        view, newest = outcome["view"], outcome["newest_us"]
+        if newest is not None:  # for the data age gauge
+            st.newest_pushed[view] = max(newest, st.newest_pushed.get(view, newest))
+        self._write(st.pack([rid, True, {"written": outcome["written"], "offline": outcome["offline"]}]))
+        if st.metrics:
+            st.metrics.pushed(outcome["view"], outcome["written"])
+            st.metrics.observe("push", time.perf_counter() - start)
+
+    # ---- replies ----------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _reply_error(self, rid: int, exc: FstoreError) -> None:
+        if self.state.metrics:
+            self.state.metrics.error(exc.code)
+        self._write(self.state.pack([rid, False, exc.to_wire()]))
+
+    def drain_step(self) -> bool:
+        """One step of a graceful shutdown; True once this connection may be closed.
+
+        A request whose bytes reached the server before SIGTERM is answered: the
+        connection counts as caught up only when no byte is left unread, neither in
+        the frame reader nor in the kernel's socket buffer (and reading is not paused
+        for a slow reader). Frames read after that get SHUTTING_DOWN (not run). It is
+        closed once caught up with every reply written, PUSH replies included.
+        """
+        t = self.transport
+        if t is None or t.is_closing():
+            return True
+        if not self.caught_up and not self.paused and not self.reader.buffered and unread(t) == 0:
+            self.caught_up = True
+        return self.caught_up and not self.pushing and not t.get_write_buffer_size()
+
+    def _fatal(self, rid: int, exc: FstoreError) -> None:
+        """Answer with an error and close: the stream can no longer be trusted."""
+        self._reply_error(rid, exc)
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+#: op code -> its handler, from the protocol's table of operations: op "get" is op_get
+HANDLERS: dict[int, Handler] = {code: getattr(Connection, f"op_{name}") for code, name in OPS.items()}
+
+
+def unread(transport: asyncio.Transport) -> int:
+    """Bytes the peer sent that wait unread in the kernel's receive buffer."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
