@@ -14,10 +14,19 @@ from typing import Any
 
 
 class FstoreError(Exception):
-    """Base of every fstore error. ``field`` names the argument or column at fault, if one is."""
+    """Base of every fstore error. ``field`` names the argument or column at fault, if one is.
+
+    A subclass states its code in its header, ``class UnknownObject(FstoreError, KeyError,
+    code="UNKNOWN_OBJECT")``; one that states none shares its parent's.
+    """
 
     code = "FSTORE_ERROR"
     field: str | None = None
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -44,10 +53,8 @@ class FstoreError(Exception):
         return exc
 
 
-class InvalidDefinition(FstoreError, ValueError):
+class InvalidDefinition(FstoreError, ValueError, code="INVALID_DEFINITION"):
     """A feature definition is wrong; names the file, the object and the field."""
-
-    code = "INVALID_DEFINITION"
     file: str | None = None
     obj: str | None = None
     detail = ""
@@ -87,46 +94,32 @@ class DefinitionErrors(InvalidDefinition):
         self.detail = str(self)
 
 
-class SchemaChangeRefused(InvalidDefinition):
+class SchemaChangeRefused(InvalidDefinition, code="SCHEMA_CHANGE_REFUSED"):
     """An applied view version's schema may not change in place: bump its version."""
 
-    code = "SCHEMA_CHANGE_REFUSED"
 
-
-class SchemaChangeErrors(DefinitionErrors, SchemaChangeRefused):
+class SchemaChangeErrors(DefinitionErrors, SchemaChangeRefused, code="SCHEMA_CHANGE_REFUSED"):
     """Definition errors of which at least one is a refused schema change."""
 
-    code = "SCHEMA_CHANGE_REFUSED"
 
-
-class InvalidConfig(InvalidDefinition):
+class InvalidConfig(InvalidDefinition, code="INVALID_CONFIG"):
     """A setting of fstore.yaml is unknown or has the wrong type; names the key."""
 
-    code = "INVALID_CONFIG"
 
-
-class RegistryError(FstoreError, RuntimeError):
+class RegistryError(FstoreError, RuntimeError, code="REGISTRY_ERROR"):
     """The registry file is missing, corrupt or written by an incompatible version."""
 
-    code = "REGISTRY_ERROR"
 
-
-class NotApplied(RegistryError):
+class NotApplied(RegistryError, code="NOT_APPLIED"):
     """The repository has no applied registry yet: run ``fstore apply``."""
 
-    code = "NOT_APPLIED"
 
-
-class UnknownObject(FstoreError, KeyError):
+class UnknownObject(FstoreError, KeyError, code="UNKNOWN_OBJECT"):
     """A name (view, feature, service, entity) that the registry does not hold."""
 
-    code = "UNKNOWN_OBJECT"
 
-
-class IngestError(FstoreError, ValueError):
+class IngestError(FstoreError, ValueError, code="INGEST_ERROR"):
     """Source data that cannot be loaded: names the file, row and column."""
-
-    code = "INGEST_ERROR"
     file: str | None = None
     row: int | None = None
     column: str | None = None
@@ -137,40 +130,28 @@ class IngestError(FstoreError, ValueError):
         super().__init__(message)
 
 
-class EntityDataError(FstoreError, ValueError):
+class EntityDataError(FstoreError, ValueError, code="ENTITY_DATA_ERROR"):
     """The entity dataframe of a training-set request is unusable (missing key, null time)."""
 
-    code = "ENTITY_DATA_ERROR"
 
-
-class FeatureNameClash(FstoreError, ValueError):
+class FeatureNameClash(FstoreError, ValueError, code="FEATURE_NAME_CLASH"):
     """Two requested features would get the same output column name."""
 
-    code = "FEATURE_NAME_CLASH"
 
-
-class OfflineStoreError(FstoreError, RuntimeError):
+class OfflineStoreError(FstoreError, RuntimeError, code="OFFLINE_STORE_ERROR"):
     """The offline store on disk is inconsistent or from an incompatible version."""
 
-    code = "OFFLINE_STORE_ERROR"
 
-
-class OnlineStoreError(FstoreError, RuntimeError):
+class OnlineStoreError(FstoreError, RuntimeError, code="ONLINE_STORE_ERROR"):
     """The online store cannot be opened or was written with another encoding."""
 
-    code = "ONLINE_STORE_ERROR"
 
-
-class EntityRowError(FstoreError, ValueError):
+class EntityRowError(FstoreError, ValueError, code="BAD_ENTITY_ROW"):
     """An entity row of an online request lacks a key or has a key of the wrong type."""
 
-    code = "BAD_ENTITY_ROW"
 
-
-class KeyTooLong(FstoreError, ValueError):
+class KeyTooLong(FstoreError, ValueError, code="KEY_TOO_LONG"):
     """An entity key longer than LMDB's 511 bytes; ``row`` is its 0-based index in the batch."""
-
-    code = "KEY_TOO_LONG"
     row = -1
     size = 0
 
@@ -179,90 +160,64 @@ class KeyTooLong(FstoreError, ValueError):
         super().__init__(f"row {row + 1}: the key is {size} bytes; LMDB keys are at most 511")
 
 
-class InvalidArgument(FstoreError, ValueError):
+class InvalidArgument(FstoreError, ValueError, code="INVALID_ARGUMENT"):
     """A bad argument to a command or call (a time that does not parse, an empty range)."""
 
-    code = "INVALID_ARGUMENT"
 
-
-class BadRequest(InvalidArgument):
+class BadRequest(InvalidArgument, code="BAD_REQUEST"):
     """A request whose arguments are malformed (a missing column, a wrong type); ``field`` names it."""
 
-    code = "BAD_REQUEST"
-
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
 
-class TooManyRows(BadRequest):
+class TooManyRows(BadRequest, code="TOO_MANY_ROWS"):
     """More entity rows in one request than the server's ``max_rows``."""
 
-    code = "TOO_MANY_ROWS"
 
-
-class ProtocolError(FstoreError):
+class ProtocolError(FstoreError, code="PROTOCOL_ERROR"):
     """A conversation with the server that broke the protocol; the server closes the connection."""
-
-    code = "PROTOCOL_ERROR"
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
 
-class BadFrame(ProtocolError, ValueError):
+class BadFrame(ProtocolError, ValueError, code="BAD_FRAME"):
     """A frame that is not a request: a zero length, not MessagePack, not [op, id, args]."""
 
-    code = "BAD_FRAME"
 
-
-class FrameTooLarge(BadFrame):
+class FrameTooLarge(BadFrame, code="FRAME_TOO_LARGE"):
     """A frame longer than the receiver's limit."""
 
-    code = "FRAME_TOO_LARGE"
 
-
-class HandshakeRequired(ProtocolError):
+class HandshakeRequired(ProtocolError, code="HANDSHAKE_REQUIRED"):
     """A request before HELLO."""
 
-    code = "HANDSHAKE_REQUIRED"
 
-
-class UnsupportedVersion(ProtocolError):
+class UnsupportedVersion(ProtocolError, code="UNSUPPORTED_VERSION"):
     """HELLO asked for a protocol version this server does not speak."""
 
-    code = "UNSUPPORTED_VERSION"
 
-
-class UnknownOp(ProtocolError):
+class UnknownOp(ProtocolError, code="UNKNOWN_OP"):
     """An op code the server does not know; the connection goes on."""
 
-    code = "UNKNOWN_OP"
 
-
-class Unavailable(FstoreError, RuntimeError):
+class Unavailable(FstoreError, RuntimeError, code="UNAVAILABLE"):
     """The server cannot take the request now; another server (or a later try) can."""
 
-    code = "UNAVAILABLE"
 
-
-class Overloaded(Unavailable):
+class Overloaded(Unavailable, code="OVERLOADED"):
     """The server is at its connection limit."""
 
-    code = "OVERLOADED"
 
-
-class ShuttingDown(Unavailable):
+class ShuttingDown(Unavailable, code="SHUTTING_DOWN"):
     """The server is draining after SIGTERM: the request was not run, so it may be sent elsewhere."""
 
-    code = "SHUTTING_DOWN"
 
-
-class InternalError(FstoreError, RuntimeError):
+class InternalError(FstoreError, RuntimeError, code="INTERNAL"):
     """A bug on the server's side; the message names the exception."""
-
-    code = "INTERNAL"
 
 
 #: codes after which the server closes the connection (docs/protocol.md)

@@ -7,10 +7,11 @@ file or the new one, never a mix, and two writers never interleave.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -52,3 +53,21 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_document(path: Path, fmt: int, *, name: str, what: str, error: type[Exception]) -> dict[str, Any] | None:
+    """The JSON document at ``path`` (None when there is none) written in format ``fmt``;
+    ``error(message)`` is raised, naming the file as ``name``, when it is corrupt or of
+    another format (``what`` says which kind of format: "registry", "offline")."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise error(f"{name} is corrupt: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise error(f"{name} has {what} format {found!r}; this fstore reads format {fmt}")
+    return doc

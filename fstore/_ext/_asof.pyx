@@ -70,14 +70,19 @@ _NOT_SORTED = "view rows are not grouped and sorted by (key, ts, created)"
 # In-memory tuple hash (group index only; not persisted)
 # ---------------------------------------------------------------------------
 
+cdef inline uint64_t _xorshift_mix(uint64_t x, int s1, uint64_t c1, int s2, uint64_t c2, int s3) noexcept nogil:
+    # the xor-shift-multiply finalizer murmur3 and xxh64 share, with their own shifts and primes
+    x ^= x >> s1
+    x *= c1
+    x ^= x >> s2
+    x *= c2
+    x ^= x >> s3
+    return x
+
+
 cdef uint64_t fmix64(uint64_t x) noexcept nogil:
     # murmur3 finalizer: a bijection, so distinct k=1 keys never collide
-    x ^= x >> 33
-    x *= FS_FMIX_C1
-    x ^= x >> 33
-    x *= FS_FMIX_C2
-    x ^= x >> 33
-    return x
+    return _xorshift_mix(x, 33, FS_FMIX_C1, 33, FS_FMIX_C2, 33)
 
 
 cdef uint64_t tuple_hash(const int64_t* key, Py_ssize_t k) noexcept nogil:
@@ -402,12 +407,7 @@ cdef inline uint64_t _xxh_merge(uint64_t acc, uint64_t v) noexcept nogil:
 
 
 cdef inline uint64_t _xxh_avalanche(uint64_t h) noexcept nogil:
-    h ^= h >> 33
-    h *= FS_XXH_P2
-    h ^= h >> 29
-    h *= FS_XXH_P3
-    h ^= h >> 32
-    return h
+    return _xorshift_mix(h, 33, FS_XXH_P2, 29, FS_XXH_P3, 32)
 
 
 cdef uint64_t xxh64(const uint8_t* p, size_t n, uint64_t seed) noexcept nogil:

@@ -1,32 +1,32 @@
-"""The product's shared constants (defined in _constants.pxd, one place for C and Python)."""
+"""The product's shared constants: their values are defined in _constants.pxd only, for C and Python."""
 
 import enum
 
 class Status(enum.IntEnum):
     """The status of one served value."""
 
-    PRESENT = 0
-    NOT_FOUND = 1
-    EXPIRED = 2
-    DEFAULTED = 3
+    PRESENT: int
+    NOT_FOUND: int
+    EXPIRED: int
+    DEFAULTED: int
 
 class Kind(enum.IntEnum):
     """The dtype of a stored column: the name after ``K_`` is the dtype's name."""
 
-    K_INT32 = 0
-    K_INT64 = 1
-    K_FLOAT32 = 2
-    K_FLOAT64 = 3
-    K_BOOL = 4
-    K_TIMESTAMP = 5
-    K_STRING = 6
-    K_BYTES = 7
+    K_INT32: int
+    K_INT64: int
+    K_FLOAT32: int
+    K_FLOAT64: int
+    K_BOOL: int
+    K_TIMESTAMP: int
+    K_STRING: int
+    K_BYTES: int
 
 class Op(enum.IntEnum):
     """The wire protocol's operations: the name after ``OP_`` is the op's name."""
 
-    OP_HELLO = 1
-    OP_GET = 2
-    OP_PUSH = 3
-    OP_HEALTH = 4
-    OP_INFO = 5
+    OP_HELLO: int
+    OP_GET: int
+    OP_PUSH: int
+    OP_HEALTH: int
+    OP_INFO: int

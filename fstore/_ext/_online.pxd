@@ -1,6 +1,9 @@
 # The online store's compiled codec and reader, as other compiled modules (_wire) see them.
 # (statuses and dtype kinds: fstore/_ext/_constants.pxd)
-from libc.stdint cimport int64_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.string cimport memcpy
+
+from fstore._ext._constants cimport K_FLOAT32, K_INT32
 
 cdef enum:
     C_ROW_FORMAT = 1
@@ -37,3 +40,26 @@ cdef const uint8_t* _var_field(const uint8_t* p, Py_ssize_t size, Py_ssize_t ran
                                uint32_t* length) except NULL
 cdef list _view_keys(list readers, Py_ssize_t v, object rows, Py_ssize_t n, list previous)
 cdef object _begin_read(object env)
+
+
+# A stored fixed-width value, read for both decoders (_online._decode, _wire._pack_stored).
+cdef inline int64_t _fixed_int(const uint8_t* p, int kind) noexcept nogil:
+    """An int32 (K_INT32) or an int64 or timestamp (8 bytes) at ``p``."""
+    cdef int32_t i32
+    cdef int64_t i64
+    if kind == K_INT32:
+        memcpy(&i32, p, 4)
+        return i32
+    memcpy(&i64, p, 8)
+    return i64
+
+
+cdef inline double _fixed_float(const uint8_t* p, int kind) noexcept nogil:
+    """A float32 (K_FLOAT32, widened) or a float64 at ``p``."""
+    cdef float f32
+    cdef double f64
+    if kind == K_FLOAT32:
+        memcpy(&f32, p, 4)
+        return <double>f32
+    memcpy(&f64, p, 8)
+    return f64

@@ -364,29 +364,16 @@ def merge_newer(txn, db, list keys, list values):
 
 cdef object _decode(const uint8_t* p, Py_ssize_t size, int kind, Py_ssize_t off, Py_ssize_t rank,
                     Py_ssize_t fixed_end):
-    cdef int32_t i32
-    cdef int64_t i64
-    cdef float f32
-    cdef double f64
     cdef uint32_t ln
     cdef const uint8_t* q
-    if kind == K_INT32:
-        memcpy(&i32, p + off, 4)
-        return i32
-    if kind == K_INT64:
-        memcpy(&i64, p + off, 8)
-        return i64
-    if kind == K_FLOAT32:
-        memcpy(&f32, p + off, 4)
-        return <double>f32
-    if kind == K_FLOAT64:
-        memcpy(&f64, p + off, 8)
-        return f64
+    if kind == K_INT32 or kind == K_INT64:
+        return _fixed_int(p + off, kind)
+    if kind == K_FLOAT32 or kind == K_FLOAT64:
+        return _fixed_float(p + off, kind)
     if kind == K_BOOL:
         return p[off] != 0
     if kind == K_TIMESTAMP:
-        memcpy(&i64, p + off, 8)
-        return _EPOCH + _dt.timedelta(microseconds=i64)
+        return _EPOCH + _dt.timedelta(microseconds=_fixed_int(p + off, kind))
     q = _var_field(p, size, rank, fixed_end, &ln)
     if kind == K_STRING:
         return PyUnicode_DecodeUTF8(<const char*>q, ln, "strict")

@@ -13,7 +13,8 @@ from libc.string cimport memcpy
 
 from fstore._ext._constants cimport (DEFAULTED, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING,
                                      K_TIMESTAMP, PRESENT)
-from fstore._ext._online cimport C_HEADER, ViewReader, _begin_read, _now_us, _var_field, _view_keys
+from fstore._ext._online cimport (C_HEADER, ViewReader, _begin_read, _fixed_float, _fixed_int, _now_us, _var_field,
+                                  _view_keys)
 
 
 cdef struct Buf:
@@ -109,28 +110,17 @@ cdef int _pack_stored(Buf* b, const uint8_t* p, Py_ssize_t size, int kind, Py_ss
     """One stored (non-null) value as MessagePack, as msgpack-python packs the value
     _decode makes of it: ints compact, floats as float 64, timestamps as the Timestamp
     extension (type -1) in its smallest form, strings as str and bytes as bin."""
-    cdef int32_t i32
     cdef int64_t i64, sec, nsec
-    cdef float f32
-    cdef double f64
     cdef uint32_t ln
     cdef const uint8_t* q
-    if kind == K_INT32:
-        memcpy(&i32, p + off, 4)
-        return _pack_int(b, i32)
-    if kind == K_INT64:
-        memcpy(&i64, p + off, 8)
-        return _pack_int(b, i64)
-    if kind == K_FLOAT32:
-        memcpy(&f32, p + off, 4)
-        return _pack_double(b, <double>f32)
-    if kind == K_FLOAT64:
-        memcpy(&f64, p + off, 8)
-        return _pack_double(b, f64)
+    if kind == K_INT32 or kind == K_INT64:
+        return _pack_int(b, _fixed_int(p + off, kind))
+    if kind == K_FLOAT32 or kind == K_FLOAT64:
+        return _pack_double(b, _fixed_float(p + off, kind))
     if kind == K_BOOL:
         return _put1(b, 0xc3 if p[off] else 0xc2)
     if kind == K_TIMESTAMP:
-        memcpy(&i64, p + off, 8)
+        i64 = _fixed_int(p + off, kind)
         sec = i64 // 1000000  # C division (the build sets cdivision): truncates toward zero
         nsec = i64 - sec * 1000000
         if nsec < 0:  # before 1970: floor the seconds, so the nanoseconds are never negative

@@ -37,13 +37,16 @@ def to_dtype(arr: pa.Array, target: pa.DataType) -> pa.Array:
     return _cast_checked(arr, lambda a: _cast_one(a, target))
 
 
+def _undictionary(arr: pa.Array) -> pa.Array:
+    """A dictionary-encoded array as plain values (casts and checks see the value type)."""
+    return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+
+
 def _cast_one(arr: pa.Array, target: pa.DataType) -> pa.Array:
     if arr.type == target:
         return arr
+    arr = _undictionary(arr)
     src = arr.type
-    if pa.types.is_dictionary(src):
-        arr = arr.dictionary_decode()
-        src = arr.type
     if pa.types.is_null(src):
         return pa.nulls(len(arr), target)
     numeric = pa.types.is_integer(target) or pa.types.is_floating(target)
@@ -58,10 +61,8 @@ def _cast_one(arr: pa.Array, target: pa.DataType) -> pa.Array:
 
 
 def _to_timestamp_unchecked(arr: pa.Array) -> pa.Array:
+    arr = _undictionary(arr)
     t = arr.type
-    if pa.types.is_dictionary(t):
-        arr = arr.dictionary_decode()
-        t = arr.type
     if pa.types.is_null(t):
         return pa.nulls(len(arr), TS_TYPE)
     if pa.types.is_timestamp(t):

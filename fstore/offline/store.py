@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from ..config import RepoConfig
 from ..errors import OfflineStoreError
-from ..files import file_lock, remove_stale_tmp, write_atomic
+from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..progress import Reporter, Silent
 from ..repo.definitions import Source
 from ..repo.names import view_name
@@ -69,16 +69,7 @@ class OfflineStore:
 
     def manifest(self, view: dict[str, Any]) -> dict[str, Any] | None:
         path = self.view_dir(view) / MANIFEST
-        try:
-            doc = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as exc:
-            raise OfflineStoreError(f"{self.config.rel(path)} is corrupt: {exc}") from None
-        if doc.get("format") != FORMAT:
-            raise OfflineStoreError(f"{self.config.rel(path)} has offline format {doc.get('format')!r}; "
-                                    f"this fstore reads format {FORMAT}")
-        return doc
+        return read_document(path, FORMAT, name=self.config.rel(path), what="offline", error=OfflineStoreError)
 
     # ---- reading -------------------------------------------------------------------
 

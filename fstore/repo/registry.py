@@ -17,7 +17,7 @@ from typing import Any
 from .._version import __version__
 from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
-from ..files import file_lock, remove_stale_tmp, write_atomic
+from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from .names import SECTIONS
 from .reader import read_definitions
 from .validation import SchemaReader, build_registry
@@ -124,18 +124,8 @@ class Registry:
 
     def load(self) -> dict[str, Any] | None:
         """The applied document, or None before the first apply."""
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            doc = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise RegistryError(f"{self.config.rel(self.path)} is corrupt: {exc}") from None
-        if doc.get("format") != FORMAT:
-            raise RegistryError(f"{self.config.rel(self.path)} has registry format {doc.get('format')!r}; "
-                                f"this fstore ({__version__}) reads format {FORMAT}")
-        return doc
+        return read_document(self.path, FORMAT, name=self.config.rel(self.path), what="registry",
+                             error=RegistryError)
 
     def require(self) -> dict[str, Any]:
         doc = self.load()

@@ -79,7 +79,6 @@ def _check(reply: Any, rid: int) -> Any:
         raise BadFrame("the server sent a malformed reply")
     if reply[1]:
         return reply[2]
-    err = reply[2] or {}
     raise FstoreError.from_wire(reply[2])
 
 
