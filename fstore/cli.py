@@ -13,7 +13,9 @@ from rich.table import Table
 from .errors import DefinitionErrors, FstoreError
 from .feature_store import FeatureStore
 from .progress import RichReporter
+from .config import SERVER_KEYS
 from .repo.names import view_name
+from .repo.resolve import require_one
 from .times import format_duration, from_us
 
 console = Console()
@@ -182,8 +184,7 @@ def build_dataset(ctx: click.Context, entities: str, features: tuple[str, ...], 
                   full_feature_names: bool, timestamp_column: str | None) -> None:
     """Build a point-in-time correct training set and write its lineage beside it."""
     refs = _split(features)
-    if (refs is None) == (service is None):
-        raise click.UsageError("give exactly one of --features or --service")
+    require_one(refs, service, ("--features", "--service"))
     start = time.perf_counter()
     table, lineage = _store(ctx).build_dataset(entities, out, refs, feature_service=service,
                                                full_feature_names=full_feature_names,
@@ -237,15 +238,14 @@ def gc(ctx: click.Context, views: tuple[str, ...]) -> None:
 @click.option("--features", multiple=True, help="view:feature or view (repeatable or comma-separated).")
 @click.option("--full-feature-names", is_flag=True)
 @click.option("--host", default=None, help="Ask a running server instead of reading the store in process.")
-@click.option("--port", default=None, type=int, help="The server's port (with --host; default 6570).")
+@click.option("--port", default=None, type=int, help=f"The server's port (with --host; default {SERVER_KEYS['port'][1]}).")
 @click.argument("keys", nargs=-1, required=True)
 @click.pass_context
 def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full_feature_names: bool,
         host: str | None, port: int | None, keys: tuple[str, ...]) -> None:
     """Read one feature vector: fstore get --service fraud_v1 customer_id=1 driver_id=7."""
     refs = _split(features)
-    if (refs is None) == (service is None):
-        raise click.UsageError("give exactly one of --features or --service")
+    require_one(refs, service, ("--features", "--service"))
     row: dict[str, Any] = {}
     for item in keys:
         name, sep, value = item.partition("=")
@@ -294,7 +294,7 @@ def _print_writes(results: list[Any], title: str) -> None:
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default: server.host or 127.0.0.1).")
-@click.option("--port", default=None, type=int, help="TCP port (default: server.port or 6570).")
+@click.option("--port", default=None, type=int, help=f"TCP port (default: server.port or {SERVER_KEYS['port'][1]}).")
 @click.option("--workers", default=None, type=int, help="Worker processes sharing the port (default 1).")
 @click.option("--metrics-port", default=None, type=int, help="Prometheus metrics HTTP port (default: none).")
 @click.pass_context
@@ -304,9 +304,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from .serving.server import Limits
     from .serving.supervisor import serve as run
 
+    from .monitoring.events import load_listener
+
     fs = _store(ctx)
     fs.registry.require()
     conf = fs.config.server
+    for spec in conf["listeners"]:  # a listener that cannot load is named here, not in a worker's crash loop
+        load_listener(spec)
     limits = Limits.from_settings(conf)
     host = host or conf["host"]
     port = port if port is not None else conf["port"]

@@ -39,6 +39,7 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "max_rows": ((int,), 10_000),
     "max_connections": ((int,), 10_000),
     "idle_timeout_s": ((int, float), 300.0),
+    "listeners": ((list,), []),               # served-read listeners, "module:callable" (monitoring/events.py)
 }
 SECTIONS = {"offline_store": OFFLINE_KEYS, "online_store": ONLINE_KEYS, "server": SERVER_KEYS}
 TOP_KEYS = ("project", "registry", "definitions", "entity_timestamp_column", *SECTIONS)
@@ -46,7 +47,7 @@ TOP_KEYS = ("project", "registry", "definitions", "entity_timestamp_column", *SE
 
 def defaults(keys: dict[str, tuple[tuple[type, ...], Any]]) -> dict[str, Any]:
     """The default of every key of a section."""
-    return {k: default for k, (_, default) in keys.items()}
+    return {k: list(default) if isinstance(default, list) else default for k, (_, default) in keys.items()}
 
 
 def _bad(msg: str, key: str) -> InvalidConfig:
@@ -114,6 +115,8 @@ class RepoConfig:
         if not 1 <= offline["buckets"] <= 4096:
             raise _bad(f"buckets must be an integer from 1 to 4096, got {offline['buckets']!r}",
                        "offline_store.buckets")
+        if not all(isinstance(x, str) and ":" in x for x in server["listeners"]):
+            raise _bad("expected a list of 'module:callable'", "server.listeners")
         for key, least in (("map_size", 1), ("write_buffer_mb", 0), ("max_dbs", 1)):  # write_buffer_mb 0: per bucket
             if online[key] is not None and online[key] < least:
                 raise _bad(f"must be at least {least}, got {online[key]!r}", f"online_store.{key}")

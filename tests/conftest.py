@@ -294,7 +294,7 @@ def utc_ts(values: list[Any]) -> pa.Array:
 
 
 # ---- a feature server over a module's repository ---------------------------------------------
-# (for the modules that define a module-scoped ``repo`` fixture: test_server, test_client)
+# (for the modules that define a module-scoped ``repo`` fixture: test_server_*, test_client)
 
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[Any]:
@@ -315,3 +315,25 @@ def fs(repo: Path) -> Iterator[Any]:
 
     with FeatureStore(repo) as store:
         yield store
+
+
+@pytest.fixture(scope="module")
+def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A server with a metrics port, on its own repository; device_v1 is materialized up to
+    an hour ago, customer_stats_v1 up to a day ahead (the fixture data was materialized in a
+    window, which sets no watermark). A server_util.Server, stopped after the module."""
+    import time
+
+    from fstore import FeatureStore
+    from server_util import Server, free_port, repo_copy
+
+    root = repo_copy(tmp_path_factory, "metered")
+    now_us = time.time_ns() // 1000
+    marks = {"device_v1": now_us - 3600 * 10**6, "customer_stats_v1": now_us + 86_400 * 10**6}
+    with FeatureStore(root) as store:
+        store.online.write(lambda txn: [store.online.set_watermark(txn, v, us) for v, us in marks.items()])
+    srv = Server(root, metrics_port=free_port())
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -1,5 +1,6 @@
 """Helpers for the feature server's integration tests: a repository with generated data,
-the real ``fstore serve`` as a subprocess on free ports, raw-socket protocol helpers.
+the real ``fstore serve`` as a subprocess on free ports, raw-socket protocol helpers, and
+what the test_server_* modules share (request builders, error and metrics checks).
 
 Everything talks to 127.0.0.1 only. Every wait is bounded in time and count; every
 server started here is killed (its whole process group) when the test is done.
@@ -15,17 +16,20 @@ import socket
 import struct
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import msgpack
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from conftest import edit_defs, make_demo_repo
 from fstore import FeatureStore
-from fstore.client import wait_until_ready
+from fstore.client import Client, wait_until_ready
 
 UTC = dt.timezone.utc
 HOST = "127.0.0.1"
@@ -294,3 +298,100 @@ class Raw:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- shared by the test_server_* modules -------------------------------------------------------
+
+HELLO, GET, PUSH, HEALTH, INFO = 1, 2, 3, 4, 5
+STATS = ["customer_stats:avg_amount_7d", "customer_stats:txn_count_7d", "customer_stats:segment"]
+MAX_ROWS = 1000  # the ``max_rows`` of the test_server_* modules' repository
+
+
+def stats_rows(ids: list[int], ts: dt.datetime, n: list[int] | None = None) -> dict[str, list[Any]]:
+    return {"customer_id": list(ids), "event_timestamp": [ts] * len(ids), "created_timestamp": [None] * len(ids),
+            "avg_amount_7d": [i + 0.5 for i in ids], "txn_count_7d": n if n is not None else [i * 3 + 1 for i in ids],
+            "segment": [f"s{i}" for i in ids]}
+
+
+def assert_error(reply: Any, rid: int, code: str | None = None) -> dict[str, Any]:
+    """A structured error reply for ``rid``."""
+    assert type(reply) is list and len(reply) == 3, reply
+    assert reply[0] == rid and reply[1] is False, reply
+    err = reply[2]
+    assert set(err) == {"code", "message", "field"}, err
+    assert type(err["code"]) is str and type(err["message"]) is str, err
+    assert err["field"] is None or type(err["field"]) is str, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+def get_args(ids: list[Any], features: list[str] = STATS, meta: bool = True) -> dict[str, Any]:
+    return {"features": features, "entities": {"customer_id": ids}, "meta": meta}
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def worker_pids(server: Server) -> dict[int, int]:
+    """Worker pid -> established connections on the server's port."""
+    out = {}
+    for child in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            conns = child.net_connections("tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == server.port for c in conns):
+            out[child.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port for c in conns)
+    return out
+
+
+class WriterHeld:
+    """Holds the online store's LMDB write lock from this process: the server's PUSHes wait
+    for it, so they stay in flight (and queue into one group) until ``release``.
+
+    A PUSH first makes sure the worker has customer_stats' database open: a worker that
+    opens one waits for the write lock with the GIL held (py-lmdb's open_db), and would
+    freeze whole, its metrics thread included, not just queue its PUSHes."""
+
+    def __init__(self, srv: Server) -> None:
+        with Client(HOST, srv.port, timeout=10) as c:
+            assert c.push("customer_stats", stats_rows([PUSH_BASE + 39_999], dt.datetime.now(UTC))) == 1
+        self.fs = FeatureStore(srv.repo)
+        self.txn = self.fs.online.env.begin(write=True)
+
+    def release(self) -> None:
+        if self.txn is not None:
+            self.txn.abort()
+            self.txn = None
+            self.fs.close()
+
+
+def wait_metric(port: int, name: str, ok: Any, timeout: float = 15) -> float | None:
+    """The metric's value once ``ok(value)`` holds (None if absent); fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = metrics(port).get(name)
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"{name} = {value}"
+        time.sleep(0.1)
+
+
+def push_frame(rid: int, ids: list[int], n: list[Any] | None = None, view: str = "customer_stats",
+               rows: dict[str, Any] | None = None, offline: bool = False) -> bytes:
+    ts = dt.datetime.now(UTC) - dt.timedelta(minutes=10)
+    return frame([PUSH, rid, {"view": view, "rows": rows or stats_rows(ids, ts, n), "offline": offline}])
+
+
+def device_rows(devices: list[str], ts: dt.datetime) -> dict[str, list[Any]]:
+    return {"device_id": devices, "ts": [ts] * len(devices), "risk": [0.5] * len(devices),
+            "label": ["pushed"] * len(devices)}

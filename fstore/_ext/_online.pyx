@@ -45,7 +45,7 @@ cdef bytes EMPTY_STRING_KEY = b"\xff"
 # bytes of a fixed-width value, by kind (fstore/_ext/_constants.pxd); 0: variable width
 cdef int[8] FIXED = [4, 8, 4, 8, 1, 8, 0, 0]
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+from fstore.times import EPOCH as _EPOCH
 
 
 cdef inline const uint8_t* _ptr(object buf):

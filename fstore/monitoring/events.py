@@ -24,6 +24,7 @@ imports only fstore's base modules, so every serving path can import it.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Any, Callable
 import msgpack
 
 from .._ext._constants import Status
+from ..errors import InvalidConfig
 from ..times import NO_TIME
 
 IN_PROCESS = "in_process"    # FeatureStore.get_online_features
@@ -173,6 +175,22 @@ class Hook:
                 self.on_error(name)
             except Exception:  # noqa: BLE001 - counting must not fail the read either
                 pass
+
+
+def load_listener(spec: str) -> Listener:
+    """The listener ``module:callable`` names (``server.listeners`` in fstore.yaml); a class
+    is instantiated with no arguments. InvalidConfig names the spec when it cannot be loaded."""
+    module, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise InvalidConfig(f"cannot load listener {spec!r}: {exc}", file="fstore.yaml",
+                            field="server.listeners") from None
+    if isinstance(obj, type):
+        obj = obj()
+    if not callable(obj):
+        raise InvalidConfig(f"listener {spec!r} is not callable", file="fstore.yaml", field="server.listeners")
+    return obj
 
 
 #: this process's hook

@@ -106,15 +106,18 @@ class Registry:
         clock = monotonic()
         if self._snapshot is not None and clock - self.checked_at < RECHECK_SECONDS:
             return self._snapshot
-        self.checked_at = clock
         try:
             st = self.path.stat()
             stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
         if self._snapshot is None or stamp != self._stamp:
+            # a registry that cannot be read now is an error on every call until it can: the
+            # old snapshot is not served on (a change was meant, and is unknown)
+            self._snapshot = None
             self._snapshot = Snapshot(self.require())
             self._stamp = stamp
+        self.checked_at = clock
         return self._snapshot
 
     @property

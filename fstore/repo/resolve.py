@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..errors import FeatureNameClash, InvalidArgument, UnknownObject
+from ..errors import BadRequest, FeatureNameClash, InvalidArgument, UnknownObject
 from .names import split_ref, view_name
 
 
@@ -33,10 +33,13 @@ def check_reference(ref: str, views: dict[str, Any]) -> str | None:
     return None
 
 
-def require_one(features: Any, feature_service: Any) -> None:
-    """A request names its features one way: a list of references or a feature service."""
+def require_one(features: Any, feature_service: Any, names: tuple[str, str] = ("features", "feature_service")) -> None:
+    """A request names its features one way: a list of references or a feature service.
+
+    BadRequest (an InvalidArgument) otherwise, the same in process, remotely and on the
+    command line; ``names`` spells the two arguments as the caller knows them."""
     if (features is None) == (feature_service is None):
-        raise InvalidArgument("pass exactly one of features=[...] or feature_service=NAME")
+        raise BadRequest(f"give exactly one of {names[0]} or {names[1]}", names[0])
 
 
 @dataclass

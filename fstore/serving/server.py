@@ -24,11 +24,13 @@ import msgpack
 from .._ext._serve import FastGet
 from ..config import SERVER_KEYS, RepoConfig, defaults
 from ..errors import BadRequest
+from ..monitoring.events import hook, load_listener
 from ..offline.store import OfflineStore
 from ..online.service import OnlineService
 from ..online.store import OnlineStore
 from ..repo.names import view_name
 from ..repo.registry import Registry
+from ..repo.resolve import require_one
 from ..times import now_us
 from .connection import Connection, unread
 from .protocol import frame
@@ -83,6 +85,7 @@ class ServerState:
 
     def __init__(self, repo: str, limits: Limits, metrics: Any = None) -> None:
         config = RepoConfig.load(repo)
+        self.listeners = [hook.subscribe(load_listener(spec)) for spec in config.server["listeners"]]
         self.online = OnlineService(Registry(config), OnlineStore(config))
         self.offline = OfflineStore(config)  # PUSHes with offline=true append here
         self.limits = limits
@@ -119,8 +122,7 @@ class ServerState:
             key, found = None, None
         if found is not None:
             return found
-        if (features is None) == (service is None):
-            raise BadRequest("give exactly one of features or service", "features")
+        require_one(features, service, ("features", "service"))
         if features is not None and (type(features) is not list or not all(type(f) is str for f in features)):
             raise BadRequest("features must be a list of strings", "features")
         if service is not None and type(service) is not str:
@@ -134,6 +136,12 @@ class ServerState:
 
     def pack(self, obj: Any) -> bytes:
         return frame(self._packer.pack(obj))
+
+    def close(self) -> None:
+        """Wait for the pusher thread, and unsubscribe the listeners this state subscribed."""
+        self.pusher.shutdown(wait=True)
+        for listener in self.listeners:
+            hook.unsubscribe(listener)
 
 
 def data_ages(state: ServerState) -> dict[str, float]:
@@ -233,7 +241,7 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
         await asyncio.sleep(0.01)  # let connection_lost run
     await server.wait_closed()
     await state.pushes.wait_idle(deadline + 30)  # PUSHes of closed connections are still written
-    state.pusher.shutdown(wait=True)
+    state.close()
 
 
 async def _reap_idle(state: ServerState) -> None:
