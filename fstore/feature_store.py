@@ -207,8 +207,8 @@ class FeatureStore:
         training-set rule with ``now`` as the entity timestamp. ``request_id``, the
         caller's own id for the request, is handed to served-read listeners.
         """
-        return self.online_service.read(features, entity_rows=entity_rows, feature_service=feature_service,
-                                        full_feature_names=full_feature_names, now=now, request_id=request_id)
+        service = self._service or self.online_service
+        return service.read(features, entity_rows, feature_service, full_feature_names, now, request_id)
 
     def online_plan(self, features: Sequence[str] | None, feature_service: str | None,
                     full_feature_names: bool = False) -> OnlinePlan:
