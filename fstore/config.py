@@ -57,7 +57,8 @@ def _bad(msg: str, key: str) -> InvalidConfig:
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     """A section's settings, every key known and typed, defaults filled in."""
     keys = SECTIONS[name]
-    given = raw.get(name) or {}
+    given = raw.get(name)
+    given = {} if given is None else given
     if not isinstance(given, dict):
         raise _bad("expected a mapping", name)
     out = defaults(keys)

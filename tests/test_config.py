@@ -1,0 +1,53 @@
+"""fstore.yaml: every section is checked against its table of keys, types and defaults."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fstore import FeatureStore
+from fstore.config import ONLINE_KEYS, SERVER_KEYS, RepoConfig, defaults
+from fstore.errors import InvalidConfig, InvalidDefinition
+from fstore.serving.server import Limits
+
+
+def config(tmp_path: Path, doc: dict) -> RepoConfig:
+    (tmp_path / "fstore.yaml").write_text(yaml.safe_dump({"project": "p", **doc}))
+    return RepoConfig.load(tmp_path)
+
+
+@pytest.mark.parametrize("doc, field, words", [
+    ({"online_store": {"map_sise": 1}}, "online_store.map_sise", "unknown setting 'map_sise'"),
+    ({"online_store": {"write_buffer": 64}}, "online_store.write_buffer", "known: path, map_size, write_buffer_mb"),
+    ({"online_store": {"map_size": "1G"}}, "online_store.map_size", "expected int, got '1G'"),
+    ({"online_store": {"max_dbs": True}}, "online_store.max_dbs", "expected int or null"),
+    ({"online_store": {"map_size": 0}}, "online_store.map_size", "must be at least 1"),
+    ({"online_store": []}, "online_store", "expected a mapping"),
+    ({"offline_store": {"bucket": 4}}, "offline_store.bucket", "unknown setting 'bucket'"),
+    ({"offline_store": {"path": 3}}, "offline_store.path", "expected str"),
+    ({"server": {"max_rows": 1.5}}, "server.max_rows", "expected int"),
+    ({"server": {"listeners": "mod:fn"}}, "server.listeners", "expected list"),
+    ({"server": {"listeners": ["no_colon"]}}, "server.listeners", "module:callable"),
+    ({"servr": {}}, "servr", "unknown setting 'servr'"),
+])
+def test_a_bad_setting_is_an_error_that_names_it(tmp_path: Path, doc: dict, field: str, words: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        config(tmp_path, doc)
+    assert info.value.field == field and words in str(info.value), str(info.value)
+    assert str(info.value).startswith(f"fstore.yaml: {field}: ")
+    assert isinstance(info.value, InvalidDefinition) and isinstance(info.value, ValueError)
+
+
+def test_settings_reach_the_stores_with_their_defaults(tmp_path: Path) -> None:
+    conf = config(tmp_path, {"online_store": {"write_buffer_mb": 0, "max_dbs": 40},
+                             "server": {"idle_timeout_s": 30, "max_rows": 50}})
+    assert conf.online == {**defaults(ONLINE_KEYS), "write_buffer_mb": 0, "max_dbs": 40}
+    assert conf.server["port"] == SERVER_KEYS["port"][1] and conf.server["listeners"] == []
+    limits = Limits.from_settings(conf.server)
+    assert (limits.max_rows, limits.idle_timeout) == (50, 30)
+    assert Limits().max_rows == SERVER_KEYS["max_rows"][1]  # one source for the defaults
+    (tmp_path / "features").mkdir()
+    store = FeatureStore(tmp_path)
+    assert store.online.write_buffer == 0 and store.online.max_dbs == 40
+    assert defaults(SERVER_KEYS)["listeners"] is not defaults(SERVER_KEYS)["listeners"]  # no shared list
