@@ -17,6 +17,7 @@ from .errors import InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, make_engine
 from .offline.store import IngestResult, OfflineStore
+from .online.entities import entity_columns
 from .online.materialize import WriteResult, bulk_load, gc, materialize
 from .online.push import push_group
 from .online.response import OnlinePlan, OnlineResponse
@@ -184,15 +185,8 @@ class FeatureStore:
         """Write rows (a dict of columns or a list of dicts) to ``view`` online, newer-only, as the
         server's PUSH does (and with ``offline``, append them to the offline store first);
         returns the rows written. Refused with the same errors as a remote push."""
-        if isinstance(rows, list):
-            names: dict[str, None] = {}
-            for r in rows:
-                names.update(dict.fromkeys(r))
-            rows = {k: [r.get(k) for r in rows] for k in names}
-        elif isinstance(rows, dict):
-            rows = {k: list(v) for k, v in rows.items()}
         [outcome], _ = push_group(self.registry.snapshot, self.online, self.offline,
-                                  [{"view": view, "rows": rows, "offline": offline}])
+                                  [{"view": view, "rows": entity_columns(rows), "offline": offline}])
         if isinstance(outcome, Exception):
             raise outcome
         return outcome["written"]

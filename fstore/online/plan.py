@@ -58,20 +58,6 @@ def _python_default(feature: dict[str, Any]) -> Any:
     return d
 
 
-def normalize_entity_rows(entity_rows: Any) -> list[dict[str, Any]]:
-    """A list of dicts from a list of dicts or a dict of equal-length lists."""
-    if isinstance(entity_rows, dict):
-        cols = {k: list(v) for k, v in entity_rows.items()}
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise EntityRowError(f"entity_rows columns differ in length: {sorted(lengths)}")
-        n = lengths.pop() if lengths else 0
-        return [{k: v[i] for k, v in cols.items()} for i in range(n)]
-    if not isinstance(entity_rows, list):
-        entity_rows = list(entity_rows)
-    return entity_rows
-
-
 def explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:
     """The error of a failed read, naming the entity row and key (found again, slowly)."""
     for reader, view in zip(plan.readers, plan.views):

@@ -14,7 +14,8 @@ from .._ext._online import read
 from ..monitoring.events import IN_PROCESS, ServedRead, hook, worker_id
 from ..repo.registry import Registry, Snapshot
 from ..times import now_us, to_us
-from .plan import build_plan, explain_bad_rows, normalize_entity_rows
+from .entities import entity_rows as as_rows
+from .plan import build_plan, explain_bad_rows
 from .response import OnlinePlan, OnlineResponse
 from .store import OnlineStore
 
@@ -39,10 +40,6 @@ class OnlineService:
              full_feature_names: bool = False) -> OnlinePlan:
         """The compiled read plan of a request shape under the current registry (cached)."""
         snap = self.registry.snapshot()
-        last = self._last  # a service calls with one shape again and again: no hashing then
-        if last is not None and last[0] is snap and last[1] == features and last[2] == feature_service \
-                and last[3] == full_feature_names:
-            return last[4]
         if snap is not self._plans_for:
             self._plans.clear()
             self._plans_for = snap
@@ -62,7 +59,8 @@ class OnlineService:
         """Feature vectors for ``entity_rows`` (see FeatureStore.get_online_features).
 
         The hot path of in-process serving: the plan of the last request shape is
-        reused without a call, and the hook costs one flag check when nothing listens.
+        reused without a call (``plan`` keeps it in ``_last``), and the hook costs one
+        flag check when nothing listens.
         """
         active = hook.active
         start = time.perf_counter() if active else 0.0
@@ -73,7 +71,7 @@ class OnlineService:
             plan = last[4]
         else:
             plan = self.plan(features, feature_service, full_feature_names)
-        rows = entity_rows if type(entity_rows) is list else normalize_entity_rows(entity_rows)
+        rows = entity_rows if type(entity_rows) is list else as_rows(entity_rows)
         try:
             resp = read(self.store.env, plan, rows, None if now is None else to_us(now), OnlineResponse)
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:

@@ -23,7 +23,9 @@ import time
 from typing import Any, Sequence
 
 from ..config import SERVER_KEYS
-from ..errors import CLOSING_CODES, BadFrame, EntityRowError, FstoreError
+from ..errors import CLOSING_CODES, BadFrame, FstoreError
+from ..online.entities import entity_columns
+from ..online.entities import entity_rows as as_rows
 from ..online.response import OnlinePlan, OnlineResponse
 from ..repo.resolve import require_one
 from .protocol import GET, HEALTH, HELLO, INFO, PUSH, VERSION, FrameReader, pack, unpack
@@ -39,19 +41,9 @@ def _columns(entity_rows: Any, want_rows: bool = True) -> tuple[dict[str, list[A
     (``want_rows=False``) sends them as they are and the server names the problem.
     """
     if isinstance(entity_rows, dict):
-        cols = {k: list(v) for k, v in entity_rows.items()}
-        if not want_rows:
-            return cols, []
-        lengths = {len(v) for v in cols.values()}
-        if len(lengths) > 1:
-            raise EntityRowError(f"entity_rows columns differ in length: {sorted(lengths)}")
-        n = lengths.pop() if lengths else 0
-        return cols, [{k: v[i] for k, v in cols.items()} for i in range(n)]
-    rows = list(entity_rows)
-    keys: dict[str, None] = {}
-    for r in rows:
-        keys.update(dict.fromkeys(r))
-    return {k: [r.get(k) for r in rows] for k in keys}, rows
+        return entity_columns(entity_rows), as_rows(entity_rows) if want_rows else []
+    rows = as_rows(entity_rows)
+    return entity_columns(rows), rows
 
 
 def _get_args(features: Sequence[str] | None, feature_service: str | None, cols: dict[str, list[Any]],

@@ -55,10 +55,6 @@ class ServerMetrics:
         hook.on_error = lambda name: LISTENER_ERRORS.labels(name).inc()
         return self
 
-    def detach(self) -> None:
-        hook.unsubscribe(self.served)
-        hook.on_error = None
-
     def served(self, event: ServedRead) -> None:
         """A served read: its rows, its values' statuses and its latency."""
         ENTITY_ROWS.observe(event.rows)

@@ -26,7 +26,7 @@ from ..config import SERVER_KEYS, RepoConfig, defaults
 from ..errors import BadRequest
 from ..monitoring.events import hook, load_listener
 from ..offline.store import OfflineStore
-from ..online.service import OnlineService
+from ..online.service import MAX_PLANS, OnlineService
 from ..online.store import OnlineStore
 from ..repo.names import view_name
 from ..repo.registry import Registry
@@ -38,7 +38,6 @@ from .pushes import PushQueue
 
 DRAIN_SECONDS = 10.0  # at most this long after SIGTERM for clients to read their replies
 GAUGE_SECONDS = 1.0   # the inflight and data age gauges are refreshed this often (never per GET)
-MAX_PREPARED = 1024   # GET shapes kept prepared: shapes come from clients, the cache is bounded
 _DEFAULTS = defaults(SERVER_KEYS)
 
 
@@ -129,7 +128,7 @@ class ServerState:
             raise BadRequest("service must be a string", "service")
         prepared = prepare_get(self.online.plan(features, service, bool(full)), features, service, bool(full))
         if key is not None and type(full) is bool:
-            if len(self._prepared) >= MAX_PREPARED:
+            if len(self._prepared) >= MAX_PLANS:  # as bounded as the plans they hold
                 self._prepared.clear()
             self._prepared[key] = prepared
         return prepared
