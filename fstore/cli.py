@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import DefinitionErrors, FstoreError
@@ -19,25 +20,46 @@ from .repo.resolve import require_one
 from .times import format_duration, from_us
 
 console = Console()
+if not console.is_terminal:  # piped: lines as long as they need, so no name is ever cut or wrapped
+    console = Console(width=10_000)
 err_console = Console(stderr=True)
+if not err_console.is_terminal:  # an error message stays one line in a log
+    err_console = Console(stderr=True, width=10_000)
+
+#: commands that take no repository, so no --repo of their own
+_NO_REPO = frozenset({"quickstart"})
+
+
+def _repo_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--repo`` given after the subcommand: it overrides the group's."""
+    if value is not None:
+        ctx.obj = value
 
 
 class _Group(click.Group):
     """Turns fstore's own errors into one red line (or a list) and exit code 1, not a traceback."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every command that reads a repository also takes ``--repo/-r`` after its name."""
+        if (name or cmd.name) not in _NO_REPO and not any(p.name == "repo" for p in cmd.params):
+            cmd.params.append(click.Option(
+                ["--repo", "-r"], default=None, expose_value=False, is_eager=True, callback=_repo_option,
+                type=click.Path(file_okay=False), help="The feature repository (overrides the one before the command)."))
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DefinitionErrors as exc:
             err_console.print(f"[red]error:[/red] {len(exc.errors)} problem(s) in the feature definitions:")
-            for e in exc.errors:
-                err_console.print(f"  [red]-[/red] {e}", highlight=False, markup=False)
+            for e in exc.errors:  # the message is text, not markup: "features[x]" must print as written
+                err_console.print(f"  [red]-[/red] {escape(str(e))}", highlight=False)
             sys.exit(1)
         except FstoreError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             sys.exit(1)
         except ConnectionError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             sys.exit(1)
 
 
@@ -95,7 +117,7 @@ def list_(ctx: click.Context) -> None:
     reg = _store(ctx).registry.require()
     t = Table(title=f"{reg['project']} - registry version {reg['version']}")
     for col in ("kind", "name", "version", "keys / features", "owner", "ttl", "freshness SLA"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # a narrow terminal folds a long name, never cuts it
     for e in reg["entities"].values():
         t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "")
     for v in reg["feature_views"].values():

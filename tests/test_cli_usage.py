@@ -1,0 +1,91 @@
+"""The command line as a new user meets it: options where they are written, output that is
+text and not markup, nothing cut. Every test runs the installed ``fstore`` in a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import edit_defs, find, make_demo_repo
+
+FSTORE = shutil.which("fstore", path=str(Path(sys.executable).parent)) or "fstore"
+
+
+def run(*args: str, ok: bool = True, columns: int = 200, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+    proc = subprocess.run([FSTORE, *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    if ok:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = make_demo_repo(tmp_path / "repo")
+    run("-r", str(root), "apply")
+    return root
+
+
+# ---- error lines are text ------------------------------------------------------------------
+
+def test_definition_errors_print_no_markup_tags(repo: Path) -> None:
+    edit_defs(repo, lambda d: find(d["feature_views"], "customer_stats")["features"][2].update(dtype="strong"))
+    edit_defs(repo, lambda d: find(d["feature_views"], "customer_driver").update(source="nope"))
+    proc = run("-r", str(repo), "plan", ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "[red]" not in proc.stderr and "[/red]" not in proc.stderr
+    # the brackets of a field name are text, printed as written
+    assert "feature_view customer_stats.features[segment].dtype: unknown dtype 'strong'" in proc.stderr
+    assert "unknown source 'nope'" in proc.stderr
+    assert proc.stderr.count("\n  - ") == 2
+
+
+def test_one_error_prints_brackets_as_written(repo: Path) -> None:
+    proc = run("-r", str(repo), "get", "--features", "customer_stats[x]", "customer_id=1", ok=False)
+    assert proc.returncode == 1
+    assert "customer_stats[x]" in proc.stderr and "[red]" not in proc.stderr
+
+
+# ---- --repo after the subcommand -----------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["list"], ["plan"], ["history"], ["describe", "customer_stats"],
+                                  ["ingest", "customer_driver"], ["gc"]])
+def test_repo_option_after_the_subcommand(repo: Path, tmp_path: Path, args: list[str]) -> None:
+    short = run(args[0], "-r", str(repo), *args[1:], cwd=tmp_path)
+    long = run(args[0], *args[1:], "--repo", str(repo), cwd=tmp_path)
+    if args[0] == "ingest":  # the second run finds nothing new
+        assert "customer_driver_v1" in short.stdout and "customer_driver_v1" in long.stdout
+    else:
+        assert short.stdout == long.stdout
+
+
+def test_repo_after_the_subcommand_overrides_the_groups(repo: Path, tmp_path: Path) -> None:
+    other = make_demo_repo(tmp_path / "other")
+    (other / "fstore.yaml").write_text("project: other\n")
+    run("-r", str(other), "apply")
+    assert "other - registry version 1" in run("-r", str(repo), "list", "-r", str(other)).stdout
+    assert "demo - registry version 1" in run("-r", str(other), "list", "-r", str(repo)).stdout
+    # the environment's repository is the group's: the subcommand's still wins
+    env_proc = subprocess.run([FSTORE, "list", "-r", str(repo)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "FSTORE_REPO": str(other), "COLUMNS": "200"})
+    assert "demo - registry version 1" in env_proc.stdout
+
+
+# ---- nothing cut ---------------------------------------------------------------------------
+
+LONG = "customer_lifetime_spend_statistics_by_merchant_category_and_channel"
+
+
+def test_list_never_cuts_a_long_view_name(repo: Path) -> None:
+    def add(doc: dict) -> None:
+        view = dict(find(doc["feature_views"], "customer_stats"), name=LONG)
+        doc["feature_views"].append(view)
+    edit_defs(repo, add)
+    run("-r", str(repo), "apply")
+    out = run("-r", str(repo), "list", columns=80).stdout
+    assert f"{LONG}_v1" in out
+    assert "…" not in out
