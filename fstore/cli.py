@@ -265,37 +265,54 @@ def gc(ctx: click.Context, views: tuple[str, ...]) -> None:
 @click.pass_context
 def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full_feature_names: bool,
         host: str | None, port: int | None, keys: tuple[str, ...]) -> None:
-    """Read one feature vector: fstore get --service fraud_v1 customer_id=1 driver_id=7."""
+    """Read feature vectors: fstore get --service fraud_v1 customer_id=1 driver_id=7.
+
+    A key given again starts another entity row: the n-th value of each key makes row n
+    (customer_id=1 customer_id=2 reads two customers), so every key must be given as often
+    as the others.
+    """
     refs = _split(features)
     require_one(refs, service, ("--features", "--service"))
-    row: dict[str, Any] = {}
-    for item in keys:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.UsageError(f"{item!r}: write keys as name=value")
-        row[name] = int(value) if value.lstrip("-").isdigit() else value
+    rows = _entity_rows(keys)
     if host is not None or port is not None:
         from .serving.client import DEFAULT_PORT, Client
 
         with Client(host or "127.0.0.1", port or DEFAULT_PORT) as client:
-            resp = client.get_online_features(refs, feature_service=service, entity_rows=[row],
+            resp = client.get_online_features(refs, feature_service=service, entity_rows=rows,
                                               full_feature_names=full_feature_names)
     else:
-        resp = _store(ctx).get_online_features(refs, feature_service=service, entity_rows=[row],
+        resp = _store(ctx).get_online_features(refs, feature_service=service, entity_rows=rows,
                                                full_feature_names=full_feature_names)
     _print_vector(resp)
 
 
+def _entity_rows(keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Entity rows from name=value arguments: the n-th value of each key goes to row n."""
+    values: dict[str, list[Any]] = {}
+    for item in keys:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"{item!r}: write keys as name=value")
+        values.setdefault(name, []).append(int(value) if value.lstrip("-").isdigit() else value)
+    counts = {name: len(v) for name, v in values.items()}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{name} {n} time(s)" for name, n in counts.items())
+        raise click.UsageError(f"each entity row needs every key once, but the keys are given {given}: "
+                               "give every key as often as the others (the n-th values make row n)")
+    return [dict(zip(values, row)) for row in zip(*values.values())]
+
+
 def _print_vector(resp: Any) -> None:
-    t = Table(title=", ".join(f"{k}={v}" for k, v in resp.entity_rows[0].items()))
-    for col in ("feature", "value", "status", "event timestamp"):
-        t.add_column(col)
-    [row] = resp.to_rows(include_metadata=True)
-    for name in resp.feature_names:
-        cell = row[name]
-        ts = cell["event_timestamp"]
-        t.add_row(name, repr(cell["value"]), cell["status"], ts.isoformat() if ts else "")
-    console.print(t)
+    """One table per entity row: each feature's value, status and event timestamp."""
+    for entity, row in zip(resp.entity_rows, resp.to_rows(include_metadata=True)):
+        t = Table(title=escape(", ".join(f"{k}={v}" for k, v in entity.items())))
+        for col in ("feature", "value", "status", "event timestamp"):
+            t.add_column(col)
+        for name in resp.feature_names:
+            cell = row[name]
+            ts = cell["event_timestamp"]
+            t.add_row(name, escape(repr(cell["value"])), cell["status"], ts.isoformat() if ts else "")
+        console.print(t)
 
 
 def _split(items: tuple[str, ...]) -> list[str] | None:

@@ -89,3 +89,37 @@ def test_list_never_cuts_a_long_view_name(repo: Path) -> None:
     out = run("-r", str(repo), "list", columns=80).stdout
     assert f"{LONG}_v1" in out
     assert "…" not in out
+
+
+# ---- fstore get with a repeated key --------------------------------------------------------
+
+@pytest.fixture
+def served(repo: Path) -> Path:
+    """The demo repository, ingested and materialized; no ttl, so January 2024 is served today."""
+    edit_defs(repo, lambda d: find(d["feature_views"], "customer_stats").pop("ttl"))
+    run("-r", str(repo), "apply")
+    run("-r", str(repo), "ingest")
+    run("-r", str(repo), "materialize", "2024-01-01", "2024-01-05")
+    return repo
+
+
+def test_get_with_a_repeated_key_reads_one_row_per_value(served: Path) -> None:
+    out = run("-r", str(served), "get", "--features", "customer_stats:segment", "--full-feature-names",
+              "customer_id=1001", "customer_id=1002", "customer_id=9").stdout
+    tables = out.split("customer_id=")[1:]
+    assert [t.split()[0] for t in tables] == ["1001", "1002", "9"]
+    assert "'gold'" in tables[0] and "'silver'" in tables[1] and "NOT_FOUND" in tables[2]
+
+
+def test_get_pairs_the_nth_values_of_each_key(served: Path) -> None:
+    out = run("-r", str(served), "get", "--service", "fraud_v1", "customer_id=1001", "driver_id=501",
+              "customer_id=1003", "driver_id=503").stdout
+    assert "customer_id=1001, driver_id=501" in out and "customer_id=1003, driver_id=503" in out
+    assert "customer_id=1001, driver_id=503" not in out
+
+
+def test_get_refuses_keys_given_unequally_often(served: Path) -> None:
+    proc = run("-r", str(served), "get", "--service", "fraud_v1", "customer_id=1001", "driver_id=501",
+               "customer_id=1003", ok=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "customer_id 2 time(s), driver_id 1 time(s)" in proc.stderr
