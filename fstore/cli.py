@@ -198,7 +198,7 @@ def ingest(ctx: click.Context, views: tuple[str, ...]) -> None:
               help="Parquet or CSV file of entity rows (join keys + event timestamp + labels).")
 @click.option("--features", "features", multiple=True, help="view:feature or view (repeatable, or comma-separated).")
 @click.option("--service", help="A feature service name.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet (or .csv) file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file; its suffix names the format: .parquet, .csv, .arrow/.ipc, .feather.")
 @click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
 @click.option("--timestamp-column", default=None, help="The entity timestamp column (default from fstore.yaml).")
 @click.pass_context

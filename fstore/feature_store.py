@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from .config import RepoConfig
 from .errors import InvalidArgument, UnknownObject
-from .offline.datasets import dataset_lineage, write_dataset, write_lineage
+from .offline.datasets import dataset_lineage, dataset_writer, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, make_engine
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
@@ -93,15 +93,18 @@ class FeatureStore:
                       feature_service: str | None = None, full_feature_names: bool = False,
                       event_timestamp_column: str | None = None,
                       progress: Reporter | None = None) -> tuple[pa.Table, Path]:
-        """Build a training set, write it to ``out`` (Parquet, or CSV by suffix) and its lineage beside it.
+        """Build a training set, write it to ``out`` and its lineage beside it.
 
-        Returns the table and the path of the lineage record (``<out>.lineage.json``).
+        The suffix of ``out`` names the format: .parquet, .csv, .arrow or .ipc (Arrow IPC
+        file), .feather; any other is refused before the set is built. Returns the table and
+        the path of the lineage record (``<out>.lineage.json``).
         """
+        out = Path(out)
+        dataset_writer(out)
         registry = self.registry.require()
         requests = resolve(registry, features, feature_service, full_feature_names)
         table = self.engine.historical(requests, entity_df,
                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
-        out = Path(out)
         write_dataset(table, out)
         record = dataset_lineage(registry=registry, offline=self.engine, requests=requests, table=table,
                                  dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))

@@ -93,9 +93,11 @@ def test_list_never_cuts_a_long_view_name(repo: Path) -> None:
 
 # ---- fstore get with a repeated key --------------------------------------------------------
 
-@pytest.fixture
-def served(repo: Path) -> Path:
-    """The demo repository, ingested and materialized; no ttl, so January 2024 is served today."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo repository, ingested and materialized; no ttl, so January 2024 is served today.
+    Read-only: shared by the module's tests."""
+    repo = make_demo_repo(tmp_path_factory.mktemp("served") / "repo")
     edit_defs(repo, lambda d: find(d["feature_views"], "customer_stats").pop("ttl"))
     run("-r", str(repo), "apply")
     run("-r", str(repo), "ingest")
@@ -123,3 +125,56 @@ def test_get_refuses_keys_given_unequally_often(served: Path) -> None:
                "customer_id=1003", ok=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "customer_id 2 time(s), driver_id 1 time(s)" in proc.stderr
+
+
+# ---- build-dataset follows the extension ---------------------------------------------------
+
+def _entities(tmp_path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "entities.parquet"
+    pq.write_table(pa.table({"customer_id": [1001, 1002], "driver_id": [501, 501],
+                             "event_timestamp": pa.array([1704240000_000000] * 2, pa.timestamp("us", tz="UTC"))}),
+                   path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".arrow", ".ipc", ".feather", ".CSV"])
+def test_build_dataset_writes_the_format_its_suffix_names(served: Path, tmp_path: Path, suffix: str) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.feather as pfeather
+    import pyarrow.parquet as pq
+
+    out = tmp_path / f"ds{suffix}"
+    run("-r", str(served), "build-dataset", "--entities", str(_entities(tmp_path)), "--service", "fraud_v1",
+        "--out", str(out))
+    data = out.read_bytes()
+    readers = {".parquet": pq.read_table, ".csv": pcsv.read_csv, ".feather": pfeather.read_table,
+               ".arrow": lambda p: pa.ipc.open_file(p).read_all(), ".ipc": lambda p: pa.ipc.open_file(p).read_all()}
+    table = readers[suffix.lower()](out)
+    assert table.num_rows == 2 and table.column("avg_amount_7d").to_pylist() == [30.0, 15.75]
+    if suffix.lower() != ".parquet":
+        assert not data.startswith(b"PAR1")
+    assert (tmp_path / f"ds{suffix}.lineage.json").exists()
+
+
+@pytest.mark.parametrize("name", ["ds.json", "ds", "ds.xlsx"])
+def test_build_dataset_refuses_a_suffix_it_does_not_write(served: Path, tmp_path: Path, name: str) -> None:
+    out = tmp_path / name
+    proc = run("-r", str(served), "build-dataset", "--entities", str(_entities(tmp_path)), "--service",
+               "fraud_v1", "--out", str(out), ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"cannot write a dataset as {name!r}" in proc.stderr
+    assert ".parquet, .csv, .arrow, .ipc, .feather" in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(f"*{name}*"))
+
+
+def test_a_bad_suffix_is_refused_before_the_join(served: Path, tmp_path: Path) -> None:
+    """The suffix is checked first: a missing entity file is not even looked at."""
+    from fstore import FeatureStore
+    from fstore.errors import InvalidArgument
+
+    with FeatureStore(served) as fs, pytest.raises(InvalidArgument, match="ds.json"):
+        fs.build_dataset(tmp_path / "no_such_entities.parquet", tmp_path / "ds.json", feature_service="fraud_v1")

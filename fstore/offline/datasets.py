@@ -12,13 +12,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
+import pyarrow.feather as pfeather
 import pyarrow.parquet as pq
 
 from .._version import __version__
+from ..errors import InvalidArgument
 from ..files import write_atomic
 from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
@@ -68,12 +70,35 @@ def write_lineage(dataset: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def _write_ipc(table: pa.Table, path: Path) -> None:
+    with pa.ipc.new_file(path, table.schema) as writer:
+        writer.write_table(table)
+
+
+#: the file name suffixes a dataset can be written as, and how
+WRITERS: dict[str, Callable[[pa.Table, Path], None]] = {
+    ".parquet": pq.write_table,
+    ".csv": pcsv.write_csv,
+    ".arrow": _write_ipc,     # the Arrow IPC file format, uncompressed
+    ".ipc": _write_ipc,
+    ".feather": pfeather.write_feather,  # Feather v2: the IPC file format, LZ4-compressed
+}
+
+
+def dataset_writer(out: Path) -> Callable[[pa.Table, Path], None]:
+    """How a dataset named ``out`` is written, by its suffix; InvalidArgument for a suffix
+    fstore does not write (checked before the training set is built)."""
+    writer = WRITERS.get(out.suffix.lower())
+    if writer is None:
+        raise InvalidArgument(f"cannot write a dataset as {out.name!r}: the file name must end in "
+                              f"{', '.join(WRITERS)}")
+    return writer
+
+
 def write_dataset(table: pa.Table, out: Path) -> None:
-    """Write a dataset atomically: Parquet, or CSV when the name ends in .csv."""
+    """Write a dataset atomically in the format its suffix names (``WRITERS``)."""
+    writer = dataset_writer(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix.lower() == ".csv":
-        pcsv.write_csv(table, tmp)
-    else:
-        pq.write_table(table, tmp)
+    writer(table, tmp)
     os.replace(tmp, out)
