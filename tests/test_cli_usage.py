@@ -178,3 +178,9 @@ def test_a_bad_suffix_is_refused_before_the_join(served: Path, tmp_path: Path) -
 
     with FeatureStore(served) as fs, pytest.raises(InvalidArgument, match="ds.json"):
         fs.build_dataset(tmp_path / "no_such_entities.parquet", tmp_path / "ds.json", feature_service="fraud_v1")
+
+
+def test_plan_prints_a_ttl_change_in_units(repo: Path) -> None:
+    edit_defs(repo, lambda d: find(d["feature_views"], "customer_stats").update(ttl="5d"))
+    out = run("-r", str(repo), "plan").stdout
+    assert "ttl: 7d -> 5d" in out and "604800000000" not in out

@@ -88,7 +88,7 @@ def test_plan_lists_adds_changes_and_removals(demo_store: FeatureStore) -> None:
     assert got["feature_views", "customer_driver_v1"].action == "change"
     assert got["feature_views", "customer_driver_v1"].details == [
         "description: '' -> 'Trips a customer took with a driver'"]
-    assert got["feature_views", "customer_stats_v1"].details == ["ttl_us: 604800000000 -> 1209600000000"]
+    assert got["feature_views", "customer_stats_v1"].details == ["ttl: 7d -> 14d"]
     # plan wrote nothing; apply does and records the history
     assert demo_store.registry.load()["version"] == 1
     _, version = demo_store.apply()
@@ -394,3 +394,25 @@ def test_project_rename_is_a_change(tmp_path):
     plan, version = FeatureStore(root).apply()
     assert not plan.empty and version == 2
     assert FeatureStore(root).registry.load()["project"] == "renamed"
+
+
+@pytest.mark.parametrize("field, old, new, shown", [
+    ("ttl", "7d", "5d", "ttl: 7d -> 5d"),
+    ("ttl", "7d", None, "ttl: 7d -> none"),
+    ("freshness_sla", "1h", "90m", "freshness_sla: 1h -> 90m"),
+    ("freshness_sla", "1h", "1500ms", "freshness_sla: 1h -> 1500ms"),
+])
+def test_plan_shows_durations_in_units(demo_store: FeatureStore, field: str, old: str, new: str | None,
+                                       shown: str) -> None:
+    """A duration change reads as written, not as microseconds (168h would read 7d: the largest
+    unit that divides it exactly)."""
+    def change(doc: dict) -> None:
+        view = find(doc["feature_views"], "customer_stats")
+        assert view[field] == old
+        if new is None:
+            view.pop(field)
+        else:
+            view[field] = new
+    edit_defs(demo_store.config.root, change)
+    [c] = demo_store.plan().changes
+    assert c.details == [shown]

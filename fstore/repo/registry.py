@@ -18,6 +18,7 @@ from .._version import __version__
 from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
+from ..times import format_duration
 from .names import SECTIONS
 from .reader import read_definitions
 from .validation import SchemaReader, build_registry
@@ -192,8 +193,16 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
             elif name not in after:
                 changes.append(Change(kind, name, "remove"))
             elif before[name] != after[name]:
-                details = [f"{k}: {before[name].get(k)!r} -> {after[name].get(k)!r}"
+                details = [_field_change(k, before[name].get(k), after[name].get(k))
                            for k in sorted(before[name].keys() | after[name].keys())
                            if before[name].get(k) != after[name].get(k)]
                 changes.append(Change(kind, name, "change", details))
     return changes
+
+
+def _field_change(key: str, old: Any, new: Any) -> str:
+    """One changed field as people read it: a duration (stored as ``<name>_us``) in the
+    largest unit that divides it exactly (``ttl: 7d -> 5d``), anything else as its value."""
+    if key.endswith("_us"):
+        return f"{key[:-3]}: {format_duration(old)} -> {format_duration(new)}"
+    return f"{key}: {old!r} -> {new!r}"
