@@ -136,6 +136,8 @@ class EntityDataError(FstoreError, ValueError, code="ENTITY_DATA_ERROR"):
 
 class FeatureNameClash(FstoreError, ValueError, code="FEATURE_NAME_CLASH"):
     """Two requested features would get the same output column name."""
+    column: str | None = None      # the output name both would get
+    refs: tuple[str, ...] = ()     # the two references ('view:feature'), when known
 
 
 class OfflineStoreError(FstoreError, RuntimeError, code="OFFLINE_STORE_ERROR"):

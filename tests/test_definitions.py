@@ -219,7 +219,7 @@ def test_metadata_may_change_in_place(demo_store: FeatureStore) -> None:
     (change,) = plan.changes
     assert (change.kind, change.name, change.action) == ("feature_views", "customer_stats_v1", "change")
     assert any("owner" in d and "fraud-team@example.com" in d for d in change.details)
-    assert any(d.startswith("ttl_us") for d in change.details)
+    assert "ttl: 7d -> 3d" in change.details
     _, version = demo_store.apply()
     assert version == 2
     assert demo_store.get_feature_view("customer_stats_v1")["owner"] == "fraud-team@example.com"

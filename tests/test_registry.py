@@ -416,3 +416,66 @@ def test_plan_shows_durations_in_units(demo_store: FeatureStore, field: str, old
     edit_defs(demo_store.config.root, change)
     [c] = demo_store.plan().changes
     assert c.details == [shown]
+
+
+# ---- a feature service whose views clash -------------------------------------------------
+
+def _add_clashing_service(doc: dict, full: bool | None = None) -> None:
+    """A second view over the stats source with a feature named like one of customer_stats,
+    and a service reading both."""
+    doc["feature_views"].append({"name": "stats_copy", "entities": ["customer"], "source": "customer_stats_src",
+                                 "features": [{"name": "avg_amount_7d", "dtype": "float64"}]})
+    svc = {"name": "clash", "features": ["customer_stats:avg_amount_7d", "stats_copy"]}
+    if full is not None:
+        svc["full_feature_names"] = full
+    doc["feature_services"].append(svc)
+
+
+def test_service_whose_views_give_one_feature_name_is_refused(demo_store: FeatureStore) -> None:
+    edit_defs(demo_store.config.root, _add_clashing_service)
+    err = only_error(demo_store.config.root)
+    assert_names(err, DEFS, "feature_service clash", "features", "'customer_stats:avg_amount_7d'",
+                 "'stats_copy:avg_amount_7d'", "customer_stats_v1", "stats_copy_v1", "'avg_amount_7d'",
+                 "full_feature_names: true")
+    with pytest.raises(DefinitionErrors):
+        demo_store.apply()
+    assert demo_store.registry.load()["version"] == 1
+
+
+def test_a_service_pinning_two_versions_of_one_view_clashes_too(demo_store: FeatureStore) -> None:
+    def two_versions(doc: dict) -> None:
+        v2 = dict(find(doc["feature_views"], "customer_stats"), version=2)
+        doc["feature_views"].append(v2)
+        doc["feature_services"].append({"name": "both", "features": ["customer_stats_v1:segment",
+                                                                     "customer_stats:segment"]})
+    edit_defs(demo_store.config.root, two_versions)
+    err = only_error(demo_store.config.root)
+    assert "customer_stats_v1" in str(err) and "customer_stats_v2" in str(err) and "'segment'" in str(err)
+
+
+def test_full_feature_names_on_the_service_allows_it_and_reads_use_them(demo_store: FeatureStore) -> None:
+    import pyarrow as pa
+
+    edit_defs(demo_store.config.root, lambda d: _add_clashing_service(d, full=True))
+    _, version = demo_store.apply()
+    assert demo_store.registry.load()["feature_services"]["clash"]["full_feature_names"] is True
+    demo_store.ingest(["customer_stats", "stats_copy"])
+    entities = pa.table({"customer_id": [1001], "event_timestamp": pa.array([1704240000_000000],
+                                                                            pa.timestamp("us", tz="UTC"))})
+    table = demo_store.get_historical_features(entities, feature_service="clash")
+    assert table.column_names[-2:] == ["customer_stats__avg_amount_7d", "stats_copy__avg_amount_7d"]
+    assert table.column("stats_copy__avg_amount_7d").to_pylist() == [30.0]
+    demo_store.materialize("2024-01-01", "2024-01-05", ["customer_stats", "stats_copy"])
+    resp = demo_store.get_online_features(feature_service="clash", entity_rows=[{"customer_id": 1001}],
+                                          now="2024-01-05")
+    assert resp.to_dict() == {"customer_id": [1001], "customer_stats__avg_amount_7d": [30.0],
+                              "stats_copy__avg_amount_7d": [30.0]}
+
+
+def test_full_feature_names_false_is_the_default_and_not_stored(demo_store: FeatureStore) -> None:
+    """Services applied before the option existed read unchanged: plan shows no change."""
+    edit_defs(demo_store.config.root, lambda d: d["feature_services"][0].update(full_feature_names=False))
+    assert demo_store.plan().empty
+    edit_defs(demo_store.config.root, lambda d: d["feature_services"][0].update(full_feature_names="yes"))
+    err = only_error(demo_store.config.root)
+    assert err.field == "full_feature_names" and "true or false" in str(err)

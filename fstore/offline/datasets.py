@@ -55,7 +55,8 @@ def dataset_lineage(*, registry: dict[str, Any], offline: Any, requests: list[Vi
         "feature_service": feature_service,
         "features": list(features) if features is not None else
         list(registry["feature_services"][feature_service]["features"]),
-        "full_feature_names": full_feature_names,
+        "full_feature_names": full_feature_names or bool(
+            feature_service and registry["feature_services"][feature_service].get("full_feature_names")),
         "entities": {"path": entity_source,
                      "sha256": file_sha256(Path(entity_source)) if entity_source else None},
         "views": [{"view": view_name(r.view), "name": r.view["name"], "version": r.view["version"],

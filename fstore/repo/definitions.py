@@ -318,7 +318,9 @@ class FeatureService:
     """The features one model reads: ``view:feature`` references or whole views.
 
     An unversioned reference means the newest applied version at query time;
-    ``view_v1:feature`` pins a version.
+    ``view_v1:feature`` pins a version. Two views giving a feature of the same name are
+    refused at plan time unless ``full_feature_names`` is true: then every read of the
+    service names its columns ``view__feature``.
     """
 
     name: str
@@ -326,6 +328,7 @@ class FeatureService:
     description: str = ""
     owner: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    full_feature_names: bool = False
 
     def __post_init__(self) -> None:
         obj = f"feature_service {self.name}"
@@ -344,10 +347,15 @@ class FeatureService:
         self.description = _text(self.description, obj=obj, field="description")
         self.owner = _text(self.owner, obj=obj, field="owner")
         self.tags = _tags(self.tags, obj=obj)
+        if not isinstance(self.full_feature_names, bool):
+            raise InvalidDefinition("full_feature_names must be true or false", obj=obj, field="full_feature_names")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "features": list(self.features), "description": self.description,
-                "owner": self.owner, "tags": dict(self.tags)}
+        out = {"name": self.name, "features": list(self.features), "description": self.description,
+               "owner": self.owner, "tags": dict(self.tags)}
+        if self.full_feature_names:  # absent when false, so registries applied before it read unchanged
+            out["full_feature_names"] = True
+        return out
 
 
 def _listify(value: Any) -> list[Any]:

@@ -77,6 +77,9 @@ def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
     require_one(features, feature_service)
     if feature_service is not None:
         refs = service_refs(registry, feature_service)
+        # a service that asks for full names always reads with them (its columns are part of its contract)
+        full_feature_names = full_feature_names or registry["feature_services"][feature_service].get(
+            "full_feature_names", False)
     else:
         refs = [features] if isinstance(features, str) else list(features or [])
         if not refs:
@@ -96,9 +99,11 @@ def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
                 continue
             out = f"{view_ref}__{name}" if full_feature_names else name
             if out in owner:
-                raise FeatureNameClash(
-                    f"feature {ref if feat else view_ref + ':' + name!r} and {owner[out]!r} both give the column "
-                    f"{out!r}; pass full_feature_names=True or request only one")
+                this = ref if feat else f"{view_ref}:{name}"
+                clash = FeatureNameClash(f"feature {this!r} and {owner[out]!r} both give the column "
+                                         f"{out!r}; pass full_feature_names=True or request only one")
+                clash.column, clash.refs = out, (owner[out], this)
+                raise clash
             owner[out] = f"{view_ref}:{name}"
             req.features.append(name)
             req.outputs.append(out)

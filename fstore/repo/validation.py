@@ -11,11 +11,11 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from ..config import RepoConfig
-from ..errors import DefinitionErrors, FstoreError, InvalidDefinition, SchemaChangeRefused
+from ..errors import DefinitionErrors, FeatureNameClash, FstoreError, InvalidDefinition, SchemaChangeRefused
 from .definitions import Source
-from .names import split_ref, unversioned
+from .names import split_ref, unversioned, view_name
 from .reader import Defined, RepoContents
-from .resolve import check_reference
+from .resolve import check_reference, find_view, resolve
 
 #: reads a source's columns and types (the offline engine's loaders do, see fstore.offline)
 SchemaReader = Callable[[Source], pa.Schema]
@@ -140,10 +140,12 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
     referable = {**all_views, **{v: d.obj.to_dict() for v, d in views.items() if v not in new_views}}
 
     for sname, d in services.items():
-        for i, ref in enumerate(d.obj.features):
-            problem = check_reference(ref, referable)
+        problems = [check_reference(ref, referable) for ref in d.obj.features]
+        for i, (ref, problem) in enumerate(zip(d.obj.features, problems)):
             if problem and _ref_view_name(ref) not in rejected.get("feature_views", set()):
                 err.add(problem, file=d.file, obj=f"feature_service {sname}", field=f"features[{i}]")
+        if not any(problems):
+            _check_name_clash(d, referable, err)
 
     if err.errors:
         raise DefinitionErrors(err.errors)
@@ -178,6 +180,20 @@ def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
         elif not is_time_like(schema.field(col).type):
             err.add(f"column {col!r} is {schema.field(col).type}, not a timestamp",
                     file=d.file, obj=f"source {src.name}", field=fld)
+
+
+def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector) -> None:
+    """Two views giving a feature of one name make a service that every read would refuse:
+    refused here instead, unless the service reads with full feature names."""
+    svc = d.obj
+    try:
+        resolve({"feature_views": views, "feature_services": {svc.name: svc.to_dict()}}, feature_service=svc.name)
+    except FeatureNameClash as exc:
+        first, second = exc.refs
+        view_a, view_b = (view_name(find_view(split_ref(r)[0], views)) for r in exc.refs)  # type: ignore[arg-type]
+        err.add(f"{first!r} (view {view_a}) and {second!r} (view {view_b}) both give the feature column "
+                f"{exc.column!r}; set full_feature_names: true on the service (columns named view__feature), "
+                "or keep only one of them", file=d.file, obj=f"feature_service {svc.name}", field="features")
 
 
 def _ref_view_name(ref: str) -> str:
