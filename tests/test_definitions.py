@@ -102,10 +102,32 @@ def test_ttl_spellings(ttl, us: int) -> None:
     assert view.ttl == us
 
 
-@pytest.mark.parametrize("alias, canonical", [("int", "int64"), ("double", "float64"), ("str", "string"),
+@pytest.mark.parametrize("alias, canonical", [("long", "int64"), ("double", "float64"), ("str", "string"),
                                               ("boolean", "bool"), ("datetime", "timestamp"), ("Float32", "float32")])
 def test_dtype_aliases_are_canonical(alias: str, canonical: str) -> None:
     assert Feature("f", alias).dtype == canonical
+
+
+@pytest.mark.parametrize("alias, choices", [("int", "int32 or int64"), ("Integer", "int32 or int64"),
+                                            ("float", "float32 or float64")])
+def test_ambiguous_dtype_is_refused_naming_the_choices(alias: str, choices: str) -> None:
+    with pytest.raises(InvalidDefinition) as info:
+        Feature("f", alias)
+    assert info.value.field == "dtype"
+    assert f"dtype {alias!r} is ambiguous" in str(info.value) and f"write {choices}" in str(info.value)
+
+
+def test_every_dtype_and_alias_is_documented() -> None:
+    """docs/repository.md has a row per dtype and per alias, saying what it maps to."""
+    from fstore.repo.definitions import AMBIGUOUS_DTYPES, DTYPE_ALIASES, DTYPES
+
+    doc = (Path(__file__).parents[1] / "docs" / "repository.md").read_text()
+    for name in DTYPES:
+        assert f"| `{name}` |" in doc, name
+    for alias, canonical in DTYPE_ALIASES.items():
+        assert f"| `{alias}` | `{canonical}` |" in doc, alias
+    for alias, (_, choices) in AMBIGUOUS_DTYPES.items():
+        assert f"| `{alias}` | refused: write {' or '.join(f'`{c}`' for c in choices)} |" in doc, alias
 
 
 # ---- YAML and Python give the same registry -----------------------------------------------
@@ -126,7 +148,7 @@ def test_python_objects_equal_their_yaml_form() -> None:
     customer = Entity("customer", ["customer_id"])
     src = Source("trips_src", "data/trips/*.csv", timestamp_field="ts")
     view = FeatureView("customer_driver", entities=[customer, "driver"], source=src,
-                       features=[{"name": "trips_together", "dtype": "int", "default": 0.0}])
+                       features=[{"name": "trips_together", "dtype": "long", "default": 0.0}])
     assert view.entities == ["customer", "driver"] and view.source == "trips_src"
     assert view.to_dict() == FeatureView(
         name="customer_driver", version=1, entities=["customer", "driver"], source="trips_src",

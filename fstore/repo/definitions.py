@@ -29,16 +29,30 @@ DTYPES: dict[str, pa.DataType] = {
     "bytes": pa.binary(),
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
-_DTYPE_ALIASES = {
-    "int": "int64", "integer": "int64", "long": "int64", "float": "float64", "double": "float64",
-    "str": "string", "utf8": "string", "boolean": "bool", "binary": "bytes", "datetime": "timestamp",
+#: other spellings taken for a dtype: each means one thing wherever a user may have met it
+#: (docs/repository.md lists them)
+DTYPE_ALIASES: dict[str, str] = {
+    "long": "int64", "double": "float64", "str": "string", "utf8": "string", "boolean": "bool",
+    "binary": "bytes", "datetime": "timestamp",
+}
+#: spellings refused because they mean a different width in different places: why, and the choices
+AMBIGUOUS_DTYPES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "int": ("32 bits in SQL, C and Java, 64 in Python and NumPy", ("int32", "int64")),
+    "integer": ("32 bits in SQL, 64 in Python", ("int32", "int64")),
+    "float": ("32 bits in Arrow and C, 64 in Python and NumPy", ("float32", "float64")),
 }
 
 
 def parse_dtype(value: Any, *, obj: str, field: str) -> str:
-    """Canonical dtype name for ``value``; raises naming the field if unknown."""
+    """Canonical dtype name for ``value`` (case-insensitive, aliases taken); raises naming the
+    field if unknown, or if it is a spelling whose width depends on where one learned it."""
     if isinstance(value, str):
-        name = _DTYPE_ALIASES.get(value.strip().lower(), value.strip().lower())
+        name = value.strip().lower()
+        if name in AMBIGUOUS_DTYPES:
+            why, choices = AMBIGUOUS_DTYPES[name]
+            raise InvalidDefinition(f"dtype {value!r} is ambiguous ({why}): write {' or '.join(choices)}",
+                                    obj=obj, field=field)
+        name = DTYPE_ALIASES.get(name, name)
         if name in DTYPES:
             return name
     raise InvalidDefinition(
