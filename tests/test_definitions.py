@@ -330,3 +330,44 @@ def test_timedelta_and_iso_defaults() -> None:
     with pytest.raises(InvalidDefinition) as info:
         Feature("n", "int64", default="zero")
     assert info.value.field == "default"
+
+
+# ---- an exception in a Python definitions file names its line ------------------------------
+
+def _python_error(tmp_path: Path, text: str) -> InvalidDefinition:
+    repo = make_demo_repo(tmp_path / "repo", python=True)
+    write_defs(repo, text, "defs.py")
+    with pytest.raises(DefinitionErrors) as info:
+        FeatureStore(repo).plan()
+    (err,) = info.value.errors
+    assert err.file == "features/defs.py"
+    return err
+
+
+def test_name_error_shows_file_line_and_source(tmp_path: Path) -> None:
+    text = DEFS_PY_HEAD + "\n\nfraud_v2 = FeatureService(name='fraud_v2', features=[custmer_stats])\n"
+    line = text.splitlines().index("fraud_v2 = FeatureService(name='fraud_v2', features=[custmer_stats])") + 1
+    err = _python_error(tmp_path, text)
+    assert "NameError: name 'custmer_stats' is not defined" in str(err)
+    assert f"at features/defs.py:{line}: `fraud_v2 = FeatureService(name='fraud_v2', features=[custmer_stats])`" \
+        in str(err)
+
+
+def test_error_inside_a_function_shows_the_innermost_line(tmp_path: Path) -> None:
+    text = "def features():\n    return 1 / 0\n\n\nfeatures()\n"
+    err = _python_error(tmp_path, text)
+    assert "ZeroDivisionError: division by zero, at features/defs.py:2: `return 1 / 0`" in str(err)
+
+
+def test_syntax_error_shows_its_line(tmp_path: Path) -> None:
+    err = _python_error(tmp_path, "x = 1\ny = (2,\n")
+    assert "SyntaxError" in str(err) and "at features/defs.py:2: `y = (2,`" in str(err)
+
+
+def test_invalid_definition_raised_by_python_code_shows_its_line(tmp_path: Path) -> None:
+    text = "from fstore import Feature\n\nok = Feature('a', 'int64')\nbad = Feature('b', 'text')\n"
+    err = _python_error(tmp_path, text)
+    assert "unknown dtype 'text'" in str(err) and "at features/defs.py:4: `bad = Feature('b', 'text')`" in str(err)
+
+
+DEFS_PY_HEAD = "from fstore import FeatureService\n"

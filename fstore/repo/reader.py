@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import runpy
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from .definitions import CLASSES, Entity, FeatureService, FeatureView, Source, _
 from .names import SECTIONS
 
 _SKIP_DIRS = {"data", ".git", ".venv", "venv", "__pycache__", "node_modules", ".fstore"}
+#: fstore's own package: its frames are never the user's line
+_FSTORE_DIR = Path(__file__).resolve().parents[1]
 #: the keys a YAML mapping of each kind may hold (the dataclass fields)
 _FIELDS: dict[str, list[str]] = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in CLASSES.items()}
 
@@ -82,7 +85,7 @@ def read_definitions(config: RepoConfig) -> RepoContents:
     for path in definition_files(config):
         rel = config.rel(path)
         if path.suffix == ".py":
-            _load_python(path, rel, contents, contents.errors)
+            _load_python(path, rel, contents, contents.errors, config)
         else:
             _load_yaml(path, rel, contents, contents.errors)
     return contents
@@ -149,15 +152,52 @@ def _yaml_object(kind: str, item: Any) -> Any:
         raise InvalidDefinition(_unknown_field_message(exc, SECTIONS[kind])) from None
 
 
-def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[InvalidDefinition]) -> None:
+def _user_file(filename: str | None, config: RepoConfig) -> bool:
+    """Whether ``filename`` is the user's code: inside the repository, not in a virtualenv,
+    a hidden folder or fstore itself."""
+    if not filename or filename.startswith("<"):
+        return False
+    path = Path(filename).resolve()
+    if path.is_relative_to(_FSTORE_DIR):
+        return False
+    try:
+        parts = path.relative_to(config.root).parts
+    except ValueError:
+        return False
+    return not any(p in _SKIP_DIRS or p.startswith(".") or p == "site-packages" for p in parts[:-1])
+
+
+def _raised_at(exc: BaseException, config: RepoConfig) -> str:
+    """', at features/defs.py:12: `the line`': where in the user's files ``exc`` was raised
+    (the innermost frame of theirs; a SyntaxError's own position), or '' if not in them."""
+    if isinstance(exc, SyntaxError) and _user_file(exc.filename, config):
+        filename, lineno, line = exc.filename, exc.lineno, (exc.text or "").strip()
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if _user_file(f.filename, config)]
+        if not frames:
+            return ""
+        filename, lineno, line = frames[-1].filename, frames[-1].lineno, (frames[-1].line or "").strip()
+    where = f", at {config.rel(Path(filename))}:{lineno}"
+    return f"{where}: `{line}`" if line else where
+
+
+def _text_of(exc: BaseException) -> str:
+    """An exception's message without the position a SyntaxError appends (shown apart)."""
+    return exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+
+
+def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[InvalidDefinition],
+                 config: RepoConfig) -> None:
     try:
         namespace = runpy.run_path(str(path), run_name=f"fstore_defs.{path.stem}")
     except InvalidDefinition as exc:
-        errors.append(InvalidDefinition(exc.detail, file=rel, obj=exc.obj, field=exc.field))
+        errors.append(InvalidDefinition(exc.detail + _raised_at(exc, config), file=rel, obj=exc.obj,
+                                        field=exc.field))
         contents.complete = False
         return
     except Exception as exc:  # a user's module may raise anything; report it, don't crash
-        errors.append(InvalidDefinition(f"failed to run: {type(exc).__name__}: {exc}", file=rel))
+        errors.append(InvalidDefinition(f"failed to run: {type(exc).__name__}: {_text_of(exc)}"
+                                        f"{_raised_at(exc, config)}", file=rel))
         contents.complete = False
         return
     seen: set[int] = set()
