@@ -218,6 +218,10 @@ class ShuttingDown(Unavailable, code="SHUTTING_DOWN"):
     """The server is draining after SIGTERM: the request was not run, so it may be sent elsewhere."""
 
 
+class MissingDependency(FstoreError, ImportError, code="MISSING_DEPENDENCY"):
+    """An optional package a call needs is not installed; the message says what to install."""
+
+
 class InternalError(FstoreError, RuntimeError, code="INTERNAL"):
     """A bug on the server's side; the message names the exception."""
 

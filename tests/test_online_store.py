@@ -388,6 +388,48 @@ def test_response_conversions(small: FeatureStore) -> None:
                               "pair__trips": [7, 8]}
 
 
+def test_response_to_df(small: FeatureStore) -> None:
+    import pandas as pd
+
+    rows = [{"customer_id": 1, "driver_id": "y"}, {"customer_id": 9, "driver_id": "x"}]
+    resp = small.get_online_features(["stats:n", "stats:seg", "pair:trips"], entity_rows=rows, now=at(15 * SEC))
+    df = resp.to_df()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == ["customer_id", "driver_id", "n", "seg", "trips"]
+    assert df["customer_id"].tolist() == [1, 9] and df["seg"].tolist() == ["c", "none"]
+    assert df["n"].iloc[0] == 3 and pd.isna(df["n"].iloc[1]) and df["trips"].tolist() == [8, 0]
+    meta = resp.to_df(include_metadata=True)
+    assert meta["n__status"].tolist() == ["PRESENT", "NOT_FOUND"]
+    assert meta["seg__status"].tolist() == ["PRESENT", "DEFAULTED"]
+    stamps = meta["trips__event_timestamp"]
+    assert str(stamps.dtype) == "datetime64[ns, UTC]" or str(stamps.dtype).startswith("datetime64[")
+    assert stamps.iloc[0] == pd.Timestamp(T0) and pd.isna(stamps.iloc[1])
+    empty = small.get_online_features(feature_service="svc", entity_rows=[], now=T0).to_df(include_metadata=True)
+    assert len(empty) == 0 and "amount__status" in empty.columns
+
+
+def test_to_df_without_pandas_names_what_to_install() -> None:
+    """pandas is optional: without it to_df says how to get it, and the module still imports."""
+    proc = run_python("""
+        import sys
+        sys.modules["pandas"] = None  # as if not installed
+        from fstore.errors import MissingDependency
+        from fstore.online.response import OnlinePlan, OnlineResponse
+        plan = OnlinePlan(["x"], ["int64"], [0], [None], ["v_v1"], ["k"])
+        resp = OnlineResponse([{"k": 1}], plan, [[5]], None, None)
+        assert resp.to_dict() == {"k": [1], "x": [5]}
+        try:
+            resp.to_df()
+        except ImportError as exc:
+            assert isinstance(exc, MissingDependency) and exc.code == "MISSING_DEPENDENCY"
+            print(exc)
+        else:
+            raise SystemExit("no error")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install pandas" in proc.stdout and "fstore[pandas]" in proc.stdout
+
+
 def test_bad_entity_rows_name_the_row_and_key(small: FeatureStore) -> None:
     fs = small
     with pytest.raises(EntityRowError, match=r"entity row 1.*customer_id"):

@@ -9,8 +9,8 @@ Statuses (fstore._ext._constants.Status; the rule is in fstore.online.plan):
 The event timestamp is that of the entity's stored row (also for EXPIRED, and for
 a DEFAULTED that replaced an expired row); None where there is no row.
 
-This module imports neither LMDB nor pyarrow (``to_arrow`` imports pyarrow when
-called), so that ``import fstore.client`` stays light.
+This module imports neither LMDB nor pyarrow (``to_arrow`` imports pyarrow and
+``to_df`` pandas when called), so that ``import fstore.client`` stays light.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ import numpy as np
 
 from .._ext._constants import Status
 from .._ext._response import ResponseBase, columns_dict
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, MissingDependency
 from ..times import NO_TIME, from_us
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
 
 _NUMERIC = {"int32", "int64", "float32", "float64", "bool"}
@@ -47,7 +48,7 @@ class OnlinePlan:
 
 
 class OnlineResponse(ResponseBase):
-    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow or to_numpy.
+    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow, to_df or to_numpy.
 
     The fields live in the compiled ResponseBase, which an in-process read fills
     from C without calling ``__init__`` (used by the network client).
@@ -169,6 +170,22 @@ class OnlineResponse(ResponseBase):
                 cols[f"{name}__event_timestamp"] = pa.array(ts, pa.int64(), mask=ts == NO_TIME) \
                     .cast(pa.timestamp("us", tz="UTC"))
         return pa.table(cols)
+
+    def to_df(self, include_metadata: bool = False) -> "pd.DataFrame":
+        """A pandas DataFrame of ``to_dict``'s columns: the join keys, then each feature (with
+        ``include_metadata``, also ``f__status`` as text and ``f__event_timestamp`` as UTC
+        datetimes, NaT where there is no row). An integer feature with a null reads as float
+        (NaN), as pandas does. Needs pandas (``pip install 'fstore[pandas]'``)."""
+        try:
+            import pandas as pd  # not at import: most callers never want a DataFrame
+        except ImportError:
+            raise MissingDependency("OnlineResponse.to_df() needs pandas, which is not installed: "
+                                    "pip install pandas (or pip install 'fstore[pandas]')") from None
+        columns = self.to_dict(include_metadata)
+        if include_metadata:
+            for name in self.plan.names:
+                columns[f"{name}__event_timestamp"] = pd.to_datetime(columns[f"{name}__event_timestamp"], utc=True)
+        return pd.DataFrame(columns)
 
     def to_numpy(self, features: Iterable[str] | None = None, dtype: Any = np.float64) -> np.ndarray:
         """A (rows x features) matrix of the numeric features (nulls as NaN), for a model."""
