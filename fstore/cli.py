@@ -191,6 +191,16 @@ def ingest(ctx: click.Context, views: tuple[str, ...]) -> None:
         t.add_row(r.view, str(r.units_read), str(r.units_skipped), str(r.replaced_units), f"{r.rows:,}")
     console.print(t)
     console.print(f"done in {time.perf_counter() - start:.2f} s")
+    _warn_null_keys(results)
+
+
+def _warn_null_keys(results: list[Any]) -> None:
+    """Say how many rows a run skipped for a null join key, and in which column(s)."""
+    for r in results:
+        if r.null_key_rows:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(r.view)}: {r.null_key_rows:,} row(s) with a null "
+                              f"join key ({escape(', '.join(r.null_key_columns))}) were skipped: a row without a "
+                              "key can never be joined or read", highlight=False)
 
 
 @main.command("build-dataset")
@@ -243,7 +253,23 @@ def materialize_incremental(ctx: click.Context, end: str, views: tuple[str, ...]
 @click.pass_context
 def load(ctx: click.Context, view: str, files: tuple[str, ...]) -> None:
     """Bulk-load Parquet/CSV FILES straight into VIEW's online store, all or nothing."""
-    _print_writes([_store(ctx).load(view, list(files), progress=RichReporter(err_console))], "load")
+    result = _store(ctx).load(view, list(files), progress=RichReporter(err_console))
+    _print_writes([result], "load")
+    _warn_null_keys([result])
+
+
+@main.command()
+@click.argument("view")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--offline", is_flag=True, help="Also append the rows to the offline store (first), so training sees them.")
+@click.pass_context
+def push(ctx: click.Context, view: str, files: tuple[str, ...], offline: bool) -> None:
+    """Push the rows of Parquet/CSV FILES to VIEW online, newer-only as a server's PUSH, without a server."""
+    result = _store(ctx).push_files(view, list(files), offline=offline, progress=RichReporter(err_console))
+    console.print(f"{result.view}: {result.rows_written:,} of {result.rows_read:,} row(s) written online "
+                  "(a row no newer than the stored one is not)"
+                  + (f"; {result.rows_read:,} appended to the offline store" if result.offline else ""))
+    _warn_null_keys([result])
 
 
 @main.command()

@@ -130,6 +130,18 @@ class IngestError(FstoreError, ValueError, code="INGEST_ERROR"):
         super().__init__(message)
 
 
+class BadRows(IngestError, code="BAD_ROWS"):
+    """Bad rows of one run (an ingest, a load, a push), every one found and reported together:
+    the first ones in full, then a count per problem; nothing of the run was written.
+    ``file``, ``row`` (1-based) and ``column`` name the first, ``count`` the bad rows."""
+    count = 0
+
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
+                 column: str | None = None, count: int = 0) -> None:
+        super().__init__(message, file=file, row=row, column=column)
+        self.count = count
+
+
 class EntityDataError(FstoreError, ValueError, code="ENTITY_DATA_ERROR"):
     """The entity dataframe of a training-set request is unusable (missing key, null time)."""
 

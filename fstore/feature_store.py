@@ -15,11 +15,11 @@ import pyarrow as pa
 from .config import RepoConfig
 from .errors import InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, dataset_writer, write_dataset, write_lineage
-from .offline.engine import OfflineEngine, make_engine
+from .offline.engine import OfflineEngine, ingest_views, make_engine
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
 from .online.materialize import WriteResult, bulk_load, gc, materialize
-from .online.push import push_group
+from .online.push import FilePush, push_files, push_group
 from .online.response import OnlinePlan, OnlineResponse
 from .online.service import OnlineService
 from .online.store import OnlineStore
@@ -67,9 +67,13 @@ class FeatureStore:
     # ---- offline ---------------------------------------------------------------------
 
     def ingest(self, views: Sequence[str] | None = None, progress: Reporter | None = None) -> list[IngestResult]:
-        """Load new and changed source files of the named views (default: all, every version)."""
+        """Load new and changed source files of the named views (default: all, every version).
+
+        Each view is all or nothing; a view with bad rows does not stop the others, and one
+        BadRows names every bad row of every view. Rows with a null join key are skipped and
+        counted in the results (``null_key_rows``)."""
         sources = self.registry.require()["sources"]
-        return [self.engine.ingest(r, sources[r["source"]], progress) for r in self._views(views)]
+        return ingest_views(self.engine, [(r, sources[r["source"]]) for r in self._views(views)], progress)
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
@@ -193,6 +197,15 @@ class FeatureStore:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome["written"]
+
+    def push_files(self, view: str, files: Sequence[str | Path], *, offline: bool = False,
+                   progress: Reporter | None = None) -> FilePush:
+        """Push the rows of Parquet/CSV files (the view's source columns, read as ``load`` reads
+        them) to ``view`` online as ``push`` does, without a server; with ``offline``, append
+        them to the offline store first. Nothing is written if any row is bad (BadRows)."""
+        record = self.get_feature_view(view)
+        source = self.registry.require()["sources"][record["source"]]
+        return push_files(self.online, self.offline, self.config.root, record, source, files, offline, progress)
 
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,

@@ -156,7 +156,7 @@ def test_errors_come_back_as_protocol_errors(client: Client, server: Server) -> 
     assert info.value.code == "UNKNOWN_OBJECT"
     with pytest.raises(FstoreError) as info:
         client.get_online_features(["customer_stats:segment"], entity_rows=[{"customer_id": 1}, {"customer_id": "2"}])
-    assert info.value.code == "BAD_ENTITY_ROW" and "entity row 1" in info.value.message
+    assert info.value.code == "BAD_ENTITY_ROW" and "entity row 2 (rows are numbered from 1)" in info.value.message
     with pytest.raises(FstoreError) as info:
         client.get_online_features(["customer_driver:trips_together"], entity_rows=[{"customer_id": 1}])
     assert info.value.code == "BAD_ENTITY_ROW" and "driver_id" in info.value.message

@@ -432,18 +432,18 @@ def test_to_df_without_pandas_names_what_to_install() -> None:
 
 def test_bad_entity_rows_name_the_row_and_key(small: FeatureStore) -> None:
     fs = small
-    with pytest.raises(EntityRowError, match=r"entity row 1.*customer_id"):
+    with pytest.raises(EntityRowError, match=r"entity row 2 \(rows are numbered from 1\).*customer_id"):
         fs.get_online_features(["stats:n"], entity_rows=[{"customer_id": 1}, {"driver_id": "x"}], now=T0)
-    with pytest.raises(EntityRowError, match=r"entity row 0.*driver_id"):
+    with pytest.raises(EntityRowError, match=r"entity row 1 .*driver_id"):
         fs.get_online_features(["pair:trips"], entity_rows=[{"customer_id": 1}], now=T0)
     for bad in ["1", 1.0, True, 2**63, b"1"]:
-        with pytest.raises(EntityRowError, match=r"entity row 2") as info:
+        with pytest.raises(EntityRowError, match=r"entity row 3 ") as info:
             fs.get_online_features(["stats:n"], entity_rows=[{"customer_id": 1}, {"customer_id": 2},
                                                              {"customer_id": bad}], now=T0)
         assert "stats" in str(info.value)
-    with pytest.raises(EntityRowError, match=r"entity row 0.*driver_id|entity row 0.*string"):
+    with pytest.raises(EntityRowError, match=r"entity row 1 .*driver_id|entity row 1 .*string"):
         fs.get_online_features(["pair:trips"], entity_rows=[{"customer_id": 1, "driver_id": 7}], now=T0)
-    with pytest.raises(EntityRowError, match=r"entity row 1"):
+    with pytest.raises(EntityRowError, match=r"entity row 2 "):
         fs.get_online_features(["stats:n"], entity_rows=[{"customer_id": 1}, [1]], now=T0)
     with pytest.raises(EntityRowError, match="differ in length"):
         fs.get_online_features(["pair:trips"], entity_rows={"customer_id": [1, 2], "driver_id": ["x"]}, now=T0)

@@ -6,6 +6,7 @@ Timestamps always come out as UTC microseconds; a naive timestamp is read as UTC
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -15,6 +16,10 @@ import pyarrow.compute as pc
 TS_TYPE = pa.timestamp("us", tz="UTC")
 # a zone offset ends the *time* part: the "-01" of a bare date "2024-01-01" is no offset
 _OFFSET_RE = r"[Tt ][0-9:.,]*[0-9]\s*(Z|z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+#: the errors Arrow raises for a value or type that does not cast
+ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
 class CastFailure(Exception):
@@ -82,6 +87,9 @@ def _to_timestamp_unchecked(arr: pa.Array) -> pa.Array:
         naive = pc.if_else(has_offset, pa.scalar(None, arr.type), arr).cast(pa.timestamp("us")).cast(TS_TYPE)
         aware = pc.if_else(has_offset, arr, pa.scalar(None, arr.type)).cast(TS_TYPE)
         return pc.if_else(has_offset, aware, naive)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        raise pa.ArrowInvalid("numbers are not read as timestamps, their unit (s, ms, us) would be a guess: "
+                              "write ISO 8601 text or a timestamp type")
     raise pa.ArrowInvalid(f"a {t} column does not hold timestamps")
 
 
@@ -90,7 +98,7 @@ def _cast_checked(arr: pa.Array | pa.ChunkedArray, fn: Callable[[pa.Array], pa.A
         arr = arr.combine_chunks()
     try:
         return fn(arr)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+    except ARROW_ERRORS as exc:
         reason = str(exc).split("\n")[0]
         if len(arr) == 0 or _whole_type_problem(arr, fn):
             raise CastFailure(-1, None, reason) from None
@@ -109,11 +117,76 @@ def _cast_checked(arr: pa.Array | pa.ChunkedArray, fn: Callable[[pa.Array], pa.A
         raise CastFailure(lo, value, reason) from None
 
 
+def converter(target: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    """The unchecked cast to a declared type (raises Arrow's error at the first bad value)."""
+    if pa.types.is_timestamp(target):
+        return _to_timestamp_unchecked
+    return lambda a: _cast_one(a, target)
+
+
+@dataclass
+class BadValues:
+    """Where a column does not cast: every bad position, or why the whole column cannot."""
+
+    positions: np.ndarray        # 0-based positions of the values that do not cast, ascending
+    unsearched: int = 0          # stretches of values left unsearched (budget spent): each holds a bad one
+    whole: str | None = None     # set when the column's type cannot be cast at all: Arrow's reason
+    probes: int = 0              # casts tried
+
+
+def find_bad_values(arr: pa.Array | pa.ChunkedArray, target: pa.DataType, budget: int) -> BadValues:
+    """Every value of ``arr`` that does not cast to ``target``, found with at most ``budget``
+    trial casts (for a column that failed to cast as a whole).
+
+    Distinct values are searched, not rows, so a bad value repeated a million times costs one
+    search; the search splits failing stretches in halves, left first, so the first bad values
+    are found first. Past the budget, the stretches still failing are counted in
+    ``unsearched`` (each holds at least one more bad value)."""
+    arr = _undictionary(arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr)
+    fn = converter(target)
+    if _whole_type_problem(arr, fn):
+        try:
+            fn(arr)
+            reason = "cannot be cast"
+        except ARROW_ERRORS as exc:
+            reason = str(exc).split("\n")[0]
+        return BadValues(np.empty(0, np.int64), whole=reason)
+    uniq = pc.unique(arr.drop_null())
+    bad: list[int] = []
+    stack, probes, unsearched = [(0, len(uniq))], 0, 0
+    while stack:
+        lo, hi = stack.pop()
+        if probes >= budget:
+            unsearched += 1
+            continue
+        probes += 1
+        if hi == lo or not _fails(uniq.slice(lo, hi - lo), fn):
+            continue
+        if hi - lo == 1:
+            bad.append(lo)
+            continue
+        mid = (lo + hi) // 2
+        stack += [(mid, hi), (lo, mid)]
+    mask = pc.is_in(arr, value_set=uniq.take(pa.array(bad, pa.int64()))) if bad else None
+    positions = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False)) if bad \
+        else np.empty(0, np.int64)
+    return BadValues(positions, unsearched, probes=probes)
+
+
+def cast_reason(value: pa.Array, target: pa.DataType) -> str:
+    """Arrow's reason why a one-value array does not cast to ``target``."""
+    try:
+        converter(target)(value)
+    except ARROW_ERRORS as exc:
+        return str(exc).split("\n")[0]
+    return "cannot be cast"
+
+
 def _fails(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> bool:
     try:
         fn(arr)
         return False
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+    except ARROW_ERRORS:
         return True
 
 

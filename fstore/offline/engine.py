@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from ..config import PROJECT_FILE, RepoConfig
-from ..errors import InvalidConfig
+from ..errors import BadRows, InvalidConfig
 from ..progress import Reporter
 from ..repo.definitions import Source
 from ..repo.resolve import ViewRequest
@@ -59,6 +59,27 @@ class LocalEngine:
 
     def source_schema(self, source: Source) -> pa.Schema:
         return get_loader(source, self.store.config.root).schema()
+
+
+def ingest_views(engine: OfflineEngine, views: list[tuple[dict[str, Any], dict[str, Any]]],
+                 progress: Reporter | None = None) -> list[IngestResult]:
+    """Ingest each (view, source). A view with bad rows writes nothing and the others go on,
+    so one run names the bad rows of every view: one BadRows, which also names the views
+    that were ingested."""
+    results: list[IngestResult] = []
+    failed: list[BadRows] = []
+    for view, source in views:
+        try:
+            results.append(engine.ingest(view, source, progress))
+        except BadRows as exc:
+            failed.append(exc)
+    if not failed:
+        return results
+    text = "\n".join(str(e) for e in failed)
+    if len(views) > 1:
+        text += f"\nthe other views were ingested: {', '.join(r.view for r in results) or 'none'}"
+    first = failed[0]
+    raise BadRows(text, file=first.file, row=first.row, column=first.column, count=sum(e.count for e in failed))
 
 
 def make_engine(config: RepoConfig) -> OfflineEngine:

@@ -66,13 +66,24 @@ def entity_timestamps(table: pa.Table, column: str) -> np.ndarray:
     try:
         ts = to_timestamp(table.column(column))
     except CastFailure as exc:
-        raise EntityDataError(f"entity column {column!r}, row {exc.index + 1}: {exc.value!r} is not a "
-                              f"timestamp ({exc.reason})") from None
+        raise EntityDataError(_cast_problem(table.column(column), column, exc, "a timestamp")) from None
     if ts.null_count:
         row = int(pc.index(pc.is_null(ts), True).as_py())
-        raise EntityDataError(f"entity column {column!r} is null at row {row + 1}: every entity row needs a "
-                              "timestamp")
+        raise EntityDataError(f"entity column {column!r} is null at row {row + 1} (rows are numbered from 1; "
+                              f"{ts.null_count:,} null in all): every entity row needs a timestamp")
     return ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _cast_problem(col: pa.ChunkedArray, name: str, exc: CastFailure, target: str) -> str:
+    """Why an entity column does not cast, with the value the user gave (1-based rows): the
+    first bad value, or for a column whose type cannot be cast at all, its first value."""
+    if exc.index >= 0:
+        return (f"entity column {name!r}, row {exc.index + 1} (rows are numbered from 1): {exc.value!r} cannot be "
+                f"read as {target} ({exc.reason})")
+    valid = pc.indices_nonzero(pc.is_valid(col)) if len(col) else pa.array([], pa.uint64())
+    holds = f"; row {valid[0].as_py() + 1} (rows are numbered from 1) holds {col[valid[0].as_py()].as_py()!r}" \
+        if len(valid) else ""
+    return f"entity column {name!r} holds {col.type} values, which cannot be read as {target}{holds} ({exc.reason})"
 
 
 def get_historical_features(store: OfflineStore, requests: list[ViewRequest], entity_df: Any,
@@ -120,9 +131,8 @@ def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], 
         try:
             key_cols[k] = to_dtype(entities.column(k), KEY_TYPES[view["key_dtypes"][k]])
         except CastFailure as exc:
-            where = f", row {exc.index + 1} ({exc.value!r})" if exc.index >= 0 else ""
-            raise EntityDataError(f"entity column {k!r}{where} cannot be read as the {view['key_dtypes'][k]} "
-                                  f"key of feature view {view_name(view)}: {exc.reason}") from None
+            raise EntityDataError(_cast_problem(entities.column(k), k, exc, f"the {view['key_dtypes'][k]} key of "
+                                                f"feature view {view_name(view)}")) from None
     key_table = pa.table(key_cols)
     valid = np.ones(len(ts), dtype=np.uint8)
     for k in keys:

@@ -2,20 +2,22 @@
 
 Used by ingest (a source file), by bulk loads into the online store and by PUSH (rows
 sent to the server), so that one rule types them all and every error names the file
-(or push), the row and the column.
+(or push), the row (from 1) and the column. Every bad row of a run is found, not only the
+first (fstore.offline.problems).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import IngestError
 from ..repo.definitions import DTYPES
-from .casting import TS_TYPE, CastFailure, to_dtype, to_timestamp
+from .casting import ARROW_ERRORS, TS_TYPE, cast_reason, converter, find_bad_values
 from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, UNIT, offline_schema
 from .loaders import Loader, SourceUnit
+from .problems import RowProblems
 
 
 def source_columns(view: dict[str, Any], source: dict[str, Any]) -> list[str]:
@@ -25,47 +27,93 @@ def source_columns(view: dict[str, Any], source: dict[str, Any]) -> list[str]:
                                *(f["name"] for f in view["features"])]))
 
 
-def read_typed(view: dict[str, Any], source: dict[str, Any], loader: Loader, unit: SourceUnit) -> pa.Table:
-    """One source unit as the offline store's columns, typed as declared; IngestError names file, row, column."""
-    return type_rows(view, source, loader.read(unit, source_columns(view, source)), unit.id, loader.row_label)
+def read_typed(view: dict[str, Any], source: dict[str, Any], loader: Loader, unit: SourceUnit,
+               problems: RowProblems, seq: int = 0) -> pa.Table | None:
+    """One source unit as the offline store's columns, typed as declared; None when the unit
+    has bad rows or cannot be read, which ``problems`` then names (``seq``: the unit's place
+    in the run, so problems are shown in reading order)."""
+    try:
+        raw = loader.read(unit, source_columns(view, source))
+    except IngestError as exc:
+        problems.add_error(seq, exc)
+        return None
+    return type_rows(view, source, raw, unit.id, loader.row_label, problems, seq)
 
 
 def type_rows(view: dict[str, Any], source: dict[str, Any], raw: pa.Table, where: str,
-              row_label: Callable[[int], str]) -> pa.Table:
+              row_label: Callable[[int], str], problems: RowProblems, seq: int = 0) -> pa.Table | None:
     """Raw rows (source column names) as the offline store's columns, typed as declared.
 
-    ``where`` names the rows' origin in errors (a file, or a push); ``row_label`` names a row.
+    Every bad row is recorded in ``problems`` (which names ``where``, a file or a push, and
+    each row by ``row_label``) and None is returned. Rows with a null join key are dropped
+    and counted in ``problems``, or with ``problems.refuse_null_keys`` are bad rows too.
     """
     ts_col, created_col = source["timestamp_field"], source["created_timestamp_field"]
-    cols = source_columns(view, source)
-    missing = [c for c in cols if c not in raw.column_names]
+    missing = [c for c in source_columns(view, source) if c not in raw.column_names]
     if missing:
-        raise IngestError(f"{where}: column(s) {', '.join(missing)} missing", file=where, column=missing[0])
-
-    def cast(col: str, fn) -> pa.Array:
-        try:
-            return fn(raw.column(col))
-        except CastFailure as exc:
-            at = f" at {row_label(exc.index)}" if exc.index >= 0 else ""
-            shown = f" value {exc.value!r}" if exc.index >= 0 else ""
-            raise IngestError(f"{where}{at}, column {col!r}:{shown} cannot be read as "
-                              f"{_target_name(view, col, ts_col, created_col)} ({exc.reason})",
-                              file=where, row=exc.index + 1 if exc.index >= 0 else None,
-                              column=col) from None
-
+        problems.add_line(seq, where, f"{where}: column(s) {', '.join(missing)} missing", missing[0])
+        return None
+    targets = [*((k, k, KEY_TYPES[view["key_dtypes"][k]]) for k in view["join_keys"]), (EVENT_TS, ts_col, TS_TYPE),
+               *([(CREATED_TS, created_col, TS_TYPE)] if created_col else []),
+               *((f["name"], f["name"], DTYPES[f["dtype"]]) for f in view["features"])]
     out: dict[str, pa.Array] = {}
-    for k in view["join_keys"]:
-        out[k] = cast(k, lambda a, t=KEY_TYPES[view["key_dtypes"][k]]: to_dtype(a, t))
-    out[EVENT_TS] = cast(ts_col, to_timestamp)
-    if out[EVENT_TS].null_count:
-        row = int(pc.index(pc.is_null(out[EVENT_TS]), True).as_py())
-        raise IngestError(f"{where} at {row_label(row)}, column {ts_col!r}: the event "
-                          "timestamp is null", file=where, row=row + 1, column=ts_col)
-    out[CREATED_TS] = cast(created_col, to_timestamp) if created_col else pa.nulls(raw.num_rows, TS_TYPE)
+    ok = True
+    for order, (name, col, target) in enumerate(targets):
+        arr = raw.column(col).combine_chunks()
+        try:
+            out[name] = converter(target)(arr)
+        except ARROW_ERRORS:
+            _record_bad_values(problems, seq, where, row_label, arr, col, order, target,
+                               _target_name(view, col, ts_col, created_col))
+            ok = False
+    ts_nulls = np.flatnonzero(raw.column(ts_col).is_null().to_numpy(zero_copy_only=False))
+    problems.add_rows(seq, where, row_label, ts_nulls, ts_col, len(view["join_keys"]),
+                      f"with a null event timestamp in column {ts_col!r}", lambda i: "the event timestamp is null")
+    ok = ok and not len(ts_nulls)
+    keep = _null_keys(view, raw, problems, seq, where, row_label)
+    if keep is False or not ok:
+        return None
+    if not created_col:
+        out[CREATED_TS] = pa.nulls(raw.num_rows, TS_TYPE)
     out[UNIT] = pa.nulls(raw.num_rows, pa.int32())  # numbered when the run is written
-    for f in view["features"]:
-        out[f["name"]] = cast(f["name"], lambda a, t=DTYPES[f["dtype"]]: to_dtype(a, t))
-    return pa.table(out, schema=offline_schema(view))
+    table = pa.table({f.name: out[f.name] for f in offline_schema(view)}, schema=offline_schema(view))
+    return table if keep is None else table.filter(keep)
+
+
+def _record_bad_values(problems: RowProblems, seq: int, where: str, row_label: Callable[[int], str],
+                       arr: pa.Array, col: str, order: int, target: pa.DataType, target_name: str) -> None:
+    """Find every value of a column that did not cast, and record it."""
+    bad = find_bad_values(arr, target, problems.budget)
+    problems.budget -= bad.probes
+    if bad.whole is not None:  # the column's type, not a value: shown once, with the first value
+        valid = np.flatnonzero(arr.is_valid().to_numpy(zero_copy_only=False))
+        holds = f"; {row_label(int(valid[0]))} holds {arr[int(valid[0])].as_py()!r}" if len(valid) else ""
+        problems.add_line(seq, where, f"{where}, column {col!r}: {arr.type} values cannot be read as "
+                          f"{target_name}{holds} ({bad.whole})", col, order)
+        return
+    problems.add_rows(seq, where, row_label, bad.positions, col, order,
+                      f"whose column {col!r} cannot be read as {target_name}",
+                      lambda i: f"value {arr[i].as_py()!r} cannot be read as {target_name} "
+                                f"({cast_reason(arr.slice(i, 1), target)})", bad.unsearched)
+
+
+def _null_keys(view: dict[str, Any], raw: pa.Table, problems: RowProblems, seq: int, where: str,
+               row_label: Callable[[int], str]) -> pa.Array | None | bool:
+    """The rows to keep when some have a null join key (None: all), or False when such rows
+    are refused (``problems.refuse_null_keys``) and were recorded as bad."""
+    keys = view["join_keys"]
+    nulls = {k: raw.column(k).is_null().to_numpy(zero_copy_only=False) for k in keys}
+    if not any(m.any() for m in nulls.values()):
+        return None
+    if problems.refuse_null_keys:
+        for order, k in enumerate(keys):
+            problems.add_rows(seq, where, row_label, np.flatnonzero(nulls[k]), k, order,
+                              f"with a null join key in column {k!r}",
+                              lambda i: "the join key is null (a row without a key can never be read)")
+        return False
+    any_null = np.logical_or.reduce(list(nulls.values()))
+    problems.skipped_null_keys(int(any_null.sum()), [k for k in keys if nulls[k].any()])
+    return pa.array(~any_null)
 
 
 def _target_name(view: dict[str, Any], col: str, ts_col: str, created_col: str | None) -> str:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from ..repo.definitions import Source
 from ..repo.names import view_name
 from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, bucket_ids, offline_schema, sort_indices, sort_table
 from .loaders import SourceUnit, get_loader
+from .problems import RowProblems
 from .rows import read_typed
 
 MAX_ROWS_PER_RUN = 20_000_000  # rows one ingest run writes at most (bounded memory)
@@ -51,6 +52,8 @@ class IngestResult:
     units_skipped: int
     rows: int
     replaced_units: int
+    null_key_rows: int = 0          # rows skipped: a null join key can never be joined
+    null_key_columns: list[str] = field(default_factory=list)
 
     @property
     def up_to_date(self) -> bool:
@@ -109,7 +112,13 @@ class OfflineStore:
 
     def ingest(self, view: dict[str, Any], source: dict[str, Any],
                progress: Reporter | None = None) -> IngestResult:
-        """Load new and changed source units into the view's history; idempotent."""
+        """Load new and changed source units into the view's history; idempotent.
+
+        All or nothing: every unit is read and typed, and the manifest is swapped once at
+        the end. A unit with bad rows does not stop the reading (so one run reports every
+        bad row, BadRows), but it stops the writing, and the parts already written for the
+        run are deleted unreferenced. Rows with a null join key are skipped and counted.
+        """
         progress = progress or Silent()
         vdir = self.view_dir(view)
         vdir.mkdir(parents=True, exist_ok=True)
@@ -123,22 +132,37 @@ class OfflineStore:
             result = IngestResult(view_name(view), len(todo), len(units) - len(todo), 0, len(changed))
             if not todo:
                 return result
+            problems = RowProblems(f"ingest of {view_name(view)}")
+            written: list[Path] = []   # parts of this run, deleted if it fails
+            replaced: list[Path] = []  # parts the new manifest no longer references
             progress.start(f"ingest {view_name(view)}", len(todo))
             try:
                 batch: list[tuple[SourceUnit, pa.Table]] = []
                 rows = 0
-                for unit in todo:
-                    table = read_typed(view, source, loader, unit)
+                for seq, unit in enumerate(todo):
+                    table = read_typed(view, source, loader, unit, problems, seq)
+                    progress.advance(1, info=f"{rows:,} rows")
+                    if table is None or problems:  # bad rows: read on to find them all, write no more
+                        batch = []
+                        continue
                     batch.append((unit, table))
                     rows += table.num_rows
-                    progress.advance(1, info=f"{rows:,} rows")
                     if rows >= MAX_ROWS_PER_RUN:
-                        result.rows += self._write_run(view, manifest, batch)
+                        result.rows += self._write_run(view, manifest, batch, written, replaced)
                         batch, rows = [], 0
+                problems.check()
                 if batch:
-                    result.rows += self._write_run(view, manifest, batch)
+                    result.rows += self._write_run(view, manifest, batch, written, replaced)
+                write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
+            except BaseException:
+                for part in written:  # never referenced: the old manifest is still in force
+                    part.unlink(missing_ok=True)
+                raise
             finally:
                 progress.stop()
+            for part in replaced:  # only now unreferenced
+                part.unlink(missing_ok=True)
+            result.null_key_rows, result.null_key_columns = problems.null_key_rows, problems.null_key_columns
             return result
 
     def append_rows(self, view: dict[str, Any], table: pa.Table, label: str) -> int:
@@ -148,15 +172,23 @@ class OfflineStore:
         vdir.mkdir(parents=True, exist_ok=True)
         with file_lock(vdir / ".lock"):
             manifest = self.manifest(view) or self._new_manifest(view)
-            return self._write_run(view, manifest, [(SourceUnit(id=label, fingerprint=label), table)])
+            replaced: list[Path] = []
+            rows = self._write_run(view, manifest, [(SourceUnit(id=label, fingerprint=label), table)], [], replaced)
+            write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
+            for part in replaced:
+                part.unlink(missing_ok=True)
+            return rows
 
     def _new_manifest(self, view: dict[str, Any]) -> dict[str, Any]:
         return {"format": FORMAT, "view": view_name(view), "buckets": self.config.offline_buckets,
                 "join_keys": view["join_keys"], "key_dtypes": view["key_dtypes"],
                 "units": {}, "runs": [], "next_unit": 0, "next_run": 1, "rows": 0}
 
-    def _write_run(self, view: dict[str, Any], manifest: dict[str, Any],
-                   batch: list[tuple[SourceUnit, pa.Table]]) -> int:
+    def _write_run(self, view: dict[str, Any], manifest: dict[str, Any], batch: list[tuple[SourceUnit, pa.Table]],
+                   written: list[Path], dropped: list[Path]) -> int:
+        """Write a run's parts and add the run to ``manifest`` (in memory: the caller swaps the
+        file). The parts written are added to ``written``, the parts the run replaces (to
+        delete once the manifest is swapped) to ``dropped``."""
         vdir = self.view_dir(view)
         run_id = f"r{manifest['next_run']:06d}"
         tables, unit_ids = [], {}
@@ -193,6 +225,7 @@ class OfflineStore:
             part = table.take(pa.array(rows[local]))
             rel = f"b{b:04d}/{run_id}.parquet"
             (vdir / rel).parent.mkdir(exist_ok=True)
+            written.append(vdir / rel)
             _write_parquet(part, vdir / rel, view)
             parts[str(b)] = rel
         run_units = sorted({*unit_ids.values(), *(u for r in affected for u in r["units"])})
@@ -209,10 +242,7 @@ class OfflineStore:
                                           "rows": t.num_rows, "run": run_id, "at": now}
         manifest["next_run"] += 1
         manifest["rows"] = sum(r["rows"] for r in manifest["runs"])
-        write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
-        for run in affected:  # only now unreferenced
-            for part in run["parts"].values():
-                (vdir / part).unlink(missing_ok=True)
+        dropped.extend(vdir / part for run in affected for part in run["parts"].values())
         return sum(t.num_rows for _, t in batch)
 
     def _remove_orphans(self, vdir: Path, manifest: dict[str, Any]) -> None:

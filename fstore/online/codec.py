@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .._ext._constants import Kind
 from .._ext._online import encode_keys, encode_rows, key_order, merge_newer
@@ -31,6 +32,22 @@ def feature_kinds(view: dict[str, Any]) -> list[int]:
 
 def key_kinds(view: dict[str, Any]) -> list[int]:
     return [KIND_OF[view["key_dtypes"][k]] for k in view["join_keys"]]
+
+
+def key_sizes(view: dict[str, Any], table: pa.Table) -> np.ndarray:
+    """The byte length of each row's LMDB key, by the rule ``encode_keys`` follows: 8 bytes an
+    integer part, a text part's UTF-8 length plus 2 (no 2 when it is the only part); 0 where a
+    part is null. Lets a load name every key too long for LMDB, not only the first."""
+    keys = view["join_keys"]
+    alone = len(keys) == 1
+    size = np.zeros(table.num_rows, dtype=np.int64)
+    for k in keys:
+        if view["key_dtypes"][k] == "string":
+            lengths = pc.binary_length(table.column(k)).to_numpy(zero_copy_only=False)
+            size += np.nan_to_num(lengths.astype(np.float64)).astype(np.int64) + (0 if alone else 2)
+        else:
+            size += 8
+    return size
 
 
 def encode_table(view: dict[str, Any], table: pa.Table) -> tuple[list[bytes | None], list[bytes]]:

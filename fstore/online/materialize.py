@@ -15,7 +15,7 @@ it): it never claims more than was written, not even a gap before a window.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,17 +23,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._ext._online import MAX_KEY, encode_keys, row_times
-from ..errors import IngestError, KeyTooLong, OfflineStoreError
+from .._ext._online import row_times
+from ..errors import OfflineStoreError
 from ..offline.layout import EVENT_TS
-from ..offline.loaders import get_loader
-from ..offline.rows import read_typed
+from ..offline.problems import RowProblems
 from ..offline.store import OfflineStore
 from ..progress import Reporter, Silent
-from ..repo.definitions import Source, infer_format
 from ..repo.names import view_name
-from ..offline.casting import as_int64, plain
-from .codec import KIND_OF, key_kinds, write_table
+from ..offline.casting import as_int64
+from .codec import write_table
+from .files import read_files
 from .store import OnlineStore
 
 
@@ -46,6 +45,8 @@ class WriteResult:
     rows_written: int = 0
     seconds: float = 0.0
     watermark: int | None = None
+    null_key_rows: int = 0          # rows skipped by a load: a null join key can never be read
+    null_key_columns: list[str] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
@@ -164,41 +165,17 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
               files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
     """Write rows from Parquet/CSV files straight into the online store, in one transaction.
 
-    Every file is read, checked against the view's schema and encoded first (errors
-    name the file, row and column), so a bad row fails the load before anything is
-    written; the write itself is one transaction, so nothing of a failed load is visible.
+    Every file is read and checked against the view's schema first, all of them even after
+    a bad one, so that one load names every bad row (BadRows: file, row from 1, column) and
+    writes nothing; the write itself is one transaction, so nothing of a failed load is
+    visible. Rows with a null join key are skipped and counted in the result.
     """
     progress = progress or Silent()
     name = view_name(view)
     t0 = time.perf_counter()
-    tables: list[pa.Table] = []
-    kinds = key_kinds(view)
-    # only string parts make a key's length depend on the data: int keys are 8 bytes a part
-    may_be_too_long = any(k == KIND_OF["string"] for k in kinds) or 8 * len(kinds) > MAX_KEY
-    progress.start(f"read {name}", len(files))
-    try:
-        for path in files:
-            path = Path(path)
-            spec = {**source, "name": source["name"], "path": str(path.resolve()), "format": infer_format(str(path))}
-            loader = get_loader(Source(**spec), root)
-            units = loader.units()
-            if not units:
-                raise IngestError(f"no file at {path}", file=str(path))
-            for unit in units:
-                table = read_typed(view, source, loader, unit)
-                try:  # checked file by file, so a key LMDB cannot take is named by its file and row
-                    if may_be_too_long:  # (keys are encoded again, in key order, when written)
-                        encode_keys([plain(table.column(k)) for k in view["join_keys"]], kinds)
-                except KeyTooLong as exc:
-                    raise IngestError(f"{unit.id} at {loader.row_label(exc.row)}, key "
-                                      f"{', '.join(view['join_keys'])}: the key is {exc.size} bytes; LMDB keys "
-                                      f"are at most {MAX_KEY}", file=unit.id, row=exc.row + 1,
-                                      column=view["join_keys"][0]) from None
-                tables.append(table)
-            progress.advance(1, info=f"{sum(t.num_rows for t in tables):,} rows")
-    finally:
-        progress.stop()
-    result = WriteResult(name)
+    problems = RowProblems(f"load into {name}")
+    tables = read_files(root, view, source, files, problems, progress)
+    result = WriteResult(name, null_key_rows=problems.null_key_rows, null_key_columns=problems.null_key_columns)
     n = sum(t.num_rows for t in tables)
     if not n:
         return result

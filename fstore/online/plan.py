@@ -68,14 +68,16 @@ def explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Excep
 
 
 def _explain_bad_row(rows: list[Any], reader: ViewReader, view: str) -> EntityRowError | None:
-    for i, row in enumerate(rows):
+    """The first bad row, numbered from 1 as every row in fstore's messages is."""
+    for i, row in enumerate(rows, 1):
+        where = f"entity row {i} (rows are numbered from 1)"
         if not isinstance(row, dict):
-            return EntityRowError(f"entity row {i}: expected a mapping of join keys, got {type(row).__name__}")
+            return EntityRowError(f"{where}: expected a mapping of join keys, got {type(row).__name__}")
         for col in reader.key_columns:
             if col not in row:
-                return EntityRowError(f"entity row {i}: missing join key {col!r} of feature view {view}")
+                return EntityRowError(f"{where}: missing join key {col!r} of feature view {view}")
         try:
             reader.keys_for([row])
         except (TypeError, ValueError, OverflowError) as exc:
-            return EntityRowError(f"entity row {i}, join key of feature view {view}: {exc}")
+            return EntityRowError(f"{where}, join key of feature view {view}: {exc}")
     return None

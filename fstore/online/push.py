@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import BadRequest, IngestError, KeyTooLong, OfflineStoreError, UnknownObject
 from ..offline.layout import EVENT_TS
+from ..offline.problems import RowProblems
 from ..offline.rows import source_columns, type_rows
 from ..offline.store import OfflineStore
+from ..progress import Reporter
 from ..repo.names import view_name
 from ..repo.registry import Snapshot
 from ..repo.resolve import find_view
 from ..times import from_us
 from .codec import encode_table, write_batch
+from .files import read_files
 from .store import OnlineStore
 
 
@@ -81,6 +85,41 @@ def push_group(snapshot: Callable[[], Snapshot], online: OnlineStore, offline: O
     return outcomes, commits
 
 
+@dataclass
+class FilePush:
+    """What a push of files did (``push_files``)."""
+
+    view: str
+    rows_read: int = 0
+    rows_written: int = 0          # rows newer than what was stored
+    offline: bool = False          # also appended to the offline store
+    null_key_rows: int = 0         # rows skipped: a null join key can never be read
+    null_key_columns: list[str] = field(default_factory=list)
+
+
+def push_files(online: OnlineStore, offline: OfflineStore, root: Path, view: dict[str, Any], source: dict[str, Any],
+               files: Sequence[str | Path], to_offline: bool = False, progress: Reporter | None = None) -> FilePush:
+    """Push the rows of Parquet/CSV files to ``view`` as one PUSH does: newer-only online, and
+    with ``to_offline`` appended to the offline store first. Every file is read and typed
+    before anything is written (BadRows names every bad row); rows with a null key are
+    skipped and counted."""
+    problems = RowProblems(f"push into {view_name(view)}")
+    tables = read_files(root, view, source, files, problems, progress)
+    result = FilePush(view_name(view), offline=to_offline, null_key_rows=problems.null_key_rows,
+                      null_key_columns=problems.null_key_columns)
+    table = pa.concat_tables(tables) if tables else None
+    if table is None or not table.num_rows:
+        return result
+    prepared = prepare_table(online, view, table, to_offline)
+    if to_offline:
+        append_offline(offline, prepared)
+    [written], _ = commit_online(online, [prepared])
+    if isinstance(written, Exception):
+        raise written
+    result.rows_read, result.rows_written = table.num_rows, written
+    return result
+
+
 def commit_online(online: OnlineStore, pushes: list[PreparedPush]) -> tuple[list[int | Exception], int]:
     """(rows written per PUSH, transactions committed), all in one transaction; if that
     transaction fails, each PUSH is retried in a transaction of its own so that only the
@@ -129,7 +168,11 @@ def prepare_push(online: OnlineStore, registry: Snapshot, args: dict[str, Any]) 
     view = find_view(view_ref, registry.views)
     if view is None:
         raise UnknownObject(f"unknown feature view {view_ref!r}")
-    table = _typed_table(view, registry.source_of(view), rows)
+    return prepare_table(online, view, _typed_table(view, registry.source_of(view), rows), offline)
+
+
+def prepare_table(online: OnlineStore, view: dict[str, Any], table: pa.Table, offline: bool) -> PreparedPush:
+    """Encode rows already typed as the offline store's columns (``type_rows``) for ``view``."""
     try:
         keys, values = encode_table(view, table)
     except KeyTooLong as exc:
@@ -156,10 +199,14 @@ def _typed_table(view: dict[str, Any], source: dict[str, Any], rows: dict[str, A
             arrays[col] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             raise BadRequest(f"column {col!r}: {exc}", f"rows.{col}") from None
+    problems = RowProblems("pushed rows", refuse_null_keys=True)  # a pushed row without a key is a caller's bug
+    table = type_rows(view, source, pa.table(arrays), "pushed rows", lambda i: f"row {i + 1}", problems)
     try:
-        return type_rows(view, source, pa.table(arrays), "pushed rows", lambda i: f"row {i + 1}")
+        problems.check()
     except IngestError as exc:
         raise BadRequest(str(exc), f"rows.{exc.column}" if exc.column else "rows") from None
+    assert table is not None
+    return table
 
 
 def _time(value: Any, col: str, i: int) -> Any:
