@@ -184,3 +184,44 @@ def test_plan_prints_a_ttl_change_in_units(repo: Path) -> None:
     edit_defs(repo, lambda d: find(d["feature_views"], "customer_stats").update(ttl="5d"))
     out = run("-r", str(repo), "plan").stdout
     assert "ttl: 7d -> 5d" in out and "604800000000" not in out
+
+
+# ---- fstore push VIEW FILE -------------------------------------------------------------------
+
+def test_push_a_file_without_a_server(repo: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fstore import FeatureStore
+
+    run("-r", str(repo), "ingest")
+    new = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"customer_id": [1001, 1002], "driver_id": [501, 777], "trips_together": [40, 41],
+                             "ts": pa.array(["2024-02-01T00:00:00", "2024-02-01T00:00:00"])}), new)
+    out = run("-r", str(repo), "push", "customer_driver", str(new)).stdout
+    assert "customer_driver_v1: 2 of 2 row(s) written online" in out and "offline" not in out
+    again = run("-r", str(repo), "push", "customer_driver", str(new)).stdout
+    assert "customer_driver_v1: 0 of 2 row(s) written online" in again  # newer-only, as a PUSH
+    with FeatureStore(repo) as fs:
+        resp = fs.get_online_features(["customer_driver:trips_together"], now="2024-02-02",
+                                      entity_rows=[{"customer_id": 1001, "driver_id": 501},
+                                                   {"customer_id": 1002, "driver_id": 777}])
+        assert resp.values("trips_together") == [40, 41]
+        assert fs.offline.manifest(fs.get_feature_view("customer_driver"))["rows"] == 7
+    csv = tmp_path / "more.csv"
+    csv.write_text("customer_id,driver_id,ts,trips_together\n1003,503,2024-02-02T00:00:00,50\n")
+    out = run("-r", str(repo), "push", "customer_driver", str(csv), "--offline").stdout
+    assert "1 of 1 row(s) written online" in out and "1 appended to the offline store" in out
+    with FeatureStore(repo) as fs:
+        assert fs.offline.manifest(fs.get_feature_view("customer_driver"))["rows"] == 8
+
+
+def test_push_a_file_with_bad_rows_writes_nothing(repo: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,driver_id,ts,trips_together\n1003,503,,50\n1004,504,2024-02-02T00:00:00,x\n")
+    proc = run("-r", str(repo), "push", "customer_driver", str(bad), "--offline", ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "push into customer_driver_v1: 2 bad row(s); nothing was written (rows are numbered from 1)" in proc.stderr
+    assert f"{bad} at line 2 (row 1), column 'ts': the event timestamp is null" in proc.stderr
+    assert not (repo / "data" / "offline" / "customer_driver_v1").exists()
+    assert "Usage" in run("push", "--help").stdout and "--offline" in run("push", "--help").stdout

@@ -41,7 +41,7 @@ class RowProblems:
 
     what: str                                   # the run, as messages name it ("ingest of trips_v1")
     refuse_null_keys: bool = False
-    budget: int = SEARCH_BUDGET
+    budget: int = field(default_factory=lambda: SEARCH_BUDGET)
     shown: list[_Shown] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)        # problem -> rows with it
     at_least: dict[str, int] = field(default_factory=dict)      # problem -> more rows not searched
