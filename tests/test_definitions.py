@@ -371,3 +371,17 @@ def test_invalid_definition_raised_by_python_code_shows_its_line(tmp_path: Path)
 
 
 DEFS_PY_HEAD = "from fstore import FeatureService\n"
+
+
+def test_every_fstore_yaml_key_is_documented() -> None:
+    """docs/repository.md has a row for every key of every section of fstore.yaml."""
+    from fstore.config import SECTIONS, TOP_KEYS
+
+    doc = (Path(__file__).parents[1] / "docs" / "repository.md").read_text()
+    for key in TOP_KEYS:
+        if key not in SECTIONS:
+            assert f"| `{key}` |" in doc, key
+    for section, keys in SECTIONS.items():
+        assert f"### `{section}:`" in doc, section
+        for key in keys:
+            assert f"| `{section}.{key}` |" in doc, f"{section}.{key}"
