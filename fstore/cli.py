@@ -150,7 +150,7 @@ def describe(ctx: click.Context, name: str) -> None:
     for col in ("name", "dtype", "default", "description"):
         t.add_column(col)
     for f in view["features"]:
-        t.add_row(f["name"], f["dtype"], repr(f["default"]), f["description"])
+        t.add_row(f["name"], f["dtype"], escape(repr(f["default"])), escape(f["description"]))
     console.print(t)
 
 
@@ -161,7 +161,7 @@ def _print_record(kind: str, record: dict[str, Any]) -> None:
     for k, v in record.items():
         if k.endswith("_us"):
             continue
-        t.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+        t.add_row(k, escape(", ".join(map(str, v)) if isinstance(v, list) else str(v)))  # text, not markup
     console.print(t)
 
 

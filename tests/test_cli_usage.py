@@ -225,3 +225,10 @@ def test_push_a_file_with_bad_rows_writes_nothing(repo: Path, tmp_path: Path) ->
     assert f"{bad} at line 2 (row 1), column 'ts': the event timestamp is null" in proc.stderr
     assert not (repo / "data" / "offline" / "customer_driver_v1").exists()
     assert "Usage" in run("push", "--help").stdout and "--offline" in run("push", "--help").stdout
+
+
+def test_describe_prints_brackets_in_descriptions_as_written(repo: Path) -> None:
+    edit_defs(repo, lambda d: find(d["feature_views"], "customer_stats").update(description="Spend [EUR] per [red]day"))
+    run("-r", str(repo), "apply")
+    out = run("-r", str(repo), "describe", "customer_stats").stdout
+    assert "Spend [EUR] per [red]day" in out
