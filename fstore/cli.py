@@ -44,7 +44,8 @@ class _Group(click.Group):
         if (name or cmd.name) not in _NO_REPO and not any(p.name == "repo" for p in cmd.params):
             cmd.params.append(click.Option(
                 ["--repo", "-r"], default=None, expose_value=False, is_eager=True, callback=_repo_option,
-                type=click.Path(file_okay=False), help="The feature repository (overrides the one before the command)."))
+                type=click.Path(file_okay=False),
+                help="The feature repository (overrides the one before the command)."))
         super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -208,7 +209,8 @@ def _warn_null_keys(results: list[Any]) -> None:
               help="Parquet or CSV file of entity rows (join keys + event timestamp + labels).")
 @click.option("--features", "features", multiple=True, help="view:feature or view (repeatable, or comma-separated).")
 @click.option("--service", help="A feature service name.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file; its suffix names the format: .parquet, .csv, .arrow/.ipc, .feather.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output file; its suffix names the format: .parquet, .csv, .arrow/.ipc, .feather.")
 @click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
 @click.option("--timestamp-column", default=None, help="The entity timestamp column (default from fstore.yaml).")
 @click.pass_context
@@ -261,7 +263,8 @@ def load(ctx: click.Context, view: str, files: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("view")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--offline", is_flag=True, help="Also append the rows to the offline store (first), so training sees them.")
+@click.option("--offline", is_flag=True,
+              help="Also append the rows to the offline store (first), so training sees them.")
 @click.pass_context
 def push(ctx: click.Context, view: str, files: tuple[str, ...], offline: bool) -> None:
     """Push the rows of Parquet/CSV FILES to VIEW online, newer-only as a server's PUSH, without a server."""

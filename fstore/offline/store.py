@@ -153,13 +153,15 @@ class OfflineStore:
                 problems.check()
                 if batch:
                     result.rows += self._write_run(view, manifest, batch, written, replaced)
-                write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
             except BaseException:
                 for part in written:  # never referenced: the old manifest is still in force
                     part.unlink(missing_ok=True)
                 raise
             finally:
                 progress.stop()
+            # a swap that fails leaves the parts unreferenced, for the next ingest to delete (it
+            # may fail after its rename, so they are never deleted here)
+            write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
             for part in replaced:  # only now unreferenced
                 part.unlink(missing_ok=True)
             result.null_key_rows, result.null_key_columns = problems.null_key_rows, problems.null_key_columns
