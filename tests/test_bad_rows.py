@@ -218,3 +218,29 @@ def test_load_names_every_key_too_long_for_lmdb(tmp_path: Path) -> None:
     assert f"{path} at row 2, column 'k': the key is 600 bytes; LMDB keys are at most 511" in msg
     assert f"{path} at row 4, column 'k': the key is 512 bytes" in msg and "row 5" not in msg
     assert info.value.count == 2
+
+
+def test_rows_skipped_for_a_null_key_are_not_checked_further(fs: FeatureStore) -> None:
+    """A keyless row is skipped whatever else it holds; the rows after it keep their numbers."""
+    write_csv(fs.config.root, "2024-01-03.csv",
+              HEADER + ",502,,x\n1001,501,2024-01-03T06:00:00,1\n,503,noon,2\n1002,502,,3\n")
+    with pytest.raises(BadRows) as info:
+        fs.ingest(["customer_driver"])
+    assert info.value.count == 1 and (info.value.row, info.value.column) == (4, "ts")
+    assert "data/trips/2024-01-03.csv at line 5 (row 4), column 'ts': the event timestamp is null" in str(info.value)
+    write_csv(fs.config.root, "2024-01-03.csv", HEADER + ",502,,x\n1001,501,2024-01-03T06:00:00,1\n,503,noon,2\n")
+    [result] = fs.ingest(["customer_driver"])
+    assert (result.rows, result.null_key_rows) == (8, 2)
+
+
+def test_a_push_names_its_null_keys_and_its_other_bad_rows_together(fs: FeatureStore) -> None:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = {"customer_id": [1, None, 3], "driver_id": [2, 3, 4], "ts": [now, now, None], "trips_together": [1, 2, 3]}
+    with pytest.raises(BadRequest) as info:
+        fs.push("customer_driver", rows)
+    msg = str(info.value)
+    assert "pushed rows: 2 bad row(s)" in msg
+    assert "pushed rows at row 2, column 'customer_id': the join key is null" in msg
+    assert "pushed rows at row 3, column 'ts': the event timestamp is null" in msg

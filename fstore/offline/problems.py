@@ -55,18 +55,20 @@ class RowProblems:
 
     def add_rows(self, unit: int, where: str, label: Callable[[int], str], positions: np.ndarray,
                  column: str, col_order: int, problem: str, detail: Callable[[int], str],
-                 unsearched: int = 0) -> None:
+                 unsearched: int = 0, origin: np.ndarray | None = None) -> None:
         """Rows ``positions`` (0-based, ascending) of one unit share ``problem`` (the text that
         counts them: "with a null event timestamp in column 'ts'"); ``detail(i)`` says what is
-        wrong with row i, for the rows shown in full."""
+        wrong with row i, for the rows shown in full. ``origin`` maps a position to its row in
+        the unit when rows were skipped before checking (``label`` takes that row)."""
         if not len(positions) and not unsearched:
             return
+        rows = positions if origin is None else origin[positions]
         self.counts[problem] = self.counts.get(problem, 0) + len(positions)
         self.at_least[problem] = self.at_least.get(problem, 0) + unsearched
-        self.bad_rows.setdefault(unit, []).append(positions)
-        for i in positions[:SHOWN].tolist():
-            self._show(_Shown((unit, i, col_order), where, i, column,
-                              f"{where} at {label(i)}, column {column!r}: {detail(i)}", problem))
+        self.bad_rows.setdefault(unit, []).append(rows)
+        for i, row in zip(positions[:SHOWN].tolist(), rows[:SHOWN].tolist()):
+            self._show(_Shown((unit, row, col_order), where, row, column,
+                              f"{where} at {label(row)}, column {column!r}: {detail(i)}", problem))
 
     def add_line(self, unit: int, where: str, text: str, column: str | None = None, col_order: int = -1) -> None:
         """A problem of a whole unit or column (a missing column, a column of the wrong type)."""

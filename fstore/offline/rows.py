@@ -53,54 +53,61 @@ def type_rows(view: dict[str, Any], source: dict[str, Any], raw: pa.Table, where
     if missing:
         problems.add_line(seq, where, f"{where}: column(s) {', '.join(missing)} missing", missing[0])
         return None
+    keep = _null_keys(view, raw, problems, seq, where, row_label)
+    ok = keep is not False  # refused keyless rows are bad rows: the others are still checked
+    origin = None
+    if isinstance(keep, np.ndarray):  # skipped rows are not checked further: their other flaws do not matter
+        origin = np.flatnonzero(keep)
+        raw = raw.filter(pa.array(keep))
     targets = [*((k, k, KEY_TYPES[view["key_dtypes"][k]]) for k in view["join_keys"]), (EVENT_TS, ts_col, TS_TYPE),
                *([(CREATED_TS, created_col, TS_TYPE)] if created_col else []),
                *((f["name"], f["name"], DTYPES[f["dtype"]]) for f in view["features"])]
     out: dict[str, pa.Array] = {}
-    ok = True
     for order, (name, col, target) in enumerate(targets):
         arr = raw.column(col).combine_chunks()
         try:
             out[name] = converter(target)(arr)
         except ARROW_ERRORS:
-            _record_bad_values(problems, seq, where, row_label, arr, col, order, target,
+            _record_bad_values(problems, seq, where, row_label, origin, arr, col, order, target,
                                _target_name(view, col, ts_col, created_col))
             ok = False
     ts_nulls = np.flatnonzero(raw.column(ts_col).is_null().to_numpy(zero_copy_only=False))
     problems.add_rows(seq, where, row_label, ts_nulls, ts_col, len(view["join_keys"]),
-                      f"with a null event timestamp in column {ts_col!r}", lambda i: "the event timestamp is null")
-    ok = ok and not len(ts_nulls)
-    keep = _null_keys(view, raw, problems, seq, where, row_label)
-    if keep is False or not ok:
+                      f"with a null event timestamp in column {ts_col!r}", lambda i: "the event timestamp is null",
+                      origin=origin)
+    if not ok or len(ts_nulls):
         return None
     if not created_col:
         out[CREATED_TS] = pa.nulls(raw.num_rows, TS_TYPE)
     out[UNIT] = pa.nulls(raw.num_rows, pa.int32())  # numbered when the run is written
-    table = pa.table({f.name: out[f.name] for f in offline_schema(view)}, schema=offline_schema(view))
-    return table if keep is None else table.filter(keep)
+    return pa.table({f.name: out[f.name] for f in offline_schema(view)}, schema=offline_schema(view))
 
 
 def _record_bad_values(problems: RowProblems, seq: int, where: str, row_label: Callable[[int], str],
-                       arr: pa.Array, col: str, order: int, target: pa.DataType, target_name: str) -> None:
-    """Find every value of a column that did not cast, and record it."""
+                       origin: np.ndarray | None, arr: pa.Array, col: str, order: int, target: pa.DataType,
+                       target_name: str) -> None:
+    """Find every value of a column that did not cast, and record it (``origin``: each
+    position's row in the file, when rows were skipped)."""
     bad = find_bad_values(arr, target, problems.budget)
     problems.budget -= bad.probes
     if bad.whole is not None:  # the column's type, not a value: shown once, with the first value
         valid = np.flatnonzero(arr.is_valid().to_numpy(zero_copy_only=False))
-        holds = f"; {row_label(int(valid[0]))} holds {arr[int(valid[0])].as_py()!r}" if len(valid) else ""
+        first = int(valid[0]) if len(valid) else -1
+        holds = f"; {row_label(first if origin is None else int(origin[first]))} holds {arr[first].as_py()!r}" \
+            if first >= 0 else ""
         problems.add_line(seq, where, f"{where}, column {col!r}: {arr.type} values cannot be read as "
                           f"{target_name}{holds} ({bad.whole})", col, order)
         return
     problems.add_rows(seq, where, row_label, bad.positions, col, order,
                       f"whose column {col!r} cannot be read as {target_name}",
                       lambda i: f"value {arr[i].as_py()!r} cannot be read as {target_name} "
-                                f"({cast_reason(arr.slice(i, 1), target)})", bad.unsearched)
+                                f"({cast_reason(arr.slice(i, 1), target)})", bad.unsearched, origin=origin)
 
 
 def _null_keys(view: dict[str, Any], raw: pa.Table, problems: RowProblems, seq: int, where: str,
-               row_label: Callable[[int], str]) -> pa.Array | None | bool:
-    """The rows to keep when some have a null join key (None: all), or False when such rows
-    are refused (``problems.refuse_null_keys``) and were recorded as bad."""
+               row_label: Callable[[int], str]) -> np.ndarray | None | bool:
+    """The rows to keep (a mask) when some have a null join key (None: all), or False when
+    such rows are refused (``problems.refuse_null_keys``) and were recorded as bad."""
     keys = view["join_keys"]
     nulls = {k: raw.column(k).is_null().to_numpy(zero_copy_only=False) for k in keys}
     if not any(m.any() for m in nulls.values()):
@@ -113,7 +120,7 @@ def _null_keys(view: dict[str, Any], raw: pa.Table, problems: RowProblems, seq: 
         return False
     any_null = np.logical_or.reduce(list(nulls.values()))
     problems.skipped_null_keys(int(any_null.sum()), [k for k in keys if nulls[k].any()])
-    return pa.array(~any_null)
+    return ~any_null
 
 
 def _target_name(view: dict[str, Any], col: str, ts_col: str, created_col: str | None) -> str:
