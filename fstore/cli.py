@@ -77,6 +77,8 @@ _KIND_LABEL = {"entities": "entity", "sources": "source", "feature_views": "feat
 
 
 def _print_plan(p: Any) -> None:
+    for warning in p.warnings:
+        console.print(f"warning: {warning}", highlight=False, markup=False)
     changes = [c for c in p.changes if c.action != "keep"]
     if not changes:
         console.print(f"no changes (registry version {p.current_version})")
@@ -86,6 +88,8 @@ def _print_plan(p: Any) -> None:
         console.print(f"{marks[c.action]} {_KIND_LABEL.get(c.kind, c.kind)} {c.name}")
         for d in c.details:
             console.print(f"    {d}", highlight=False, markup=False)
+    for effect in p.effects:
+        console.print(f"! {effect}", highlight=False, markup=False)
 
 
 @main.command("list")

@@ -144,6 +144,11 @@ class RepoConfig:
             raw=raw,
         )
 
+    @property
+    def store_paths(self) -> tuple[Path, ...]:
+        """The folders fstore owns (offline and online store): never read as a source."""
+        return tuple(p for p in (self.offline_path, self.online_path) if p is not None)
+
     def rel(self, path: Path) -> str:
         """A path as people see it in messages: relative to the repository when inside it."""
         try:

@@ -20,11 +20,13 @@ from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
 from .online.materialize import WriteResult, bulk_load, gc, materialize
 from .online.push import push_group
+from .online.readiness import find_readiness
 from .online.response import OnlinePlan, OnlineResponse
 from .online.service import OnlineService
 from .online.store import OnlineStore
 from .progress import Reporter
 from .repo.names import view_name
+from .repo.readiness import Readiness
 from .repo.registry import Plan, Registry
 from .repo.resolve import find_view, resolve
 from .times import to_us
@@ -43,12 +45,34 @@ class FeatureStore:
     # ---- definitions -----------------------------------------------------------------
 
     def plan(self) -> Plan:
-        """What ``apply`` would change; raises DefinitionErrors when the definitions are wrong."""
-        return self.registry.plan()
+        """What ``apply`` would change; raises DefinitionErrors when the definitions are wrong.
+
+        ``Plan.effects`` says which version unpinned references will read after a version
+        bump, and which data the new version still lacks (see fstore.repo.readiness)."""
+        return self.registry.plan(self.readiness(publish=False))
 
     def apply(self) -> tuple[Plan, int]:
         """Validate and store the definitions atomically; returns the plan and the registry version."""
-        return self.registry.apply()
+        applied = self.registry.apply(self.readiness(publish=False))
+        self.readiness()
+        return applied
+
+    def readiness(self, publish: bool = True) -> Readiness:
+        """Which applied view versions have offline and online data: what unpinned references
+        read (fstore.repo.readiness). A version that had data stays ready. With ``publish``,
+        the document servers read is brought up to date (written only when it changed);
+        every command that writes data calls this."""
+        doc = self.registry.load()
+        known = self.registry.readiness()
+        if doc is None:
+            return known
+        path = self.config.online_path
+        online = self.online if path is not None and path.exists() else None  # a plan creates no store
+        found = find_readiness(doc["feature_views"].values(), self.offline, online)
+        ready = Readiness(known.offline | found.offline, known.online | found.online)
+        if publish and ready != known:
+            self.registry.save_readiness(ready)
+        return ready
 
     def list_feature_views(self) -> list[dict[str, Any]]:
         return list(self.registry.require()["feature_views"].values())
@@ -69,7 +93,10 @@ class FeatureStore:
     def ingest(self, views: Sequence[str] | None = None, progress: Reporter | None = None) -> list[IngestResult]:
         """Load new and changed source files of the named views (default: all, every version)."""
         sources = self.registry.require()["sources"]
-        return [self.engine.ingest(r, sources[r["source"]], progress) for r in self._views(views)]
+        try:
+            return [self.engine.ingest(r, sources[r["source"]], progress) for r in self._views(views)]
+        finally:
+            self.readiness()
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
@@ -85,7 +112,8 @@ class FeatureStore:
         timestamp; with no such row, the feature's default (or null). Rows keep their
         input order and columns; features are named ``feature`` or ``view__feature``.
         """
-        requests = resolve(self.registry.require(), features, feature_service, full_feature_names)
+        requests = resolve(self.registry.require(), features, feature_service, full_feature_names,
+                           self.readiness(publish=False).offline)
         return self.engine.historical(requests, entity_df,
                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
 
@@ -98,7 +126,7 @@ class FeatureStore:
         Returns the table and the path of the lineage record (``<out>.lineage.json``).
         """
         registry = self.registry.require()
-        requests = resolve(registry, features, feature_service, full_feature_names)
+        requests = resolve(registry, features, feature_service, full_feature_names, self.readiness(publish=False).offline)
         table = self.engine.historical(requests, entity_df,
                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
         out = Path(out)
@@ -136,15 +164,20 @@ class FeatureStore:
 
     def online_views(self, views: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The view versions to serve: as named, else the newest version of every online
-        view plus every version a feature service pins."""
+        view, the version serving reads while the newest has no online data (so it stays
+        fresh until the switch), and every version a feature service pins."""
         reg = self.registry.require()
         if views:
             return [self.get_feature_view(v) for v in views]
         chosen = {}
+        live = self.readiness(publish=False).online
         for record in reg["feature_views"].values():
-            newest = find_view(record["name"], reg["feature_views"])
-            if record["online"] and newest is record:
-                chosen[view_name(record)] = record
+            if not record["online"]:
+                continue
+            for pick in (find_view(record["name"], reg["feature_views"]),
+                         find_view(record["name"], reg["feature_views"], live)):
+                if pick is record:
+                    chosen[view_name(record)] = record
         for svc in reg["feature_services"].values():
             for ref in svc["features"]:
                 view_ref = ref.partition(":")[0]
@@ -161,20 +194,29 @@ class FeatureStore:
         start_us, end_us = to_us(start, what="start"), to_us(end, what="end")
         if start_us > end_us:
             raise InvalidArgument(f"start {start} is after end {end}")
-        return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
-                           progress=progress)
+        try:
+            return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
+                               progress=progress)
+        finally:
+            self.readiness()
 
     def materialize_incremental(self, end: Any, views: Sequence[str] | None = None,
                                 progress: Reporter | None = None) -> list[WriteResult]:
         """Materialize each view from its own watermark (all history the first time) up to ``end``."""
-        return materialize(self.offline, self.online, self.online_views(views), None, to_us(end, what="end"),
-                           incremental=True, progress=progress)
+        try:
+            return materialize(self.offline, self.online, self.online_views(views), None,
+                               to_us(end, what="end"), incremental=True, progress=progress)
+        finally:
+            self.readiness()
 
     def load(self, view: str, files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
         """Bulk-load Parquet/CSV rows straight into the online store (one transaction)."""
         record = self.get_feature_view(view)
         source = self.registry.require()["sources"][record["source"]]
-        return bulk_load(self.online, self.config.root, record, source, files, progress)
+        try:
+            return bulk_load(self.online, self.config.root, record, source, files, progress)
+        finally:
+            self.readiness()
 
     def gc(self, views: Sequence[str] | None = None, now: Any = None) -> dict[str, int]:
         """Delete online rows older than their view's ttl; returns rows deleted per view."""
@@ -187,6 +229,7 @@ class FeatureStore:
         returns the rows written. Refused with the same errors as a remote push."""
         [outcome], _ = push_group(self.registry.snapshot, self.online, self.offline,
                                   [{"view": view, "rows": entity_columns(rows), "offline": offline}])
+        self.readiness()
         if isinstance(outcome, Exception):
             raise outcome
         return outcome["written"]

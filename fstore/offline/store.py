@@ -116,7 +116,7 @@ class OfflineStore:
         with file_lock(vdir / ".lock"):
             manifest = self.manifest(view) or self._new_manifest(view)
             self._remove_orphans(vdir, manifest)
-            loader = get_loader(Source(**source), self.config.root)
+            loader = get_loader(Source(**source), self.config.root, self.config.store_paths)
             units = loader.units()
             todo = [u for u in units if manifest["units"].get(u.id, {}).get("fingerprint") != u.fingerprint]
             changed = [u for u in todo if u.id in manifest["units"]]
