@@ -7,10 +7,12 @@ a job killed midway can simply be run again.
 
 Materialization works through the offline store one bucket at a time (bounded
 memory), writing each bucket in one transaction together with the job's progress,
-so a resumed job skips the buckets already committed. The view's watermark
-advances only in the transaction that commits its last bucket, and only when the
-run's interval joins what it already claims (all history, or a start at or before
-it): it never claims more than was written, not even a gap before a window.
+so a resumed job skips the buckets already committed. What a view's runs consumed of
+its ingest log (fstore.online.consumed: which runs, up to which event time) advances
+only in the transaction that commits its last bucket, and a window claims only what
+joins what it already had: it never claims more than was written, not even a gap
+before a window. Incremental runs read by that record, so a row ingested late is
+written whatever its event time, and a run with nothing new opens no part.
 """
 from __future__ import annotations
 
@@ -107,10 +109,10 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
         consumed = Consumed.from_doc(online.consumed(name))
         if incremental:
             plan = incremental_plan(consumed, runs, end_us)
-            job = _Job([consumed.watermark, end_us], plan, after_incremental(consumed, runs, end_us))
+            job = _Job([consumed.watermark, end_us], end_us, plan, after_incremental(consumed, runs, end_us))
         else:
             plan = window_plan(runs, start_us, end_us)
-            job = _Job([start_us, end_us], plan, after_window(consumed, runs, start_us, end_us))
+            job = _Job([start_us, end_us], end_us, plan, after_window(consumed, runs, start_us, end_us))
         results.append(_materialize_view(offline, online, view, job, progress))
     return results
 
@@ -119,7 +121,8 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
 class _Job:
     """One view's materialization: the rows to read and the state to record once written."""
 
-    interval: list[int | None]
+    interval: list[int | None]   # [start, END] as the job record shows it (incremental: the watermark)
+    end_us: int
     plan: Plan
     after: Consumed
 
@@ -216,14 +219,12 @@ def _read_bucket(offline: OfflineStore, view: dict[str, Any], job: _Job, bucket:
     """The newest row per entity among the rows the job reads in one bucket. Each part is
     reduced to its newest rows first (parts are sorted as stored), so only those are sorted
     together; a later run wins an exact tie, as in one sort of every part in log order."""
-    end_us = job.interval[1]
-    assert end_us is not None
-    tables = [latest_rows(offline.read_part(view, run.parts[bucket], features), view, lo, end_us)
+    tables = [latest_rows(offline.read_part(view, run.parts[bucket], features), view, lo, job.end_us)
               for run, lo in job.plan if bucket in run.parts]
     tables = [t for t in tables if t.num_rows] or tables[:1]
     if len(tables) == 1:
         return tables[0]
-    return latest_rows(sort_table(pa.concat_tables(tables), view), view, None, end_us)
+    return latest_rows(sort_table(pa.concat_tables(tables), view), view, None, job.end_us)
 
 
 def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dict[str, Any],
