@@ -107,19 +107,18 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     t = Table(title=f"{reg['project']} - registry version {reg['version']}")
     for col in ("kind", "name", "version", "keys / features", "owner", "ttl", "freshness SLA"):
         t.add_column(col)
-    for col in ("watermark", "last materialized", "online rows", "last ingest"):
+    for col in ("watermark", "online rows", "last ingest"):
         t.add_column(col)
     for e in reg["entities"].values():
-        t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "", "", "", "", "")
+        t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "", "", "", "")
     for v in reg["feature_views"].values():
         st = states[view_name(v)]
         t.add_row("feature view", view_name(v), str(v["version"]),
                   f"{', '.join(v['join_keys'])} -> {len(v['features'])} features", v["owner"],
                   format_duration(v["ttl_us"]), format_duration(v["freshness_sla_us"]),
-                  _when(st["watermark"]), _when(st["last_materialized"]), f"{st['online_rows']:,}",
-                  _when(st["last_ingest"]))
+                  _when(st["watermark"]), f"{st['online_rows']:,}", _when(st["last_ingest"]))
     for s in reg["feature_services"].values():
-        t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "", "", "", "", "")
+        t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "", "", "", "")
     console.print(t)
 
 
