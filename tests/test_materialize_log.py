@@ -287,3 +287,5 @@ def test_describe_and_list_report_the_state_of_each_view(tmp_path: Path) -> None
     table = fstore(root, "list").stdout
     for label in ("watermark", "online rows", "last ingest"):
         assert label in table
+    [row] = [ln for ln in table.splitlines() if "v_v1" in ln]
+    assert done["watermark"][:19].replace("T", " ") in row and "never" not in row
