@@ -18,11 +18,12 @@ from .offline.datasets import dataset_lineage, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, make_engine
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
-from .online.materialize import WriteResult, bulk_load, gc, materialize
+from .online.materialize import WriteResult, bulk_load, check_end, gc, materialize
 from .online.push import push_group
 from .online.readiness import find_readiness
 from .online.response import OnlinePlan, OnlineResponse
 from .online.service import OnlineService
+from .online.status import view_status
 from .online.store import OnlineStore
 from .progress import Reporter
 from .repo.names import view_name
@@ -186,28 +187,43 @@ class FeatureStore:
         return list(chosen.values())
 
     def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None,
-                    progress: Reporter | None = None) -> list[WriteResult]:
+                    progress: Reporter | None = None, *, allow_future: bool = False) -> list[WriteResult]:
         """Write the newest row per entity with event time in [start, end] into the online store.
 
         Never overwrites a stored row with an older one (by event time, then created time).
+        An ``end`` later than now plus ``materialize.clock_skew`` raises FutureEnd unless
+        ``allow_future``.
         """
         start_us, end_us = to_us(start, what="start"), to_us(end, what="end")
         if start_us > end_us:
             raise InvalidArgument(f"start {start} is after end {end}")
+        if not allow_future:
+            check_end(end, end_us, self.config.materialize["clock_skew_us"])
         try:
             return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
                                progress=progress)
         finally:
             self.readiness()
 
-    def materialize_incremental(self, end: Any, views: Sequence[str] | None = None,
-                                progress: Reporter | None = None) -> list[WriteResult]:
-        """Materialize each view from its own watermark (all history the first time) up to ``end``."""
+    def materialize_incremental(self, end: Any = "now", views: Sequence[str] | None = None,
+                                progress: Reporter | None = None, *, allow_future: bool = False) -> list[WriteResult]:
+        """Write every row ingested since each view's last materialization, whatever its event
+        time, up to ``end`` (all history the first time); newer-only per entity. Rows dated
+        after ``end`` stay pending for a later run. An ``end`` later than now plus
+        ``materialize.clock_skew`` raises FutureEnd unless ``allow_future``."""
+        end_us = to_us(end, what="end")
+        if not allow_future:
+            check_end(end, end_us, self.config.materialize["clock_skew_us"])
         try:
-            return materialize(self.offline, self.online, self.online_views(views), None,
-                               to_us(end, what="end"), incremental=True, progress=progress)
+            return materialize(self.offline, self.online, self.online_views(views), None, end_us,
+                               incremental=True, progress=progress)
         finally:
             self.readiness()
+
+    def view_status(self, name: str) -> dict[str, Any]:
+        """A view version's state: watermark, last materialization, online rows, last ingest,
+        offline and pending rows (keys in fstore.online.status)."""
+        return view_status(self.offline, self.online, self.get_feature_view(name))
 
     def load(self, view: str, files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
         """Bulk-load Parquet/CSV rows straight into the online store (one transaction)."""
