@@ -170,7 +170,9 @@ def describe(ctx: click.Context, name: str, as_json: bool) -> None:
                                    "watermark": _when(state["watermark"]),
                                    "last materialized": _when(state["last_materialized"]),
                                    "online rows": f"{state['online_rows']:,}",
-                                   "pending rows": f"{state['pending_rows']:,} (ingested, not yet materialized)"})
+                                   "pending rows": f"{state['pending_rows']:,} (ingested, not yet materialized)",
+                                   "unpinned references read": f"{state['serving_reads']} when serving, "
+                                                               f"{state['training_reads']} for training sets"})
     t = Table(title="features")
     for col in ("name", "dtype", "default", "description"):
         t.add_column(col)

@@ -222,8 +222,14 @@ class FeatureStore:
 
     def view_status(self, name: str) -> dict[str, Any]:
         """A view version's state: watermark, last materialization, online rows, last ingest,
-        offline and pending rows (keys in fstore.online.status)."""
-        return view_status(self.offline, self.online, self.get_feature_view(name))
+        offline and pending rows (keys in fstore.online.status), and the versions unpinned
+        references to the view read now: ``serving_reads`` and ``training_reads``
+        (docs/repository.md, Versions)."""
+        record = self.get_feature_view(name)
+        views, ready = self.registry.require()["feature_views"], self.readiness(publish=False)
+        reads = {f"{path}_reads": view_name(find_view(record["name"], views, frozenset(names)))  # type: ignore[arg-type]
+                 for path, names in (("serving", ready.online), ("training", ready.offline))}
+        return {**view_status(self.offline, self.online, record), **reads}
 
     def load(self, view: str, files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
         """Bulk-load Parquet/CSV rows straight into the online store (one transaction)."""

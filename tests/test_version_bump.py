@@ -98,6 +98,8 @@ def test_training_and_serving_keep_their_version_until_the_new_one_has_data(live
                and "stats_v2 has no offline data and no online data yet" in e for e in plan.effects), plan.effects
     assert any(e.startswith("training sets: service scoring") and "keep reading stats_v1" in e for e in plan.effects)
     fs.apply()
+    assert {k: fs.view_status("stats")[k] for k in ("serving_reads", "training_reads")} == \
+        {"serving_reads": "stats_v1", "training_reads": "stats_v1"}
     # applied, nothing ingested: both paths still read version 1, with its data
     assert _online_x(fs) == ([1.0, 2.0, 3.0], ["PRESENT"] * 3)
     assert _training_x(fs, tmp_path) == [1.0, 2.0, 3.0]
@@ -109,6 +111,9 @@ def test_training_and_serving_keep_their_version_until_the_new_one_has_data(live
     fs.materialize_incremental(NOW)
     assert _online_x(fs) == ([100.0, 200.0, 300.0], ["PRESENT"] * 3)
     assert _online_x(fs, "pinned") == ([1.0, 2.0, 3.0], ["PRESENT"] * 3)
+    described = json.loads(subprocess.run([FSTORE, "-r", str(fs.config.root), "describe", "stats", "--json"],
+                                          capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert (described["serving_reads"], described["training_reads"]) == ("stats_v2", "stats_v2")
     ready = json.loads((fs.config.registry.parent / "ready.json").read_text())
     assert ready["offline"] == ["stats_v1", "stats_v2"] and ready["online"] == ["stats_v1", "stats_v2"]
 
