@@ -1,6 +1,7 @@
 """The ``fstore`` command: each command parses its arguments and calls one library function."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,8 @@ _KIND_LABEL = {"entities": "entity", "sources": "source", "feature_views": "feat
 
 
 def _print_plan(p: Any) -> None:
+    for warning in p.warnings:
+        console.print(f"warning: {warning}", highlight=False, markup=False)
     changes = [c for c in p.changes if c.action != "keep"]
     if not changes:
         console.print(f"no changes (registry version {p.current_version})")
@@ -109,44 +112,90 @@ def _print_plan(p: Any) -> None:
         console.print(f"{marks[c.action]} {_KIND_LABEL.get(c.kind, c.kind)} {c.name}")
         for d in c.details:
             console.print(f"    {d}", highlight=False, markup=False)
+    for effect in p.effects:
+        console.print(f"! {effect}", highlight=False, markup=False)
 
 
 @main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (each view with its state, as describe --json).")
 @click.pass_context
-def list_(ctx: click.Context) -> None:
-    """List entities, feature views (every applied version) and feature services."""
-    reg = _store(ctx).registry.require()
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List entities, feature views (every applied version, with their state) and feature services."""
+    fs = _store(ctx)
+    reg = fs.registry.require()
+    states = {view_name(v): fs.view_status(view_name(v)) for v in reg["feature_views"].values()}
+    if as_json:
+        click.echo(json.dumps({"project": reg["project"], "registry_version": reg["version"],
+                               "entities": list(reg["entities"].values()),
+                               "feature_views": [_view_doc(v, states[view_name(v)])
+                                                 for v in reg["feature_views"].values()],
+                               "feature_services": list(reg["feature_services"].values())}, indent=1))
+        return
     t = Table(title=f"{reg['project']} - registry version {reg['version']}")
     for col in ("kind", "name", "version", "keys / features", "owner", "ttl", "freshness SLA"):
         t.add_column(col, overflow="fold")  # a narrow terminal folds a long name, never cuts it
+    for col in ("watermark", "online rows", "last ingest"):
+        t.add_column(col)
     for e in reg["entities"].values():
-        t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "")
+        t.add_row("entity", e["name"], "", ", ".join(e["join_keys"]), "", "", "", "", "", "")
     for v in reg["feature_views"].values():
+        st = states[view_name(v)]
         t.add_row("feature view", view_name(v), str(v["version"]),
                   f"{', '.join(v['join_keys'])} -> {len(v['features'])} features", v["owner"],
-                  format_duration(v["ttl_us"]), format_duration(v["freshness_sla_us"]))
+                  format_duration(v["ttl_us"]), format_duration(v["freshness_sla_us"]),
+                  _when(st["watermark"]), f"{st['online_rows']:,}", _when(st["last_ingest"]))
     for s in reg["feature_services"].values():
-        t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "")
+        t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "", "", "", "")
     console.print(t)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO 8601 UTC time to the second, for a table ('never' when it never happened)."""
+    return "never" if iso is None else iso[:19].replace("T", " ") + "Z"
+
+
+def _view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """A view's definition summary and its state (fstore.online.status), as --json prints it."""
+    return {**state, "entities": view["entities"], "join_keys": view["join_keys"], "source": view["source"],
+            "online": view["online"], "owner": view["owner"], "description": view["description"],
+            "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
+            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]]}
 
 
 @main.command()
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (a view: its definition summary and state).")
 @click.pass_context
-def describe(ctx: click.Context, name: str) -> None:
-    """Show one entity, view (NAME or NAME_vN) or service with its metadata."""
+def describe(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one entity, view (NAME or NAME_vN) or service with its metadata; a view with its
+    watermark, last materialization, online rows, last ingest and pending rows."""
     fs = _store(ctx)
     reg = fs.registry.require()
     for kind in ("entities", "feature_services", "sources"):
         if name in reg[kind]:
-            _print_record(kind[:-1] if kind != "entities" else "entity", reg[kind][name])
+            label = kind[:-1] if kind != "entities" else "entity"
+            if as_json:
+                click.echo(json.dumps({"kind": label.replace("_", " "), **reg[kind][name]}, indent=1))
+            else:
+                _print_record(label, reg[kind][name])
             return
     view = fs.get_feature_view(name)
+    state = fs.view_status(name)
+    if as_json:
+        click.echo(json.dumps(_view_doc(view, state), indent=1))
+        return
     manifest = fs.offline.manifest(view)
     _print_record("feature view", {**{k: v for k, v in view.items() if k != "features"},
                                    "ttl": format_duration(view["ttl_us"]),
                                    "freshness_sla": format_duration(view["freshness_sla_us"]),
-                                   "offline rows": manifest["rows"] if manifest else "not ingested"})
+                                   "offline rows": manifest["rows"] if manifest else "not ingested",
+                                   "last ingest": _when(state["last_ingest"]),
+                                   "watermark": _when(state["watermark"]),
+                                   "last materialized": _when(state["last_materialized"]),
+                                   "online rows": f"{state['online_rows']:,}",
+                                   "pending rows": f"{state['pending_rows']:,} (ingested, not yet materialized)",
+                                   "unpinned references read": f"{state['serving_reads']} when serving, "
+                                                               f"{state['training_reads']} for training sets"})
     t = Table(title="features")
     for col in ("name", "dtype", "default", "description"):
         t.add_column(col)
@@ -228,25 +277,32 @@ def build_dataset(ctx: click.Context, entities: str, features: tuple[str, ...], 
                   f"in {time.perf_counter() - start:.2f} s; lineage in {lineage}")
 
 
+_ALLOW_FUTURE = click.option("--allow-future", is_flag=True,
+                             help="Accept an END later than now plus materialize.clock_skew (fstore.yaml).")
+
+
 @main.command()
 @click.argument("start")
 @click.argument("end")
 @click.option("--views", multiple=True, help="Views to materialize (NAME or NAME_vN; repeatable or comma-separated).")
+@_ALLOW_FUTURE
 @click.pass_context
-def materialize(ctx: click.Context, start: str, end: str, views: tuple[str, ...]) -> None:
+def materialize(ctx: click.Context, start: str, end: str, views: tuple[str, ...], allow_future: bool) -> None:
     """Write the newest row per entity with event time in [START, END] (ISO 8601) to the online store."""
-    _print_writes(_store(ctx).materialize(start, end, _split(views), progress=RichReporter(err_console)),
-                  "materialize")
+    _print_writes(_store(ctx).materialize(start, end, _split(views), progress=RichReporter(err_console),
+                                          allow_future=allow_future), "materialize")
 
 
 @main.command("materialize-incremental")
-@click.argument("end")
+@click.argument("end", default="now")
 @click.option("--views", multiple=True, help="Views to materialize (NAME or NAME_vN).")
+@_ALLOW_FUTURE
 @click.pass_context
-def materialize_incremental(ctx: click.Context, end: str, views: tuple[str, ...]) -> None:
-    """Materialize each view from its own watermark up to END (ISO 8601, or 'now')."""
-    _print_writes(_store(ctx).materialize_incremental(end, _split(views), progress=RichReporter(err_console)),
-                  "materialize-incremental")
+def materialize_incremental(ctx: click.Context, end: str, views: tuple[str, ...], allow_future: bool) -> None:
+    """Write every row ingested since each view's last materialization, whatever its event time,
+    up to END (ISO 8601, default 'now'); rows dated after END wait for a later run."""
+    _print_writes(_store(ctx).materialize_incremental(end, _split(views), progress=RichReporter(err_console),
+                                                      allow_future=allow_future), "materialize-incremental")
 
 
 @main.command()

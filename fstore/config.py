@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from .errors import InvalidConfig
+from .errors import InvalidConfig, InvalidDefinition
+from .times import parse_duration
 
 PROJECT_FILE = "fstore.yaml"
 
@@ -41,7 +42,13 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "idle_timeout_s": ((int, float), 300.0),
     "listeners": ((list,), []),               # served-read listeners, "module:callable" (monitoring/events.py)
 }
-SECTIONS = {"offline_store": OFFLINE_KEYS, "online_store": ONLINE_KEYS, "server": SERVER_KEYS}
+MATERIALIZE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    # how far past now a materialization END may be before it is refused as a likely typo
+    # (--allow-future overrides): a duration, '5m' or seconds
+    "clock_skew": ((str, int, float), "5m"),
+}
+SECTIONS = {"offline_store": OFFLINE_KEYS, "online_store": ONLINE_KEYS, "server": SERVER_KEYS,
+            "materialize": MATERIALIZE_KEYS}
 TOP_KEYS = ("project", "registry", "definitions", "entity_timestamp_column", *SECTIONS)
 
 
@@ -73,6 +80,17 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+def _materialize_section(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``materialize`` settings, with ``clock_skew_us`` (microseconds) parsed from ``clock_skew``."""
+    out = _section(raw, "materialize")
+    try:
+        out["clock_skew_us"] = parse_duration(out["clock_skew"], obj="materialize", field="clock_skew") or 0
+    except InvalidDefinition:
+        raise _bad(f"expected a duration such as '5m', '30s' or a number of seconds, got {out['clock_skew']!r}",
+                   "materialize.clock_skew") from None
+    return out
+
+
 @dataclass
 class RepoConfig:
     """Settings read from ``fstore.yaml``; see docs/repository.md for each key."""
@@ -88,6 +106,7 @@ class RepoConfig:
     definitions: list[Path] = field(default_factory=list)
     entity_timestamp_column: str = "event_timestamp"
     server: dict[str, Any] = field(default_factory=lambda: defaults(SERVER_KEYS))
+    materialize: dict[str, Any] = field(default_factory=lambda: _materialize_section({}))
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -112,7 +131,8 @@ class RepoConfig:
         project = raw.get("project")
         if not isinstance(project, str) or not project.strip():
             raise _bad("'project' (a name) is required", "project")
-        offline, online, server = (_section(raw, name) for name in SECTIONS)
+        offline, online, server = (_section(raw, name) for name in ("offline_store", "online_store", "server"))
+        materialize = _materialize_section(raw)
         if not 1 <= offline["buckets"] <= 4096:
             raise _bad(f"buckets must be an integer from 1 to 4096, got {offline['buckets']!r}",
                        "offline_store.buckets")
@@ -141,8 +161,14 @@ class RepoConfig:
             definitions=[root / str(d) for d in defs],
             entity_timestamp_column=ts_col,
             server=server,
+            materialize=materialize,
             raw=raw,
         )
+
+    @property
+    def store_paths(self) -> tuple[Path, ...]:
+        """The folders fstore owns (offline and online store): never read as a source."""
+        return tuple(p for p in (self.offline_path, self.online_path) if p is not None)
 
     def rel(self, path: Path) -> str:
         """A path as people see it in messages: relative to the repository when inside it."""

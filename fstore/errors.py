@@ -178,6 +178,15 @@ class InvalidArgument(FstoreError, ValueError, code="INVALID_ARGUMENT"):
     """A bad argument to a command or call (a time that does not parse, an empty range)."""
 
 
+class FutureEnd(InvalidArgument, code="FUTURE_END"):
+    """A materialization END later than now plus the clock-skew allowance (``materialize.clock_skew``),
+    refused unless asked for (``--allow-future``): most often a typo, and it would claim rows to come."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class BadRequest(InvalidArgument, code="BAD_REQUEST"):
     """A request whose arguments are malformed (a missing column, a wrong type); ``field`` names it."""
 

@@ -18,13 +18,16 @@ from .offline.datasets import dataset_lineage, dataset_writer, write_dataset, wr
 from .offline.engine import OfflineEngine, ingest_views, make_engine
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
-from .online.materialize import WriteResult, bulk_load, gc, materialize
+from .online.materialize import WriteResult, bulk_load, check_end, gc, materialize
 from .online.push import FilePush, push_files, push_group
+from .online.readiness import find_readiness
 from .online.response import OnlinePlan, OnlineResponse
 from .online.service import OnlineService
+from .online.status import view_status
 from .online.store import OnlineStore
 from .progress import Reporter
 from .repo.names import view_name
+from .repo.readiness import Readiness
 from .repo.registry import Plan, Registry
 from .repo.resolve import find_view, resolve
 from .times import to_us
@@ -43,12 +46,34 @@ class FeatureStore:
     # ---- definitions -----------------------------------------------------------------
 
     def plan(self) -> Plan:
-        """What ``apply`` would change; raises DefinitionErrors when the definitions are wrong."""
-        return self.registry.plan()
+        """What ``apply`` would change; raises DefinitionErrors when the definitions are wrong.
+
+        ``Plan.effects`` says which version unpinned references will read after a version
+        bump, and which data the new version still lacks (see fstore.repo.readiness)."""
+        return self.registry.plan(self.readiness(publish=False))
 
     def apply(self) -> tuple[Plan, int]:
         """Validate and store the definitions atomically; returns the plan and the registry version."""
-        return self.registry.apply()
+        applied = self.registry.apply(self.readiness(publish=False))
+        self.readiness()
+        return applied
+
+    def readiness(self, publish: bool = True) -> Readiness:
+        """Which applied view versions have offline and online data: what unpinned references
+        read (fstore.repo.readiness). A version that had data stays ready. With ``publish``,
+        the document servers read is brought up to date (written only when it changed);
+        every command that writes data calls this."""
+        doc = self.registry.load()
+        known = self.registry.readiness()
+        if doc is None:
+            return known
+        path = self.config.online_path
+        online = self.online if path is not None and path.exists() else None  # a plan creates no store
+        found = find_readiness(doc["feature_views"].values(), self.offline, online)
+        ready = Readiness(known.offline | found.offline, known.online | found.online)
+        if publish and ready != known:
+            self.registry.save_readiness(ready)
+        return ready
 
     def list_feature_views(self) -> list[dict[str, Any]]:
         return list(self.registry.require()["feature_views"].values())
@@ -73,7 +98,10 @@ class FeatureStore:
         BadRows names every bad row of every view. Rows with a null join key are skipped and
         counted in the results (``null_key_rows``)."""
         sources = self.registry.require()["sources"]
-        return ingest_views(self.engine, [(r, sources[r["source"]]) for r in self._views(views)], progress)
+        try:
+            return ingest_views(self.engine, [(r, sources[r["source"]]) for r in self._views(views)], progress)
+        finally:
+            self.readiness()
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
@@ -89,7 +117,8 @@ class FeatureStore:
         timestamp; with no such row, the feature's default (or null). Rows keep their
         input order and columns; features are named ``feature`` or ``view__feature``.
         """
-        requests = resolve(self.registry.require(), features, feature_service, full_feature_names)
+        requests = resolve(self.registry.require(), features, feature_service, full_feature_names,
+                           self.readiness(publish=False).offline)
         return self.engine.historical(requests, entity_df,
                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
 
@@ -106,7 +135,7 @@ class FeatureStore:
         out = Path(out)
         dataset_writer(out)
         registry = self.registry.require()
-        requests = resolve(registry, features, feature_service, full_feature_names)
+        requests = resolve(registry, features, feature_service, full_feature_names, self.readiness(publish=False).offline)
         table = self.engine.historical(requests, entity_df,
                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
         write_dataset(table, out)
@@ -143,15 +172,20 @@ class FeatureStore:
 
     def online_views(self, views: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The view versions to serve: as named, else the newest version of every online
-        view plus every version a feature service pins."""
+        view, the version serving reads while the newest has no online data (so it stays
+        fresh until the switch), and every version a feature service pins."""
         reg = self.registry.require()
         if views:
             return [self.get_feature_view(v) for v in views]
         chosen = {}
+        live = self.readiness(publish=False).online
         for record in reg["feature_views"].values():
-            newest = find_view(record["name"], reg["feature_views"])
-            if record["online"] and newest is record:
-                chosen[view_name(record)] = record
+            if not record["online"]:
+                continue
+            for pick in (find_view(record["name"], reg["feature_views"]),
+                         find_view(record["name"], reg["feature_views"], live)):
+                if pick is record:
+                    chosen[view_name(record)] = record
         for svc in reg["feature_services"].values():
             for ref in svc["features"]:
                 view_ref = ref.partition(":")[0]
@@ -160,28 +194,58 @@ class FeatureStore:
         return list(chosen.values())
 
     def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None,
-                    progress: Reporter | None = None) -> list[WriteResult]:
+                    progress: Reporter | None = None, *, allow_future: bool = False) -> list[WriteResult]:
         """Write the newest row per entity with event time in [start, end] into the online store.
 
         Never overwrites a stored row with an older one (by event time, then created time).
+        An ``end`` later than now plus ``materialize.clock_skew`` raises FutureEnd unless
+        ``allow_future``.
         """
         start_us, end_us = to_us(start, what="start"), to_us(end, what="end")
         if start_us > end_us:
             raise InvalidArgument(f"start {start} is after end {end}")
-        return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
-                           progress=progress)
+        if not allow_future:
+            check_end(end, end_us, self.config.materialize["clock_skew_us"])
+        try:
+            return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
+                               progress=progress)
+        finally:
+            self.readiness()
 
-    def materialize_incremental(self, end: Any, views: Sequence[str] | None = None,
-                                progress: Reporter | None = None) -> list[WriteResult]:
-        """Materialize each view from its own watermark (all history the first time) up to ``end``."""
-        return materialize(self.offline, self.online, self.online_views(views), None, to_us(end, what="end"),
-                           incremental=True, progress=progress)
+    def materialize_incremental(self, end: Any = "now", views: Sequence[str] | None = None,
+                                progress: Reporter | None = None, *, allow_future: bool = False) -> list[WriteResult]:
+        """Write every row ingested since each view's last materialization, whatever its event
+        time, up to ``end`` (all history the first time); newer-only per entity. Rows dated
+        after ``end`` stay pending for a later run. An ``end`` later than now plus
+        ``materialize.clock_skew`` raises FutureEnd unless ``allow_future``."""
+        end_us = to_us(end, what="end")
+        if not allow_future:
+            check_end(end, end_us, self.config.materialize["clock_skew_us"])
+        try:
+            return materialize(self.offline, self.online, self.online_views(views), None, end_us,
+                               incremental=True, progress=progress)
+        finally:
+            self.readiness()
+
+    def view_status(self, name: str) -> dict[str, Any]:
+        """A view version's state: watermark, last materialization, online rows, last ingest,
+        offline and pending rows (keys in fstore.online.status), and the versions unpinned
+        references to the view read now: ``serving_reads`` and ``training_reads``
+        (docs/repository.md, Versions)."""
+        record = self.get_feature_view(name)
+        views, ready = self.registry.require()["feature_views"], self.readiness(publish=False)
+        reads = {f"{path}_reads": view_name(find_view(record["name"], views, frozenset(names)))  # type: ignore[arg-type]
+                 for path, names in (("serving", ready.online), ("training", ready.offline))}
+        return {**view_status(self.offline, self.online, record), **reads}
 
     def load(self, view: str, files: Sequence[str | Path], progress: Reporter | None = None) -> WriteResult:
         """Bulk-load Parquet/CSV rows straight into the online store (one transaction)."""
         record = self.get_feature_view(view)
         source = self.registry.require()["sources"][record["source"]]
-        return bulk_load(self.online, self.config.root, record, source, files, progress)
+        try:
+            return bulk_load(self.online, self.config.root, record, source, files, progress)
+        finally:
+            self.readiness()
 
     def gc(self, views: Sequence[str] | None = None, now: Any = None) -> dict[str, int]:
         """Delete online rows older than their view's ttl; returns rows deleted per view."""
@@ -194,6 +258,7 @@ class FeatureStore:
         returns the rows written. Refused with the same errors as a remote push."""
         [outcome], _ = push_group(self.registry.snapshot, self.online, self.offline,
                                   [{"view": view, "rows": entity_columns(rows), "offline": offline}])
+        self.readiness()
         if isinstance(outcome, Exception):
             raise outcome
         return outcome["written"]

@@ -147,7 +147,7 @@ def build_repo(root: Path, server: dict[str, Any] | None = None, seed: int = 7) 
     with FeatureStore(root) as fs:
         fs.apply()
         fs.ingest()
-        fs.materialize("2000-01-01T00:00:00Z", now + dt.timedelta(days=2))
+        fs.materialize("2000-01-01T00:00:00Z", now + dt.timedelta(days=2), allow_future=True)
     return root
 
 

@@ -469,8 +469,11 @@ def test_a_newly_applied_registry_is_picked_up(tmp_path: Path) -> None:
     other = FeatureStore(root)
     other.apply()
     time.sleep(1.1)  # the in-process store re-reads the registry at most once a second
-    newest = fs.get_online_features(["v:x"], entity_rows=[{"k": 1}], now=T0)
-    assert newest.values("x") == [-1.0] and newest.statuses("x")[0].name == "DEFAULTED"  # v2: not materialized
+    # v2 has no online data yet: unpinned references keep reading v1 (docs/repository.md, Versions)
+    live = fs.get_online_features(["v:x"], entity_rows=[{"k": 1}], now=T0)
+    assert live.values("x") == [10] and live.statuses("x")[0].name == "PRESENT"
+    v2 = fs.get_online_features(["v_v2:x"], entity_rows=[{"k": 1}], now=T0)
+    assert v2.values("x") == [-1.0] and v2.statuses("x")[0].name == "DEFAULTED"  # pinned: not materialized
     assert fs.get_online_features(feature_service="svc", entity_rows=[{"k": 1}], now=T0).values("x") == [10]
     fs.ingest()
     fs.materialize(T0, T0, views=["v"])

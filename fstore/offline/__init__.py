@@ -7,7 +7,7 @@ is the small interface behind which ingest and joins run; the local one is the d
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "OfflineStore": ".store", "IngestResult": ".store",
+    "OfflineStore": ".store", "IngestResult": ".store", "LogRun": ".log",
     "OfflineEngine": ".engine", "LocalEngine": ".engine", "make_engine": ".engine",
     "Loader": ".loaders", "SourceUnit": ".loaders", "get_loader": ".loaders",
     "get_historical_features": ".historical", "load_entity_df": ".historical",

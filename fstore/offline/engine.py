@@ -58,7 +58,7 @@ class LocalEngine:
         return self.store.fingerprint(view)
 
     def source_schema(self, source: Source) -> pa.Schema:
-        return get_loader(source, self.store.config.root).schema()
+        return get_loader(source, self.store.config.root, self.store.config.store_paths).schema()
 
 
 def ingest_views(engine: OfflineEngine, views: list[tuple[dict[str, Any], dict[str, Any]]],

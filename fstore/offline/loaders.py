@@ -14,7 +14,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -35,6 +35,9 @@ class SourceUnit:
 
 class Loader(ABC):
     """Reads a source. Rows are returned as found; typing to the declared schema is ingest's job."""
+
+    #: folders whose files are never source rows: the repository's own stores (set by get_loader)
+    exclude: tuple[Path, ...] = ()
 
     def __init__(self, source: Source, root: Path) -> None:
         self.source = source
@@ -73,6 +76,8 @@ class _FileLoader(Loader):
         else:
             found = [base] if base.exists() else []
         files = sorted(p for p in found if p.is_file() and not p.name.startswith((".", "_")))
+        if self.exclude:  # a source folder that holds the offline store must not read its parts
+            files = [p for p in files if not any(p.resolve().is_relative_to(ex) for ex in self.exclude)]
         return files
 
     def units(self) -> list[SourceUnit]:
@@ -186,8 +191,17 @@ class CsvLoader(_FileLoader):
 _BUILTIN: dict[str, type[Loader]] = {"parquet": ParquetLoader, "csv": CsvLoader}
 
 
-def get_loader(source: Source, root: Path) -> Loader:
-    """The loader for a source's format; ``module:Class`` names a plug-in Loader subclass."""
+def get_loader(source: Source, root: Path, exclude: Sequence[Path] = ()) -> Loader:
+    """The loader for a source's format; ``module:Class`` names a plug-in Loader subclass.
+
+    No file under a folder in ``exclude`` (the repository's stores, RepoConfig.store_paths)
+    is ever one of the source's units, whatever its path matches."""
+    loader = _make_loader(source, root)
+    loader.exclude = tuple(Path(p).resolve() for p in exclude)
+    return loader
+
+
+def _make_loader(source: Source, root: Path) -> Loader:
     fmt = source.format or "parquet"
     if fmt in _BUILTIN:
         return _BUILTIN[fmt](source, root)

@@ -2,7 +2,8 @@
 
 Layout of one view version (``<offline>/<view>_v<N>/``)::
 
-    _manifest.json              the only thing readers trust: runs, parts, units
+    _manifest.json              the only thing readers trust: runs (the ingest log,
+                                fstore.offline.log), parts, units
     b0003/r000007.parquet       rows of bucket 3 written by ingest run 7
 
 Rows are assigned to a bucket by a stable hash of their join key (fstore._ext.
@@ -39,6 +40,7 @@ from ..repo.definitions import Source
 from ..repo.names import view_name
 from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, bucket_ids, offline_schema, sort_indices, sort_table
 from .loaders import SourceUnit, get_loader
+from .log import LogRun, event_range, log_runs
 from .problems import RowProblems
 from .rows import read_typed
 
@@ -92,6 +94,14 @@ class OfflineStore:
         table = pa.concat_tables(tables)
         return sort_table(table, view)
 
+    def log(self, view: dict[str, Any], manifest: dict[str, Any]) -> list[LogRun]:
+        """The view's ingest log: its runs in the order they were written (fstore.offline.log)."""
+        return log_runs(self.view_dir(view), manifest)
+
+    def read_part(self, view: dict[str, Any], path: Path, columns: list[str]) -> pa.Table:
+        """One part file's rows (sorted as stored), with the keys, the times and ``columns``."""
+        return pq.read_table(path, columns=list(dict.fromkeys([*view["join_keys"], EVENT_TS, CREATED_TS, *columns])))
+
     def empty_table(self, view: dict[str, Any], columns: list[str]) -> pa.Table:
         schema = self.schema(view)
         return schema.empty_table().select(columns)
@@ -125,7 +135,7 @@ class OfflineStore:
         with file_lock(vdir / ".lock"):
             manifest = self.manifest(view) or self._new_manifest(view)
             self._remove_orphans(vdir, manifest)
-            loader = get_loader(Source(**source), self.config.root)
+            loader = get_loader(Source(**source), self.config.root, self.config.store_paths)
             units = loader.units()
             todo = [u for u in units if manifest["units"].get(u.id, {}).get("fingerprint") != u.fingerprint]
             changed = [u for u in todo if u.id in manifest["units"]]
@@ -238,7 +248,7 @@ class OfflineStore:
             if entry["run"] in gone:
                 entry["run"] = run_id
         manifest["runs"].append({"id": run_id, "units": run_units, "parts": parts,
-                                 "rows": table.num_rows, "at": now})
+                                 "rows": table.num_rows, "at": now, "events": event_range(table)})
         for unit, t in batch:
             manifest["units"][unit.id] = {"id": unit_ids[unit.id], "fingerprint": unit.fingerprint,
                                           "rows": t.num_rows, "run": run_id, "at": now}

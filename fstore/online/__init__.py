@@ -12,6 +12,7 @@ _EXPORTS = {
     "OnlineService": ".service",
     "WriteResult": ".materialize", "materialize": ".materialize", "bulk_load": ".materialize", "gc": ".materialize",
     "build_plan": ".plan",
+    "view_status": ".status", "Consumed": ".consumed",
     "push_group": ".push",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,13 +7,17 @@ a job killed midway can simply be run again.
 
 Materialization works through the offline store one bucket at a time (bounded
 memory), writing each bucket in one transaction together with the job's progress,
-so a resumed job skips the buckets already committed. The view's watermark
-advances only in the transaction that commits its last bucket, and only when the
-run's interval joins what it already claims (all history, or a start at or before
-it): it never claims more than was written, not even a gap before a window.
+so a resumed job skips the buckets already committed. What a view's runs consumed of
+its ingest log (fstore.online.consumed: which runs, up to which event time) advances
+only in the transaction that commits its last bucket, and a window claims only what
+joins what it already had: it never claims more than was written, not even a gap
+before a window. Incremental runs read by that record, so a row ingested late is
+written whatever its event time, and a run with nothing new opens no part.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +28,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._ext._online import row_times
-from ..errors import OfflineStoreError
-from ..offline.layout import EVENT_TS
+from ..errors import FutureEnd, OfflineStoreError
+from ..offline.layout import EVENT_TS, sort_table
 from ..offline.problems import RowProblems
 from ..offline.store import OfflineStore
 from ..progress import Reporter, Silent
 from ..repo.names import view_name
 from ..offline.casting import as_int64
+from ..times import format_duration, from_us, now_us
 from .codec import write_table
+from .consumed import Consumed, Plan, after_incremental, after_window, incremental_plan, window_plan
 from .files import read_files
 from .store import OnlineStore
 
@@ -73,13 +79,25 @@ def latest_rows(table: pa.Table, view: dict[str, Any], start_us: int | None, end
     return table.filter(pa.array(last))
 
 
+def check_end(end: Any, end_us: int, skew_us: int, now: int | None = None) -> None:
+    """Refuse an END later than now plus the clock-skew allowance (a typo like 2099 for 2026):
+    rows dated after now would hide older ones online until then, and END would claim them."""
+    now = now_us() if now is None else now
+    if end_us > now + skew_us:
+        given = f"{end!r} ({from_us(end_us).isoformat()})" if isinstance(end, str) else from_us(end_us).isoformat()
+        raise FutureEnd(f"END {given} is later than now ({from_us(now).isoformat()}) plus the clock-skew "
+                        f"allowance of {format_duration(skew_us) if skew_us else '0s'} (materialize.clock_skew "
+                        "in fstore.yaml); if you mean it, pass --allow-future (allow_future=True)", field="end")
+
+
 def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict[str, Any]],
                 start_us: int | None, end_us: int, *, incremental: bool = False,
                 progress: Reporter | None = None) -> list[WriteResult]:
     """Write the newest row per entity with event time in [start, end] of each view.
 
-    With ``incremental``, each view starts from its own watermark (all history before
-    the first run) and ``start_us`` is ignored.
+    With ``incremental``, ``start_us`` is ignored: each view reads every row ingested since
+    what its materializations consumed (fstore.online.consumed), whatever its event time,
+    up to ``end``; all history the first time.
     """
     progress = progress or Silent()
     results = []
@@ -88,13 +106,40 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
         manifest = offline.manifest(view)
         if manifest is None:
             raise OfflineStoreError(f"feature view {name} has no offline data: run `fstore ingest {view['name']}`")
-        start = online.watermark(name) if incremental else start_us
-        results.append(_materialize_view(offline, online, view, manifest, start, end_us, progress))
+        runs = offline.log(view, manifest)
+        consumed = Consumed.from_doc(online.consumed(name))
+        if incremental:
+            plan = incremental_plan(consumed, runs, end_us)
+            job = _Job([consumed.watermark, end_us], end_us, plan, after_incremental(consumed, runs, end_us))
+        else:
+            plan = window_plan(runs, start_us, end_us)
+            job = _Job([start_us, end_us], end_us, plan, after_window(consumed, runs, start_us, end_us))
+        results.append(_materialize_view(offline, online, view, job, progress))
     return results
 
 
-def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], manifest: dict[str, Any],
-                      start_us: int | None, end_us: int, progress: Reporter) -> WriteResult:
+@dataclass
+class _Job:
+    """One view's materialization: the rows to read and the state to record once written."""
+
+    interval: list[int | None]   # [start, END] as the job record shows it (incremental: the watermark)
+    end_us: int
+    plan: Plan
+    after: Consumed
+
+    @property
+    def key(self) -> str:
+        """Identifies the exact reads, so that only the same job resumes a killed one."""
+        spec = [self.interval, [[run.seq, lo] for run, lo in self.plan]]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+    @property
+    def buckets(self) -> list[int]:
+        return sorted({b for run, _ in self.plan for b in run.parts})
+
+
+def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], job: _Job,
+                      progress: Reporter) -> WriteResult:
     """Buckets are read one at a time and reduced to their newest rows; the rows of as many
     buckets as fit in ``online.write_buffer`` bytes are then sorted together and written in
     one transaction. The buckets partition the entities by hash, so only a global key
@@ -104,14 +149,25 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
     t0 = time.perf_counter()
     result = WriteResult(name)
     db = online.db(name)
-    n_buckets = manifest["buckets"]
-    job = online.job(name)
-    interval = [start_us, end_us]
-    done: set[int] = set(job["done"]) if job and job["interval"] == interval else set()
+    todo = job.buckets
+    key = job.key
+    stored = online.job(name)
+    done: set[int] = set(stored["done"]) if stored and stored["interval"] == job.interval \
+        and stored.get("log") == key else set()
     features = [f["name"] for f in view["features"]]
     group: list[int] = []
     tables: list[pa.Table] = []
     held = 0
+
+    finished: list[bool] = []
+
+    def finish(txn: Any) -> None:
+        """The last group's transaction: the job is over and the log is consumed."""
+        finished.append(True)
+        online.set_job(txn, name, None)
+        after = job.after
+        after.at = now_us()
+        online.set_consumed(txn, name, after.to_doc(), after.watermark)
 
     def flush() -> None:
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
@@ -123,42 +179,53 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
 
         def commit(txn: Any) -> int:
             written = write_table(txn, db, view, table)
-            finished = done | set(buckets)
-            if len(finished) == n_buckets:
-                online.set_job(txn, name, None)
-                old = online.watermark(name, txn)
-                # a window starting after the watermark (or before any) leaves a gap unwritten
-                if start_us is None or (old is not None and start_us <= old):
-                    online.set_watermark(txn, name, end_us if old is None else max(old, end_us))
+            covered = done | set(buckets)
+            if covered.issuperset(todo):
+                finish(txn)
             else:
-                online.set_job(txn, name, {"interval": interval, "done": sorted(finished)})
+                online.set_job(txn, name, {"interval": job.interval, "log": key, "done": sorted(covered)})
             return written
 
         result.rows_written += online.write(commit)
         done.update(buckets)
 
-    progress.start(f"materialize {name}", n_buckets)
+    progress.start(f"materialize {name}", len(todo))
     try:
-        for b in range(n_buckets):
+        for i, b in enumerate(todo):
             if b in done:
                 progress.advance(1, info="already done")
                 continue
-            rows = latest_rows(offline.read_bucket(view, manifest, b, features), view, start_us, end_us)
+            rows = _read_bucket(offline, view, job, b, features)
             result.rows_read += rows.num_rows
             group.append(b)
             tables.append(rows)
             held += rows.nbytes
-            if held >= online.write_buffer or b == n_buckets - 1:
+            if held >= online.write_buffer or i == len(todo) - 1:
                 flush()
                 group, tables, held = [], [], 0
             progress.advance(1, info=f"{result.rows_read:,} rows read, {result.rows_written:,} written")
         if group:  # the last buckets were already done: write what is left
             flush()
+        if not finished:  # nothing (left) to read: the log is consumed all the same
+            online.write(finish)
     finally:
         progress.stop()
     result.seconds = time.perf_counter() - t0
     result.watermark = online.watermark(name)
     return result
+
+
+def _read_bucket(offline: OfflineStore, view: dict[str, Any], job: _Job, bucket: int,
+                 features: list[str]) -> pa.Table:
+    """The newest row per entity among the rows the job reads in one bucket. Each part is
+    reduced to its newest rows first (parts are sorted as stored), so only those are sorted
+    together; a later run wins an exact tie, as in one sort of every part in log order."""
+    tables = [latest_rows(offline.read_part(view, run.parts[bucket], features), view, lo, job.end_us)
+              for run, lo in job.plan if bucket in run.parts]
+    tables = [t for t in tables if t.num_rows] or tables[:1]
+    if len(tables) == 1:
+        return tables[0]
+    return latest_rows(sort_table(pa.concat_tables(tables), view), view, None, job.end_us)
 
 
 def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dict[str, Any],

@@ -28,8 +28,11 @@ from .store import OnlineStore
 
 
 def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence[str] | None,
-               feature_service: str | None, full_feature_names: bool) -> OnlinePlan:
-    requests = resolve(registry, features, feature_service, full_feature_names)
+               feature_service: str | None, full_feature_names: bool,
+               ready: frozenset[str] | None = None) -> OnlinePlan:
+    """The plan of a request shape; unpinned references read the newest version in ``ready``
+    (those with online data, fstore.repo.readiness), else the newest."""
+    requests = resolve(registry, features, feature_service, full_feature_names, ready)
     n_out = sum(len(r.outputs) for r in requests)
     names, dtypes, view_of = [""] * n_out, [""] * n_out, [0] * n_out
     readers, views, keys = [], [], []

@@ -49,7 +49,7 @@ class OnlineService:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
             plan = self._plans[key] = build_plan(snap.doc, self.store, features, feature_service,
-                                                 full_feature_names)
+                                                 full_feature_names, snap.ready.online)
         self._last = (snap, list(features) if features is not None else None, feature_service,
                       full_feature_names, plan)
         return plan

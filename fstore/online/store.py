@@ -2,8 +2,9 @@
 
 One environment per repository (``online_store.path``), one named database per
 view version (``customer_stats_v1``) and one for fstore's own metadata
-(``__fstore__``: the encoding format, each view's materialization watermark and
-the state of a materialization in progress). Keys and values are encoded by
+(``__fstore__``: the encoding format, each view's materialization watermark, what
+its materializations consumed of the ingest log and the state of a materialization
+in progress). Keys and values are encoded by
 fstore._ext._online (layout in docs/online-store.md).
 
 LMDB gives the guarantees the issue asks for: readers never wait for the writer
@@ -292,6 +293,24 @@ class OnlineStore:
     def set_watermark(self, txn: lmdb.Transaction, view: str, us: int) -> None:
         txn.put(b"wm:" + view.encode(), struct.pack("<q", us), db=self.meta)
 
+    def consumed(self, view: str, txn: lmdb.Transaction | None = None) -> dict[str, Any] | None:
+        """What the view's materializations consumed of its ingest log (fstore.online.consumed), if any."""
+        def get(t: lmdb.Transaction) -> dict[str, Any] | None:
+            raw = t.get(b"mat:" + view.encode(), db=self.meta)
+            return None if raw is None else json.loads(raw)
+        if txn is not None:
+            return get(txn)
+        with self.read() as t:
+            return get(t)
+
+    def set_consumed(self, txn: lmdb.Transaction, view: str, doc: dict[str, Any], watermark: int | None) -> None:
+        """Record a finished materialization and the watermark it implies, in the caller's transaction."""
+        txn.put(b"mat:" + view.encode(), json.dumps(doc).encode(), db=self.meta)
+        if watermark is None:
+            txn.delete(b"wm:" + view.encode(), db=self.meta)
+        else:
+            self.set_watermark(txn, view, watermark)
+
     def job(self, view: str, txn: lmdb.Transaction | None = None) -> dict[str, Any] | None:
         """The materialization of ``view`` in progress (interval and finished buckets), if any."""
         def get(t: lmdb.Transaction) -> dict[str, Any] | None:
@@ -318,6 +337,10 @@ class OnlineStore:
             st = txn.stat(db)
         pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
         return {"entries": st["entries"], "bytes": pages * st["psize"]}
+
+    def exists(self) -> bool:
+        """Whether the environment was ever created (a status query must not create it)."""
+        return (self.path / "data.mdb").exists()
 
     def size_on_disk(self) -> int:
         data = self.path / "data.mdb"

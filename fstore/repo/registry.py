@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from time import monotonic
+from pathlib import Path
 from typing import Any
 
 from .._version import __version__
@@ -19,7 +20,8 @@ from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..times import format_duration
-from .names import SECTIONS
+from .names import SECTIONS, unversioned, view_name
+from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
 from .reader import read_definitions
 from .validation import SchemaReader, build_registry
 
@@ -43,6 +45,8 @@ class Plan:
     current_version: int
     new_state: dict[str, Any]
     changes: list[Change]
+    effects: list[str] = field(default_factory=list)  # what the apply does to live reads and training
+    warnings: list[str] = field(default_factory=list)  # legal, but likely not what was meant
 
     @property
     def empty(self) -> bool:
@@ -54,10 +58,11 @@ class Snapshot:
     convention, with typed accessors. A new object whenever the document changes, so
     ``snapshot is not before`` says the registry changed."""
 
-    __slots__ = ("doc",)
+    __slots__ = ("doc", "ready")
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], ready: Readiness | None = None) -> None:
         self.doc = doc
+        self.ready = ready or Readiness()  # which versions unpinned references read (repo.readiness)
 
     @property
     def version(self) -> int:
@@ -95,9 +100,10 @@ class Registry:
         self.config = config
         self.path = config.registry
         self.history_dir = self.path.parent / "registry_history"
+        self.ready_path = path_of(self.path)
         self.schema_of = schema_of
         self._snapshot: Snapshot | None = None
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[Any, Any] | None = None
         self.checked_at = float("-inf")  # monotonic time the cached snapshot was last checked
 
     def snapshot(self) -> Snapshot:
@@ -107,16 +113,12 @@ class Registry:
         clock = monotonic()
         if self._snapshot is not None and clock - self.checked_at < RECHECK_SECONDS:
             return self._snapshot
-        try:
-            st = self.path.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = (_stamp(self.path), _stamp(self.ready_path))
         if self._snapshot is None or stamp != self._stamp:
             # a registry that cannot be read now is an error on every call until it can: the
             # old snapshot is not served on (a change was meant, and is unknown)
             self._snapshot = None
-            self._snapshot = Snapshot(self.require())
+            self._snapshot = Snapshot(self.require(), self.readiness())
             self._stamp = stamp
         self.checked_at = clock
         return self._snapshot
@@ -137,20 +139,39 @@ class Registry:
             raise NotApplied(f"no registry at {self.config.rel(self.path)}: run `fstore apply` first")
         return doc
 
-    def plan(self) -> Plan:
-        """Validate the repository's definitions and compare them with what is applied."""
+    def readiness(self) -> Readiness:
+        """Which applied versions have offline and online data (see fstore.repo.readiness)."""
+        return load_readiness(self.ready_path, self.config.rel(self.ready_path))
+
+    def save_readiness(self, ready: Readiness) -> bool:
+        """Publish ``ready`` (as the stores found it); True when it changed."""
+        with file_lock(self.path.parent / ".registry.lock"):
+            if ready == self.readiness():
+                return False
+            remove_stale_tmp(self.ready_path)
+            save_readiness(self.ready_path, ready)
+            self.checked_at = float("-inf")  # this process sees its own change at once
+            return True
+
+    def plan(self, ready: Readiness | None = None) -> Plan:
+        """Validate the repository's definitions and compare them with what is applied.
+
+        ``ready`` (default: as published) says which versions have data, for the plan's
+        effects: which versions unpinned references will read after the apply."""
         if self.schema_of is None:
             raise RegistryError("this Registry was made without a schema reader: plan and apply need one")
         current = self.load()
         new_state = build_registry(self.config, read_definitions(self.config), current, self.schema_of)
-        return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state))
+        ready = self.readiness() if ready is None else ready
+        return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state),
+                    version_effects(current or {}, new_state, ready), store_warnings(self.config, new_state))
 
-    def apply(self) -> tuple[Plan, int]:
+    def apply(self, ready: Readiness | None = None) -> tuple[Plan, int]:
         """Validate and store the definitions; returns the plan and the registry version now in force."""
         with file_lock(self.path.parent / ".registry.lock"):
             remove_stale_tmp(self.path)
             remove_stale_tmp(self.history_dir / "*.json")
-            plan = self.plan()
+            plan = self.plan(ready)
             if plan.empty and plan.current_version:
                 return plan, plan.current_version
             version = plan.current_version + 1
@@ -159,6 +180,7 @@ class Registry:
             data = json.dumps(doc, indent=1, sort_keys=False).encode()
             write_atomic(self.history_dir / f"{version:06d}.json", data)
             write_atomic(self.path, data)
+            self.checked_at = float("-inf")
             return plan, version
 
     def history(self) -> list[dict[str, Any]]:
@@ -178,6 +200,65 @@ class Registry:
             out.append({"version": doc["version"], "applied_at": doc["applied_at"],
                         "feature_views": sorted(doc["feature_views"])})
         return out
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def version_effects(old: dict[str, Any], new: dict[str, Any], ready: Readiness) -> list[str]:
+    """What an apply does to reads of each view given a new version: which version
+    unpinned references (services, training sets) will read, and why."""
+    effects = []
+    old_views, new_views = old.get("feature_views", {}), new.get("feature_views", {})
+    for name in sorted({r["name"] for r in new_views.values()}):
+        newest = live_version(name, new_views, None)
+        assert newest is not None
+        newest_name = view_name(newest)
+        if newest_name in old_views or not any(r["name"] == name for r in old_views.values()):
+            continue  # no new version of a view that had one
+        readers = _unpinned_readers(new, name)
+        state = ready.describe(newest_name)
+        for path, label in (("offline", "training sets"), ("online", "serving")):
+            live = live_version(name, new_views, ready.for_path(path))
+            assert live is not None
+            if live is newest:
+                effects.append(f"{label}: {readers} will read {newest_name}, which {state}")
+            else:
+                effects.append(f"{label}: {readers} keep reading {view_name(live)} until {newest_name} has "
+                               f"{path} data ({'`fstore ingest`' if path == 'offline' else '`fstore materialize`'}); "
+                               f"{newest_name} {state}")
+    return effects
+
+
+def store_warnings(config: RepoConfig, state: dict[str, Any]) -> list[str]:
+    """A source whose path reaches into a store: its files are skipped (offline.loaders), say so."""
+    out = []
+    for src in state.get("sources", {}).values():
+        path = src.get("path")
+        if not path or ":" in (src.get("format") or ""):
+            continue  # a plug-in loader reads what it reads
+        parts = Path(path).parts
+        fixed = Path(*[p for p in parts[:next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")),
+                                              len(parts))]] or ["."])
+        base = (config.root / fixed).resolve()
+        for label, store in (("offline", config.offline_path), ("online", config.online_path)):
+            if store is not None and store.resolve().is_relative_to(base):
+                out.append(f"source {src['name']}: path {path!r} contains the {label} store "
+                           f"({config.rel(store)}); its files are never read as source rows")
+    return out
+
+
+def _unpinned_readers(state: dict[str, Any], name: str) -> str:
+    services = [s["name"] for s in state.get("feature_services", {}).values()
+                if any(unversioned(ref.partition(":")[0]) == name and ref.partition(":")[0] not in
+                       state["feature_views"] for ref in s["features"])]
+    who = f"service{'s' if len(services) > 1 else ''} {', '.join(services)} and " if services else ""
+    return f"{who}references to {name!r}"
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:

@@ -11,14 +11,17 @@ from typing import Any, Sequence
 
 from ..errors import BadRequest, FeatureNameClash, InvalidArgument, UnknownObject
 from .names import split_ref, view_name
+from .readiness import live_version
 
 
-def find_view(view_ref: str, views: dict[str, Any]) -> dict[str, Any] | None:
-    """The view record a reference names: an exact versioned name, else the newest version."""
+def find_view(view_ref: str, views: dict[str, Any], ready: frozenset[str] | None = None,
+              feature: str = "") -> dict[str, Any] | None:
+    """The view record a reference names: an exact versioned name, else the newest version
+    in ``ready`` (the versions with data for the reading path; see fstore.repo.readiness),
+    else the newest version."""
     if view_ref in views:
         return views[view_ref]
-    versions = [r for r in views.values() if r["name"] == view_ref]
-    return max(versions, key=lambda r: r["version"]) if versions else None
+    return live_version(view_ref, views, ready, feature)
 
 
 def check_reference(ref: str, views: dict[str, Any]) -> str | None:
@@ -66,8 +69,12 @@ def service_refs(registry: dict[str, Any], feature_service: str) -> list[str]:
 
 
 def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
-            feature_service: str | None = None, full_feature_names: bool = False) -> list[ViewRequest]:
+            feature_service: str | None = None, full_feature_names: bool = False,
+            ready: frozenset[str] | None = None) -> list[ViewRequest]:
     """Views and output names for a request, in the order the features were asked for.
+
+    An unpinned reference reads the newest version in ``ready`` (the versions that have
+    data for this path: offline for training sets, online for serving), else the newest.
 
     Output names are ``feature`` or, with full_feature_names, ``view__feature`` where
     ``view`` is spelled as in the reference. Two features with one output name raise
@@ -91,7 +98,7 @@ def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
         if problem:
             raise UnknownObject(problem)
         view_ref, feat = split_ref(ref)
-        record = find_view(view_ref, views)
+        record = find_view(view_ref, views, ready, feat)
         assert record is not None
         req = requests.setdefault(view_name(record), ViewRequest(record))
         for name in [feat] if feat else [f["name"] for f in record["features"]]:
