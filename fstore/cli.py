@@ -8,24 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+# the consoles, and the printers under the names the commands call them by
+from .cli_output import console, err_console
+from .cli_output import print_plan as _print_plan, print_record as _print_record, print_writes as _print_writes
+from .cli_output import view_doc as _view_doc, warn_null_keys as _warn_null_keys, when as _when
 from .errors import DefinitionErrors, FstoreError
 from .feature_store import FeatureStore
 from .progress import RichReporter
 from .config import SERVER_KEYS
 from .repo.names import view_name
 from .repo.resolve import require_one
-from .times import format_duration, from_us
-
-console = Console()
-if not console.is_terminal:  # piped: lines as long as they need, so no name is ever cut or wrapped
-    console = Console(width=10_000)
-err_console = Console(stderr=True)
-if not err_console.is_terminal:  # an error message stays one line in a log
-    err_console = Console(stderr=True, width=10_000)
+from .times import format_duration
 
 #: commands that take no repository, so no --repo of their own
 _NO_REPO = frozenset({"quickstart"})
@@ -96,26 +92,6 @@ def apply(ctx: click.Context) -> None:
     console.print(f"registry version {version}" + (" (unchanged)" if p.empty else " applied"))
 
 
-_KIND_LABEL = {"entities": "entity", "sources": "source", "feature_views": "feature view",
-               "feature_services": "feature service"}
-
-
-def _print_plan(p: Any) -> None:
-    for warning in p.warnings:
-        console.print(f"warning: {warning}", highlight=False, markup=False)
-    changes = [c for c in p.changes if c.action != "keep"]
-    if not changes:
-        console.print(f"no changes (registry version {p.current_version})")
-        return
-    marks = {"add": "[green]+[/green]", "remove": "[red]-[/red]", "change": "[yellow]~[/yellow]"}
-    for c in changes:
-        console.print(f"{marks[c.action]} {_KIND_LABEL.get(c.kind, c.kind)} {c.name}")
-        for d in c.details:
-            console.print(f"    {d}", highlight=False, markup=False)
-    for effect in p.effects:
-        console.print(f"! {effect}", highlight=False, markup=False)
-
-
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (each view with its state, as describe --json).")
 @click.pass_context
@@ -147,19 +123,6 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     for s in reg["feature_services"].values():
         t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "", "", "", "")
     console.print(t)
-
-
-def _when(iso: str | None) -> str:
-    """An ISO 8601 UTC time to the second, for a table ('never' when it never happened)."""
-    return "never" if iso is None else iso[:19].replace("T", " ") + "Z"
-
-
-def _view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """A view's definition summary and its state (fstore.online.status), as --json prints it."""
-    return {**state, "entities": view["entities"], "join_keys": view["join_keys"], "source": view["source"],
-            "online": view["online"], "owner": view["owner"], "description": view["description"],
-            "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
-            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]]}
 
 
 @main.command()
@@ -204,17 +167,6 @@ def describe(ctx: click.Context, name: str, as_json: bool) -> None:
     console.print(t)
 
 
-def _print_record(kind: str, record: dict[str, Any]) -> None:
-    t = Table(title=f"{kind} {record.get('name', '')}", show_header=False)
-    t.add_column("field", style="bold")
-    t.add_column("value")
-    for k, v in record.items():
-        if k.endswith("_us"):
-            continue
-        t.add_row(k, escape(", ".join(map(str, v)) if isinstance(v, list) else str(v)))  # text, not markup
-    console.print(t)
-
-
 @main.command()
 @click.pass_context
 def history(ctx: click.Context) -> None:
@@ -242,15 +194,6 @@ def ingest(ctx: click.Context, views: tuple[str, ...]) -> None:
     console.print(t)
     console.print(f"done in {time.perf_counter() - start:.2f} s")
     _warn_null_keys(results)
-
-
-def _warn_null_keys(results: list[Any]) -> None:
-    """Say how many rows a run skipped for a null join key, and in which column(s)."""
-    for r in results:
-        if r.null_key_rows:
-            err_console.print(f"[yellow]warning:[/yellow] {escape(r.view)}: {r.null_key_rows:,} row(s) with a null "
-                              f"join key ({escape(', '.join(r.null_key_columns))}) were skipped: a row without a "
-                              "key can never be joined or read", highlight=False)
 
 
 @main.command("build-dataset")
@@ -403,17 +346,6 @@ def _print_vector(resp: Any) -> None:
 def _split(items: tuple[str, ...]) -> list[str] | None:
     out = [f.strip() for item in items for f in item.split(",") if f.strip()]
     return out or None
-
-
-def _print_writes(results: list[Any], title: str) -> None:
-    t = Table(title=title)
-    for col in ("view", "rows read", "rows written", "seconds", "rows/s", "watermark"):
-        t.add_column(col)
-    for r in results:
-        wm = r.watermark
-        t.add_row(r.view, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.seconds:.2f}",
-                  f"{r.rows_per_second:,.0f}", "" if wm is None else from_us(wm).isoformat())
-    console.print(t)
 
 
 @main.command()

@@ -1,0 +1,89 @@
+"""What the ``fstore`` command prints: the consoles and the printers of plans, records and writes.
+
+Everything printed is text, never markup: names, messages and descriptions are escaped, so
+``features[x]`` or ``[EUR]`` print as written. Piped output takes the width it needs, so a
+name is never cut or wrapped; a terminal folds what does not fit rather than cutting it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .times import format_duration, from_us
+
+console = Console()
+if not console.is_terminal:  # piped: lines as long as they need, so no name is ever cut or wrapped
+    console = Console(width=10_000)
+err_console = Console(stderr=True)
+if not err_console.is_terminal:  # an error message stays one line in a log
+    err_console = Console(stderr=True, width=10_000)
+
+#: how a registry section names one of its objects in a plan
+_KIND_LABEL = {"entities": "entity", "sources": "source", "feature_views": "feature view",
+               "feature_services": "feature service"}
+
+
+def print_plan(p: Any) -> None:
+    """A plan: its warnings, each change with its changed fields, and the effects on reads."""
+    for warning in p.warnings:
+        console.print(f"warning: {warning}", highlight=False, markup=False)
+    changes = [c for c in p.changes if c.action != "keep"]
+    if not changes:
+        console.print(f"no changes (registry version {p.current_version})")
+        return
+    marks = {"add": "[green]+[/green]", "remove": "[red]-[/red]", "change": "[yellow]~[/yellow]"}
+    for c in changes:
+        console.print(f"{marks[c.action]} {_KIND_LABEL.get(c.kind, c.kind)} {c.name}")
+        for d in c.details:
+            console.print(f"    {d}", highlight=False, markup=False)
+    for effect in p.effects:
+        console.print(f"! {effect}", highlight=False, markup=False)
+
+
+def when(iso: str | None) -> str:
+    """An ISO 8601 UTC time to the second, for a table ('never' when it never happened)."""
+    return "never" if iso is None else iso[:19].replace("T", " ") + "Z"
+
+
+def view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """A view's definition summary and its state (fstore.online.status), as --json prints it."""
+    return {**state, "entities": view["entities"], "join_keys": view["join_keys"], "source": view["source"],
+            "online": view["online"], "owner": view["owner"], "description": view["description"],
+            "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
+            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]]}
+
+
+def print_record(kind: str, record: dict[str, Any]) -> None:
+    """One registry object as a two-column table (durations in units, not their ``_us`` fields)."""
+    t = Table(title=f"{kind} {record.get('name', '')}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    for k, v in record.items():
+        if k.endswith("_us"):
+            continue
+        t.add_row(k, escape(", ".join(map(str, v)) if isinstance(v, list) else str(v)))  # text, not markup
+    console.print(t)
+
+
+def warn_null_keys(results: list[Any]) -> None:
+    """Say how many rows a run skipped for a null join key, and in which column(s)."""
+    for r in results:
+        if r.null_key_rows:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(r.view)}: {r.null_key_rows:,} row(s) with a null "
+                              f"join key ({escape(', '.join(r.null_key_columns))}) were skipped: a row without a "
+                              "key can never be joined or read", highlight=False)
+
+
+def print_writes(results: list[Any], title: str) -> None:
+    """What a materialization or load wrote, one row per view."""
+    t = Table(title=title)
+    for col in ("view", "rows read", "rows written", "seconds", "rows/s", "watermark"):
+        t.add_column(col)
+    for r in results:
+        wm = r.watermark
+        t.add_row(r.view, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.seconds:.2f}",
+                  f"{r.rows_per_second:,.0f}", "" if wm is None else from_us(wm).isoformat())
+    console.print(t)
