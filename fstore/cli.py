@@ -33,8 +33,8 @@ class _Group(click.Group):
             for e in exc.errors:
                 err_console.print(f"  [red]-[/red] {e}", highlight=False, markup=False)
             sys.exit(1)
-        except FstoreError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        except FstoreError as exc:  # one line, however narrow the terminal
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except ConnectionError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)

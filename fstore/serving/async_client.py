@@ -157,7 +157,7 @@ class AsyncClient:
         return conn
 
     async def _call(self, op: int, args: dict[str, Any], retry: bool) -> Any:
-        attempts = 1 + (self.retries if retry else 0)
+        attempts = 1 + self.retries  # a broken connection: only when ``retry``
         for attempt in range(attempts):
             slot = next(self._next) % self._size
             try:
@@ -166,12 +166,12 @@ class AsyncClient:
                     conn = await self._conn(slot)
                 return await conn.request(op, args, self.timeout)
             except FstoreError as exc:  # (before OSError: ServerUnreachable and PermissionDenied are ones)
-                if not _retry_after(exc, retry, attempt, attempts):
+                if not _retry_after(exc, attempt, attempts):
                     raise
                 self._conns[slot] = None
             except (ConnectionError, OSError) as exc:
                 self._conns[slot] = None
-                if attempt + 1 == attempts:
+                if attempt + 1 == attempts or not retry:
                     raise ServerUnreachable(f"fstore server at {self.where}: {reason(exc)}") from exc
         raise AssertionError("unreachable")
 

@@ -62,8 +62,9 @@ def _tls_failed(where: str, exc: BaseException) -> ServerUnreachable:
                              f"{getattr(exc, 'verify_message', None) or getattr(exc, 'reason', None) or exc}")
 
 
-def _retry_after(exc: FstoreError, retry: bool, attempt: int, attempts: int) -> bool:
-    """Whether a refused request is sent again: only one a draining server did not run."""
-    return retry and isinstance(exc, ShuttingDown) and attempt + 1 < attempts
+def _retry_after(exc: FstoreError, attempt: int, attempts: int) -> bool:
+    """Whether a refused request is sent again: only one a draining server did not run
+    (SHUTTING_DOWN), a PUSH too, since it was not written."""
+    return isinstance(exc, ShuttingDown) and attempt + 1 < attempts
 
 

@@ -180,7 +180,7 @@ class Client:
         conn.close()
 
     def _call(self, op: int, args: dict[str, Any], retry: bool) -> Any:
-        attempts = 1 + (self.retries if retry else 0)
+        attempts = 1 + self.retries  # a broken connection: only when ``retry``
         for attempt in range(attempts):
             conn = None
             try:
@@ -189,13 +189,13 @@ class Client:
             except FstoreError as exc:  # (before OSError: ServerUnreachable and PermissionDenied are ones)
                 if conn is not None:
                     self._give(conn)
-                if _retry_after(exc, retry, attempt, attempts):
+                if _retry_after(exc, attempt, attempts):
                     continue
                 raise
             except (ConnectionError, OSError) as exc:
                 if conn is not None:
                     conn.close()
-                if attempt + 1 == attempts:
+                if attempt + 1 == attempts or not retry:
                     raise ServerUnreachable(f"fstore server at {self.host}:{self.port}: {reason(exc)}") from exc
                 continue
             self._give(conn)
