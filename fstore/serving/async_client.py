@@ -11,8 +11,8 @@ import ssl as _ssl
 from typing import Any, Sequence
 
 from ..errors import BadFrame, FstoreError, ProtocolError, ServerUnreachable
-from .calls import (_MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns, _get_args, _response,
-                    _retry_after, _tls_failed)
+from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns,
+                    _get_args, _response, _retry_after, _tls_failed)
 from .handshake import greeting, hello_args, not_fstore, reason
 from .protocol import GET, HEALTH, HELLO, INFO, PUSH, FrameReader, pack, unpack
 
@@ -137,6 +137,12 @@ class AsyncClient:
                 try:
                     rid, reply = await conn.request(HELLO, self._hello, self.timeout, check=False)
                     greeting(reply, rid, self.where, self.project)
+                except ConnectionError as exc:
+                    if conn.transport is not None:
+                        conn.transport.close()
+                    if isinstance(exc, FstoreError):
+                        raise
+                    raise ConnectionError(_CLOSED_BEFORE_HELLO) from None
                 except BaseException:
                     if conn.transport is not None:  # never keep (or leak) a connection that failed its handshake
                         conn.transport.close()

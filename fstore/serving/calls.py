@@ -15,6 +15,7 @@ from ..repo.resolve import require_one
 
 DEFAULT_PORT: int = SERVER_KEYS["port"][1]
 _MAX_REPLY = 1 << 30
+_CLOSED_BEFORE_HELLO = "closed the connection before answering HELLO (does it need TLS, or a client certificate?)"
 
 
 def _columns(entity_rows: Any, want_rows: bool = True) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:

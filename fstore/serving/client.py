@@ -31,8 +31,8 @@ from typing import Any, Sequence
 
 from ..errors import CLOSING_CODES, FstoreError, ServerUnreachable
 from .async_client import AsyncClient
-from .calls import (_MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns, _get_args, _response,
-                    _retry_after, _tls_failed)
+from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns,
+                    _get_args, _response, _retry_after, _tls_failed)
 from .handshake import decode_first, greeting, hello_args, not_fstore, reason
 from .protocol import GET, HEALTH, HELLO, INFO, PUSH, FrameReader, pack, unpack
 
@@ -77,7 +77,7 @@ class _Conn:
         while len(head) < 4:
             data = self.sock.recv(1 << 16)
             if not data:
-                raise ConnectionError(f"the server at {self.where} closed the connection before answering HELLO")
+                raise ConnectionError(_CLOSED_BEFORE_HELLO)
             head += data
         bad = not_fstore(head, self.where)
         if bad is not None:
@@ -86,7 +86,7 @@ class _Conn:
         while (body := self.reader.next()) is None:
             data = self.sock.recv(1 << 16)
             if not data:
-                raise ConnectionError(f"the server at {self.where} closed the connection before answering HELLO")
+                raise ConnectionError(_CLOSED_BEFORE_HELLO)
             self.reader.feed(data)
         try:
             return greeting(decode_first(body, self.where), rid, self.where, project)

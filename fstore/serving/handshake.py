@@ -8,7 +8,8 @@ FrameError about 1213486160 bytes (b"HTTP" read as a length) or a timeout:
   last field), so an HTTP server reached by mistake reads it as a malformed request
   and answers ``HTTP/1.x 400`` at once instead of waiting for more.
 * The first four bytes that come back are checked before they are read as a length:
-  ``HTTP``, a TLS record, or a length no HELLO reply has, mean "not an fstore server".
+  ``HTTP`` or ``<`` (a status line, an HTML page), any other text, a TLS record, or a
+  length no HELLO reply has, mean "not an fstore server".
 * The reply must be a protocol reply; its result must carry the protocol version, and
   the ``project`` the client asked for, if it asked.
 """
@@ -35,8 +36,10 @@ def hello_args(client: str, token: str | None) -> dict[str, Any]:
 def not_fstore(head: bytes, where: str) -> NotAnFstoreServer | None:
     """The error for the first four bytes a server sent, when they cannot begin an fstore reply."""
     n = int.from_bytes(head[:4], "big")
-    if head[:4] == b"HTTP":
-        what = "it answers in HTTP (a web or metrics port?)"
+    if head[:4] == b"HTTP" or head[:1] == b"<":  # a status line, or an HTML page alone (an HTTP/0.9 reply)
+        what = f"it answers in HTTP (a web or metrics port?): {bytes(head[:12])!r}"
+    elif all(32 <= b < 127 for b in head[:4]):
+        what = f"it answers in text: {bytes(head[:12])!r}"
     elif head[0] in (0x15, 0x16) and head[1] == 3:
         what = "it answers in TLS (connect with a TLS context: ssl=, or fstore get --tls-ca)"
     elif n == 0 or n > HELLO_REPLY_MAX:
