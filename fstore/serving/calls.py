@@ -12,6 +12,7 @@ from ..online.entities import entity_columns
 from ..online.entities import entity_rows as as_rows
 from ..online.response import OnlinePlan, OnlineResponse
 from ..repo.resolve import require_one
+from .handshake import reason
 
 DEFAULT_PORT: int = SERVER_KEYS["port"][1]
 _MAX_REPLY = 1 << 30
@@ -59,8 +60,7 @@ def _check(reply: Any, rid: int) -> Any:
 
 
 def _tls_failed(where: str, exc: BaseException) -> ServerUnreachable:
-    return ServerUnreachable(f"TLS handshake with fstore server at {where} failed: "
-                             f"{getattr(exc, 'verify_message', None) or getattr(exc, 'reason', None) or exc}")
+    return ServerUnreachable(f"TLS handshake with fstore server at {where} failed: {reason(exc)}")
 
 
 def _retry_after(exc: FstoreError, attempt: int, attempts: int) -> bool:

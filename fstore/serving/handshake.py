@@ -15,6 +15,8 @@ FrameError about 1213486160 bytes (b"HTTP" read as a length) or a timeout:
 """
 from __future__ import annotations
 
+import os
+import ssl
 from typing import Any
 
 from ..errors import FstoreError, NotAnFstoreServer, WrongProject
@@ -76,5 +78,12 @@ def greeting(reply: Any, rid: int, where: str, project: str | None) -> dict[str,
 
 
 def reason(exc: BaseException) -> str:
-    """An OS error as people read it: "Connection refused", "timed out"."""
-    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
+    """An OS error as people read it: "Connection refused", "timed out" (asyncio's "Connect
+    call failed ('127.0.0.1', 6571)" says its errno the same way)."""
+    if isinstance(exc, ssl.SSLError):  # its errno is OpenSSL's, not the OS's
+        return str(getattr(exc, "verify_message", None) or exc.reason or exc)
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    return str(exc) or type(exc).__name__
