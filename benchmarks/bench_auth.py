@@ -189,4 +189,4 @@ def print_compare(rows: list[dict]) -> None:
                       f"{c['p50_ms']:.3f}", f"{c['p99_ms']:.3f}", f"{c['server_cpu_us_per_request']:.1f}",
                       f"{v['throughput_ratio']:.3f}x" if v else "", f"{v['p99_ratio']:.3f}x" if v else "",
                       f"{v['server_cpu_ratio']:.3f}x" if v else "")
-    Console().print(t)
+    Console(width=140).print(t)

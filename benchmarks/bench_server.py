@@ -455,12 +455,13 @@ async def _drive(cfg: dict, barrier: Any = None) -> dict:
     if cfg["target"] == "fstore":
         from fstore.client import AsyncClient
 
-        ssl = None
+        secure: dict[str, Any] = {}  # only when asked: --fstore-src may name a tree whose clients take neither
+        if cfg.get("token"):
+            secure["token"] = cfg["token"]
         if cfg.get("tls_ca"):  # --auth-compare (bench_auth.py): built here, a context does not cross processes
             from fstore.serving.tls import client_context
-            ssl = client_context(cfg["tls_ca"])
-        client = AsyncClient(cfg["host"], cfg["port"], pool_size=conns, timeout=cfg["timeout"], retries=0,
-                             token=cfg.get("token"), ssl=ssl)
+            secure["ssl"] = client_context(cfg["tls_ca"])
+        client = AsyncClient(cfg["host"], cfg["port"], pool_size=conns, timeout=cfg["timeout"], retries=0, **secure)
         get, refs, meta, key = client.get_online_features, cfg["refs"], cfg["metadata"], KEY_COL
 
         async def call(batch: list) -> int:
