@@ -90,6 +90,10 @@ def test_same_repository_needs_takeover_and_other_programs_are_named(tmp_path_fa
         assert f"port {port} on {HOST} is in use by another program" in line, line
         line = refused_line(serve_once(root, port, "--takeover"))  # nothing of ours to take over
         assert "in use by another program" in line, line
+        free = free_port()  # a busy metrics port: the same one line, and the server leaves nothing behind
+        line = refused_line(serve_once(root, free, "--metrics-port", str(port)))
+        assert line == f"error: metrics port {port} on {HOST} is in use", line
+        assert not record_path(HOST, free).exists() and not list(record_path(HOST, free).parent.glob(f"port-{free}-*"))
 
 
 def test_a_stale_record_is_ignored(tmp_path_factory: pytest.TempPathFactory) -> None:

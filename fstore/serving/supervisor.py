@@ -93,11 +93,11 @@ def serve(repo: str, host: str, port: int, workers: int = 1, metrics_port: int |
     # the finally below, which removes the record, the control socket and the metrics directory
     signal.signal(signal.SIGTERM, _exit_on_signal)
     life = Lifecycle(config, host, port, takeover)
-    describe = (f"project {config.project!r} (registry version {version}) on {host}:{port}: "
-                f"{max(workers, 1)} worker(s), {tls.describe() if tls else 'no TLS'}, "
-                f"{f'{len(tokens)} auth token(s)' if tokens else 'no auth'}"
-                + (f", metrics on port {metrics_port}" if metrics_port is not None else ""))
-    life.on_ready = lambda: log.info("serving %s", describe)
+    started = (f"serving project {config.project!r} (registry version {version}) on {host}:{port}: "
+               f"{max(workers, 1)} worker(s), {tls.describe() if tls else 'no TLS'}, "
+               f"{f'{len(tokens)} auth token(s)' if tokens else 'no auth'}"
+               + (f", metrics on port {metrics_port}" if metrics_port is not None else ""))
+    life.on_ready = lambda: log.info("%s", started)  # once every worker accepts
     metrics_dir = None
     code = 0
     try:
