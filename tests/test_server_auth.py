@@ -119,6 +119,12 @@ def test_scopes_are_checked_per_request(authed: Server) -> None:
         raw.request(INFO, 3, {})
         raw.request(HEALTH, 4, {})
         assert [r[1] for r in (raw.read(), raw.read())] == [True, True]
+        # one write: GETs of a prepared shape, a new HELLO with a token that may not read, a GET
+        raw.send(frame([GET, 5, get_args([1])]) + frame([GET, 6, get_args([1])])
+                 + frame([HELLO, 7, {"version": 1, "token": PUSHER}]) + frame([GET, 8, get_args([1])]))
+        replies = {r[0]: r for r in (raw.read() for _ in range(4))}
+        assert [replies[k][1] for k in (5, 6, 7)] == [True, True, True]
+        assert assert_error(replies[8], 8, "PERMISSION_DENIED")["message"] == "token 'pusher' lacks scope 'read'"
 
     async def main() -> None:
         async with AsyncClient(HOST, authed.port, timeout=10, token=READER) as ac:

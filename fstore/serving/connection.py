@@ -125,6 +125,7 @@ class Connection(asyncio.Protocol):
                                        fast.stamps, start)
                         continue
                 self._handle(body)
+                fast = self.fast if not self.caught_up else None  # a HELLO may have just opened or closed it
         finally:
             if self.state.draining:  # for the log of the drain
                 self.state.drained += n
