@@ -44,12 +44,21 @@ class Holder:
 
 
 def runtime_dir() -> Path:
-    """The user's folder for records and control sockets, made private (0700) if new."""
+    """The user's folder for records and control sockets, made private (0700) if new:
+    ``$XDG_RUNTIME_DIR/fstore`` when that is usable and short, else ``/tmp/fstore-<uid>``."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base) / "fstore" if base and len(base) < _MAX_DIR_CHARS else \
-        Path(tempfile.gettempdir()) / f"fstore-{os.getuid()}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = folder.stat()
+    folder = Path(tempfile.gettempdir()) / f"fstore-{os.getuid()}"
+    if base and len(base) < _MAX_DIR_CHARS:
+        try:
+            (Path(base) / "fstore").mkdir(mode=0o700, exist_ok=True)
+            folder = Path(base) / "fstore"
+        except OSError:
+            pass
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = folder.stat()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot use {folder} for fstore's server records: {exc.strerror or exc}") from None
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise InvalidArgument(f"{folder} belongs to another user or is open to others (mode "
                               f"{st.st_mode & 0o777:o}); fstore keeps its server records there")
