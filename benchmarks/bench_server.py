@@ -455,7 +455,13 @@ async def _drive(cfg: dict, barrier: Any = None) -> dict:
     if cfg["target"] == "fstore":
         from fstore.client import AsyncClient
 
-        client = AsyncClient(cfg["host"], cfg["port"], pool_size=conns, timeout=cfg["timeout"], retries=0)
+        secure: dict[str, Any] = {}  # only when asked: --fstore-src may name a tree whose clients take neither
+        if cfg.get("token"):
+            secure["token"] = cfg["token"]
+        if cfg.get("tls_ca"):  # --auth-compare (bench_auth.py): built here, a context does not cross processes
+            from fstore.serving.tls import client_context
+            secure["ssl"] = client_context(cfg["tls_ca"])
+        client = AsyncClient(cfg["host"], cfg["port"], pool_size=conns, timeout=cfg["timeout"], retries=0, **secure)
         get, refs, meta, key = client.get_online_features, cfg["refs"], cfg["metadata"], KEY_COL
 
         async def call(batch: list) -> int:
@@ -804,6 +810,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the server and the clients from this fstore source tree (extension built in place) "
                         "instead of the repository holding this script, e.g. a frozen snapshot")
     p.add_argument("--out", type=Path, help="write the results as JSON here (and a PNG plot if matplotlib is installed)")
+    p.add_argument("--auth-compare", action="store_true",
+                   help="instead: GET throughput with an auth token and with TLS against plain, in one run "
+                        "(benchmarks/bench_auth.py; no Redis)")
+    p.add_argument("--rounds", type=int, default=3, help="--auth-compare: rounds over the four cases")
     args = p.parse_args(argv)
     conn_list = [int(x) for x in args.connections.split(",") if x.strip()]
     shapes = [int(x) for x in args.entities.split(",") if x.strip()]
@@ -834,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["clients"] = {"redis_py": redis.__version__, "redis_parser": DefaultParser.__name__,
                            "uvloop": uvloop.__version__}
     except ImportError as exc:
-        if not args.no_redis and "redis" in str(exc):
+        if not args.no_redis and not args.auth_compare and "redis" in str(exc):
             raise SystemExit("redis-py is missing: pip install 'redis>=5' (or the 'bench' extra), or pass --no-redis")
         raise
     log(f"pinning: servers on {server_cpus}, load generator on {client_cpus}; load avg {meta['loadavg_start']}")
@@ -854,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         result["data"] = {"rows": args.rows, "features": len(specs), "kinds": {s["name"]: s["dtype"] for s in specs},
                           "nulls_in": [s["name"] for s in specs if s["nulls"]], "repo": info, "online": loaded}
         ids = entity_ids(args.rows)
+        if args.auth_compare:
+            return _auth_compare(args, repo, refs, ids, server_cpus, client_cpus, work, result)
 
         # servers
         port = free_port()
@@ -959,6 +971,20 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _auth_compare(args: Any, repo: Path, refs: list[str], ids: Any, server_cpus: list[int], client_cpus: list[int],
+                  work: Path, result: dict) -> int:
+    import bench_auth
+
+    code = bench_auth.run_auth_compare(sys.modules[__name__], args, repo, refs, ids, server_cpus, client_cpus, work,
+                                       result)
+    result["meta"]["loadavg_end"] = loadavg()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, default=str))
+        log(f"wrote {args.out}")
+    return code
 
 
 if __name__ == "__main__":

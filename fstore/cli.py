@@ -51,10 +51,10 @@ class _Group(click.Group):
         except DefinitionErrors as exc:
             err_console.print(f"[red]error:[/red] {len(exc.errors)} problem(s) in the feature definitions:")
             for e in exc.errors:  # the message is text, not markup: "features[x]" must print as written
-                err_console.print(f"  [red]-[/red] {escape(str(e))}", highlight=False)
+                err_console.print(f"  [red]-[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(1)
-        except FstoreError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        except FstoreError as exc:  # one line, however narrow the terminal; text, not markup
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except ConnectionError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
@@ -289,10 +289,19 @@ def gc(ctx: click.Context, views: tuple[str, ...]) -> None:
 @click.option("--full-feature-names", is_flag=True)
 @click.option("--host", default=None, help="Ask a running server instead of reading the store in process.")
 @click.option("--port", default=None, type=int, help=f"The server's port (with --host; default {SERVER_KEYS['port'][1]}).")
+@click.option("--project", default=None, help="With --host/--port: refuse a server of another project.")
+@click.option("--token-env", default=None, metavar="NAME",
+              help="With --host/--port: the auth token is in this environment variable (never a secret in argv).")
+@click.option("--tls-ca", default=None, type=click.Path(dir_okay=False),
+              help="With --host/--port: connect with TLS, trusting this CA (PEM).")
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False),
+              help="With --tls-ca: this client certificate (PEM), for a server with a client CA.")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="With --tls-cert: its key (PEM).")
 @click.argument("keys", nargs=-1, required=True)
 @click.pass_context
 def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full_feature_names: bool,
-        host: str | None, port: int | None, keys: tuple[str, ...]) -> None:
+        host: str | None, port: int | None, project: str | None, token_env: str | None, tls_ca: str | None,
+        tls_cert: str | None, tls_key: str | None, keys: tuple[str, ...]) -> None:
     """Read feature vectors: fstore get --service fraud_v1 customer_id=1 driver_id=7.
 
     A key given again starts another entity row: the n-th value of each key makes row n
@@ -303,9 +312,18 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
     require_one(refs, service, ("--features", "--service"))
     rows = _entity_rows(keys)
     if host is not None or port is not None:
-        from .serving.client import DEFAULT_PORT, Client
+        import os
 
-        with Client(host or "127.0.0.1", port or DEFAULT_PORT) as client:
+        from .serving.client import DEFAULT_PORT, Client
+        from .serving.tls import client_context
+
+        token = None
+        if token_env is not None:
+            token = os.environ.get(token_env)
+            if token is None:
+                raise click.UsageError(f"--token-env {token_env}: the environment variable {token_env} is not set")
+        tls = client_context(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert or tls_key) else None
+        with Client(host or "127.0.0.1", port or DEFAULT_PORT, project=project, token=token, ssl=tls) as client:
             resp = client.get_online_features(refs, feature_service=service, entity_rows=rows,
                                               full_feature_names=full_feature_names)
     else:
@@ -353,27 +371,24 @@ def _split(items: tuple[str, ...]) -> list[str] | None:
 @click.option("--port", default=None, type=int, help=f"TCP port (default: server.port or {SERVER_KEYS['port'][1]}).")
 @click.option("--workers", default=None, type=int, help="Worker processes sharing the port (default 1).")
 @click.option("--metrics-port", default=None, type=int, help="Prometheus metrics HTTP port (default: none).")
+@click.option("--takeover", is_flag=True,
+              help="Take the port over from a running server of this repository, which then drains and exits.")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without auth tokens (logs a warning).")
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="TLS certificate chain (PEM).")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="TLS private key (PEM).")
+@click.option("--tls-client-ca", default=None, type=click.Path(dir_okay=False),
+              help="Require client certificates signed by this CA (mutual TLS).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
-          metrics_port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None, metrics_port: int | None,
+          takeover: bool, insecure: bool, tls_cert: str | None, tls_key: str | None,
+          tls_client_ca: str | None) -> None:
     """Serve online features over the fstore TCP protocol until SIGTERM."""
-    from .serving.server import Limits
-    from .serving.supervisor import serve as run
+    from .serving.log import setup_logging
+    from .serving.supervisor import serve_repo
 
-    from .monitoring.events import load_listener
-
-    fs = _store(ctx)
-    fs.registry.require()
-    conf = fs.config.server
-    for spec in conf["listeners"]:  # a listener that cannot load is named here, not in a worker's crash loop
-        load_listener(spec)
-    limits = Limits.from_settings(conf)
-    host = host or conf["host"]
-    port = port if port is not None else conf["port"]
-    err_console.print(f"fstore serving {fs.config.project} on {host}:{port} "
-                      f"({workers or conf['workers']} worker(s))")
-    run(str(fs.config.root), host, port, workers or conf["workers"],
-        metrics_port if metrics_port is not None else conf["metrics_port"], limits)
+    setup_logging()
+    serve_repo(ctx.obj, host=host, port=port, workers=workers, metrics_port=metrics_port, takeover=takeover,
+               insecure=insecure, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca)
 
 
 @main.command()

@@ -4,5 +4,6 @@
 features over the network pays for MessagePack and NumPy alone.
 """
 from .serving.client import DEFAULT_PORT, AsyncClient, Client, wait_until_ready
+from .serving.tls import client_context
 
-__all__ = ["DEFAULT_PORT", "AsyncClient", "Client", "wait_until_ready"]
+__all__ = ["DEFAULT_PORT", "AsyncClient", "Client", "client_context", "wait_until_ready"]

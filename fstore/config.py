@@ -41,6 +41,22 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "max_connections": ((int,), 10_000),
     "idle_timeout_s": ((int, float), 300.0),
     "listeners": ((list,), []),               # served-read listeners, "module:callable" (monitoring/events.py)
+    "auth": ((dict, type(None)), None),       # {tokens: [...]}: AUTH_KEYS, TOKEN_KEYS (serving/auth.py)
+    "tls": ((dict, type(None)), None),        # TLS_KEYS (serving/tls.py)
+}
+# server.auth and server.tls, one level down (paths relative to the repository)
+AUTH_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {"tokens": ((list,), [])}
+TOKEN_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "name": ((str,), None),
+    "scopes": ((list,), None),
+    "secret_env": ((str, type(None)), None),   # exactly one of secret_env and secret_file
+    "secret_file": ((str, type(None)), None),
+}
+SCOPES = ("read", "push", "admin")  # admin implies the others (serving/auth.py)
+TLS_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "cert": ((str,), None),
+    "key": ((str,), None),
+    "client_ca": ((str, type(None)), None),   # set: clients must show a certificate it signed (mutual TLS)
 }
 MATERIALIZE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     # how far past now a materialization END may be before it is refused as a likely typo
@@ -61,9 +77,11 @@ def _bad(msg: str, key: str) -> InvalidConfig:
     return InvalidConfig(msg, file=PROJECT_FILE, field=key)
 
 
-def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
-    """A section's settings, every key known and typed, defaults filled in."""
-    keys = SECTIONS[name]
+def _section(raw: dict[str, Any], name: str, keys: dict[str, tuple[tuple[type, ...], Any]] | None = None
+             ) -> dict[str, Any]:
+    """A section's settings, every key known and typed, defaults filled in (``keys``: a
+    nested table, ``name`` its dotted path)."""
+    keys = SECTIONS[name] if keys is None else keys
     given = raw.get(name)
     given = {} if given is None else given
     if not isinstance(given, dict):
@@ -89,6 +107,39 @@ def _materialize_section(raw: dict[str, Any]) -> dict[str, Any]:
         raise _bad(f"expected a duration such as '5m', '30s' or a number of seconds, got {out['clock_skew']!r}",
                    "materialize.clock_skew") from None
     return out
+
+
+def _server_security(server: dict[str, Any]) -> None:
+    """``server.auth`` and ``server.tls`` checked and filled in, in place. The secrets
+    themselves are read only by the server (serving/auth.py): a repository whose token
+    variables are unset still plans and applies."""
+    if server["auth"] is not None:
+        auth = _section({"server.auth": server["auth"]}, "server.auth", AUTH_KEYS)
+        tokens, names = [], set()
+        for i, given in enumerate(auth["tokens"]):
+            where = f"server.auth.tokens[{i}]"
+            token = _section({where: given}, where, TOKEN_KEYS)
+            name = token["name"]
+            if not isinstance(name, str) or not name:
+                raise _bad("each token needs a name", f"{where}.name")
+            if name in names:
+                raise _bad(f"two tokens are named {name!r}", f"{where}.name")
+            names.add(name)
+            scopes = token["scopes"]
+            unknown = [x for x in scopes or [] if x not in SCOPES]
+            if not scopes or unknown:
+                raise _bad(f"token {name!r}: " + (f"unknown scope {unknown[0]!r}" if unknown else "no scopes")
+                           + f"; known: {', '.join(SCOPES)}", f"{where}.scopes")
+            if (token["secret_env"] is None) == (token["secret_file"] is None):
+                raise _bad(f"token {name!r}: give exactly one of secret_env and secret_file", where)
+            tokens.append(token)
+        server["auth"] = {"tokens": tokens}
+    if server["tls"] is not None:
+        tls = _section({"server.tls": server["tls"]}, "server.tls", TLS_KEYS)
+        for key in ("cert", "key"):
+            if tls[key] is None:
+                raise _bad(f"a TLS server needs both cert and key; {key} is missing", f"server.tls.{key}")
+        server["tls"] = tls
 
 
 @dataclass
@@ -138,6 +189,7 @@ class RepoConfig:
                        "offline_store.buckets")
         if not all(isinstance(x, str) and ":" in x for x in server["listeners"]):
             raise _bad("expected a list of 'module:callable'", "server.listeners")
+        _server_security(server)
         for key, least in (("map_size", 1), ("write_buffer_mb", 0), ("max_dbs", 1)):  # write_buffer_mb 0: per bucket
             if online[key] is not None and online[key] < least:
                 raise _bad(f"must be at least {least}, got {online[key]!r}", f"online_store.{key}")

@@ -247,9 +247,45 @@ class InternalError(FstoreError, RuntimeError, code="INTERNAL"):
     """A bug on the server's side; the message names the exception."""
 
 
+# ---- the server's port, who may use it, and what a client reached (docs/protocol.md) ----------
+
+class PortInUse(FstoreError, OSError, code="PORT_IN_USE"):
+    """``fstore serve`` on a port something else listens on; names the port and, when known,
+    the project, repository and pid holding it."""
+
+
+class TakeoverRefused(FstoreError, RuntimeError, code="TAKEOVER_REFUSED"):
+    """``fstore serve --takeover`` against a server of another repository or project, or one
+    that did not hand its port over."""
+
+
+class InsecureBind(InvalidArgument, code="INSECURE_BIND"):
+    """A server without auth tokens asked to listen on a non-loopback address without ``--insecure``."""
+
+
+class Unauthenticated(FstoreError, PermissionError, code="UNAUTHENTICATED"):
+    """No valid token in HELLO (or a request before it) on a server with tokens; the connection is closed."""
+
+
+class PermissionDenied(FstoreError, PermissionError, code="PERMISSION_DENIED"):
+    """The connection's token lacks the scope an operation needs; the message names the scope."""
+
+
+class ServerUnreachable(FstoreError, ConnectionError, code="UNREACHABLE"):
+    """A client could not connect to (or lost) the server; the message names host:port."""
+
+
+class NotAnFstoreServer(FstoreError, ConnectionError, code="NOT_AN_FSTORE_SERVER"):
+    """What a client reached does not speak the fstore protocol (an HTTP server, the metrics port)."""
+
+
+class WrongProject(FstoreError, ConnectionError, code="WRONG_PROJECT"):
+    """The server serves another project than the client's ``project=``; names both and host:port."""
+
+
 #: codes after which the server closes the connection (docs/protocol.md)
 CLOSING_CODES = frozenset({BadFrame.code, FrameTooLarge.code, HandshakeRequired.code, UnsupportedVersion.code,
-                           Overloaded.code, ShuttingDown.code})
+                           Overloaded.code, ShuttingDown.code, Unauthenticated.code})
 
 
 def _codes() -> dict[str, type[FstoreError]]:

@@ -169,22 +169,32 @@ def repo_copy(tmp_path_factory: Any, name: str, server: dict[str, Any] | None = 
 
 
 class Server:
-    """``fstore -r REPO serve`` in its own process group; ``stop`` always kills what is left."""
+    """``fstore -r REPO serve`` in its own process group; ``stop`` always kills what is left.
+
+    ``port``: a given port (a second server on a port in use); ``extra``: more ``serve``
+    arguments; ``client``: the Client arguments (token, ssl) to check that it is ready;
+    ``wait=False``: do not wait for that (a server expected to fail, or to take over)."""
+
+    _count = 0
 
     def __init__(self, repo: Path, *, workers: int | None = None, metrics_port: int | None = None,
-                 log_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
-        self.repo, self.port, self.metrics_port = repo, free_port(), metrics_port
+                 log_dir: Path | None = None, env: dict[str, str] | None = None, port: int | None = None,
+                 extra: list[str] | None = None, client: dict[str, Any] | None = None, wait: bool = True) -> None:
+        self.repo, self.port, self.metrics_port = repo, port or free_port(), metrics_port
         cmd = [FSTORE, "-r", str(repo), "serve", "--host", HOST, "--port", str(self.port)]
         if workers is not None:
             cmd += ["--workers", str(workers)]
         if metrics_port is not None:
             cmd += ["--metrics-port", str(metrics_port)]
-        self.log = (log_dir or repo.parent) / f"server-{self.port}.log"
+        cmd += extra or []
+        Server._count += 1
+        self.log = (log_dir or repo.parent) / f"server-{self.port}-{Server._count}.log"
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
                                      cwd=REPO_ROOT, env={**os.environ, **(env or {})})
         try:
-            wait_until_ready(HOST, self.port, timeout=30)
+            if wait:
+                wait_until_ready(HOST, self.port, timeout=30, **(client or {}))
         except BaseException:
             self.stop()
             raise
@@ -194,6 +204,14 @@ class Server:
             return self.log.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+    def wait_log(self, text: str, timeout: float = 30) -> str:
+        """The log once it holds ``text``; fails after ``timeout`` or if the server exits first."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log.read_text(errors="replace")):
+            assert time.monotonic() < deadline and self.alive(), log[-4000:]
+            time.sleep(0.05)
+        return log
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -91,3 +91,31 @@ def test_bench_server_smoke(tmp_path: Path) -> None:
     for name in ("fstore_server", "redis_server"):
         if name in meta["pinning"]:
             assert _gone(meta["pinning"][name]["pid"]), name
+
+
+@pytest.mark.timeout(240)
+def test_bench_server_auth_compare_smoke(tmp_path: Path) -> None:
+    """``--auth-compare``: plain, token, TLS and both, in one run; every case checked against
+    the plain server's replies, measured, and compared to plain; no server left."""
+    pytest.importorskip("uvloop")
+    if shutil.which("openssl") is None:
+        pytest.fail("--auth-compare needs openssl")
+    out = tmp_path / "auth.json"
+    cmd = [sys.executable, str(SCRIPT), "--auth-compare", "--rows", "2000", "--seconds", "0.3", "--warmup", "0.1",
+           "--connections", "2", "--entities", "1", "--rounds", "1", "--keep", str(tmp_path / "work"),
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=200)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert result["check"]["ok"] is True, result["check"]
+    [row] = result["auth_compare"]
+    assert set(row["cases"]) == {"plain", "token", "tls", "tls+token"}
+    assert set(row["vs_plain"]) == {"token", "tls", "tls+token"}
+    for case in row["cases"].values():
+        assert case["requests_per_s"] > 0 and case["server_cpu_us_per_request"] > 0
+    for ratio in row["vs_plain"].values():
+        assert ratio["throughput_ratio"] > 0 and ratio["server_cpu_ratio"] > 0
+    for log in (tmp_path / "work").glob("fstore-*.log"):
+        assert "Traceback" not in log.read_text(), log
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", leftover.stdout

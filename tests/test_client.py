@@ -29,7 +29,7 @@ from fstore import FeatureStore
 from fstore.client import AsyncClient, Client
 from fstore.errors import EntityRowError
 from fstore.online.response import OnlineResponse
-from fstore.errors import FstoreError
+from fstore.errors import FstoreError, ShuttingDown
 from server_util import CUSTOMERS, DEVICES, DRIVERS, HOST, PUSH_BASE, Server, repo_copy
 
 pytestmark = pytest.mark.timeout(90)  # a server that hangs fails the test, never the run
@@ -413,9 +413,11 @@ def test_push_not_retried_when_the_server_stalls(server: Server, fs: FeatureStor
 
 class FakeServer:
     """A server that greets, then drops the connection on the first GET or PUSH it reads,
-    counting every request by op."""
+    counting every request by op. ``draining``: instead, on the first connection it answers
+    a GET or PUSH with SHUTTING_DOWN (not run) and closes, and on later ones it answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, draining: bool = False) -> None:
+        self.draining, self.connections = draining, 0
         self.sock = socket.socket()
         self.sock.bind((HOST, 0))
         self.sock.listen(16)
@@ -433,6 +435,7 @@ class FakeServer:
             except socket.timeout:
                 continue
             conn.settimeout(5)
+            self.connections += 1
             try:
                 self._serve(conn)
             except OSError:
@@ -456,6 +459,15 @@ class FakeServer:
                 body = msgpack.packb([rid, True, {"version": 1, "server": "fake", "max_frame": 1 << 20,
                                                   "max_rows": 100}])
                 conn.sendall(struct.pack(">I", len(body)) + body)
+            elif op in (2, 3) and self.draining and self.connections > 1:
+                result = {"written": 1, "offline": False} if op == 3 else \
+                    {"names": [], "dtypes": [], "view_of": [], "keys": [], "values": []}
+                body = msgpack.packb([rid, True, result])
+                conn.sendall(struct.pack(">I", len(body)) + body)
+            elif op in (2, 3) and self.draining:
+                body = msgpack.packb([rid, False, {"code": "SHUTTING_DOWN", "message": "not run", "field": None}])
+                conn.sendall(struct.pack(">I", len(body)) + body)
+                return
             elif op in (2, 3):
                 conn.shutdown(socket.SHUT_RDWR)  # the connection dies mid-request
                 return
@@ -500,6 +512,33 @@ def test_push_never_retried_get_retried_when_the_connection_dies(fake: FakeServe
     asyncio.run(asyncio.wait_for(main(), 30))
     assert fake.counts.get(3) == 2  # one each from the two clients
     assert fake.counts.get(2) == 6
+
+
+def test_a_request_a_draining_server_did_not_run_is_sent_again() -> None:
+    """SHUTTING_DOWN means not run: a GET, and a PUSH too (it was not written), goes to a
+    fresh connection, so clients ride through a restart or a takeover."""
+    for op, call in ((3, lambda c: c.push("customer_stats", stats_rows([1], 0))),
+                     (2, lambda c: c.get_online_features(STATS, entity_rows=[]))):
+        srv = FakeServer(draining=True)
+        try:
+            with Client(HOST, srv.port, timeout=5, retries=1) as c:
+                call(c)
+            assert srv.counts[op] == 2 and srv.connections == 2
+        finally:
+            srv.close()
+    srv = FakeServer(draining=True)
+    try:
+        with Client(HOST, srv.port, timeout=5, retries=0) as c:  # no retry left: the refusal is raised
+            with pytest.raises(ShuttingDown):
+                c.push("customer_stats", stats_rows([1], 0))
+
+        async def main() -> None:
+            async with AsyncClient(HOST, srv.port, timeout=5, retries=1) as ac:
+                assert await ac.push("customer_stats", stats_rows([1], 0)) == 1
+        asyncio.run(asyncio.wait_for(main(), 30))
+        assert srv.counts[3] == 2
+    finally:
+        srv.close()
 
 
 # ---- the server's compiled fast path --------------------------------------------------------

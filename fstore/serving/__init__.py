@@ -7,8 +7,9 @@ fstore.online and never the other way round.
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "Client": ".client", "AsyncClient": ".client", "wait_until_ready": ".client", "DEFAULT_PORT": ".client",
-    "Limits": ".server", "ServerState": ".server", "serve": ".supervisor",
+    "Client": ".client", "AsyncClient": ".async_client", "wait_until_ready": ".client", "DEFAULT_PORT": ".client",
+    "client_context": ".tls", "Limits": ".server", "ServerState": ".server", "serve": ".supervisor",
+    "serve_repo": ".supervisor",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

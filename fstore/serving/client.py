@@ -1,4 +1,5 @@
-"""Clients of the feature server: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+"""Clients of the feature server: ``Client`` (blocking, here) and ``AsyncClient`` (asyncio,
+fstore.serving.async_client, also importable from here).
 
 ``get_online_features`` takes the same arguments and returns the same
 ``OnlineResponse`` as ``FeatureStore.get_online_features``, so code moves between
@@ -10,82 +11,88 @@ written twice by the client.
 
 A refused request raises the class the in-process call raises for the same mistake
 (fstore.errors: ``UnknownObject``, ``EntityRowError``, ``BadRequest``...), rebuilt from
-the error code the server sent. This module imports neither pyarrow nor LMDB.
+the error code the server sent. A server that cannot be reached raises
+``ServerUnreachable`` (a ``ConnectionError``) naming host:port; one that is not an fstore
+server ``NotAnFstoreServer``, one of another project than ``project=`` ``WrongProject``
+(fstore.serving.handshake). ``token=`` is sent in HELLO, ``ssl=`` (an ``ssl.SSLContext``)
+wraps each connection in TLS. A request the server refused while draining
+(``SHUTTING_DOWN``: not run) is retried like a broken connection, so a client rides
+through a restart or a takeover. This module imports neither pyarrow nor LMDB.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import select
 import socket
+import ssl as _ssl
 import threading
 import time
 from typing import Any, Sequence
 
-from ..config import SERVER_KEYS
-from ..errors import CLOSING_CODES, BadFrame, FstoreError
-from ..online.entities import entity_columns
-from ..online.entities import entity_rows as as_rows
-from ..online.response import OnlinePlan, OnlineResponse
-from ..repo.resolve import require_one
-from .protocol import GET, HEALTH, HELLO, INFO, PUSH, VERSION, FrameReader, pack, unpack
+from ..errors import CLOSING_CODES, FstoreError, ServerUnreachable
+from .async_client import AsyncClient
+from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns,
+                    _get_args, _response, _retry_after, _tls_failed)
+from .handshake import decode_first, greeting, hello_args, not_fstore, reason
+from .protocol import GET, HEALTH, HELLO, INFO, PUSH, FrameReader, pack, unpack
 
-DEFAULT_PORT: int = SERVER_KEYS["port"][1]
-_MAX_REPLY = 1 << 30
-
-
-def _columns(entity_rows: Any, want_rows: bool = True) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """(columns for the wire, rows for the response) from a list of dicts or a dict of lists.
-
-    Ragged columns raise EntityRowError as in process (not an IndexError); a PUSH
-    (``want_rows=False``) sends them as they are and the server names the problem.
-    """
-    if isinstance(entity_rows, dict):
-        return entity_columns(entity_rows), as_rows(entity_rows) if want_rows else []
-    rows = as_rows(entity_rows)
-    return entity_columns(rows), rows
-
-
-def _get_args(features: Sequence[str] | None, feature_service: str | None, cols: dict[str, list[Any]],
-              full_feature_names: bool, include_metadata: bool) -> dict[str, Any]:
-    require_one(features, feature_service)
-    args: dict[str, Any] = {"entities": cols, "full_names": full_feature_names, "meta": include_metadata}
-    if features is not None:
-        args["features"] = [features] if isinstance(features, str) else list(features)
-    else:
-        args["service"] = feature_service
-    return args
-
-
-def _response(result: dict[str, Any], rows: list[dict[str, Any]]) -> OnlineResponse:
-    n_views = max(result["view_of"], default=-1) + 1
-    plan = OnlinePlan(result["names"], result["dtypes"], result["view_of"], [None] * n_views,  # type: ignore[list-item]
-                      [""] * n_views, result.get("keys", []))
-    status, stamps = result.get("status"), result.get("ts")  # absent: asked without metadata
-    return OnlineResponse(rows, plan, result["values"], None if status is None else bytearray(status),
-                          None if stamps is None else bytearray(stamps))
-
-
-def _check(reply: Any, rid: int) -> Any:
-    if type(reply) is not list or len(reply) != 3:
-        raise BadFrame("the server sent a malformed reply")
-    if reply[1]:
-        return reply[2]
-    raise FstoreError.from_wire(reply[2])
+__all__ = ["DEFAULT_PORT", "AsyncClient", "Client", "wait_until_ready"]
 
 
 class _Conn:
     """One blocking connection: a socket, a frame reader, the next request id."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, host: str, port: int, timeout: float, hello: dict[str, Any],
+                 ssl: _ssl.SSLContext | None = None, project: str | None = None) -> None:
+        self.where = f"{host}:{port}"
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise ServerUnreachable(f"cannot connect to fstore server at {self.where}: {reason(exc)}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl is not None:
+            try:
+                sock = ssl.wrap_socket(sock, server_hostname=host)
+            except _ssl.SSLError as exc:
+                sock.close()
+                raise _tls_failed(self.where, exc) from None
+            except OSError:
+                sock.close()
+                raise
+        self.sock = sock
         self.reader = FrameReader(_MAX_REPLY)
         self.ids = itertools.count(1)
         self.pending: dict[int, Any] = {}
         self.broken = False  # the server said it closes this connection
-        hello = self.request(HELLO, {"version": VERSION, "client": "fstore-py"})
-        self.server = hello
+        try:
+            self.server = self._hello(hello, project)
+        except BaseException:
+            self.close()
+            raise
+
+    def _hello(self, args: dict[str, Any], project: str | None) -> dict[str, Any]:
+        """Send HELLO and check its reply (fstore.serving.handshake)."""
+        rid = self.send(HELLO, args)
+        head = b""
+        while len(head) < 4:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError(_CLOSED_BEFORE_HELLO)
+            head += data
+        bad = not_fstore(head, self.where)
+        if bad is not None:
+            raise bad
+        self.reader.feed(head)
+        while (body := self.reader.next()) is None:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError(_CLOSED_BEFORE_HELLO)
+            self.reader.feed(data)
+        try:
+            return greeting(decode_first(body, self.where), rid, self.where, project)
+        except FstoreError as exc:
+            self.broken = True
+            raise exc from None
 
     def send(self, op: int, args: dict[str, Any]) -> int:
         rid = next(self.ids) % (2**32 - 1) + 1
@@ -134,11 +141,19 @@ class _Conn:
 
 
 class Client:
-    """A blocking client for plain Python inference services. Thread-safe (a pool)."""
+    """A blocking client for plain Python inference services. Thread-safe (a pool).
+
+    ``project``: refuse (WrongProject) a server of another project. ``token``: the secret of
+    one of the server's ``server.auth.tokens``. ``ssl``: an ``ssl.SSLContext`` for a TLS
+    server (``fstore.serving.tls.client_context`` builds one from PEM files).
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, timeout: float = 1.0,
-                 pool_size: int = 4, retries: int = 1) -> None:
+                 pool_size: int = 4, retries: int = 1, project: str | None = None, token: str | None = None,
+                 ssl: _ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.timeout, self.retries = host, port, timeout, retries
+        self.project, self.ssl = project, ssl
+        self._hello = hello_args("fstore-py", token)
         self._pool: list[_Conn] = []
         self._lock = threading.Lock()
         self._pool_size = pool_size
@@ -152,7 +167,7 @@ class Client:
             if conn.usable():
                 return conn
             conn.close()
-        return _Conn(self.host, self.port, self.timeout)
+        return _Conn(self.host, self.port, self.timeout, self._hello, self.ssl, self.project)
 
     def _give(self, conn: _Conn) -> None:
         if conn.broken:
@@ -165,19 +180,24 @@ class Client:
         conn.close()
 
     def _call(self, op: int, args: dict[str, Any], retry: bool) -> Any:
-        attempts = 1 + (self.retries if retry else 0)
+        attempts = 1 + self.retries  # a broken connection: only when ``retry``
         for attempt in range(attempts):
-            conn = self._take()
+            conn = None
             try:
+                conn = self._take()
                 result = conn.request(op, args)
-            except (ConnectionError, OSError) as exc:
-                conn.close()
-                if attempt + 1 == attempts:
-                    raise ConnectionError(f"fstore server {self.host}:{self.port}: {exc}") from exc
-                continue
-            except FstoreError:
-                self._give(conn)
+            except FstoreError as exc:  # (before OSError: ServerUnreachable and PermissionDenied are ones)
+                if conn is not None:
+                    self._give(conn)
+                if _retry_after(exc, attempt, attempts):
+                    continue
                 raise
+            except (ConnectionError, OSError) as exc:
+                if conn is not None:
+                    conn.close()
+                if attempt + 1 == attempts or not retry:
+                    raise ServerUnreachable(f"fstore server at {self.host}:{self.port}: {reason(exc)}") from exc
+                continue
             self._give(conn)
             return result
         raise AssertionError("unreachable")
@@ -237,158 +257,14 @@ class Client:
         self.close()
 
 
-class _AsyncConn(asyncio.Protocol):
-    """One asyncio connection: many requests in flight, futures matched by id."""
-
-    def __init__(self) -> None:
-        self.reader = FrameReader(_MAX_REPLY)
-        self.waiters: dict[int, asyncio.Future] = {}
-        self.ids = itertools.count(1)
-        self.transport: asyncio.Transport | None = None
-        self.lost: Exception | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.loop = asyncio.get_running_loop()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while True:
-            body = self.reader.next()
-            if body is None:
-                return
-            reply = unpack(body)
-            rid = reply[0] if type(reply) is list and reply else 0
-            if rid == 0:  # the server could not tie an error to a request: fail them all
-                self._fail_all(FstoreError.from_wire(reply[2]))
-                continue
-            fut = self.waiters.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionError("the server closed the connection")
-        self._fail_all(ConnectionError(str(self.lost)))
-
-    def _fail_all(self, exc: Exception) -> None:
-        for fut in self.waiters.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self.waiters.clear()
-
-    async def request(self, op: int, args: dict[str, Any], timeout: float) -> Any:
-        if self.lost is not None or self.transport is None or self.transport.is_closing():
-            raise ConnectionError("connection lost")
-        rid = next(self.ids) % (2**32 - 1) + 1
-        loop = self.loop or asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.waiters[rid] = fut
-        self.transport.write(pack([op, rid, args]))
-        # a timer on the future rather than asyncio.wait_for, which wraps every request in
-        # a task of its own: that was a third of the client's CPU per request
-        timer = loop.call_later(timeout, _expire, fut, timeout)
-        try:
-            reply = await fut
-        finally:
-            timer.cancel()
-            self.waiters.pop(rid, None)
-        return _check(reply, rid)
-
-
-def _expire(fut: asyncio.Future, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError(f"no reply within {timeout} s"))
-
-
-class AsyncClient:
-    """An asyncio client: a pool of pipelined connections, used round-robin."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, timeout: float = 1.0,
-                 pool_size: int = 1, retries: int = 1) -> None:
-        self.host, self.port, self.timeout, self.retries = host, port, timeout, retries
-        self._size = pool_size
-        self._conns: list[_AsyncConn | None] = [None] * pool_size
-        self._next = itertools.count()
-        self._lock: asyncio.Lock | None = None
-
-    async def _conn(self, slot: int) -> _AsyncConn:
-        conn = self._conns[slot]
-        if conn is not None and conn.lost is None:
-            return conn
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            conn = self._conns[slot]
-            if conn is None or conn.lost is not None:
-                loop = asyncio.get_running_loop()
-                _, conn = await asyncio.wait_for(
-                    loop.create_connection(_AsyncConn, self.host, self.port), self.timeout)
-                try:
-                    await conn.request(HELLO, {"version": VERSION, "client": "fstore-py-async"}, self.timeout)
-                except BaseException:
-                    if conn.transport is not None:  # never keep (or leak) a connection that failed its handshake
-                        conn.transport.close()
-                    raise
-                self._conns[slot] = conn
-        return conn
-
-    async def _call(self, op: int, args: dict[str, Any], retry: bool) -> Any:
-        attempts = 1 + (self.retries if retry else 0)
-        for attempt in range(attempts):
-            slot = next(self._next) % self._size
-            try:
-                conn = self._conns[slot]
-                if conn is None or conn.lost is not None:  # (a coroutine less per request otherwise)
-                    conn = await self._conn(slot)
-                return await conn.request(op, args, self.timeout)
-            except (ConnectionError, OSError) as exc:
-                self._conns[slot] = None
-                if attempt + 1 == attempts:
-                    raise ConnectionError(f"fstore server {self.host}:{self.port}: {exc}") from exc
-        raise AssertionError("unreachable")
-
-    async def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
-                                  feature_service: str | None = None, full_feature_names: bool = False,
-                                  include_metadata: bool = True) -> OnlineResponse:
-        """As FeatureStore.get_online_features, over the network."""
-        cols, rows = _columns(entity_rows)
-        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata)
-        return _response(await self._call(GET, args, retry=True), rows)
-
-    async def push(self, view: str, rows: Any, *, offline: bool = False) -> int:
-        cols, _ = _columns(rows, want_rows=False)
-        return (await self._call(PUSH, {"view": view, "rows": cols, "offline": offline}, retry=False))["written"]
-
-    async def health(self) -> dict[str, Any]:
-        return await self._call(HEALTH, {}, retry=True)
-
-    async def info(self) -> dict[str, Any]:
-        return await self._call(INFO, {}, retry=True)
-
-    async def close(self) -> None:
-        for conn in self._conns:
-            if conn is not None and conn.transport is not None:
-                conn.transport.close()
-        self._conns = [None] * self._size
-
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-def wait_until_ready(host: str, port: int, timeout: float = 20.0) -> dict[str, Any]:
-    """Poll HEALTH until the server is ready (for scripts and tests); raises TimeoutError."""
+def wait_until_ready(host: str, port: int, timeout: float = 20.0, **client: Any) -> dict[str, Any]:
+    """Poll HEALTH until the server is ready (for scripts and tests); raises TimeoutError.
+    ``client``: Client's ``token``, ``ssl``, ``project``."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with Client(host, port, timeout=1.0, retries=0) as c:
+            with Client(host, port, timeout=1.0, retries=0, **client) as c:
                 h = c.health()
                 if h.get("ready"):
                     return h

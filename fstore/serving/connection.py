@@ -13,6 +13,11 @@ client sends can stop the server.
 
 Every GET answered, on either path, is handed to the served-read hook
 (fstore.monitoring.events) after its reply is written, when a listener is subscribed.
+
+On a server with tokens (fstore.serving.auth), HELLO must carry a valid one (else
+UNAUTHENTICATED, and the connection is closed); its scopes are checked per request
+(PERMISSION_DENIED names the scope lacking), and the compiled GET path is open only to a
+connection whose token may read.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from .._ext._serve import get_reply
 from .._ext._wire import read_packed
 from .._version import __version__
 from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, HandshakeRequired, Overloaded,
-                      ProtocolError, ShuttingDown, TooManyRows, UnknownOp, UnsupportedVersion, as_fstore_error)
+                      PermissionDenied, ProtocolError, ShuttingDown, TooManyRows, Unauthenticated, UnknownOp,
+                      UnsupportedVersion, as_fstore_error)
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
 from ..online.plan import explain_bad_rows
 from ..times import now_us
@@ -37,6 +43,7 @@ from .protocol import GET, HELLO, OPS, VERSION, FrameReader
 from .pushes import QueuedPush
 
 if TYPE_CHECKING:
+    from .auth import Token
     from .server import PreparedGet, ServerState
 
 Handler = Callable[["Connection", int, dict[str, Any], float], "bytes | None"]
@@ -50,6 +57,8 @@ class Connection(asyncio.Protocol):
         self.reader = FrameReader(state.limits.max_frame)
         self.transport: asyncio.Transport | None = None
         self.greeted = False
+        self.token: "Token | None" = None  # the token HELLO showed (servers with tokens)
+        self.fast: Any = None              # the compiled GET path, once HELLO allowed this connection to read
         self.closing = False
         self.last_seen = time.monotonic()
         self.paused = False      # reading paused: the client does not read its replies
@@ -93,26 +102,33 @@ class Connection(asyncio.Protocol):
             return
         self.last_seen = time.monotonic()
         self.reader.feed(data)
-        # a greeted connection not draining: a GET of a known shape takes the compiled path
-        fast = self.state.fast if self.greeted and not self.caught_up else None
-        while not self.closing:
-            try:
-                body = self.reader.next()
-            except ProtocolError as exc:
-                self._fatal(0, exc)
-                return
-            if body is None:
-                return
-            if fast is not None:
-                start = time.perf_counter() if hook.active else 0.0
-                reply = fast.answer(body)
-                if reply is not None:
-                    self.transport.write(reply)  # type: ignore[union-attr]
-                    if hook.active:
-                        self._emit(SERVER_FAST, fast.rid, fast.args, fast.last, fast.values, fast.status,
-                                   fast.stamps, start)
-                    continue
-            self._handle(body)
+        # a greeted connection that may read, not draining: a GET of a known shape takes the compiled path
+        fast = self.fast if not self.caught_up else None
+        n = 0
+        try:
+            while not self.closing:
+                try:
+                    body = self.reader.next()
+                except ProtocolError as exc:
+                    self._fatal(0, exc)
+                    return
+                if body is None:
+                    return
+                n += 1
+                if fast is not None:
+                    start = time.perf_counter() if hook.active else 0.0
+                    reply = fast.answer(body)
+                    if reply is not None:
+                        self.transport.write(reply)  # type: ignore[union-attr]
+                        if hook.active:
+                            self._emit(SERVER_FAST, fast.rid, fast.args, fast.last, fast.values, fast.status,
+                                       fast.stamps, start)
+                        continue
+                self._handle(body)
+                fast = self.fast if not self.caught_up else None  # a HELLO may have just opened or closed it
+        finally:
+            if self.state.draining:  # for the log of the drain
+                self.state.drained += n
 
     # ---- requests ---------------------------------------------------------------------
 
@@ -130,10 +146,15 @@ class Connection(asyncio.Protocol):
             return
         op, rid, args = msg
         if self.caught_up:  # sent after SIGTERM: not run, so the client may safely send it elsewhere
+            st.refused += 1
             self._reply_error(rid, ShuttingDown("the server is shutting down; request not run"))
             return
         if not self.greeted and op != HELLO:
-            self._fatal(rid, HandshakeRequired("the first request must be HELLO"))
+            if st.tokens is not None:
+                self._fatal(rid, Unauthenticated("this server needs a token: the first request must be HELLO "
+                                                 "with a valid token"))
+            else:
+                self._fatal(rid, HandshakeRequired("the first request must be HELLO"))
             return
         if type(args) is not dict:
             self._reply_error(rid, BadRequest("args must be a map", "args"))
@@ -143,6 +164,8 @@ class Connection(asyncio.Protocol):
         try:
             if handler is None:
                 raise UnknownOp(f"unknown op {op}", "op")
+            if self.token is not None and (lacking := self.token.lacks(op)) is not None:
+                raise PermissionDenied(f"token {self.token.name!r} lacks scope {lacking!r}")
             reply = handler(self, rid, args, start)
         except Exception as exc:  # noqa: BLE001 - a bug answers one request, never kills the server
             self._reply_error(rid, as_fstore_error(exc))
@@ -172,10 +195,19 @@ class Connection(asyncio.Protocol):
         if args.get("version") != VERSION:
             self._fatal(rid, UnsupportedVersion(f"this server speaks version {VERSION}", "version"))
             return None
+        st = self.state
+        if st.tokens is not None:  # checked once per connection
+            self.token = st.tokens.check(args.get("token"))
+            if self.token is None:
+                self.greeted, self.fast = False, None
+                self._fatal(rid, Unauthenticated("this server needs a valid token in HELLO" if args.get("token")
+                                                 is None else "the token is not valid"))
+                return None
         self.greeted = True
-        lim = self.state.limits
-        return self.state.pack([rid, True, {"version": VERSION, "server": f"fstore/{__version__}",
-                                            "max_frame": lim.max_frame, "max_rows": lim.max_rows}])
+        self.fast = st.fast if self.token is None or self.token.lacks(GET) is None else None
+        lim = st.limits
+        return st.pack([rid, True, {"version": VERSION, "server": f"fstore/{__version__}", "project": st.project,
+                                    "max_frame": lim.max_frame, "max_rows": lim.max_rows}])
 
     def op_get(self, rid: int, args: dict[str, Any], start: float) -> bytes:
         st = self.state

@@ -13,7 +13,6 @@ import functools
 import gc
 import signal
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,9 +31,12 @@ from ..repo.names import view_name
 from ..repo.registry import Registry
 from ..repo.resolve import require_one
 from ..times import now_us
+from .auth import Tokens
 from .connection import Connection, unread
+from .log import log
 from .protocol import frame
 from .pushes import PushQueue
+from .tls import TlsFiles
 
 DRAIN_SECONDS = 10.0  # at most this long after SIGTERM for clients to read their replies
 GAUGE_SECONDS = 1.0   # the inflight and data age gauges are refreshed this often (never per GET)
@@ -84,6 +86,8 @@ class ServerState:
 
     def __init__(self, repo: str, limits: Limits, metrics: Any = None) -> None:
         config = RepoConfig.load(repo)
+        self.project = config.project   # said in HELLO, so a client can refuse another project's server
+        self.tokens = Tokens.load(config)  # None: no token needed
         self.listeners = [hook.subscribe(load_listener(spec)) for spec in config.server["listeners"]]
         self.online = OnlineService(Registry(config), OnlineStore(config))
         self.offline = OfflineStore(config)  # PUSHes with offline=true append here
@@ -91,6 +95,8 @@ class ServerState:
         self.metrics = metrics
         self.connections: set[Connection] = set()
         self.draining = False
+        self.drained = 0   # requests read after the stop signal (answered), and of them refused (not run)
+        self.refused = 0
         self.inflight = 0  # requests received, not answered: PUSHes queued or being written, and the one handled
         self.pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-push")
         self.pushes = PushQueue(self)
@@ -171,17 +177,8 @@ async def _refresh_gauges(state: ServerState) -> None:
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the server; said once per cause
             if str(exc) != last_error:
                 last_error = str(exc)
-                print(f"fstore: cannot refresh the data age metric: {type(exc).__name__}: {exc}", file=sys.stderr)
+                log.error("cannot refresh the data age metric: %s: %s", type(exc).__name__, exc)
         await asyncio.sleep(GAUGE_SECONDS)
-def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 def _remap_on_loop(loop: asyncio.AbstractEventLoop, env: Any, size: int) -> None:
@@ -198,9 +195,10 @@ def _remap_on_loop(loop: asyncio.AbstractEventLoop, env: Any, size: int) -> None
 
 
 async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: Any = None,
-                       ready: Any = None) -> None:
-    """Serve on a bound socket until SIGTERM/SIGINT, then drain: stop accepting, answer
-    every request received before the signal (see Connection.drain_step), close.
+                       ready: Any = None, tls: TlsFiles | None = None) -> None:
+    """Serve on a listening socket (the supervisor's, shared by its workers) until
+    SIGTERM/SIGINT, then drain: stop accepting, answer every request received before the
+    signal (see Connection.drain_step), close.
 
     The drain used to close every connection once no PUSH was running: requests still
     in the socket buffers lost their replies, and clients that kept pushing held the
@@ -209,7 +207,9 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
     state = ServerState(repo, limits, metrics)
     online = state.online.store  # open LMDB in this process (never across fork)
     online.resize_via = functools.partial(_remap_on_loop, loop, online.env)
-    server = await loop.create_server(lambda: Connection(state), sock=sock)
+    sock.setblocking(False)
+    server = await loop.create_server(lambda: Connection(state), sock=sock,
+                                      ssl=tls.server_context() if tls is not None else None)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -225,22 +225,28 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
     for timer in timers:
         timer.cancel()
     server.close()
-    deadline = time.monotonic() + DRAIN_SECONDS
+    started = time.monotonic()
+    deadline = started + DRAIN_SECONDS
     while state.connections and time.monotonic() < deadline:
         for conn in list(state.connections):
             if conn.drain_step() and conn.transport is not None:
                 conn.closing = True
                 conn.transport.close()
         await asyncio.sleep(0.01)
+    cut = 0
     for conn in list(state.connections):  # past the deadline: slow readers lose what is left
         if conn.transport is not None:
             conn.closing = True
             conn.transport.abort()
+            cut += 1
     while state.connections and time.monotonic() < deadline + 1:
         await asyncio.sleep(0.01)  # let connection_lost run
     await server.wait_closed()
     await state.pushes.wait_idle(deadline + 30)  # PUSHes of closed connections are still written
     state.close()
+    log.info("drained in %.2f s: %d requests read after the stop signal answered (%d of them refused, not run)%s",
+             time.monotonic() - started, state.drained, state.refused,
+             f"; {cut} slow connection(s) cut at the {DRAIN_SECONDS:g} s deadline" if cut else "")
 
 
 async def _reap_idle(state: ServerState) -> None:
