@@ -8,12 +8,13 @@ materialization, pushes and reads).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import suppress
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 
 from .config import RepoConfig
-from .errors import InvalidArgument, UnknownObject
+from .errors import FstoreError, InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, dataset_writer, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, ingest_views, make_engine
 from .offline.store import IngestResult, OfflineStore
@@ -58,19 +59,20 @@ class FeatureStore:
         self.readiness()
         return applied
 
-    def readiness(self, publish: bool = True) -> Readiness:
+    def readiness(self, publish: bool = True, *, offline: Iterable[str] = (), online: Iterable[str] = ()) -> Readiness:
         """Which applied view versions have offline and online data: what unpinned references
-        read (fstore.repo.readiness). A version that had data stays ready. With ``publish``,
-        the document servers read is brought up to date (written only when it changed);
-        every command that writes data calls this."""
-        doc = self.registry.load()
+        read (fstore.repo.readiness). A version that had data stays ready. ``offline`` and
+        ``online`` name versions a write just gave rows. With ``publish``, the document
+        servers read is brought up to date (written only when it changed); every command
+        that writes data calls this."""
         known = self.registry.readiness()
+        doc = self.registry.load()
         if doc is None:
             return known
         path = self.config.online_path
-        online = self.online if path is not None and path.exists() else None  # a plan creates no store
-        found = find_readiness(doc["feature_views"].values(), self.offline, online)
-        ready = Readiness(known.offline | found.offline, known.online | found.online)
+        store = self.online if path is not None and path.exists() else None  # a plan creates no store
+        found = find_readiness(doc["feature_views"].values(), self.offline, store, known)
+        ready = Readiness(known.offline | found.offline | set(offline), known.online | found.online | set(online))
         if publish and ready != known:
             self.registry.save_readiness(ready)
         return ready
@@ -99,9 +101,13 @@ class FeatureStore:
         counted in the results (``null_key_rows``)."""
         sources = self.registry.require()["sources"]
         try:
-            return ingest_views(self.engine, [(r, sources[r["source"]]) for r in self._views(views)], progress)
-        finally:
-            self.readiness()
+            results = ingest_views(self.engine, [(r, sources[r["source"]]) for r in self._views(views)], progress)
+        except FstoreError:
+            with suppress(FstoreError):  # views ingested before the error are ready; the error is the news
+                self.readiness()
+            raise
+        self.readiness()
+        return results
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
@@ -206,11 +212,10 @@ class FeatureStore:
             raise InvalidArgument(f"start {start} is after end {end}")
         if not allow_future:
             check_end(end, end_us, self.config.materialize["clock_skew_us"])
-        try:
-            return materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
-                               progress=progress)
-        finally:
-            self.readiness()
+        results = materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
+                              progress=progress)
+        self.readiness(online=[r.view for r in results if r.rows_written])
+        return results
 
     def materialize_incremental(self, end: Any = "now", views: Sequence[str] | None = None,
                                 progress: Reporter | None = None, *, allow_future: bool = False) -> list[WriteResult]:
@@ -221,11 +226,10 @@ class FeatureStore:
         end_us = to_us(end, what="end")
         if not allow_future:
             check_end(end, end_us, self.config.materialize["clock_skew_us"])
-        try:
-            return materialize(self.offline, self.online, self.online_views(views), None, end_us,
-                               incremental=True, progress=progress)
-        finally:
-            self.readiness()
+        results = materialize(self.offline, self.online, self.online_views(views), None, end_us,
+                              incremental=True, progress=progress)
+        self.readiness(online=[r.view for r in results if r.rows_written])
+        return results
 
     def view_status(self, name: str) -> dict[str, Any]:
         """A view version's state: watermark, last materialization, online rows, last ingest,
@@ -242,10 +246,9 @@ class FeatureStore:
         """Bulk-load Parquet/CSV rows straight into the online store (one transaction)."""
         record = self.get_feature_view(view)
         source = self.registry.require()["sources"][record["source"]]
-        try:
-            return bulk_load(self.online, self.config.root, record, source, files, progress)
-        finally:
-            self.readiness()
+        result = bulk_load(self.online, self.config.root, record, source, files, progress)
+        self.readiness(online=[result.view] if result.rows_written else [])
+        return result
 
     def gc(self, views: Sequence[str] | None = None, now: Any = None) -> dict[str, int]:
         """Delete online rows older than their view's ttl; returns rows deleted per view."""
@@ -258,9 +261,10 @@ class FeatureStore:
         returns the rows written. Refused with the same errors as a remote push."""
         [outcome], _ = push_group(self.registry.snapshot, self.online, self.offline,
                                   [{"view": view, "rows": entity_columns(rows), "offline": offline}])
-        self.readiness()
         if isinstance(outcome, Exception):
             raise outcome
+        if outcome["written"]:
+            self.readiness(online=[outcome["view"]], offline=[outcome["view"]] if offline else [])
         return outcome["written"]
 
     def push_files(self, view: str, files: Sequence[str | Path], *, offline: bool = False,
@@ -270,7 +274,10 @@ class FeatureStore:
         them to the offline store first. Nothing is written if any row is bad (BadRows)."""
         record = self.get_feature_view(view)
         source = self.registry.require()["sources"][record["source"]]
-        return push_files(self.online, self.offline, self.config.root, record, source, files, offline, progress)
+        result = push_files(self.online, self.offline, self.config.root, record, source, files, offline, progress)
+        if result.rows_written:
+            self.readiness(online=[result.view], offline=[result.view] if offline else [])
+        return result
 
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,
