@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from ..errors import (CLOSING_CODES, BadFrame, FstoreError, ProtocolError, ServerUnreachable, ShuttingDown, Timeout,
                       Unavailable)
 from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _check,
-                    _columns, _get_args, _response, _tls_failed, check_fallback, join, located, lost, pool_limit,
+                    _columns, _get_args, _response, _tls_failed, CLIENTS, check_fallback, join, located, lost, pool_limit,
                     report, split, timed_out)
 from .fallback import Defaults
 from .handshake import greeting, not_fstore, reason
@@ -312,7 +312,7 @@ class AsyncClient:
     async def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                                   feature_service: str | None = None, full_feature_names: bool = False,
                                   include_metadata: bool = True, request_id: str | None = None,
-                                  fallback: str | None = None) -> OnlineResponse:
+                                  fallback: Any = CLIENTS) -> OnlineResponse:
         """As FeatureStore.get_online_features, over the network (see Client.get_online_features)."""
         cols, rows = _columns(entity_rows)
         args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id)
@@ -328,7 +328,7 @@ class AsyncClient:
         try:
             return _response(await self._reported("get", n, work, True), rows, request_id)
         except Unavailable:
-            mode = self._s.fallback if fallback is None else fallback
+            mode = self._s.fallback if fallback is CLIENTS else fallback
             check_fallback(mode)
             if mode != "defaults" or self._defaults is None:
                 raise

@@ -23,6 +23,7 @@ DEFAULT_PORT: int = SERVER_KEYS["port"][1]
 _MAX_REPLY = 1 << 30
 _CLOSED_BEFORE_HELLO = "closed the connection before answering HELLO (does it need TLS, or a client certificate?)"
 FALLBACKS = (None, "defaults")
+CLIENTS: Any = type("ClientsFallback", (), {"__repr__": lambda self: "<the client's fallback>"})()  # per-call default
 log = logging.getLogger("fstore.client")
 
 #: on_request(op, rows, seconds, outcome): op "get"/"push"/"health"/"info", outcome "ok" or an error code

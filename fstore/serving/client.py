@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from ..errors import FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
 from .async_client import AsyncClient
 from .calls import (DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _columns, _get_args, _response,
-                    check_fallback, join, located, lost, pool_limit, report, split, timed_out)
+                    CLIENTS, check_fallback, join, located, lost, pool_limit, report, split, timed_out)
 from .conn import Conn
 from .fallback import Defaults
 from .protocol import GET, HEALTH, INFO, PUSH
@@ -180,10 +180,11 @@ class Client:
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,
                             include_metadata: bool = True, request_id: str | None = None,
-                            fallback: str | None = None) -> OnlineResponse:
+                            fallback: Any = CLIENTS) -> OnlineResponse:
         """As FeatureStore.get_online_features, over the network. ``request_id``: your id for
         the request, sent to the server (its served-read listeners and feature log see it)
-        and echoed as ``response.request_id``. ``fallback``: overrides the client's."""
+        and echoed as ``response.request_id``. ``fallback``: this call's, instead of the
+        client's (None: raise)."""
         cols, rows = _columns(entity_rows)
         args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id)
 
@@ -195,7 +196,7 @@ class Client:
         try:
             return _response(self._reported("get", len(rows), work, True), rows, request_id)
         except Unavailable:
-            mode = self._s.fallback if fallback is None else fallback
+            mode = self._s.fallback if fallback is CLIENTS else fallback
             check_fallback(mode)
             if mode != "defaults" or self._defaults is None:
                 raise
