@@ -59,6 +59,8 @@ def entity_columns(given: Any) -> dict[str, list[Any]]:
     """A dict of columns for the wire, from a dict of columns, a DataFrame or a list of dicts;
     a key a row lacks is None in that row (every key any row has is a column). NumPy values
     become Python ones."""
+    if type(given) is list and len(given) == 1 and type(given[0]) is dict:  # the common 1-row GET
+        return {k: [v] if type(v) in _PLAIN else _plain([v]) for k, v in given[0].items()}
     if is_frame(given):
         return _frame_columns(given)
     if isinstance(given, dict):

@@ -71,6 +71,8 @@ def _columns(entity_rows: Any, want_rows: bool = True) -> tuple[dict[str, list[A
     Ragged columns raise EntityRowError as in process (not an IndexError); a PUSH
     (``want_rows=False``) sends them as they are and the server names the problem.
     """
+    if type(entity_rows) is list:
+        return entity_columns(entity_rows), entity_rows
     if isinstance(entity_rows, dict) or is_frame(entity_rows):
         return entity_columns(entity_rows), as_rows(entity_rows) if want_rows else []
     rows = as_rows(entity_rows)
@@ -124,10 +126,25 @@ class RemoteResponse(OnlineResponse):
     __slots__ = ("request_id",)
 
 
+_last_plan: list[OnlinePlan] = []  # the plan of the last reply: most replies have the same shape
+
+
+def _plan(result: dict[str, Any]) -> OnlinePlan:
+    """The reply's plan, reused when it equals the last one (comparing three short lists
+    costs less than building a plan)."""
+    names, dtypes, view_of, keys = result["names"], result["dtypes"], result["view_of"], result.get("keys", [])
+    if _last_plan:
+        last = _last_plan[0]
+        if last.names == names and last.view_of == view_of and last.dtypes == dtypes and last.key_columns == keys:
+            return last
+    n_views = max(view_of, default=-1) + 1
+    plan = OnlinePlan(names, dtypes, view_of, [None] * n_views, [""] * n_views, keys)  # type: ignore[list-item]
+    _last_plan[:] = [plan]
+    return plan
+
+
 def _response(result: dict[str, Any], rows: list[dict[str, Any]], request_id: str | None = None) -> RemoteResponse:
-    n_views = max(result["view_of"], default=-1) + 1
-    plan = OnlinePlan(result["names"], result["dtypes"], result["view_of"], [None] * n_views,  # type: ignore[list-item]
-                      [""] * n_views, result.get("keys", []))
+    plan = _plan(result)
     status, stamps = result.get("status"), result.get("ts")  # absent: asked without metadata
     resp = RemoteResponse(rows, plan, result["values"], None if status is None else bytearray(status),
                           None if stamps is None else bytearray(stamps))
