@@ -176,3 +176,30 @@ def test_client_name_is_sent_in_hello(server: Server) -> None:
     with Client(HOST, server.port, timeout=10, client_name="fraud-scorer") as c:
         c.health()
         assert c._s.hello["client"].startswith("fraud-scorer")
+
+
+def test_opentelemetry_example_records_a_span_per_call(server: Server) -> None:
+    """examples/otel_client.py's hook with the SDK's in-memory exporter: one span per call,
+    the error code on a failed one."""
+    import importlib.util
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "otel_client.py"
+    spec = importlib.util.spec_from_file_location("otel_client", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    hook = module.otel_hook(HOST, server.port, tracer=provider.get_tracer("test"))
+    with Client(HOST, server.port, timeout=10, on_request=hook) as c:
+        c.get_online_features(STATS, entity_rows=[{"customer_id": 1}, {"customer_id": 2}])
+        with pytest.raises(UnknownObject):
+            c.get_online_features(feature_service="nope", entity_rows=[{"customer_id": 1}])
+    spans = exporter.get_finished_spans()
+    assert [(s.name, s.attributes["fstore.rows"], s.attributes["fstore.outcome"]) for s in spans] == \
+        [("fstore.get", 2, "ok"), ("fstore.get", 1, "UNKNOWN_OBJECT")]
+    assert spans[1].status.status_code.name == "ERROR" and spans[0].end_time >= spans[0].start_time
