@@ -227,8 +227,18 @@ class UnknownOp(ProtocolError, code="UNKNOWN_OP"):
     """An op code the server does not know; the connection goes on."""
 
 
-class Unavailable(FstoreError, RuntimeError, code="UNAVAILABLE"):
-    """The server cannot take the request now; another server (or a later try) can."""
+class Unavailable(FstoreError, ConnectionError, code="UNAVAILABLE"):
+    """The server cannot take the request now; another server (or a later try) can.
+
+    Raised by the clients for every way a server can fail to answer (refused, reset, closed,
+    TLS failure, draining, at its limit), never a bare socket error; ``host`` and ``port``
+    name the server (None when it is not known, e.g. rebuilt from a code alone)."""
+    host: str | None = None
+    port: int | None = None
+
+    def __init__(self, message: str = "", host: str | None = None, port: int | None = None) -> None:
+        super().__init__(message)
+        self.host, self.port = host, port
 
 
 class Overloaded(Unavailable, code="OVERLOADED"):
@@ -271,8 +281,13 @@ class PermissionDenied(FstoreError, PermissionError, code="PERMISSION_DENIED"):
     """The connection's token lacks the scope an operation needs; the message names the scope."""
 
 
-class ServerUnreachable(FstoreError, ConnectionError, code="UNREACHABLE"):
+class ServerUnreachable(Unavailable, code="UNREACHABLE"):
     """A client could not connect to (or lost) the server; the message names host:port."""
+
+
+class Timeout(Unavailable, TimeoutError, code="TIMEOUT"):
+    """A client call's deadline (``timeout``) passed before its reply came: connecting, the
+    handshake, waiting for a free connection, the reply and any retries all count."""
 
 
 class NotAnFstoreServer(FstoreError, ConnectionError, code="NOT_AN_FSTORE_SERVER"):

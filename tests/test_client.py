@@ -389,7 +389,7 @@ def test_push_not_retried_when_the_server_stalls(server: Server, fs: FeatureStor
     t = dt.datetime.now(UTC) - dt.timedelta(minutes=3)
     before = offline_rows(fs)
     with Client(HOST, server.port, timeout=1.0, retries=3) as c:
-        first, second = c._take(), c._take()  # two greeted connections in the pool: a resend
+        first, second = c._take(time.monotonic() + 5), c._take(time.monotonic() + 5)  # two greeted connections in the pool: a resend
         c._give(first)                         # would go out at once on the other one and be
         c._give(second)                        # applied when the server resumes
         os.kill(server.proc.pid, signal.SIGSTOP)

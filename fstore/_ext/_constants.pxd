@@ -8,6 +8,7 @@ cpdef enum Status:
     NOT_FOUND = 1     # no usable row and no default
     EXPIRED = 2       # the row is older than the view's ttl, no default
     DEFAULTED = 3     # no usable row: the feature's declared default
+    UNAVAILABLE = 4   # a client's fallback: the server could not be reached, the declared default (or None)
 
 # The dtype of a stored column; the name after K_ is the dtype's name in definitions.
 cpdef enum Kind:

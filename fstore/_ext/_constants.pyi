@@ -9,6 +9,7 @@ class Status(enum.IntEnum):
     NOT_FOUND: int
     EXPIRED: int
     DEFAULTED: int
+    UNAVAILABLE: int
 
 class Kind(enum.IntEnum):
     """The dtype of a stored column: the name after ``K_`` is the dtype's name."""

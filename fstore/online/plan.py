@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from .._ext._online import ViewReader
 from ..errors import EntityRowError
 from ..repo.names import view_name
+from ..repo.readiness import live_version
 from ..repo.resolve import resolve
 from .codec import feature_kinds, key_kinds
 from .response import OnlinePlan
@@ -59,6 +60,17 @@ def _python_default(feature: dict[str, Any]) -> Any:
     if feature["dtype"] == "bytes" and isinstance(d, str):
         return d.encode()
     return d
+
+
+def declared(snap: Any) -> dict[str, Any]:
+    """What INFO says of the served features (docs/protocol.md, INFO), from which a client
+    answers ``fallback="defaults"``: each versioned view's features with dtype and declared
+    default (as a GET returns it), and the version each view name reads."""
+    views = snap.views
+    return {"features": {view_name(v): {f["name"]: {"dtype": f["dtype"], "default": _python_default(f)}
+                                        for f in v["features"]} for v in views.values()},
+            "live": {name: view_name(live_version(name, views, snap.ready.online))  # type: ignore[arg-type]
+                     for name in dict.fromkeys(v["name"] for v in views.values())}}
 
 
 def explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:

@@ -1,6 +1,6 @@
 """The asyncio client of the feature server (``AsyncClient``): a pool of pipelined
-connections, the same calls and errors as the blocking ``Client`` (fstore.serving.client).
-Imports neither pyarrow nor LMDB.
+connections, the same calls, deadlines and errors as the blocking ``Client``
+(fstore.serving.client, whose docstring states them). Imports neither pyarrow nor LMDB.
 """
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ import asyncio
 import itertools
 import socket
 import ssl as _ssl
+import time
 from typing import Any, Sequence
 
-from ..errors import BadFrame, FstoreError, ProtocolError, ServerUnreachable
-from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns,
-                    _get_args, _response, _retry_after, _tls_failed)
-from .handshake import greeting, hello_args, not_fstore, reason
+from ..errors import (CLOSING_CODES, BadFrame, FstoreError, ProtocolError, ServerUnreachable, ShuttingDown, Timeout,
+                      Unavailable)
+from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _check,
+                    _columns, _get_args, _response, _tls_failed, CLIENTS, check_fallback, join, located, lost, pool_limit,
+                    report, split, timed_out)
+from .fallback import Defaults
+from .handshake import greeting, not_fstore, reason
 from .protocol import GET, HEALTH, HELLO, INFO, PUSH, FrameReader, pack, unpack
+
+
+_NEVER = float("inf")
 
 
 class _AsyncConn(asyncio.Protocol):
@@ -29,6 +36,10 @@ class _AsyncConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.max_rows: int | None = None  # from HELLO
+        self.deadlines: dict[int, float] = {}  # request id -> its deadline (the loop's clock)
+        self.watch: asyncio.TimerHandle | None = None
+        self.watch_at = _NEVER
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,7 +73,7 @@ class _AsyncConn(asyncio.Protocol):
                 return
             rid = reply[0] if type(reply) is list and reply else 0
             if rid == 0:  # the server could not tie an error to a request: fail them all
-                self._fail_all(FstoreError.from_wire(reply[2]))
+                self._fail_all(FstoreError.from_wire(reply[2] if type(reply) is list and len(reply) == 3 else None))
                 continue
             fut = self.waiters.pop(rid, None)
             if fut is not None and not fut.done():
@@ -70,13 +81,17 @@ class _AsyncConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = exc or ConnectionError("the server closed the connection")
-        self._fail_all(ConnectionError(str(self.lost)))
+        self._fail_all(ConnectionError(reason(self.lost)))
 
     def _fail_all(self, exc: Exception) -> None:
         for fut in self.waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
         self.waiters.clear()
+        self.deadlines.clear()
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch, self.watch_at = None, _NEVER
 
     def _abandon(self, exc: Exception) -> None:
         """The stream cannot be trusted: fail every request and close."""
@@ -85,125 +100,297 @@ class _AsyncConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def request(self, op: int, args: dict[str, Any], timeout: float, check: bool = True) -> Any:
-        if self.lost is not None or self.transport is None or self.transport.is_closing():
+    async def request(self, op: int, args: dict[str, Any], deadline: float, check: bool = True) -> Any:
+        """The reply to one request, by the loop's clock ``deadline`` (a builtin TimeoutError after it)."""
+        transport = self.transport
+        if self.lost is not None or transport is None or transport.is_closing():
             raise ConnectionError("connection lost")
         rid = next(self.ids) % (2**32 - 1) + 1
-        loop = self.loop or asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = self.loop.create_future()  # type: ignore[union-attr]
         self.waiters[rid] = fut
-        self.transport.write(pack([op, rid, args]))
-        # a timer on the future rather than asyncio.wait_for, which wraps every request in
-        # a task of its own: that was a third of the client's CPU per request
-        timer = loop.call_later(timeout, _expire, fut, timeout)
+        self.deadlines[rid] = deadline
+        transport.write(pack([op, rid, args]))
+        if deadline < self.watch_at:
+            self._watch(deadline)
         try:
             reply = await fut
         finally:
-            timer.cancel()
             self.waiters.pop(rid, None)
+            self.deadlines.pop(rid, None)
         return _check(reply, rid) if check else (rid, reply)
 
+    def _watch(self, at: float) -> None:
+        """One timer per connection, at the earliest deadline in flight, rather than one per
+        request: a uvloop timer started and stopped per request was a fifth of the client's
+        CPU. (asyncio.wait_for, a task per request, was a third.)"""
+        if self.watch is not None:
+            self.watch.cancel()
+        self.watch_at = at
+        self.watch = self.loop.call_at(at, self._sweep)  # type: ignore[union-attr]
 
-def _expire(fut: asyncio.Future, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError(f"no reply within {timeout} s"))
+    def _sweep(self) -> None:
+        """Fail the requests whose deadline has passed; watch the next one."""
+        self.watch, self.watch_at = None, _NEVER
+        now = self.loop.time()  # type: ignore[union-attr]
+        for rid, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                fut = self.waiters.pop(rid, None)
+                del self.deadlines[rid]
+                if fut is not None and not fut.done():
+                    fut.set_exception(TimeoutError("timed out"))
+        if self.deadlines:
+            self._watch(min(self.deadlines.values()))
+
+    def kill(self) -> None:
+        """Close at once, even when the loop that made the connection is closed (an earlier
+        ``asyncio.run``): then asyncio's transport cannot close, so its socket is closed here."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.lost = self.lost or ConnectionError("closed by the client")
+        try:
+            transport.abort()
+        except RuntimeError:  # "Event loop is closed"
+            sock = getattr(transport, "_sock", None)  # asyncio's selector transport keeps its socket here
+            if sock is not None:
+                sock.close()
+        try:
+            self._fail_all(ConnectionError("closed by the client"))
+        except RuntimeError:  # the futures of a closed loop: nobody awaits them any more
+            pass
+
+
+async def _split_get(conn: _AsyncConn, args: dict[str, Any], n: int, deadline: float) -> Any:
+    parts = split(args, n, conn.max_rows)
+    results = await asyncio.gather(*(conn.request(GET, a, deadline) for a, _ in parts))
+    return join(list(results), [size for _, size in parts])
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """A connect task's failure is raised to its waiters; if all gave up, it is dropped here."""
+    if not task.cancelled():
+        task.exception()
 
 
 class AsyncClient:
-    """An asyncio client: a pool of pipelined connections, used round-robin. ``project``,
-    ``token`` and ``ssl`` as for ``Client``."""
+    """An asyncio client: ``max_connections`` pipelined connections (``pool_size`` is its
+    older name), used round-robin, each opened on its own (no lock across them). Settings
+    as for ``Client``. Use it from one event loop at a time; used from a new loop (a
+    second ``asyncio.run``) it drops the old loop's connections and opens new ones."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, timeout: float = 1.0,
-                 pool_size: int = 1, retries: int = 1, project: str | None = None, token: str | None = None,
-                 ssl: _ssl.SSLContext | None = None) -> None:
+                 connect_timeout: float | None = None, retries: int = 1, max_connections: int | None = None,
+                 pool_size: int | None = None, project: str | None = None, token: str | None = None,
+                 ssl: _ssl.SSLContext | None = None, client_name: str = "fstore-py-async",
+                 on_request: RequestHook | None = None, fallback: str | None = None) -> None:
+        self._s = Settings(host, port, timeout, connect_timeout, retries, pool_limit(max_connections, pool_size, 1),
+                           project, token, ssl, client_name, on_request, fallback)
         self.host, self.port, self.timeout, self.retries = host, port, timeout, retries
-        self.project, self.ssl, self.where = project, ssl, f"{host}:{port}"
-        self._hello = hello_args("fstore-py-async", token)
-        self._size = pool_size
-        self._conns: list[_AsyncConn | None] = [None] * pool_size
+        self.max_connections = self._size = self._s.max_connections
+        self.where = self._s.where
+        self._conns: list[_AsyncConn | None] = [None] * self._size
+        self._opening: list[asyncio.Task | None] = [None] * self._size
+        self._open: set[_AsyncConn] = set()  # every connection not yet closed
         self._next = itertools.count()
-        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._defaults: Defaults | None = None
 
-    async def _conn(self, slot: int) -> _AsyncConn:
-        conn = self._conns[slot]
-        if conn is not None and conn.lost is None:
+    # ---- connections ------------------------------------------------------------------------
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget (and close) the connections of another event loop."""
+        for conn in list(self._open):
+            conn.kill()
+        self._open.clear()
+        self._conns = [None] * self._size
+        self._opening = [None] * self._size
+        self._loop = loop
+
+    def _drop(self, conn: _AsyncConn) -> None:
+        conn.kill()
+        self._open.discard(conn)
+        for i, c in enumerate(self._conns):
+            if c is conn:
+                self._conns[i] = None
+
+    async def _slot(self, slot: int, deadline: float) -> _AsyncConn:
+        """The slot's connection, opened by one task that every caller of the slot awaits
+        within its own deadline."""
+        loop = self._loop
+        task = self._opening[slot]
+        if task is None:
+            task = self._opening[slot] = loop.create_task(self._open_slot(slot))  # type: ignore[union-attr]
+            task.add_done_callback(_retrieve)
+        left = deadline - loop.time()  # type: ignore[union-attr]
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(asyncio.shield(task), left)
+        except Timeout:
+            raise
+        except TimeoutError:
+            raise timed_out(self._s, "no connection") from None
+
+    async def _open_slot(self, slot: int) -> _AsyncConn:
+        try:
+            old = self._conns[slot]
+            if old is not None:
+                self._drop(old)
+            conn = await self._connect()
+            self._open.add(conn)
+            try:
+                await self._greet(conn)
+            except BaseException:
+                self._drop(conn)  # never keep (or leak) a connection that failed its handshake
+                raise
+            self._conns[slot] = conn
             return conn
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            conn = self._conns[slot]
-            if conn is None or conn.lost is not None:
-                conn = await self._connect()
-                try:
-                    rid, reply = await conn.request(HELLO, self._hello, self.timeout, check=False)
-                    greeting(reply, rid, self.where, self.project)
-                except ConnectionError as exc:
-                    if conn.transport is not None:
-                        conn.transport.close()
-                    if isinstance(exc, FstoreError):
-                        raise
-                    raise ConnectionError(_CLOSED_BEFORE_HELLO) from None
-                except BaseException:
-                    if conn.transport is not None:  # never keep (or leak) a connection that failed its handshake
-                        conn.transport.close()
-                    raise
-                self._conns[slot] = conn
-        return conn
+        finally:
+            self._opening[slot] = None
 
     async def _connect(self) -> _AsyncConn:
-        loop = asyncio.get_running_loop()
+        s, loop = self._s, asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _AsyncConn(self.where), self.host, self.port, ssl=self.ssl,
-                server_hostname=self.host if self.ssl is not None else None), self.timeout)
+                lambda: _AsyncConn(s.where), s.host, s.port, ssl=s.ssl,
+                server_hostname=s.host if s.ssl is not None else None), s.connect_timeout)
         except _ssl.SSLError as exc:
-            raise _tls_failed(self.where, exc) from None
+            raise _tls_failed(s.where, exc) from None
+        except TimeoutError:
+            raise Timeout(f"cannot connect to fstore server at {s.where}: no connection within "
+                          f"{s.connect_timeout:.3g} s", s.host, s.port) from None
         except OSError as exc:
-            raise ServerUnreachable(f"cannot connect to fstore server at {self.where}: {reason(exc)}") from None
+            raise ServerUnreachable(f"cannot connect to fstore server at {s.where}: {reason(exc)}",
+                                    s.host, s.port) from None
         return conn
 
+    async def _greet(self, conn: _AsyncConn) -> None:
+        """HELLO (and INFO, for fallback="defaults") within ``timeout``."""
+        s, loop = self._s, asyncio.get_running_loop()
+        deadline = loop.time() + s.timeout
+        try:
+            rid, reply = await conn.request(HELLO, s.hello, deadline, check=False)
+            conn.max_rows = greeting(reply, rid, s.where, s.project).get("max_rows")
+            if s.fallback is not None:
+                try:
+                    self._defaults = Defaults(await conn.request(INFO, {}, deadline))
+                except FstoreError as exc:
+                    if exc.code in CLOSING_CODES:
+                        raise
+        except FstoreError:
+            raise
+        except TimeoutError:
+            raise timed_out(s, "no HELLO reply") from None
+        except OSError:
+            raise ServerUnreachable(f"fstore server at {s.where} {_CLOSED_BEFORE_HELLO}", s.host, s.port) from None
+
+    # ---- one call ---------------------------------------------------------------------------
+
     async def _call(self, op: int, args: dict[str, Any], retry: bool) -> Any:
-        attempts = 1 + self.retries  # a broken connection: only when ``retry``
+        """One request's result (no hook, no splitting: for tests and tools)."""
+        return await self._run(op, args, retry)
+
+    async def _run(self, op: int, args: dict[str, Any], retry: bool, rows: int = 0) -> Any:
+        """One request's result within the call's deadline; a GET of more ``rows`` than the
+        server's max_rows is sent in parts on the connection, pipelined, and joined."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._adopt(loop)
+        deadline = loop.time() + self._s.timeout
+        attempts = 1 + self._s.retries
         for attempt in range(attempts):
+            last = attempt + 1 == attempts or loop.time() >= deadline
             slot = next(self._next) % self._size
+            conn = self._conns[slot]
             try:
-                conn = self._conns[slot]
                 if conn is None or conn.lost is not None:  # (a coroutine less per request otherwise)
-                    conn = await self._conn(slot)
-                return await conn.request(op, args, self.timeout)
-            except FstoreError as exc:  # (before OSError: ServerUnreachable and PermissionDenied are ones)
-                if not _retry_after(exc, attempt, attempts):
-                    raise
-                self._conns[slot] = None
-            except (ConnectionError, OSError) as exc:
-                self._conns[slot] = None
-                if attempt + 1 == attempts or not retry:
-                    raise ServerUnreachable(f"fstore server at {self.where}: {reason(exc)}") from exc
+                    conn = None
+                    conn = await self._slot(slot, deadline)
+                if rows and conn.max_rows is not None and rows > conn.max_rows:
+                    return await _split_get(conn, args, rows, deadline)
+                return await conn.request(op, args, deadline)
+            except Timeout:
+                if conn is not None:
+                    self._drop(conn)
+                raise
+            except FstoreError as exc:  # (before OSError: Unavailable is a ConnectionError)
+                if conn is None:  # could not connect: nothing was sent
+                    if isinstance(exc, ServerUnreachable) and not last:
+                        continue
+                    raise located(exc, self._s) from None
+                if exc.code in CLOSING_CODES or conn.lost is not None:
+                    self._drop(conn)
+                if isinstance(exc, ShuttingDown) and not last:
+                    continue
+                raise located(exc, self._s) from None
+            except TimeoutError:  # its reply may still come: never reuse the connection
+                self._drop(conn)  # type: ignore[arg-type]
+                raise timed_out(self._s) from None
+            except (OSError, EOFError) as exc:
+                if conn is not None:
+                    self._drop(conn)
+                if retry and not last:
+                    continue
+                raise lost(self._s, exc) from None
         raise AssertionError("unreachable")
+
+    async def _reported(self, name: str, rows: int, op: int, args: dict[str, Any], retry: bool) -> Any:
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await self._run(op, args, retry, rows if op == GET else 0)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            report(self._s.on_request, name, rows, time.perf_counter() - start, error)
+
+    # ---- the operations ---------------------------------------------------------------------
 
     async def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                                   feature_service: str | None = None, full_feature_names: bool = False,
-                                  include_metadata: bool = True) -> OnlineResponse:
-        """As FeatureStore.get_online_features, over the network."""
+                                  include_metadata: bool = True, request_id: str | None = None,
+                                  fallback: Any = CLIENTS) -> OnlineResponse:
+        """As FeatureStore.get_online_features, over the network (see Client.get_online_features)."""
         cols, rows = _columns(entity_rows)
-        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata)
-        return _response(await self._call(GET, args, retry=True), rows)
+        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id)
+        n = len(rows)
+        try:
+            if self._s.on_request is None:
+                reply = await self._run(GET, args, True, n)
+            else:
+                reply = await self._reported("get", n, GET, args, True)
+            return _response(reply, rows, request_id)
+        except Unavailable:
+            mode = self._s.fallback if fallback is CLIENTS else fallback
+            check_fallback(mode)
+            if mode != "defaults" or self._defaults is None:
+                raise
+            resp = self._defaults.response(features, feature_service, full_feature_names, include_metadata,
+                                           rows, request_id)
+            if resp is None:
+                raise
+            return resp
 
     async def push(self, view: str, rows: Any, *, offline: bool = False) -> int:
         cols, _ = _columns(rows, want_rows=False)
-        return (await self._call(PUSH, {"view": view, "rows": cols, "offline": offline}, retry=False))["written"]
+        args = {"view": view, "rows": cols, "offline": offline}
+        n = len(next(iter(cols.values()), []))
+        return (await self._reported("push", n, PUSH, args, False))["written"]
 
     async def health(self) -> dict[str, Any]:
-        return await self._call(HEALTH, {}, retry=True)
+        return await self._reported("health", 0, HEALTH, {}, True)
 
     async def info(self) -> dict[str, Any]:
-        return await self._call(INFO, {}, retry=True)
+        return await self._reported("info", 0, INFO, {}, True)
 
     async def close(self) -> None:
-        for conn in self._conns:
-            if conn is not None and conn.transport is not None:
-                conn.transport.close()
+        """Close every connection this client opened; it may be used again afterwards."""
+        for conn in list(self._open):
+            conn.kill()
+        self._open.clear()
         self._conns = [None] * self._size
+        await asyncio.sleep(0)  # the transports close their sockets on the loop's next turn
 
     async def __aenter__(self) -> "AsyncClient":
         return self

@@ -1,254 +1,255 @@
 """Clients of the feature server: ``Client`` (blocking, here) and ``AsyncClient`` (asyncio,
-fstore.serving.async_client, also importable from here).
+fstore.serving.async_client, also importable from here). docs/client.md says how a service
+uses them.
 
-``get_online_features`` takes the same arguments and returns the same
-``OnlineResponse`` as ``FeatureStore.get_online_features``, so code moves between
-in-process and remote reads unchanged. Connections are pooled and reused; requests
-carry ids, so one connection can have many in flight (``AsyncClient`` pipelines by
-itself; ``Client.pipeline`` sends a batch before reading the replies). A GET that
-meets a broken connection is retried on a fresh one; a PUSH never is, so it is never
-written twice by the client.
+``get_online_features`` takes the same arguments and returns the same ``OnlineResponse``
+as ``FeatureStore.get_online_features`` (entity rows as a list of dicts, a dict of lists or
+NumPy arrays, or a DataFrame), so code moves between in-process and remote reads
+unchanged. A GET of more rows than the server's ``max_rows`` (said in HELLO) is sent in
+parts, pipelined on one connection, and the parts' replies are joined in order.
 
-A refused request raises the class the in-process call raises for the same mistake
-(fstore.errors: ``UnknownObject``, ``EntityRowError``, ``BadRequest``...), rebuilt from
-the error code the server sent. A server that cannot be reached raises
-``ServerUnreachable`` (a ``ConnectionError``) naming host:port; one that is not an fstore
-server ``NotAnFstoreServer``, one of another project than ``project=`` ``WrongProject``
-(fstore.serving.handshake). ``token=`` is sent in HELLO, ``ssl=`` (an ``ssl.SSLContext``)
-wraps each connection in TLS. A request the server refused while draining
-(``SHUTTING_DOWN``: not run) is retried like a broken connection, so a client rides
-through a restart or a takeover. This module imports neither pyarrow nor LMDB.
+Deadlines: ``timeout`` bounds the whole call: waiting for a free connection, connecting
+(also bounded by ``connect_timeout``), HELLO, sending, the reply and any retries; past it
+the call raises ``Timeout``. A GET that meets a broken connection is sent again on a fresh
+one while time remains (up to ``retries`` times); a PUSH only when it was surely not run
+(the connection could not be opened, or the server said SHUTTING_DOWN).
+
+Errors: a refused request raises the class the in-process call raises (fstore.errors),
+rebuilt from the server's code. Every way the server can fail to answer raises an
+``Unavailable`` (a ``ConnectionError``) naming host:port (``.host``, ``.port``):
+``ServerUnreachable``, ``Timeout`` (also a ``TimeoutError``), ``ShuttingDown``,
+``Overloaded``; never a bare socket error. Not an fstore server: ``NotAnFstoreServer``;
+another project than ``project=``: ``WrongProject``. This module imports neither pyarrow
+nor LMDB.
 """
 from __future__ import annotations
 
-import itertools
-import select
 import socket
-import ssl as _ssl
 import threading
 import time
 from typing import Any, Sequence
 
-from ..errors import CLOSING_CODES, FstoreError, ServerUnreachable
+from ..errors import FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
 from .async_client import AsyncClient
-from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, _check, _columns,
-                    _get_args, _response, _retry_after, _tls_failed)
-from .handshake import decode_first, greeting, hello_args, not_fstore, reason
-from .protocol import GET, HEALTH, HELLO, INFO, PUSH, FrameReader, pack, unpack
+from .calls import (DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _columns, _get_args, _response,
+                    CLIENTS, check_fallback, join, located, lost, pool_limit, report, split, timed_out)
+from .conn import Conn
+from .fallback import Defaults
+from .protocol import GET, HEALTH, INFO, PUSH
 
 __all__ = ["DEFAULT_PORT", "AsyncClient", "Client", "wait_until_ready"]
 
 
-class _Conn:
-    """One blocking connection: a socket, a frame reader, the next request id."""
-
-    def __init__(self, host: str, port: int, timeout: float, hello: dict[str, Any],
-                 ssl: _ssl.SSLContext | None = None, project: str | None = None) -> None:
-        self.where = f"{host}:{port}"
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            raise ServerUnreachable(f"cannot connect to fstore server at {self.where}: {reason(exc)}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if ssl is not None:
-            try:
-                sock = ssl.wrap_socket(sock, server_hostname=host)
-            except _ssl.SSLError as exc:
-                sock.close()
-                raise _tls_failed(self.where, exc) from None
-            except OSError:
-                sock.close()
-                raise
-        self.sock = sock
-        self.reader = FrameReader(_MAX_REPLY)
-        self.ids = itertools.count(1)
-        self.pending: dict[int, Any] = {}
-        self.broken = False  # the server said it closes this connection
-        try:
-            self.server = self._hello(hello, project)
-        except BaseException:
-            self.close()
-            raise
-
-    def _hello(self, args: dict[str, Any], project: str | None) -> dict[str, Any]:
-        """Send HELLO and check its reply (fstore.serving.handshake)."""
-        rid = self.send(HELLO, args)
-        head = b""
-        while len(head) < 4:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise ConnectionError(_CLOSED_BEFORE_HELLO)
-            head += data
-        bad = not_fstore(head, self.where)
-        if bad is not None:
-            raise bad
-        self.reader.feed(head)
-        while (body := self.reader.next()) is None:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise ConnectionError(_CLOSED_BEFORE_HELLO)
-            self.reader.feed(data)
-        try:
-            return greeting(decode_first(body, self.where), rid, self.where, project)
-        except FstoreError as exc:
-            self.broken = True
-            raise exc from None
-
-    def send(self, op: int, args: dict[str, Any]) -> int:
-        rid = next(self.ids) % (2**32 - 1) + 1
-        self.sock.sendall(pack([op, rid, args]))
-        return rid
-
-    def receive(self, rid: int) -> Any:
-        """The reply to ``rid`` (replies to other ids are kept for their callers)."""
-        while rid not in self.pending:
-            body = self.reader.next()
-            if body is None:
-                data = self.sock.recv(1 << 16)
-                if not data:
-                    raise ConnectionError("the server closed the connection")
-                self.reader.feed(data)
-                continue
-            reply = unpack(body)
-            self.pending[reply[0] if type(reply) is list and reply else 0] = reply
-            if 0 in self.pending:
-                self.broken = True
-                _check(self.pending.pop(0), 0)
-        try:
-            return _check(self.pending.pop(rid), rid)
-        except FstoreError as exc:
-            self.broken |= exc.code in CLOSING_CODES
-            raise
-
-    def usable(self) -> bool:
-        """Whether a pooled connection may carry a request: False once the server has
-        closed it (idle timeout, restart) or said it would. Without this check a PUSH,
-        which is never retried, failed on a connection that was dead before it was sent."""
-        if self.broken or self.pending or self.reader.buffered:
-            return False
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return not poller.poll(0)  # readable when idle: end of stream, a reset, or bytes nobody asked for
-
-    def request(self, op: int, args: dict[str, Any]) -> Any:
-        return self.receive(self.send(op, args))
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
 class Client:
-    """A blocking client for plain Python inference services. Thread-safe (a pool).
+    """A blocking client for threaded inference services: share one per process.
 
+    Thread-safe: each call borrows one connection of the pool for its whole duration, so
+    replies can never cross between threads; at most ``max_connections`` are open at once
+    (``pool_size`` is its older name), and a call that finds all in use waits for one
+    within its deadline. ``timeout``: seconds for the whole call, retries included;
+    ``connect_timeout``: at most this long to open a connection (within ``timeout``).
     ``project``: refuse (WrongProject) a server of another project. ``token``: the secret of
     one of the server's ``server.auth.tokens``. ``ssl``: an ``ssl.SSLContext`` for a TLS
-    server (``fstore.serving.tls.client_context`` builds one from PEM files).
+    server (``fstore.serving.tls.client_context`` builds one). ``client_name``: sent in HELLO
+    (the server logs it). ``on_request(op, rows, seconds, outcome)``: called once per call,
+    after retries (outcome ``"ok"`` or the error's code). ``fallback="defaults"``: when the
+    server is unavailable, a GET returns the declared defaults with status UNAVAILABLE.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, timeout: float = 1.0,
-                 pool_size: int = 4, retries: int = 1, project: str | None = None, token: str | None = None,
-                 ssl: _ssl.SSLContext | None = None) -> None:
+                 connect_timeout: float | None = None, retries: int = 1, max_connections: int | None = None,
+                 pool_size: int | None = None, project: str | None = None, token: str | None = None,
+                 ssl: Any = None, client_name: str = "fstore-py", on_request: RequestHook | None = None,
+                 fallback: str | None = None) -> None:
+        self._s = Settings(host, port, timeout, connect_timeout, retries, pool_limit(max_connections, pool_size, 8),
+                           project, token, ssl, client_name, on_request, fallback)
         self.host, self.port, self.timeout, self.retries = host, port, timeout, retries
-        self.project, self.ssl = project, ssl
-        self._hello = hello_args("fstore-py", token)
-        self._pool: list[_Conn] = []
+        self.max_connections = self._s.max_connections
+        self._pool: list[Conn] = []
+        self._open: set[Conn] = set()  # every connection not yet closed, idle or in use
         self._lock = threading.Lock()
-        self._pool_size = pool_size
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._defaults: Defaults | None = None
 
-    def _take(self) -> _Conn:
-        while True:
-            with self._lock:
-                if not self._pool:
+    # ---- the pool --------------------------------------------------------------------------
+
+    def _take(self, deadline: float) -> Conn:
+        """A greeted connection for this thread alone (Timeout if none frees up in time)."""
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise timed_out(self._s, f"no free connection (max_connections={self.max_connections})")
+        try:
+            while True:
+                with self._lock:
+                    conn = self._pool.pop() if self._pool else None
+                if conn is None:
                     break
-                conn = self._pool.pop()
-            if conn.usable():
-                return conn
-            conn.close()
-        return _Conn(self.host, self.port, self.timeout, self._hello, self.ssl, self.project)
+                if conn.usable():
+                    return conn
+                self._discard(conn)
+            conn = Conn(self._s, deadline, want_info=self._s.fallback is not None)
+            with self._lock:
+                self._open.add(conn)
+            if conn.info is not None:
+                self._defaults = Defaults(conn.info)
+            return conn
+        except BaseException:
+            self._slots.release()
+            raise
 
-    def _give(self, conn: _Conn) -> None:
-        if conn.broken:
-            conn.close()
-            return
-        with self._lock:
-            if len(self._pool) < self._pool_size:
-                self._pool.append(conn)
+    def _give(self, conn: Conn) -> None:
+        """Return a borrowed connection: kept if it can carry another request, else closed."""
+        try:
+            if conn.broken or conn.pending:
+                self._discard(conn)
                 return
+            with self._lock:
+                if conn in self._open:
+                    self._pool.append(conn)
+                    return
+            conn.close()
+        finally:
+            self._slots.release()
+
+    def _discard(self, conn: Conn) -> None:
         conn.close()
+        with self._lock:
+            self._open.discard(conn)
+
+    # ---- one call ---------------------------------------------------------------------------
 
     def _call(self, op: int, args: dict[str, Any], retry: bool) -> Any:
-        attempts = 1 + self.retries  # a broken connection: only when ``retry``
+        """One request's result (no hook, no splitting: for tests and tools)."""
+        return self._run(lambda c, d: c.request(op, args, d), retry)
+
+    def _run(self, work: Any, retry: bool) -> Any:
+        """``work(conn, deadline)`` on a pooled connection within the call's deadline, sent
+        again (``retry``: a GET) on a fresh connection after a connection failure."""
+        deadline = time.monotonic() + self._s.timeout
+        attempts = 1 + self._s.retries
         for attempt in range(attempts):
+            last = attempt + 1 == attempts or time.monotonic() >= deadline
             conn = None
             try:
-                conn = self._take()
-                result = conn.request(op, args)
-            except FstoreError as exc:  # (before OSError: ServerUnreachable and PermissionDenied are ones)
+                conn = self._take(deadline)
+                result = work(conn, deadline)
+            except Timeout:
                 if conn is not None:
-                    self._give(conn)
-                if _retry_after(exc, attempt, attempts):
-                    continue
+                    self._discard(conn)
+                    self._slots.release()
                 raise
-            except (ConnectionError, OSError) as exc:
+            except FstoreError as exc:  # (before OSError: Unavailable is a ConnectionError)
+                if conn is None:  # could not connect: nothing was sent
+                    if isinstance(exc, ServerUnreachable) and not last:
+                        continue
+                    raise located(exc, self._s) from None
+                self._give(conn)
+                if isinstance(exc, ShuttingDown) and not last:
+                    continue
+                raise located(exc, self._s) from None
+            except socket.timeout:
+                if conn is not None:  # its reply may still come: never reuse the connection
+                    self._discard(conn)
+                    self._slots.release()
+                raise timed_out(self._s) from None
+            except (OSError, EOFError) as exc:  # ConnectionError, a reset, a broken pipe, ssl.SSLError
                 if conn is not None:
-                    conn.close()
-                if attempt + 1 == attempts or not retry:
-                    raise ServerUnreachable(f"fstore server at {self.host}:{self.port}: {reason(exc)}") from exc
-                continue
+                    self._discard(conn)
+                    self._slots.release()
+                if retry and not last:
+                    continue
+                raise lost(self._s, exc) from None
             self._give(conn)
             return result
         raise AssertionError("unreachable")
 
+    def _reported(self, name: str, rows: int, work: Any, retry: bool) -> Any:
+        if self._s.on_request is None:
+            return self._run(work, retry)
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return self._run(work, retry)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            report(self._s.on_request, name, rows, time.perf_counter() - start, error)
+
+    # ---- the operations ---------------------------------------------------------------------
+
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,
-                            include_metadata: bool = True) -> OnlineResponse:
-        """As FeatureStore.get_online_features, over the network."""
+                            include_metadata: bool = True, request_id: str | None = None,
+                            fallback: Any = CLIENTS) -> OnlineResponse:
+        """As FeatureStore.get_online_features, over the network. ``request_id``: your id for
+        the request, sent to the server (its served-read listeners and feature log see it)
+        and echoed as ``response.request_id``. ``fallback``: this call's, instead of the
+        client's (None: raise)."""
         cols, rows = _columns(entity_rows)
-        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata)
-        return _response(self._call(GET, args, retry=True), rows)
+        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id)
+
+        def work(conn: Conn, deadline: float) -> Any:
+            parts = split(args, len(rows), conn.max_rows)
+            rids = [conn.send(GET, a, deadline) for a, _ in parts]  # pipelined on one connection
+            return join([conn.receive(rid, deadline) for rid in rids], [n for _, n in parts])
+
+        try:
+            return _response(self._reported("get", len(rows), work, True), rows, request_id)
+        except Unavailable:
+            mode = self._s.fallback if fallback is CLIENTS else fallback
+            check_fallback(mode)
+            if mode != "defaults" or self._defaults is None:
+                raise
+            resp = self._defaults.response(features, feature_service, full_feature_names, include_metadata,
+                                           rows, request_id)
+            if resp is None:
+                raise
+            return resp
 
     def pipeline(self, requests: Sequence[dict[str, Any]]) -> list[OnlineResponse | FstoreError]:
         """Send many GETs (each a dict of get_online_features' arguments) on one connection
-        before reading any reply; replies are matched by id, whatever their order."""
-        conn = self._take()
-        try:
+        before reading any reply; replies are matched by id, whatever their order. The
+        deadline covers the whole batch."""
+        def work(conn: Conn, deadline: float) -> list[OnlineResponse | FstoreError]:
             sent = []
             for req in requests:
                 cols, rows = _columns(req["entity_rows"])
                 args = _get_args(req.get("features"), req.get("feature_service"), cols,
-                                 req.get("full_feature_names", False), req.get("include_metadata", True))
-                sent.append((conn.send(GET, args), rows))
+                                 req.get("full_feature_names", False), req.get("include_metadata", True),
+                                 req.get("request_id"))
+                sent.append((conn.send(GET, args, deadline), rows, req.get("request_id")))
             out: list[OnlineResponse | FstoreError] = []
-            for rid, rows in sent:
+            for rid, rows, request_id in sent:
                 try:
-                    out.append(_response(conn.receive(rid), rows))
+                    out.append(_response(conn.receive(rid, deadline), rows, request_id))
                 except FstoreError as exc:
                     out.append(exc)
-        except (ConnectionError, OSError):
-            conn.close()
-            raise
-        self._give(conn)
-        return out
+            return out
+        return self._reported("get", len(requests), work, False)
 
     def push(self, view: str, rows: Any, *, offline: bool = False) -> int:
-        """Write rows (a list of dicts or a dict of columns) to ``view``; never retried."""
+        """Write rows (a list of dicts, a dict of columns or a DataFrame) to ``view``; sent
+        again only when it surely was not run."""
         cols, _ = _columns(rows, want_rows=False)
-        return self._call(PUSH, {"view": view, "rows": cols, "offline": offline}, retry=False)["written"]
+        args = {"view": view, "rows": cols, "offline": offline}
+        n = len(next(iter(cols.values()), []))
+        return self._reported("push", n, lambda c, d: c.request(PUSH, args, d), False)["written"]
 
     def health(self) -> dict[str, Any]:
-        return self._call(HEALTH, {}, retry=True)
+        return self._reported("health", 0, lambda c, d: c.request(HEALTH, {}, d), True)
 
     def info(self) -> dict[str, Any]:
-        return self._call(INFO, {}, retry=True)
+        return self._reported("info", 0, lambda c, d: c.request(INFO, {}, d), True)
 
     def close(self) -> None:
+        """Close every connection this client opened, idle or in use (a call in progress on
+        another thread fails with Unavailable). The client may be used again afterwards."""
         with self._lock:
-            for conn in self._pool:
-                conn.close()
+            conns = list(self._open)
+            self._open.clear()
             self._pool.clear()
+        for conn in conns:
+            conn.close()
 
     def __enter__(self) -> "Client":
         return self

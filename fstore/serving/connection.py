@@ -37,7 +37,7 @@ from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, Handsha
                       PermissionDenied, ProtocolError, ShuttingDown, TooManyRows, Unauthenticated, UnknownOp,
                       UnsupportedVersion, as_fstore_error)
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
-from ..online.plan import explain_bad_rows
+from ..online.plan import declared, explain_bad_rows
 from ..times import now_us
 from .protocol import GET, HELLO, OPS, VERSION, FrameReader
 from .pushes import QueuedPush
@@ -253,6 +253,7 @@ class Connection(asyncio.Protocol):
                            "features": [{"name": f["name"], "dtype": f["dtype"]} for f in v["features"]]}
                           for v in reg.views.values()],
                 "services": [{"name": s["name"], "features": s["features"]} for s in reg.services.values()]}
+        info.update(declared(reg))
         return self.state.pack([rid, True, info])
 
     def op_push(self, rid: int, args: dict[str, Any], start: float) -> None:
