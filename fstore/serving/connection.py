@@ -39,7 +39,7 @@ from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, Handsha
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
 from ..online.plan import explain_bad_rows
 from ..times import now_us
-from .protocol import GET, HELLO, OPS, VERSION, FrameReader
+from .protocol import GET, HELLO, MAX_CLIENT_NAME, MAX_REQUEST_ID, OPS, VERSION, FrameReader
 from .pushes import QueuedPush
 
 if TYPE_CHECKING:
@@ -225,6 +225,7 @@ class Connection(asyncio.Protocol):
         n = max(n, 0)  # an empty map is zero rows, as entity_rows=[] in process (a client cannot name its columns)
         if n > st.limits.max_rows:
             raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
+        request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
         if entities:
             try:
@@ -236,7 +237,7 @@ class Connection(asyncio.Protocol):
         else:
             values, status, stamps = st._packer.pack([[] for _ in plan.names]), bytearray(), bytearray()
         self._served = (args, prepared, values, status, stamps)
-        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True))
+        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True), request_id)
 
     def op_health(self, rid: int, args: dict[str, Any], start: float) -> bytes:
         st = self.state
@@ -314,6 +315,15 @@ class Connection(asyncio.Protocol):
 
 #: op code -> its handler, from the protocol's table of operations: op "get" is op_get
 HANDLERS: dict[int, Handler] = {code: getattr(Connection, f"op_{name}") for code, name in OPS.items()}
+
+
+def checked_name(value: Any, field: str, limit: int) -> str | None:
+    """An optional caller-chosen name (a GET's request_id, HELLO's client): None, or a str of
+    1..``limit`` characters; BadRequest naming ``field`` otherwise (it goes into logs and events)."""
+    if value is None or (type(value) is str and 0 < len(value) <= limit):
+        return value
+    got = f"a string of {len(value)} characters" if type(value) is str else f"a {type(value).__name__}"
+    raise BadRequest(f"{field} must be a string of 1 to {limit} characters, got {got}", field)
 
 
 def unread(transport: asyncio.Transport) -> int:

@@ -1,0 +1,101 @@
+"""The server's side of telemetry (issue 10): a caller's request_id echoed in the GET reply
+and handed to served-read listeners on both server paths, the client name of HELLO, INFO
+with every feature's dtype and declared default, the services and the live versions, the
+slow-request log, and fstore_values_total by view. The real ``fstore serve`` in a
+subprocess with a served-read listener from fstore.yaml; raw frames where the bytes matter.
+Only 127.0.0.1; every wait is bounded.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from fstore.monitoring.events import SERVER, SERVER_FAST
+from server_util import GET, HELLO, HOST, STATS, Raw, Server, assert_error, free_port, repo_copy
+from test_events import read_events
+
+pytestmark = pytest.mark.timeout(120)
+
+PLUGINS = str(Path(__file__).resolve().parent / "plugins")
+SECRET = "t3lemetry-s3cret"
+TOKENS = [{"name": "reader", "scopes": ["read"], "secret_env": "FSTORE_T_TELEMETRY"}]
+IDS = [1, 2, 3, 777_777]  # the last has no row
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return repo_copy(tmp_path_factory, "telemetry", {"listeners": ["record_listener:record"], "slow_request_ms": 0,
+                                                     "auth": {"tokens": TOKENS}})
+
+
+@pytest.fixture(scope="module")
+def events_file(repo: Path) -> Path:
+    return repo.parent / "events.jsonl"
+
+
+@pytest.fixture(scope="module")
+def telemetry(repo: Path, events_file: Path) -> Iterator[Server]:
+    """A server with a recording listener, every request logged as slow (threshold 0), a
+    token, and metrics."""
+    env = {"FSTORE_TEST_EVENTS": str(events_file), "FSTORE_T_TELEMETRY": SECRET,
+           "PYTHONPATH": PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    srv = Server(repo, env=env, metrics_port=free_port(), client={"token": SECRET})
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def connect(port: int, client: Any = "svc-a\r\n\r\n") -> Raw:
+    """A raw connection greeted with the token and ``client`` as its name."""
+    raw = Raw(port, hello=False)
+    raw.request(HELLO, 1, {"version": 1, "token": SECRET, "client": client})
+    rid, ok, result = raw.read()
+    assert (rid, ok) == (1, True), result
+    return raw
+
+
+def get(raw: Raw, rid: int, features: list[str], **extra: Any) -> Any:
+    raw.request(GET, rid, {"features": features, "entities": {"customer_id": IDS}, **extra})
+    return raw.read()
+
+
+# ---- 1. request_id ------------------------------------------------------------------------------
+
+def test_request_id_is_echoed_and_recorded_on_both_paths(telemetry: Server, events_file: Path) -> None:
+    """A new shape takes the Python path, the same shape again the compiled one: both echo
+    the caller's request_id last in the reply map (with and without metadata) and hand it
+    to the listener; a GET without one gets no such key."""
+    shape = ["customer_stats:segment", "customer_stats:txn_count_7d"]  # used by no other test here
+    before = len(events_file.read_text().splitlines()) if events_file.exists() else 0
+    with connect(telemetry.port) as raw:
+        python = get(raw, 2, shape, request_id="req-1")
+        fast = get(raw, 2, shape, request_id="req-1")
+        bare = get(raw, 3, shape, request_id="ü" * 128, meta=False)
+        plain = get(raw, 4, shape)
+    assert python == fast and python[:2] == [2, True]
+    assert list(python[2])[-1] == "request_id" and python[2]["request_id"] == "req-1"
+    assert bare[2]["request_id"] == "ü" * 128 and "status" not in bare[2]
+    assert "request_id" not in plain[2]
+    assert {k: v for k, v in python[2].items() if k != "request_id"} == plain[2]
+    assert {k: v for k, v in bare[2].items() if k != "request_id"} == \
+        {k: v for k, v in plain[2].items() if k not in ("status", "ts")}
+    got = read_events(events_file, before + 4)[before:]
+    assert [e["path"] for e in got] == [SERVER, SERVER_FAST, SERVER_FAST, SERVER_FAST]
+    assert [e["caller_request_id"] for e in got] == ["req-1", "req-1", "ü" * 128, None]
+
+
+@pytest.mark.parametrize("bad", [17, "", "x" * 129, ["req"], b"req"])
+def test_a_bad_request_id_is_refused_naming_the_field(telemetry: Server, bad: Any) -> None:
+    """On a shape the compiled path knows, too: it leaves the request to the Python path,
+    which refuses it; the connection goes on."""
+    with connect(telemetry.port) as raw:
+        assert get(raw, 2, STATS)[1] is True
+        err = assert_error(get(raw, 3, STATS, request_id=bad), 3, "BAD_REQUEST")
+        assert err["field"] == "request_id" and "request_id must be a string of 1 to 128 characters" in \
+            err["message"], err
+        assert get(raw, 4, STATS, request_id="ok")[2]["request_id"] == "ok"
