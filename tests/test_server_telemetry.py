@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from fstore.monitoring.events import SERVER, SERVER_FAST
-from server_util import GET, HELLO, HOST, STATS, Raw, Server, assert_error, free_port, repo_copy
+from server_util import GET, HEALTH, HELLO, HOST, STATS, Raw, Server, assert_error, free_port, repo_copy
 from test_events import read_events
 
 pytestmark = pytest.mark.timeout(120)
@@ -87,6 +88,7 @@ def test_request_id_is_echoed_and_recorded_on_both_paths(telemetry: Server, even
     got = read_events(events_file, before + 4)[before:]
     assert [e["path"] for e in got] == [SERVER, SERVER_FAST, SERVER_FAST, SERVER_FAST]
     assert [e["caller_request_id"] for e in got] == ["req-1", "req-1", "ü" * 128, None]
+    assert {e["client"] for e in got} == {"svc-a"}  # HELLO's name, without the CR LF CR LF fstore's clients add
 
 
 @pytest.mark.parametrize("bad", [17, "", "x" * 129, ["req"], b"req"])
@@ -99,3 +101,70 @@ def test_a_bad_request_id_is_refused_naming_the_field(telemetry: Server, bad: An
         assert err["field"] == "request_id" and "request_id must be a string of 1 to 128 characters" in \
             err["message"], err
         assert get(raw, 4, STATS, request_id="ok")[2]["request_id"] == "ok"
+
+
+# ---- 2. the client name of HELLO ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [7, "", "n" * 129, ["svc"], {"name": "svc"}])
+def test_a_bad_client_name_is_refused_naming_the_field(telemetry: Server, bad: Any) -> None:
+    """The HELLO is refused (BAD_REQUEST, field client) and the connection is not greeted."""
+    with Raw(telemetry.port, hello=False) as raw:
+        raw.request(HELLO, 1, {"version": 1, "token": SECRET, "client": bad})
+        err = assert_error(raw.read(), 1, "BAD_REQUEST")
+        assert err["field"] == "client" and "client must be a string of 1 to 128 characters" in err["message"]
+        raw.request(GET, 2, {"features": STATS, "entities": {"customer_id": [1]}})
+        assert_error(raw.read(), 2, "UNAUTHENTICATED")
+
+
+def test_no_client_name_is_fine(telemetry: Server) -> None:
+    with Raw(telemetry.port, hello=False) as raw:
+        raw.request(HELLO, 1, {"version": 1, "token": SECRET})
+        assert raw.read()[1] is True
+        assert get(raw, 2, STATS)[1] is True
+
+
+# ---- 4. the slow-request log ----------------------------------------------------------------------
+
+def test_slow_requests_are_logged_with_their_ids_and_never_the_token(telemetry: Server) -> None:
+    """With server.slow_request_ms 0 every request is "slow": one WARNING line each, on both
+    GET paths and for the other ops, naming op, rows, ms, features or service, request_id,
+    client and peer."""
+    with connect(telemetry.port, client="checkout-7\r\n\r\n") as raw:
+        peer = "%s:%s" % raw.sock.getsockname()
+        get(raw, 2, STATS, request_id="slow-py")  # the first of its shape on this worker? either path logs
+        get(raw, 3, STATS, request_id="slow-fast")
+        raw.request(GET, 4, {"service": "fraud_v1", "entities": {"customer_id": IDS, "driver_id": [7] * len(IDS)},
+                                "request_id": "slow-svc"})
+        assert raw.read()[1] is True
+        raw.request(HEALTH, 5, {})
+        assert raw.read()[1] is True
+    log = ""
+    for _ in range(200):  # the lines are written after the replies: wait for them, boundedly
+        log = telemetry.log.read_text()
+        lines = [x for x in log.splitlines() if f"peer={peer}" in x]
+        if len(lines) >= 5:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 5, lines  # HELLO, 3 GETs, HEALTH
+    assert all(" WARNING slow request: op=" in x and "client='checkout-7'" in x for x in lines), lines
+    hello, py, fast, svc, health = lines
+    assert "op=hello rows=- ms=" in hello and "request_id=None" in hello
+    feats = "features='customer_stats:avg_amount_7d','customer_stats:txn_count_7d','customer_stats:segment'"
+    assert "op=get rows=4 ms=" in py and f"{feats} request_id='slow-py'" in py
+    assert "op=get rows=4 ms=" in fast and f"{feats} request_id='slow-fast'" in fast
+    assert "service='fraud_v1' request_id='slow-svc'" in svc
+    assert "op=health rows=- ms=" in health and "request_id=None" in health
+    assert SECRET not in log
+
+
+def test_the_slow_request_log_is_off_by_default(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = repo_copy(tmp_path_factory, "no_slow_log")
+    srv = Server(root)
+    try:
+        with Raw(srv.port) as raw:
+            get(raw, 2, STATS, request_id="a")
+            get(raw, 3, STATS, request_id="b")
+        assert srv.terminate(20) == 0
+        assert "slow request" not in srv.log.read_text()
+    finally:
+        srv.stop()

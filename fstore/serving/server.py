@@ -36,6 +36,7 @@ from .connection import Connection, unread
 from .log import log
 from .protocol import MAX_REQUEST_ID, frame
 from .pushes import PushQueue
+from .slowlog import threshold_seconds
 from .tls import TlsFiles
 
 DRAIN_SECONDS = 10.0  # at most this long after SIGTERM for clients to read their replies
@@ -94,6 +95,7 @@ class ServerState:
         self.offline = OfflineStore(config)  # PUSHes with offline=true append here
         self.limits = limits
         self.metrics = metrics
+        self.slow = threshold_seconds(config.server)  # the slow-request log's threshold; None: off
         self.connections: set[Connection] = set()
         self.draining = False
         self.drained = 0   # requests read after the stop signal (answered), and of them refused (not run)
