@@ -13,10 +13,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fstore.monitoring.events import SERVER, SERVER_FAST
-from server_util import GET, HEALTH, HELLO, HOST, STATS, Raw, Server, assert_error, free_port, repo_copy
+from conftest import edit_defs
+from fstore import FeatureStore
+from server_util import GET, HEALTH, HELLO, INFO, STATS, UTC, Raw, Server, assert_error, free_port, repo_copy
 from test_events import read_events
 
 pytestmark = pytest.mark.timeout(120)
@@ -168,3 +172,50 @@ def test_the_slow_request_log_is_off_by_default(tmp_path_factory: pytest.TempPat
         assert "slow request" not in srv.log.read_text()
     finally:
         srv.stop()
+
+
+# ---- 3. INFO: dtypes and defaults, services, live versions ---------------------------------------------
+
+def test_info_lists_every_version_s_defaults_the_services_and_the_live_versions(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """customer_stats version 2 is applied but has no online data: INFO lists both versions'
+    features with their declared defaults (typed as a GET answers them), while unpinned
+    references still read version 1 (``live``)."""
+    root = repo_copy(tmp_path_factory, "info")
+    stamp = pa.array([dt.datetime(2026, 1, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"customer_id": [1], "event_timestamp": stamp, "avg_amount_7d": [1.0],
+                             "txn_count_7d": [1], "segment": ["s"], "flag": [b"x"]}), root / "data" / "stats2.parquet")
+
+    def bump(doc: dict[str, Any]) -> None:
+        v1 = next(v for v in doc["feature_views"] if v["name"] == "customer_stats")
+        doc["sources"].append({"name": "stats2_src", "path": "data/stats2.parquet",
+                               "timestamp_field": "event_timestamp"})
+        doc["feature_views"].append({**v1, "version": 2, "source": "stats2_src", "features": [*v1["features"],
+                                                                       {"name": "flag", "dtype": "bytes",
+                                                                        "default": "ok"}]})
+    edit_defs(root, bump)
+    with FeatureStore(root) as fs:
+        fs.apply()
+    srv = Server(root)
+    try:
+        with Raw(srv.port) as raw:
+            raw.request(INFO, 2, {})
+            rid, ok, info = raw.read()
+    finally:
+        srv.stop()
+    assert (rid, ok) == (2, True)
+    assert {"project", "registry_version", "server", "views", "services", "features", "live"} == set(info)
+    assert info["project"] == "demo" and {(v["name"], v["version"]) for v in info["views"]} >= \
+        {("customer_stats", 1), ("customer_stats", 2), ("profile", 1)}
+    stats = {"avg_amount_7d": {"dtype": "float64", "default": 0.0}, "txn_count_7d": {"dtype": "int64", "default": None},
+             "segment": {"dtype": "string", "default": None}}
+    assert info["features"]["customer_stats_v1"] == stats
+    assert info["features"]["customer_stats_v2"] == {**stats, "flag": {"dtype": "bytes", "default": b"ok"}}
+    profile = info["features"]["profile_v1"]
+    assert profile["signup"] == {"dtype": "timestamp", "default": dt.datetime(2000, 1, 1, tzinfo=UTC)}
+    assert profile["score"] == {"dtype": "float32", "default": -1.0} and profile["age"]["default"] is None
+    assert info["features"]["device_v1"]["label"] == {"dtype": "string", "default": "?"}
+    assert info["live"] == {"customer_stats": "customer_stats_v1", "customer_driver": "customer_driver_v1",
+                            "profile": "profile_v1", "device": "device_v1"}
+    assert info["services"] == {"fraud_v1": ["customer_stats:avg_amount_7d", "customer_driver"],
+                                "everything": ["customer_stats", "profile", "customer_driver"]}

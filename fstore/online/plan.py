@@ -40,7 +40,7 @@ def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence
         view = req.view
         by_name = {f["name"]: i for i, f in enumerate(view["features"])}
         idx = [by_name[f] for f in req.features]
-        defaults = [_python_default(view["features"][i]) for i in idx]
+        defaults = [python_default(view["features"][i]) for i in idx]
         readers.append(ViewReader(online.db(view_name(view)), view["join_keys"], key_kinds(view),
                                   feature_kinds(view), idx, defaults, view.get("ttl_us") or 0, req.positions))
         views.append(view_name(view))
@@ -50,7 +50,9 @@ def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence
     return OnlinePlan(names, dtypes, view_of, readers, views, keys)
 
 
-def _python_default(feature: dict[str, Any]) -> Any:
+def python_default(feature: dict[str, Any]) -> Any:
+    """A feature's declared default as a read answers it (timestamps as aware datetimes, bytes
+    as bytes), from the JSON-safe form the registry keeps; None when it declares none."""
     d = feature["default"]
     if d is None:
         return None

@@ -40,6 +40,7 @@ from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
 from ..online.plan import explain_bad_rows
 from ..times import now_us
 from .protocol import GET, HELLO, MAX_CLIENT_NAME, MAX_REQUEST_ID, OPS, VERSION, FrameReader
+from .info import info_result
 from .pushes import QueuedPush
 from .slowlog import describe_target, log_slow
 
@@ -270,16 +271,7 @@ class Connection(asyncio.Protocol):
                                     "registry_version": st.online.snapshot().version}])
 
     def op_info(self, rid: int, args: dict[str, Any], start: float) -> bytes:
-        reg = self.state.online.snapshot()
-        info = {"project": reg.project, "registry_version": reg.version, "server": f"fstore/{__version__}",
-                "views": [{"name": v["name"], "version": v["version"], "entities": v["entities"],
-                           "join_keys": v["join_keys"], "ttl_us": v.get("ttl_us"),
-                           "timestamp_field": reg.source_of(v)["timestamp_field"],
-                           "created_timestamp_field": reg.source_of(v)["created_timestamp_field"],
-                           "features": [{"name": f["name"], "dtype": f["dtype"]} for f in v["features"]]}
-                          for v in reg.views.values()],
-                "services": [{"name": s["name"], "features": s["features"]} for s in reg.services.values()]}
-        return self.state.pack([rid, True, info])
+        return self.state.pack([rid, True, info_result(self.state.online.snapshot())])
 
     def op_push(self, rid: int, args: dict[str, Any], start: float) -> None:
         """Queued for the writer thread; answered by ``push_done`` once its group is committed."""
