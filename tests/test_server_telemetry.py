@@ -20,7 +20,8 @@ import pytest
 from fstore.monitoring.events import SERVER, SERVER_FAST
 from conftest import edit_defs
 from fstore import FeatureStore
-from server_util import GET, HEALTH, HELLO, INFO, STATS, UTC, Raw, Server, assert_error, free_port, repo_copy
+from server_util import (GET, HEALTH, HELLO, INFO, STATS, UTC, Raw, Server, assert_error, free_port, metrics,
+                         repo_copy)
 from test_events import read_events
 
 pytestmark = pytest.mark.timeout(120)
@@ -64,8 +65,8 @@ def connect(port: int, client: Any = "svc-a\r\n\r\n") -> Raw:
     return raw
 
 
-def get(raw: Raw, rid: int, features: list[str], **extra: Any) -> Any:
-    raw.request(GET, rid, {"features": features, "entities": {"customer_id": IDS}, **extra})
+def get(raw: Raw, rid: int, features: list[str], ids: list[int] = IDS, **extra: Any) -> Any:
+    raw.request(GET, rid, {"features": features, "entities": {"customer_id": ids}, **extra})
     return raw.read()
 
 
@@ -219,3 +220,43 @@ def test_info_lists_every_version_s_defaults_the_services_and_the_live_versions(
                             "profile": "profile_v1", "device": "device_v1"}
     assert info["services"] == {"fraud_v1": ["customer_stats:avg_amount_7d", "customer_driver"],
                                 "everything": ["customer_stats", "profile", "customer_driver"]}
+
+
+# ---- 5. fstore_values_total by view -----------------------------------------------------------------
+
+def values_by_view(port: int) -> dict[tuple[str, str], float]:
+    out = {}
+    for key, value in metrics(port).items():
+        if key.startswith("fstore_values_total{"):
+            labels = dict(x.split("=") for x in key[len("fstore_values_total{"):-1].split(","))
+            if value:  # a labelled counter exists at 0 once its view was seen
+                out[(labels["view"].strip('"'), labels["status"].strip('"'))] = value
+    return out
+
+
+def test_values_total_counts_each_view_s_statuses(telemetry: Server) -> None:
+    """Features of two views, interleaved, on both GET paths: each view's values are counted
+    under its versioned name, by status, exactly as the replies' status bytes say."""
+    features = ["profile:age", "customer_stats:segment", "profile:nick", "customer_stats:txn_count_7d",
+                "profile:signup"]
+    view = ["profile_v1", "customer_stats_v1", "profile_v1", "customer_stats_v1", "profile_v1"]
+    names = ["PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED"]
+    ids = [*range(1, 61), 777_777]
+    port = telemetry.metrics_port
+    before = values_by_view(port)
+    expected = dict(before)
+    with connect(telemetry.port) as raw:
+        for rid in (2, 3):  # the Python path, then the compiled one
+            reply = get(raw, rid, features, ids)
+            assert reply[1] is True
+            status, n = reply[2]["status"], len(ids)
+            for f, v in enumerate(view):
+                for s in status[f * n:(f + 1) * n]:
+                    expected[(v, names[s])] = expected.get((v, names[s]), 0) + 1
+    assert {s for (v, s) in expected if v == "profile_v1"} >= {"PRESENT", "NOT_FOUND"}
+    for _ in range(200):
+        got = values_by_view(port)
+        if got == expected:
+            break
+        time.sleep(0.05)
+    assert got == expected
