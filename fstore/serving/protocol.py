@@ -21,9 +21,8 @@ OPS: dict[int, str] = {int(op): op.name[3:].lower() for op in Op}
 HELLO, GET, PUSH, HEALTH, INFO = (int(Op.OP_HELLO), int(Op.OP_GET), int(Op.OP_PUSH), int(Op.OP_HEALTH),
                                   int(Op.OP_INFO))
 
-__all__ = ["GET", "HEALTH", "HELLO", "INFO", "MAX_CLIENT_NAME", "MAX_REQUEST_ID", "OPS",
-           "PREFIX", "PUSH", "VERSION", "FrameReader", "frame", "pack",
-           "unpack"]
+__all__ = ["GET", "HEALTH", "HELLO", "INFO", "MAX_CLIENT_NAME", "MAX_REQUEST_ID", "OPS", "PREFIX", "PUSH",
+           "VERSION", "FrameReader", "frame", "pack", "unpack"]
 
 _packer = msgpack.Packer(datetime=True, use_bin_type=True)
 
