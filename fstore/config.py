@@ -40,6 +40,8 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "max_rows": ((int,), 10_000),
     "max_connections": ((int,), 10_000),
     "idle_timeout_s": ((int, float), 300.0),
+    # a request slower than this logs one WARNING line (serving/slowlog.py); None: off, 0: every request
+    "slow_request_ms": ((int, float, type(None)), None),
     "listeners": ((list,), []),               # served-read listeners, "module:callable" (monitoring/events.py)
     "auth": ((dict, type(None)), None),       # {tokens: [...]}: AUTH_KEYS, TOKEN_KEYS (serving/auth.py)
     "tls": ((dict, type(None)), None),        # TLS_KEYS (serving/tls.py)
@@ -189,6 +191,9 @@ class RepoConfig:
                        "offline_store.buckets")
         if not all(isinstance(x, str) and ":" in x for x in server["listeners"]):
             raise _bad("expected a list of 'module:callable'", "server.listeners")
+        if server["slow_request_ms"] is not None and not server["slow_request_ms"] >= 0:
+            raise _bad(f"must be a number of milliseconds >= 0, or null (off), got {server['slow_request_ms']!r}",
+                       "server.slow_request_ms")
         _server_security(server)
         for key, least in (("map_size", 1), ("write_buffer_mb", 0), ("max_dbs", 1)):  # write_buffer_mb 0: per bucket
             if online[key] is not None and online[key] < least:

@@ -29,6 +29,8 @@ def config(tmp_path: Path, doc: dict) -> RepoConfig:
     ({"server": {"max_rows": 1.5}}, "server.max_rows", "expected int"),
     ({"server": {"listeners": "mod:fn"}}, "server.listeners", "expected list"),
     ({"server": {"listeners": ["no_colon"]}}, "server.listeners", "module:callable"),
+    ({"server": {"slow_request_ms": -1}}, "server.slow_request_ms", "milliseconds >= 0, or null (off), got -1"),
+    ({"server": {"slow_request_ms": "100ms"}}, "server.slow_request_ms", "expected int or float or null"),
     ({"servr": {}}, "servr", "unknown setting 'servr'"),
 ])
 def test_a_bad_setting_is_an_error_that_names_it(tmp_path: Path, doc: dict, field: str, words: str) -> None:

@@ -56,8 +56,9 @@ def test_two_workers_share_the_port_and_report_metrics(tmp_path_factory: pytest.
             time.sleep(0.1)
         assert m['fstore_request_seconds_count{op="get"}'] >= len(conns)
         assert m['fstore_request_seconds_bucket{le="+Inf",op="get"}'] == m['fstore_request_seconds_count{op="get"}']
-        assert m['fstore_values_total{status="PRESENT"}'] > 0
-        assert m['fstore_values_total{status="NOT_FOUND"}'] >= len(conns)  # customer 10**9 in every request
+        assert m['fstore_values_total{status="PRESENT",view="customer_stats_v1"}'] > 0
+        # customer 10**9 in every request
+        assert m['fstore_values_total{status="NOT_FOUND",view="customer_stats_v1"}'] >= len(conns)
         assert m['fstore_errors_total{code="UNKNOWN_OBJECT"}'] >= 3
         for raw in conns:
             raw.close()

@@ -9,6 +9,7 @@ class FastGet:
     prepared: dict[tuple[Any, ...], Any]
     valid_until: float
     max_rows: int
+    max_request_id: int
     rid: int
     args: dict[str, Any]
     last: Any
@@ -16,13 +17,16 @@ class FastGet:
     values: bytes
     status: bytearray
     stamps: bytearray
-    def __init__(self, env: Any, prepared: dict[tuple[Any, ...], Any], max_rows: int) -> None: ...
+    def __init__(self, env: Any, prepared: dict[tuple[Any, ...], Any], max_rows: int,
+                 max_request_id: int) -> None: ...
     def answer(self, body: bytes) -> bytes | None:
         """The reply frame of a well-formed GET of a prepared shape while the registry is
         fresh; None sends the request down the Python path. The GET answered last is left
         in ``rid``, ``args``, ``last`` (its prepared shape), ``rows``, ``values`` (packed),
-        ``status`` and ``stamps`` for the served-read listeners."""
+        ``status`` and ``stamps`` for the served-read listeners. A ``request_id`` that is not
+        a str of 1..``max_request_id`` characters takes the Python path (BAD_REQUEST)."""
 
 def get_reply(rid: int, prepared: Any, values: bytes, status: bytes | bytearray, stamps: bytes | bytearray,
-              meta: Any) -> bytes:
-    """The frame of a GET's reply for both the fast and the Python path."""
+              meta: Any, request_id: str | None = None) -> bytes:
+    """The frame of a GET's reply for both the fast and the Python path; ``request_id``
+    (already checked) is echoed as the map's last entry."""

@@ -23,6 +23,7 @@ cdef object _unpackb = msgpack.unpackb
 cdef object _packb = msgpack.Packer(datetime=True, use_bin_type=True).pack
 cdef bytes _STATUS_KEY = msgpack.packb("status")
 cdef bytes _TS_KEY = msgpack.packb("ts")
+cdef bytes _REQUEST_ID_KEY = msgpack.packb("request_id")
 
 
 cdef double _monotonic() noexcept nogil:
@@ -41,15 +42,17 @@ cdef class FastGet:
     cdef public dict prepared
     cdef public double valid_until
     cdef public Py_ssize_t max_rows
+    cdef public Py_ssize_t max_request_id  # characters of a caller's request_id (protocol.MAX_REQUEST_ID)
     # the last GET answered: its id, args, shape, rows and what was read (for listeners)
     cdef public object rid, args, last, values, status, stamps
     cdef public Py_ssize_t rows
 
-    def __init__(self, env, dict prepared, Py_ssize_t max_rows):
+    def __init__(self, env, dict prepared, Py_ssize_t max_rows, Py_ssize_t max_request_id):
         self.env = env
         self.prepared = prepared
         self.valid_until = 0.0
         self.max_rows = max_rows
+        self.max_request_id = max_request_id
         self.rows = 0
 
     def answer(self, bytes body):
@@ -86,23 +89,39 @@ cdef class FastGet:
         if n > self.max_rows:
             return None
         meta = (<dict>args).get("meta", True)
+        request_id = (<dict>args).get("request_id")
+        if request_id is not None and (type(request_id) is not str or not 0 < len(<str>request_id)
+                                       <= self.max_request_id):
+            return None  # the Python path refuses it, naming the field
         try:
             values, status, stamps = read_packed(self.env, prepared.plan, entities)
         except Exception:
             return None  # the Python path reads again and explains what is wrong
         self.rid, self.args, self.last, self.rows = rid, args, prepared, n
         self.values, self.status, self.stamps = values, status, stamps
-        return get_reply(rid, prepared, values, status, stamps, meta)
+        return get_reply(rid, prepared, values, status, stamps, meta, request_id)
 
 
-def get_reply(rid, prepared, bytes values, status, stamps, meta):
+def get_reply(rid, prepared, bytes values, status, stamps, meta, request_id=None):
     """The frame of a GET's reply, ``[rid, true, {...}]``, for both paths: the map's constant
     part (names, dtypes, view_of, keys) was packed with the prepared shape, ``values`` is
-    read_packed's MessagePack, and status and ts follow when ``meta`` is true."""
+    read_packed's MessagePack, and status and ts follow when ``meta`` is true. A caller's
+    ``request_id`` (a checked str) is echoed last; the map then has one entry more."""
+    if request_id is not None:
+        return _reply_with_id(rid, prepared, values, status, stamps, meta, request_id)
     if meta:
         return _frame((b"\x93", _packb(rid), prepared.head_meta, values, _STATUS_KEY, _packb(status),
                        _TS_KEY, _packb(stamps)))
     return _frame((b"\x93", _packb(rid), prepared.head_bare, values))
+
+
+cdef bytes _reply_with_id(rid, prepared, bytes values, status, stamps, meta, str request_id):
+    """get_reply's frame with ``request_id`` echoed: true and a fixmap of 8 (6 without meta)."""
+    tail = _REQUEST_ID_KEY + _packb(request_id)
+    if meta:
+        return _frame((b"\x93", _packb(rid), b"\xc3\x88", prepared.entries, values, _STATUS_KEY, _packb(status),
+                       _TS_KEY, _packb(stamps), tail))
+    return _frame((b"\x93", _packb(rid), b"\xc3\x86", prepared.entries, values, tail))
 
 
 cdef bytes _frame(tuple parts):

@@ -88,6 +88,7 @@ class ServedRead:
     values: Any
     status: Any
     stamps: Any
+    client: str | None = None         # the client name HELLO gave (server paths), when it gave one
 
     @property
     def rows(self) -> int:

@@ -21,7 +21,6 @@ from typing import Any, Sequence
 from .._ext._online import ViewReader
 from ..errors import EntityRowError
 from ..repo.names import view_name
-from ..repo.readiness import live_version
 from ..repo.resolve import resolve
 from .codec import feature_kinds, key_kinds
 from .response import OnlinePlan
@@ -41,7 +40,7 @@ def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence
         view = req.view
         by_name = {f["name"]: i for i, f in enumerate(view["features"])}
         idx = [by_name[f] for f in req.features]
-        defaults = [_python_default(view["features"][i]) for i in idx]
+        defaults = [python_default(view["features"][i]) for i in idx]
         readers.append(ViewReader(online.db(view_name(view)), view["join_keys"], key_kinds(view),
                                   feature_kinds(view), idx, defaults, view.get("ttl_us") or 0, req.positions))
         views.append(view_name(view))
@@ -51,7 +50,9 @@ def build_plan(registry: dict[str, Any], online: OnlineStore, features: Sequence
     return OnlinePlan(names, dtypes, view_of, readers, views, keys)
 
 
-def _python_default(feature: dict[str, Any]) -> Any:
+def python_default(feature: dict[str, Any]) -> Any:
+    """A feature's declared default as a read answers it (timestamps as aware datetimes, bytes
+    as bytes), from the JSON-safe form the registry keeps; None when it declares none."""
     d = feature["default"]
     if d is None:
         return None
@@ -60,17 +61,6 @@ def _python_default(feature: dict[str, Any]) -> Any:
     if feature["dtype"] == "bytes" and isinstance(d, str):
         return d.encode()
     return d
-
-
-def declared(snap: Any) -> dict[str, Any]:
-    """What INFO says of the served features (docs/protocol.md, INFO), from which a client
-    answers ``fallback="defaults"``: each versioned view's features with dtype and declared
-    default (as a GET returns it), and the version each view name reads."""
-    views = snap.views
-    return {"features": {view_name(v): {f["name"]: {"dtype": f["dtype"], "default": _python_default(f)}
-                                        for f in v["features"]} for v in views.values()},
-            "live": {name: view_name(live_version(name, views, snap.ready.online))  # type: ignore[arg-type]
-                     for name in dict.fromkeys(v["name"] for v in views.values())}}
 
 
 def explain_bad_rows(rows: list[Any], plan: OnlinePlan, exc: Exception) -> Exception:

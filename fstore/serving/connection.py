@@ -37,10 +37,12 @@ from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, Handsha
                       PermissionDenied, ProtocolError, ShuttingDown, TooManyRows, Unauthenticated, UnknownOp,
                       UnsupportedVersion, as_fstore_error)
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
-from ..online.plan import declared, explain_bad_rows
+from ..online.plan import explain_bad_rows
 from ..times import now_us
-from .protocol import GET, HELLO, OPS, VERSION, FrameReader
+from .protocol import GET, HELLO, MAX_CLIENT_NAME, MAX_REQUEST_ID, OPS, VERSION, FrameReader
+from .info import info_result
 from .pushes import QueuedPush
+from .slowlog import describe_target, log_slow
 
 if TYPE_CHECKING:
     from .auth import Token
@@ -65,6 +67,7 @@ class Connection(asyncio.Protocol):
         self.pushing = 0         # PUSHes of this connection running in the pusher thread
         self.caught_up = False   # draining: everything the client sent before SIGTERM has been read
         self._served: tuple[Any, ...] | None = None  # the GET just read on the Python path, for the hook
+        self.client: str | None = None  # the client name HELLO gave (for the slow-request log)
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -104,6 +107,7 @@ class Connection(asyncio.Protocol):
         self.reader.feed(data)
         # a greeted connection that may read, not draining: a GET of a known shape takes the compiled path
         fast = self.fast if not self.caught_up else None
+        slow = self.state.slow  # None: the slow-request log is off
         n = 0
         try:
             while not self.closing:
@@ -116,13 +120,12 @@ class Connection(asyncio.Protocol):
                     return
                 n += 1
                 if fast is not None:
-                    start = time.perf_counter() if hook.active else 0.0
+                    start = time.perf_counter() if hook.active or slow is not None else 0.0
                     reply = fast.answer(body)
                     if reply is not None:
                         self.transport.write(reply)  # type: ignore[union-attr]
-                        if hook.active:
-                            self._emit(SERVER_FAST, fast.rid, fast.args, fast.last, fast.values, fast.status,
-                                       fast.stamps, start)
+                        if start:
+                            self._fast_done(fast, start, slow)
                         continue
                 self._handle(body)
                 fast = self.fast if not self.caught_up else None  # a HELLO may have just opened or closed it
@@ -175,27 +178,50 @@ class Connection(asyncio.Protocol):
         if reply is None:  # answered by the handler (HELLO refused, PUSH queued)
             return
         self.transport.write(reply)  # type: ignore[union-attr]
-        if self._served is not None:
-            served, self._served = self._served, None
-            if hook.active:
-                self._emit(SERVER, rid, *served, start)
+        seconds = time.perf_counter() - start
+        served, self._served = self._served, None
+        if served is not None and hook.active:
+            self._emit(SERVER, rid, *served, seconds)
         if st.metrics and op != GET:  # a GET's latency is counted by the metrics' listener
-            st.metrics.observe(OPS[op], time.perf_counter() - start)
+            st.metrics.observe(OPS[op], seconds)
+        if st.slow is not None and seconds >= st.slow:
+            self._log_slow(OPS[op], seconds, args, served[1] if served is not None else None)
+
+    def _fast_done(self, fast: Any, start: float, slow: float | None) -> None:
+        """After the compiled path answered a GET: the listeners, and the slow-request log."""
+        seconds = time.perf_counter() - start
+        if hook.active:
+            self._emit(SERVER_FAST, fast.rid, fast.args, fast.last, fast.values, fast.status, fast.stamps, seconds)
+        if slow is not None and seconds >= slow:
+            self._log_slow("get", seconds, fast.args, fast.last)
 
     def _emit(self, path: str, rid: int, args: dict[str, Any], prepared: "PreparedGet", values: Any,
-              status: Any, stamps: Any, start: float) -> None:
+              status: Any, stamps: Any, seconds: float) -> None:
         """Hand a GET just answered to the served-read listeners."""
         caller = args.get("request_id")
         hook.emit(ServedRead(now_us(), rid, path, worker_id(), prepared.service, prepared.features, prepared.full,
                              self.state.prepared_under.version, args.get("entities"),
-                             caller if type(caller) is str else None, time.perf_counter() - start,
-                             prepared.plan, values, status, stamps))
+                             caller if type(caller) is str else None, seconds,
+                             prepared.plan, values, status, stamps, self.client))
+
+    def _log_slow(self, op: str, seconds: float, args: dict[str, Any], prepared: "PreparedGet | None") -> None:
+        """One slow-request line: a GET names its rows, service or features and request_id."""
+        rows, target, caller = None, "", None
+        if prepared is not None:
+            ents = args.get("entities")
+            rows = len(next(iter(ents.values()))) if ents else 0
+            target, caller = describe_target(prepared.service, prepared.features), args.get("request_id")
+        log_slow(op, rows, seconds, target, caller, self.client, self.transport)
 
     def op_hello(self, rid: int, args: dict[str, Any], start: float) -> bytes | None:
         if args.get("version") != VERSION:
             self._fatal(rid, UnsupportedVersion(f"this server speaks version {VERSION}", "version"))
             return None
         st = self.state
+        client = args.get("client")
+        if type(client) is str:  # fstore's clients end it with CR LF CR LF (docs/protocol.md, "Handshake")
+            client = client.rstrip("\r\n")
+        self.client = checked_name(client, "client", MAX_CLIENT_NAME)
         if st.tokens is not None:  # checked once per connection
             self.token = st.tokens.check(args.get("token"))
             if self.token is None:
@@ -225,6 +251,7 @@ class Connection(asyncio.Protocol):
         n = max(n, 0)  # an empty map is zero rows, as entity_rows=[] in process (a client cannot name its columns)
         if n > st.limits.max_rows:
             raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
+        request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
         if entities:
             try:
@@ -236,7 +263,7 @@ class Connection(asyncio.Protocol):
         else:
             values, status, stamps = st._packer.pack([[] for _ in plan.names]), bytearray(), bytearray()
         self._served = (args, prepared, values, status, stamps)
-        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True))
+        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True), request_id)
 
     def op_health(self, rid: int, args: dict[str, Any], start: float) -> bytes:
         st = self.state
@@ -244,17 +271,7 @@ class Connection(asyncio.Protocol):
                                     "registry_version": st.online.snapshot().version}])
 
     def op_info(self, rid: int, args: dict[str, Any], start: float) -> bytes:
-        reg = self.state.online.snapshot()
-        info = {"project": reg.project, "registry_version": reg.version, "server": f"fstore/{__version__}",
-                "views": [{"name": v["name"], "version": v["version"], "entities": v["entities"],
-                           "join_keys": v["join_keys"], "ttl_us": v.get("ttl_us"),
-                           "timestamp_field": reg.source_of(v)["timestamp_field"],
-                           "created_timestamp_field": reg.source_of(v)["created_timestamp_field"],
-                           "features": [{"name": f["name"], "dtype": f["dtype"]} for f in v["features"]]}
-                          for v in reg.views.values()],
-                "services": [{"name": s["name"], "features": s["features"]} for s in reg.services.values()]}
-        info.update(declared(reg))
-        return self.state.pack([rid, True, info])
+        return self.state.pack([rid, True, info_result(self.state.online.snapshot())])
 
     def op_push(self, rid: int, args: dict[str, Any], start: float) -> None:
         """Queued for the writer thread; answered by ``push_done`` once its group is committed."""
@@ -274,9 +291,12 @@ class Connection(asyncio.Protocol):
         if newest is not None:  # for the data age gauge
             st.newest_pushed[view] = max(newest, st.newest_pushed.get(view, newest))
         self._write(st.pack([rid, True, {"written": outcome["written"], "offline": outcome["offline"]}]))
+        seconds = time.perf_counter() - start
         if st.metrics:
             st.metrics.pushed(outcome["view"], outcome["written"])
-            st.metrics.observe("push", time.perf_counter() - start)
+            st.metrics.observe("push", seconds)
+        if st.slow is not None and seconds >= st.slow:
+            log_slow("push", outcome["written"], seconds, f"view={view!r}", None, self.client, self.transport)
 
     # ---- replies ----------------------------------------------------------------------
 
@@ -315,6 +335,15 @@ class Connection(asyncio.Protocol):
 
 #: op code -> its handler, from the protocol's table of operations: op "get" is op_get
 HANDLERS: dict[int, Handler] = {code: getattr(Connection, f"op_{name}") for code, name in OPS.items()}
+
+
+def checked_name(value: Any, field: str, limit: int) -> str | None:
+    """An optional caller-chosen name (a GET's request_id, HELLO's client): None, or a str of
+    1..``limit`` characters; BadRequest naming ``field`` otherwise (it goes into logs and events)."""
+    if value is None or (type(value) is str and 0 < len(value) <= limit):
+        return value
+    got = f"a string of {len(value)} characters" if type(value) is str else f"a {type(value).__name__}"
+    raise BadRequest(f"{field} must be a string of 1 to {limit} characters, got {got}", field)
 
 
 def unread(transport: asyncio.Transport) -> int:

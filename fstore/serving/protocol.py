@@ -13,14 +13,16 @@ from .._ext._constants import Op
 from .._ext._protocol import PREFIX, FrameReader, frame
 
 VERSION = 1
+MAX_REQUEST_ID = 128   # characters of a GET's optional ``request_id`` (the caller's own id, echoed)
+MAX_CLIENT_NAME = 128  # characters of HELLO's ``client`` name (after its trailing CR LF CR LF)
 
 #: op code -> op name ("hello", "get", ...): the server's dispatch table and its metrics labels
 OPS: dict[int, str] = {int(op): op.name[3:].lower() for op in Op}
 HELLO, GET, PUSH, HEALTH, INFO = (int(Op.OP_HELLO), int(Op.OP_GET), int(Op.OP_PUSH), int(Op.OP_HEALTH),
                                   int(Op.OP_INFO))
 
-__all__ = ["GET", "HEALTH", "HELLO", "INFO", "OPS", "PREFIX", "PUSH", "VERSION", "FrameReader", "frame", "pack",
-           "unpack"]
+__all__ = ["GET", "HEALTH", "HELLO", "INFO", "MAX_CLIENT_NAME", "MAX_REQUEST_ID", "OPS", "PREFIX", "PUSH",
+           "VERSION", "FrameReader", "frame", "pack", "unpack"]
 
 _packer = msgpack.Packer(datetime=True, use_bin_type=True)
 

@@ -34,8 +34,9 @@ from ..times import now_us
 from .auth import Tokens
 from .connection import Connection, unread
 from .log import log
-from .protocol import frame
+from .protocol import MAX_REQUEST_ID, frame
 from .pushes import PushQueue
+from .slowlog import threshold_seconds
 from .tls import TlsFiles
 
 DRAIN_SECONDS = 10.0  # at most this long after SIGTERM for clients to read their replies
@@ -70,6 +71,7 @@ class PreparedGet:
     features: list[str] | None = None
     service: str | None = None
     full: bool = False
+    entries: bytes = b""  # the map's entries alone: a reply echoing a request_id has one entry more
 
 
 def prepare_get(plan: Any, features: list[str] | None = None, service: str | None = None,
@@ -78,7 +80,7 @@ def prepare_get(plan: Any, features: list[str] | None = None, service: str | Non
                        (("names", plan.names), ("dtypes", plan.dtypes), ("view_of", plan.view_of),
                         ("keys", plan.key_columns))) + msgpack.packb("values")
     return PreparedGet(plan, b"\xc3\x87" + entries, b"\xc3\x85" + entries,  # true, fixmap of 7 / of 5
-                       features, service, full)
+                       features, service, full, entries)
 
 
 class ServerState:
@@ -93,6 +95,7 @@ class ServerState:
         self.offline = OfflineStore(config)  # PUSHes with offline=true append here
         self.limits = limits
         self.metrics = metrics
+        self.slow = threshold_seconds(config.server)  # the slow-request log's threshold; None: off
         self.connections: set[Connection] = set()
         self.draining = False
         self.drained = 0   # requests read after the stop signal (answered), and of them refused (not run)
@@ -106,7 +109,7 @@ class ServerState:
         self.prepared_under: Any = None  # the registry snapshot they were prepared under
         # the compiled fast path shares the prepared shapes; it answers only while the
         # registry was checked within the second (valid_until), as the OnlineService does
-        self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows)
+        self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows, MAX_REQUEST_ID)
 
     def prepared_get(self, features: Any, service: Any, full: Any) -> PreparedGet:
         """The prepared GET of a request shape; checks the shape only when it is new.
