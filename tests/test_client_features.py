@@ -203,3 +203,30 @@ def test_opentelemetry_example_records_a_span_per_call(server: Server) -> None:
     assert [(s.name, s.attributes["fstore.rows"], s.attributes["fstore.outcome"]) for s in spans] == \
         [("fstore.get", 2, "ok"), ("fstore.get", 1, "UNKNOWN_OBJECT")]
     assert spans[1].status.status_code.name == "ERROR" and spans[0].end_time >= spans[0].start_time
+
+
+# ---- 7. model-ready outputs -------------------------------------------------------------------
+
+def test_outputs_for_models_remote_as_in_process(server: Server, fs: FeatureStore) -> None:
+    """to_pandas keeps an int feature with nulls as Int64 (pd.NA), not float; the status
+    matrix and to_numpy(mask=True) are the same in process and from both clients."""
+    features = ["profile:age", "profile:vip", "profile:score", "customer_stats:avg_amount_7d"]
+    probe = fs.get_online_features(["profile:age"], entity_rows=[{"customer_id": c} for c in range(1, 401)])
+    have = [c for c, v in zip(range(1, 401), probe.values("age")) if v is not None][:3]
+    rows = [{"customer_id": c} for c in (*have, 10_000_001)]  # the last: no such customer
+    local = fs.get_online_features(features, entity_rows=rows)
+    for resp in [local, *both(server, "get_online_features", features, entity_rows=rows)]:
+        df = resp.to_pandas()
+        assert str(df["age"].dtype) == "Int32" and df["age"].isna().iloc[-1]
+        assert df["age"].iloc[:-1].tolist() == local.values("age")[:-1] and len(have) == 3
+        assert str(df["vip"].dtype) == "boolean" and df["score"].dtype == np.float64
+        assert resp.to_df().equals(df)
+        matrix = resp.status_matrix
+        assert matrix.dtype == np.uint8 and matrix.shape == (4, 4) and not matrix.flags.writeable
+        assert (matrix == local.status_matrix).all()
+        assert matrix[0, -1] == Status.NOT_FOUND
+        assert resp.statuses("age") == [Status(s) for s in matrix[0]]
+        values, missing = resp.to_numpy(mask=True)
+        assert values.shape == missing.shape == (4, 4) and missing.dtype == bool
+        assert (missing == (matrix != Status.PRESENT).T).all()
+        assert np.array_equal(values, local.to_numpy(), equal_nan=True)

@@ -10,7 +10,7 @@ The event timestamp is that of the entity's stored row (also for EXPIRED, and fo
 a DEFAULTED that replaced an expired row); None where there is no row.
 
 This module imports neither LMDB nor pyarrow (``to_arrow`` imports pyarrow and
-``to_df`` pandas when called), so that ``import fstore.client`` stays light.
+``to_pandas`` pandas when called), so that ``import fstore.client`` stays light.
 """
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 _NUMERIC = {"int32", "int64", "float32", "float64", "bool"}
 _STATUS_NAMES = [s.name for s in Status]
+_STATUS_BY_CODE = tuple(sorted(Status, key=int))  # codes are 0..n-1: a tuple index, not an enum call
+assert [int(s) for s in _STATUS_BY_CODE] == list(range(len(_STATUS_BY_CODE)))
+# pandas' nullable dtype of a feature dtype whose numpy dtype cannot hold a null
+_NULLABLE = {"int32": "Int32", "int64": "Int64", "bool": "boolean"}
 
 __all__ = ["OnlinePlan", "OnlineResponse", "Status"]
 
@@ -48,7 +52,8 @@ class OnlinePlan:
 
 
 class OnlineResponse(ResponseBase):
-    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow, to_df or to_numpy.
+    """Feature values for entity rows; convert with to_dict, to_rows, to_arrow, to_pandas (to_df)
+    or to_numpy; ``status_matrix`` holds every value's status.
 
     The fields live in the compiled ResponseBase, which an in-process read fills
     from C without calling ``__init__`` (used by the network client).
@@ -106,8 +111,18 @@ class OnlineResponse(ResponseBase):
     def values(self, name: str) -> list[Any]:
         return list(self._column(self.plan.names.index(name)))
 
+    @property
+    def status_matrix(self) -> np.ndarray:
+        """Every value's status code (``Status``), a read-only uint8 array of shape
+        (features, rows) in ``feature_names`` order, with no copy: for masks and counts,
+        e.g. ``resp.status_matrix == Status.PRESENT``."""
+        view = self._status.view()
+        view.flags.writeable = False  # the response's own bytes: statuses() and to_* read them
+        return view
+
     def statuses(self, name: str) -> list[Status]:
-        return [Status(s) for s in self._status[self.plan.names.index(name)]]
+        by_code = _STATUS_BY_CODE
+        return [by_code[s] for s in self._status[self.plan.names.index(name)].tolist()]
 
     def event_timestamps(self, name: str) -> list[dt.datetime | None]:
         return self._view_stamps(self.plan.view_of[self.plan.names.index(name)])
@@ -171,30 +186,49 @@ class OnlineResponse(ResponseBase):
                     .cast(pa.timestamp("us", tz="UTC"))
         return pa.table(cols)
 
-    def to_df(self, include_metadata: bool = False) -> "pd.DataFrame":
+    def to_pandas(self, include_metadata: bool = False) -> "pd.DataFrame":
         """A pandas DataFrame of ``to_dict``'s columns: the join keys, then each feature (with
         ``include_metadata``, also ``f__status`` as text and ``f__event_timestamp`` as UTC
-        datetimes, NaT where there is no row). An integer feature with a null reads as float
-        (NaN), as pandas does. Needs pandas (``pip install 'fstore[pandas]'``)."""
+        datetimes, NaT where there is no row).
+
+        A feature keeps its declared type: an int32/int64/bool feature with a null becomes
+        pandas' nullable ``Int32``/``Int64``/``boolean`` (the null is ``pd.NA``) rather than
+        float64 with NaN, which would change its values past 2**53 and its dtype from one
+        response to the next; floats keep NaN; timestamps are UTC datetimes. Needs pandas
+        (``pip install 'fstore[pandas]'``)."""
         try:
             import pandas as pd  # not at import: most callers never want a DataFrame
         except ImportError:
-            raise MissingDependency("OnlineResponse.to_df() needs pandas, which is not installed: "
+            raise MissingDependency("OnlineResponse.to_pandas() needs pandas, which is not installed: "
                                     "pip install pandas (or pip install 'fstore[pandas]')") from None
-        columns = self.to_dict(include_metadata)
-        if include_metadata:
-            for name in self.plan.names:
+        columns: dict[str, Any] = self.to_dict(include_metadata)
+        for name, dtype in zip(self.plan.names, self.plan.dtypes):
+            values = columns[name]
+            if dtype in _NULLABLE and None in values:
+                columns[name] = pd.array(values, dtype=_NULLABLE[dtype])
+            elif dtype == "timestamp":
+                columns[name] = pd.to_datetime(values, utc=True)
+            if include_metadata:
                 columns[f"{name}__event_timestamp"] = pd.to_datetime(columns[f"{name}__event_timestamp"], utc=True)
         return pd.DataFrame(columns)
 
-    def to_numpy(self, features: Iterable[str] | None = None, dtype: Any = np.float64) -> np.ndarray:
-        """A (rows x features) matrix of the numeric features (nulls as NaN), for a model."""
+    to_df = to_pandas  # the name Feast users reach for
+
+    def to_numpy(self, features: Iterable[str] | None = None, dtype: Any = np.float64,
+                 mask: bool = False) -> Any:
+        """A (rows x features) matrix of the numeric features (nulls as NaN), for a model.
+
+        With ``mask``, ``(matrix, missing)``: ``missing`` is a bool matrix of the same shape,
+        True where the value is not a stored row's (status other than PRESENT: NOT_FOUND,
+        EXPIRED, DEFAULTED, UNAVAILABLE), so a model can tell a default from a value."""
         names = list(features) if features is not None else \
             [n for n, d in zip(self.plan.names, self.plan.dtypes) if d in _NUMERIC]
+        index = [self.plan.names.index(name) for name in names]
         out = np.empty((len(self.entity_rows), len(names)), dtype=dtype)
-        for j, name in enumerate(names):
-            i = self.plan.names.index(name)
+        for j, (name, i) in enumerate(zip(names, index)):
             if self.plan.dtypes[i] not in _NUMERIC:
                 raise InvalidArgument(f"feature {name!r} is {self.plan.dtypes[i]}, not numeric")
             out[:, j] = np.array([np.nan if v is None else v for v in self._column(i)], dtype=np.float64)
-        return out
+        if not mask:
+            return out
+        return out, (self._status[index] != Status.PRESENT).T
