@@ -28,3 +28,16 @@ def columns_dict(list key_columns, list entity_rows, list names, list values):
     for i in range(k):
         out[names[i]] = PyList_GetSlice(values, i * n, (i + 1) * n)
     return out
+
+
+def make_response(type cls, list entity_rows, object plan, object values, object status, object ts):
+    """A response of class ``cls`` (an OnlineResponse subclass) with feature-major
+    ``values``, built without a Python ``__init__``: what a network client does per reply."""
+    cdef ResponseBase out = <ResponseBase>cls.__new__(cls)
+    out.entity_rows = entity_rows
+    out.plan = plan
+    out._values = values
+    out._raw_status = status
+    out._raw_ts = ts
+    out._flat = False
+    return out

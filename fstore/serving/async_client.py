@@ -299,7 +299,6 @@ class AsyncClient:
         deadline = loop.time() + self._s.timeout
         attempts = 1 + self._s.retries
         for attempt in range(attempts):
-            last = attempt + 1 == attempts or loop.time() >= deadline
             slot = next(self._next) % self._size
             conn = self._conns[slot]
             try:
@@ -314,6 +313,7 @@ class AsyncClient:
                     self._drop(conn)
                 raise
             except FstoreError as exc:  # (before OSError: Unavailable is a ConnectionError)
+                last = attempt + 1 == attempts or loop.time() >= deadline  # (only on failure: a clock read less)
                 if conn is None:  # could not connect: nothing was sent
                     if isinstance(exc, ServerUnreachable) and not last:
                         continue
@@ -329,7 +329,7 @@ class AsyncClient:
             except (OSError, EOFError) as exc:
                 if conn is not None:
                     self._drop(conn)
-                if retry and not last:
+                if retry and not (attempt + 1 == attempts or loop.time() >= deadline):
                     continue
                 raise lost(self._s, exc) from None
         raise AssertionError("unreachable")

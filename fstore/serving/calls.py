@@ -15,6 +15,7 @@ from ..config import SERVER_KEYS
 from ..errors import BadFrame, FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
 from ..online.entities import entity_columns, is_frame
 from ..online.entities import entity_rows as as_rows
+from .._ext._response import make_response
 from ..online.response import OnlinePlan, OnlineResponse
 from ..repo.resolve import require_one
 from .handshake import hello_args, reason
@@ -146,8 +147,7 @@ def _plan(result: dict[str, Any]) -> OnlinePlan:
 def _response(result: dict[str, Any], rows: list[dict[str, Any]], request_id: str | None = None) -> RemoteResponse:
     plan = _plan(result)
     status, stamps = result.get("status"), result.get("ts")  # absent: asked without metadata
-    resp = RemoteResponse(rows, plan, result["values"], None if status is None else bytearray(status),
-                          None if stamps is None else bytearray(stamps))
+    resp = make_response(RemoteResponse, rows, plan, result["values"], status, stamps)  # no Python __init__
     resp.request_id = result.get("request_id", request_id)
     return resp
 
