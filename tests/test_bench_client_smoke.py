@@ -1,0 +1,20 @@
+"""Smoke test of benchmarks/bench_client.py at a tiny size: it starts a real server, runs
+both clients and prints their CPU per request and the ratio. No timing assertions."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_client_smoke() -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_client.py"), "--rounds", "1", "--requests", "300",
+           "--max-seconds", "60"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = {m[0]: float(m[1]) for m in re.findall(r"(fstore|peer)\s+client CPU\s+([0-9.]+) us/request", proc.stdout)}
+    assert set(figures) == {"fstore", "peer"} and all(v > 0 for v in figures.values()), proc.stdout
+    assert re.search(r"ratio fstore/peer \(client CPU\): [0-9.]+", proc.stdout), proc.stdout
