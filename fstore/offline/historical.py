@@ -121,6 +121,34 @@ def get_historical_features(store: OfflineStore, requests: list[ViewRequest], en
 
 def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], entities: pa.Table,
                ts: np.ndarray, pool: ThreadPoolExecutor, progress: Reporter):
+    taken, hit, _ = _gather(store, req, manifest, entities, ts, pool, progress, stamps=False)
+    for i, name, col in _with_defaults(req, taken, hit):
+        yield req.positions[i], req.outputs[i], col
+
+
+def point_in_time_view(store: OfflineStore, req: ViewRequest, entities: pa.Table,
+                       ts: np.ndarray) -> tuple[list[pa.ChunkedArray], np.ndarray]:
+    """One view's part of a training set, with the evidence: the columns of ``req.features``
+    for each entity row (the training-set rule of this module, defaults applied), and the
+    event time of the row each was taken from (UTC microseconds; NO_TIME where no row
+    qualified and the default or null was used). ``entities`` holds the view's join keys;
+    ``ts`` the entity times. Skew checks (fstore.monitoring.skew) compare served values
+    with these."""
+    manifest = store.manifest(req.view)
+    if manifest is None:
+        raise OfflineStoreError(f"feature view {view_name(req.view)} has no offline data: run "
+                                f"`fstore ingest {req.view['name']}` first")
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        taken, hit, stamps = _gather(store, req, manifest, entities, ts, pool, Silent(), stamps=True)
+    columns = [col for _, _, col in _with_defaults(req, taken, hit)]
+    return columns, np.where(hit, stamps, NO_TIME)
+
+
+def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], entities: pa.Table,
+            ts: np.ndarray, pool: ThreadPoolExecutor, progress: Reporter,
+            stamps: bool) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
+    """The winning row's ``req.features`` per entity row (nulls where none), whether one
+    won, and with ``stamps`` its event time (int64 microseconds, undefined where none)."""
     view = req.view
     keys = view["join_keys"]
     key_cols = {}
@@ -142,16 +170,17 @@ def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], 
     buckets = bucket_ids(key_table, keys, n_buckets)
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
-    feats = [f for f in view["features"] if f["name"] in set(req.features)]
-    by_name = {f["name"]: f for f in feats}
+    by_name = {f["name"]: f for f in view["features"]}
+    wanted = list(dict.fromkeys(req.features))
+    selected = wanted + [EVENT_TS] if stamps else wanted
 
     def one(b: int):
         rows = order[bounds[b]:bounds[b + 1]]
         if len(rows) == 0:
             return rows, None
-        data = store.read_bucket(view, manifest, b, req.features)
+        data = store.read_bucket(view, manifest, b, wanted)
         idx = _bucket_indices(view, data, key_table.take(pa.array(rows)), ts[rows], valid[rows])
-        taken = data.select(req.features).take(pa.array(idx, mask=idx < 0))
+        taken = data.select(selected).take(pa.array(idx, mask=idx < 0))
         return rows, (taken, idx >= 0)
 
     parts_rows, parts_taken, parts_hit = [], [], []
@@ -168,8 +197,16 @@ def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], 
     inverse_arr = pa.array(inverse)
     # one reorder per view, and defaults applied once per feature over the whole column
     taken = pa.concat_tables(parts_taken).take(inverse_arr) if parts_taken else \
-        pa.table({n: pa.array([], DTYPES[by_name[n]["dtype"]]) for n in req.features})
+        pa.table({n: pa.array([], DTYPES[by_name[n]["dtype"]]) for n in wanted}
+                 | ({EVENT_TS: pa.array([], pa.timestamp("us", tz="UTC"))} if stamps else {}))
     hit = np.concatenate(parts_hit)[inverse] if parts_hit else np.zeros(0, dtype=bool)
+    times = as_int64(taken.column(EVENT_TS), fill=NO_TIME) if stamps else None
+    return taken, hit, times
+
+
+def _with_defaults(req: ViewRequest, taken: pa.Table, hit: np.ndarray):
+    """(index, feature, column) of each requested feature, its default where no row won."""
+    by_name = {f["name"]: f for f in req.view["features"]}
     hit_arr = None
     for i, name in enumerate(req.features):
         col = taken.column(name)
@@ -177,7 +214,7 @@ def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], 
         if default is not None and not hit.all():
             hit_arr = hit_arr if hit_arr is not None else pa.array(hit)
             col = pc.if_else(hit_arr, col, _default_scalar(default, by_name[name]["dtype"]))
-        yield req.positions[i], req.outputs[i], col
+        yield i, name, col
 
 
 def _bucket_indices(view: dict[str, Any], data: pa.Table, ent_keys: pa.Table, ent_ts: np.ndarray,
