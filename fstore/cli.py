@@ -402,5 +402,8 @@ def quickstart(directory: str, customers: int, days: int) -> None:
     run_quickstart(Path(directory), customers=customers, days=days, console=console)
 
 
+from . import cli_skew  # noqa: E402,F401
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

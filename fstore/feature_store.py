@@ -31,7 +31,7 @@ from .repo.names import view_name
 from .repo.readiness import Readiness
 from .repo.registry import Plan, Registry
 from .repo.resolve import find_view, resolve
-from .times import to_us
+from .times import to_us, to_us_relative
 
 
 class FeatureStore:
@@ -296,3 +296,15 @@ class FeatureStore:
                     full_feature_names: bool = False) -> OnlinePlan:
         """The compiled read plan of a request shape under the current registry (cached)."""
         return self.online_service.plan(features, feature_service, full_feature_names)
+
+    # ---- monitoring --------------------------------------------------------------------
+
+    def skew(self, service: str, since: Any = None, until: Any = None, against: str | None = None,
+             examples: int = 5) -> dict[str, Any]:
+        """Training/serving skew of a service's logged reads with request time in [since, until]
+        (fstore.monitoring.skew; the report's JSON is documented in docs/monitoring.md)."""
+        from .monitoring.skew import check_skew
+
+        return check_skew(self.registry.require(), self.offline, service,
+                          None if since is None else to_us_relative(since, what="since"),
+                          None if until is None else to_us_relative(until, what="until"), against, examples)

@@ -89,3 +89,19 @@ def format_duration(us: int | None) -> str:
         if us % UNIT_US[unit] == 0:
             return f"{us // UNIT_US[unit]}{unit}"
     return f"{us}us"
+
+
+_RELATIVE_RE = re.compile(r"^\s*now\s*(?P<sign>[-+])\s*(?P<n>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>us|ms|s|m|h|d|w)\s*$", re.I)
+
+
+def to_us_relative(value: Any, *, what: str = "time") -> int:
+    """As ``to_us``, also reading times relative to now: 'now-1h', 'now - 30m', 'now+1d'
+    (units of ``UNIT_US``). For command-line windows (``--since now-1h``)."""
+    if isinstance(value, str) and (m := _RELATIVE_RE.match(value)):
+        delta = int(round(float(m["n"]) * UNIT_US[m["unit"].lower()]))
+        return now_us() + (delta if m["sign"] == "+" else -delta)
+    try:
+        return to_us(value, what=what)
+    except InvalidArgument:
+        raise InvalidArgument(f"{what} {value!r} is neither an ISO 8601 time (e.g. 2026-01-31T12:00:00Z) nor "
+                              "relative to now (e.g. now-1h, now-30m, now-7d)") from None
