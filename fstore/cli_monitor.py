@@ -9,8 +9,8 @@ from .cli import main
 from rich.markup import escape
 
 from .cli_output import err_console
-from .monitoring.checks import BUILTIN_CHECKS
-from .monitoring.exporter import DEFAULT_HOST, DEFAULT_INTERVAL, DEFAULT_PORT, DEFAULT_WINDOW
+# not the exporter: importing prometheus_client here would break ``fstore serve``'s multiprocess metrics
+from .monitoring.checks import BUILTIN_CHECKS, DEFAULT_HOST, DEFAULT_INTERVAL, DEFAULT_PORT, DEFAULT_WINDOW
 
 
 @main.command()

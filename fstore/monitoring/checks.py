@@ -53,6 +53,14 @@ BUILTIN_CHECKS: dict[str, str] = {
     "drift": "fstore.monitoring.drift:monitor_check",
 }
 
+#: ``fstore monitor``'s defaults (command-line only: a monitor is a deployment choice, not the
+#: repository's). Here, not in exporter.py: the CLI reads them without importing
+#: prometheus_client, which must not be imported before ``fstore serve`` sets its multiprocess dir.
+DEFAULT_INTERVAL = "60s"
+DEFAULT_WINDOW = "1h"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 6571
+
 
 @dataclass(frozen=True)
 class CheckContext:

@@ -29,12 +29,6 @@ from .checks import CheckContext, LoadedCheck, RunStats, families, load_checks, 
 
 log = logging.getLogger("fstore.monitor")
 
-#: ``fstore monitor``'s defaults (command-line only: a monitor is a deployment choice, not the repository's)
-DEFAULT_INTERVAL = "60s"
-DEFAULT_WINDOW = "1h"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 6571
-
 
 def setup_logging(level: int = logging.INFO) -> None:
     """``fstore monitor`` logs its start and each failed check to stderr (one handler, not added twice)."""
