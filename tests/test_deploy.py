@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -104,7 +105,6 @@ def _traffic(srv: Server) -> None:
 
 
 def _metrics(port: int) -> str:
-    import urllib.request
     with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as resp:
         return resp.read().decode()
 
