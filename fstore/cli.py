@@ -402,7 +402,8 @@ def quickstart(directory: str, customers: int, days: int) -> None:
     run_quickstart(Path(directory), customers=customers, days=days, console=console)
 
 
-from . import cli_skew  # noqa: E402,F401
+from . import cli_monitor  # noqa: E402,F401  (fstore monitor)
+from . import cli_skew  # noqa: E402,F401  (fstore skew)
 
 
 if __name__ == "__main__":  # pragma: no cover

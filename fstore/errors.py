@@ -331,3 +331,14 @@ def as_fstore_error(exc: BaseException) -> FstoreError:
     if isinstance(exc, FstoreError):
         return exc
     return InternalError(f"{type(exc).__name__}: {exc}")
+
+
+# ---- fstore monitor (fstore/monitoring/checks.py) -------------------------------------------
+
+class UnknownCheck(InvalidArgument, code="UNKNOWN_CHECK"):
+    """A check named to ``fstore monitor`` that cannot be loaded (no such module or callable)."""
+
+
+class InvalidCheckResult(FstoreError, ValueError, code="INVALID_CHECK_RESULT"):
+    """A check returned a sample the monitor does not export: an unknown metric, other labels,
+    a value that is not a number, or a series another check exports."""
