@@ -402,5 +402,8 @@ def quickstart(directory: str, customers: int, days: int) -> None:
     run_quickstart(Path(directory), customers=customers, days=days, console=console)
 
 
+from . import cli_drift  # noqa: E402,F401  (fstore drift, fstore freshness)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
