@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import RepoConfig
-from ..errors import InvalidArgument
+from ..errors import DriftInputError, InvalidArgument
 from ..offline.store import OfflineStore
 from ..repo.definitions import MONITORING_DEFAULTS
 from ..repo.resolve import resolve
@@ -148,7 +148,25 @@ def drift(config: RepoConfig, registry: dict[str, Any], offline: OfflineStore, o
         cur = read_log_window(config, service, outputs, since_us, until_us)
     else:
         cur = read_offline_window(offline, requests, outputs, since_us, until_us)
+    _require_rows(ref, "reference", config, service)
+    _require_rows(cur, "current", config, service)
     return _compare(service, outputs, ref, cur)
+
+
+def _require_rows(side: Side, which: str, config: RepoConfig, service: str) -> None:
+    """An empty side is an error (a wrong window, no logging), never a clean result."""
+    if side.rows:
+        return
+    d = side.describe
+    if d["kind"] == "logs":
+        where = config.rel(config.offline_path / "logs" / service)
+        raise DriftInputError(f"{which}: no served-feature log rows of service {service!r} with a request time in "
+                              f"[{d['since'] or 'the first'}, {d['until'] or 'the last'}] (under {where}); "
+                              f"is logging on for the service?")
+    if d["kind"] == "offline":
+        raise DriftInputError(f"{which}: no offline rows of the service's views with an event time in "
+                              f"[{d['start'] or 'the first'}, {d['end'] or 'the last'}]")
+    raise DriftInputError(f"{which}: {d['path']} has no rows")
 
 
 def _time(value: Any, what: str) -> int | None:
