@@ -178,6 +178,12 @@ class InvalidArgument(FstoreError, ValueError, code="INVALID_ARGUMENT"):
     """A bad argument to a command or call (a time that does not parse, an empty range)."""
 
 
+class DriftInputError(InvalidArgument, code="DRIFT_INPUT"):
+    """A side of ``fstore drift`` cannot be read as the service's features (a reference file
+    missing a column, built for another service, or a column of the wrong type); names the file
+    and column."""
+
+
 class FutureEnd(InvalidArgument, code="FUTURE_END"):
     """A materialization END later than now plus the clock-skew allowance (``materialize.clock_skew``),
     refused unless asked for (``--allow-future``): most often a typo, and it would claim rows to come."""

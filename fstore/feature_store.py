@@ -292,6 +292,24 @@ class FeatureStore:
         service = self._service or self.online_service
         return service.read(features, entity_rows, feature_service, full_feature_names, now, request_id)
 
+    def drift(self, feature_service: str, *, reference: str | Path | None = None,
+              reference_window: tuple[Any, Any] | None = None, since: Any = None, until: Any = None,
+              current: str = "logs") -> Any:
+        """The service's features of a reference (a training set file, or an offline window)
+        against a current window (the served-feature logs, or an offline window): PSI, null
+        rates and statistics per feature, with levels (fstore.monitoring.drift)."""
+        from .monitoring.drift import drift
+        return drift(self.config, self.registry.require(), self.offline, self.readiness(publish=False).offline,
+                     feature_service, reference=reference, reference_window=reference_window,
+                     since=since, until=until, current=current)
+
+    def freshness(self, now: Any = None) -> Any:
+        """Each view's newest data online and offline against its freshness_sla
+        (fstore.monitoring.freshness)."""
+        from .monitoring.freshness import freshness
+        return freshness(self.registry.require(), self.readiness(publish=False), self.offline, self.online,
+                         None if now is None else to_us(now, what="now"))
+
     def online_plan(self, features: Sequence[str] | None, feature_service: str | None,
                     full_feature_names: bool = False) -> OnlinePlan:
         """The compiled read plan of a request shape under the current registry (cached)."""

@@ -127,7 +127,7 @@ def commit_online(online: OnlineStore, pushes: list[PreparedPush]) -> tuple[list
     if not pushes:
         return [], 0
     try:
-        return online.write(lambda txn: [write_batch(txn, p.db, p.keys, p.values) for p in pushes]), 1
+        return online.write(lambda txn: [_write(online, txn, p) for p in pushes]), 1
     except Exception as exc:  # noqa: BLE001 - rolled back whole: find the PUSH that fails
         if len(pushes) == 1:
             return [exc], 0
@@ -135,9 +135,15 @@ def commit_online(online: OnlineStore, pushes: list[PreparedPush]) -> tuple[list
     return written, sum(not isinstance(n, Exception) for n in written)
 
 
+def _write(online: OnlineStore, txn: Any, push: PreparedPush) -> int:
+    """One PUSH's rows, newer-only, and its newest event time (for freshness)."""
+    online.note_pushed(txn, push.name, push.newest_us)
+    return write_batch(txn, push.db, push.keys, push.values)
+
+
 def _commit_one(online: OnlineStore, push: PreparedPush) -> int | Exception:
     try:
-        return online.write(lambda txn: write_batch(txn, push.db, push.keys, push.values))
+        return online.write(lambda txn: _write(online, txn, push))
     except Exception as exc:  # noqa: BLE001 - this PUSH's error, answered to its client
         return exc
 

@@ -57,3 +57,19 @@ def view_status(offline: OfflineStore, online: OnlineStore, view: dict[str, Any]
         "pending_rows": sum(rows_after(run, consumed.bound(run.seq)) for run in runs),
         "ingest_seq": runs[-1].seq if runs else None, "consumed_seq": consumed.seq,
     }
+
+
+def online_newest(watermark_us: int | None, pushed_us: int | None) -> int | None:
+    """The newest data online, as freshness sees it: the newer of the materialization
+    watermark and the newest event time pushed (None: neither yet)."""
+    return max((t for t in (watermark_us, pushed_us) if t is not None), default=None)
+
+
+def freshness_breached(sla_us: int | None, newest_us: int | None, now_us: int) -> bool:
+    """The freshness rule, one source for ``fstore freshness`` and the server's
+    ``fstore_freshness_breached``: a view with a ``freshness_sla`` is in breach when its
+    newest data is older than the SLA, or when it has no data at all; a view without an
+    SLA never is. Data dated in the future has age 0."""
+    if sla_us is None:
+        return False
+    return newest_us is None or now_us - newest_us > sla_us

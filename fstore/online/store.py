@@ -293,6 +293,25 @@ class OnlineStore:
     def set_watermark(self, txn: lmdb.Transaction, view: str, us: int) -> None:
         txn.put(b"wm:" + view.encode(), struct.pack("<q", us), db=self.meta)
 
+    def pushed(self, view: str, txn: lmdb.Transaction | None = None) -> int | None:
+        """The newest event time (microseconds) ever pushed to the view (None: no push yet)."""
+        def get(t: lmdb.Transaction) -> int | None:
+            raw = t.get(b"push:" + view.encode(), db=self.meta)
+            return None if raw is None else struct.unpack("<q", raw)[0]
+        if txn is not None:
+            return get(txn)
+        with self.read() as t:
+            return get(t)
+
+    def note_pushed(self, txn: lmdb.Transaction, view: str, us: int | None) -> None:
+        """Keep the newest event time pushed to the view, in the push's own transaction
+        (freshness: fstore.online.status.online_newest)."""
+        if us is None:
+            return
+        old = self.pushed(view, txn)
+        if old is None or us > old:
+            txn.put(b"push:" + view.encode(), struct.pack("<q", us), db=self.meta)
+
     def consumed(self, view: str, txn: lmdb.Transaction | None = None) -> dict[str, Any] | None:
         """What the view's materializations consumed of its ingest log (fstore.online.consumed), if any."""
         def get(t: lmdb.Transaction) -> dict[str, Any] | None:

@@ -41,6 +41,10 @@ AMBIGUOUS_DTYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "integer": ("32 bits in SQL, 64 in Python", ("int32", "int64")),
     "float": ("32 bits in Arrow and C, 64 in Python and NumPy", ("float32", "float64")),
 }
+#: drift thresholds (``monitoring:`` of a view or a feature; docs/monitoring.md, Drift): a PSI at
+#: or above psi_warn is a warning, at or above psi_alert an alert; a current null rate above
+#: max_null_rate is an alert (None: the null rate is reported, never judged)
+MONITORING_DEFAULTS: dict[str, float | None] = {"psi_warn": 0.1, "psi_alert": 0.25, "max_null_rate": None}
 
 
 def parse_dtype(value: Any, *, obj: str, field: str) -> str:
@@ -89,6 +93,32 @@ def _text(value: Any, *, obj: str, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidDefinition(f"expected text, got {value!r}", obj=obj, field=field)
     return value
+
+
+def parse_monitoring(value: Any, *, obj: str, field: str = "monitoring") -> dict[str, float | None]:
+    """The drift thresholds a view or feature sets (only those it sets; the rest come from
+    the view, then MONITORING_DEFAULTS): non-negative numbers, a rate at most 1."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidDefinition(f"expected a mapping of {', '.join(MONITORING_DEFAULTS)}, got {value!r}",
+                                obj=obj, field=field)
+    out: dict[str, float | None] = {}
+    for key, v in value.items():
+        if key not in MONITORING_DEFAULTS:
+            raise InvalidDefinition(f"unknown key {key!r}; expected {', '.join(MONITORING_DEFAULTS)}",
+                                    obj=obj, field=f"{field}.{key}")
+        if v is None and key == "max_null_rate":
+            out[key] = None
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or (key == "max_null_rate" and v > 1):
+            limit = "a number from 0 to 1" if key == "max_null_rate" else "a number >= 0"
+            raise InvalidDefinition(f"{key} must be {limit}, got {v!r}", obj=obj, field=f"{field}.{key}")
+        out[key] = float(v)
+    if out.get("psi_warn", 0.0) > out.get("psi_alert", float("inf")):  # type: ignore[operator]
+        raise InvalidDefinition(f"psi_warn ({out['psi_warn']}) is above psi_alert ({out['psi_alert']})",
+                                obj=obj, field=f"{field}.psi_warn")
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -174,6 +204,7 @@ class Feature:
     dtype: str
     default: Any = None
     description: str = ""
+    monitoring: Any = None  # drift thresholds of this feature (parse_monitoring)
 
     def __post_init__(self) -> None:
         obj = f"feature {self.name}"
@@ -181,14 +212,18 @@ class Feature:
         self.dtype = parse_dtype(self.dtype, obj=obj, field="dtype")
         self.default = coerce_default(self.default, self.dtype, obj=obj)
         self.description = _text(self.description, obj=obj, field="description")
+        self.monitoring = parse_monitoring(self.monitoring, obj=obj)
 
     @property
     def arrow_type(self) -> pa.DataType:
         return DTYPES[self.dtype]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "default": self.default,
-                "description": self.description}
+        out = {"name": self.name, "dtype": self.dtype, "default": self.default,
+               "description": self.description}
+        if self.monitoring:  # absent when unset, so registries applied before it read unchanged
+            out["monitoring"] = dict(self.monitoring)
+        return out
 
 
 def coerce_default(value: Any, dtype: str, *, obj: str) -> Any:
@@ -276,6 +311,7 @@ class FeatureView:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     online: bool = True
+    monitoring: Any = None  # drift thresholds of every feature of the view (parse_monitoring)
 
     def __post_init__(self) -> None:
         obj = f"feature_view {self.name}"
@@ -311,6 +347,7 @@ class FeatureView:
         self.tags = _tags(self.tags, obj=obj)
         if not isinstance(self.online, bool):
             raise InvalidDefinition("online must be true or false", obj=obj, field="online")
+        self.monitoring = parse_monitoring(self.monitoring, obj=obj)
 
     @property
     def versioned_name(self) -> str:
@@ -324,7 +361,8 @@ class FeatureView:
         return {"name": self.name, "version": self.version, "entities": list(self.entities),
                 "source": self.source, "features": [f.to_dict() for f in self.features],
                 "ttl_us": self.ttl, "owner": self.owner, "freshness_sla_us": self.freshness_sla,
-                "description": self.description, "tags": dict(self.tags), "online": self.online}
+                "description": self.description, "tags": dict(self.tags), "online": self.online,
+                **({"monitoring": dict(self.monitoring)} if self.monitoring else {})}  # absent when unset
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Exposed on the metrics port: request latency per operation, entity rows per request,
 value statuses (the hit rate), errors by code, open connections, requests in flight,
-the age of the newest data per view, rows pushed, PUSH commits and served-read listener
+the age of the newest data per view and its freshness SLA (and breach), rows pushed, PUSH commits and served-read listener
 errors. What each one means exactly is in docs/protocol.md ("Metrics").
 
 Served reads are counted by a listener of the served-read hook (fstore.monitoring.events),
@@ -34,6 +34,12 @@ INFLIGHT = Gauge("fstore_inflight_requests", "Requests received and not yet answ
 # frozen value, which would soon be the smallest, is dropped
 DATA_AGE = Gauge("fstore_data_age_seconds", "Seconds since the newer of the view's materialization watermark and "
                  "the newest event time pushed to it (0 if in the future)", ["view"], multiprocess_mode="livemin")
+# beside the data age: the SLA, and 0/1 for in breach (fstore.online.status.freshness_breached);
+# livemin for the same reason as the age: a worker that has seen fresher data wins
+FRESHNESS_SLA = Gauge("fstore_freshness_sla_seconds", "The view's freshness_sla in seconds (views with one)",
+                      ["view"], multiprocess_mode="livemax")
+FRESHNESS_BREACHED = Gauge("fstore_freshness_breached", "1 when the view's newest data online is older than its "
+                           "freshness_sla (or there is none), else 0", ["view"], multiprocess_mode="livemin")
 PUSHED = Counter("fstore_pushed_rows", "Rows written by PUSH", ["view"])
 PUSH_COMMITS = Counter("fstore_push_commits", "Online write transactions committed for PUSHes (one per group)")
 LISTENER_ERRORS = Counter("fstore_listener_errors", "Served-read listeners that raised (the read was answered)",
@@ -126,3 +132,9 @@ class ServerMetrics:
     def set_data_age(self, ages: dict[str, float]) -> None:
         for view, seconds in ages.items():
             DATA_AGE.labels(view).set(seconds)
+
+    def set_freshness(self, views: dict[str, tuple[float, bool]]) -> None:
+        """Per view with an SLA: (the SLA in seconds, whether it is breached)."""
+        for view, (sla, breached) in views.items():
+            FRESHNESS_SLA.labels(view).set(sla)
+            FRESHNESS_BREACHED.labels(view).set(1 if breached else 0)

@@ -26,6 +26,7 @@ from ..errors import BadRequest
 from ..monitoring.events import hook, load_listener
 from ..offline.store import OfflineStore
 from ..online.service import MAX_PLANS, OnlineService
+from ..online.status import freshness_breached, online_newest
 from ..online.store import OnlineStore
 from ..repo.names import view_name
 from ..repo.registry import Registry
@@ -152,22 +153,36 @@ class ServerState:
             hook.unsubscribe(listener)
 
 
-def data_ages(state: ServerState) -> dict[str, float]:
-    """Seconds per view since the newer of its materialization watermark and the newest
-    event time pushed through this worker (0 when that is in the future). Both are cheap
-    (one read transaction for all watermarks, a dict): the newest event time actually
-    stored would take a scan of the view."""
+def newest_online(state: ServerState) -> dict[str, int | None]:
+    """The newest data online per view: the newer of its materialization watermark and the
+    newest event time pushed (stored by every push, and through this worker). Both are cheap
+    (one read transaction for all views, a dict): the newest event time actually stored
+    would take a scan of the view."""
     store = state.online.store
     names = [view_name(v) for v in state.online.snapshot().views.values()]
     with store.read() as txn:
-        marks = {n: store.watermark(n, txn) for n in names}
-    now = now_us()
-    ages = {}
-    for n in names:
-        newest = max((t for t in (marks[n], state.newest_pushed.get(n)) if t is not None), default=None)
-        if newest is not None:
-            ages[n] = max(0.0, (now - newest) / 1e6)
-    return ages
+        stored = {n: online_newest(store.watermark(n, txn), store.pushed(n, txn)) for n in names}
+    return {n: online_newest(stored[n], state.newest_pushed.get(n)) for n in names}
+
+
+def data_ages(state: ServerState, newest: dict[str, int | None] | None = None,
+              now: int | None = None) -> dict[str, float]:
+    """Seconds per view since its newest data online (0 when that is in the future); a
+    view with no data has no age."""
+    newest = newest_online(state) if newest is None else newest
+    now = now_us() if now is None else now
+    return {n: max(0.0, (now - t) / 1e6) for n, t in newest.items() if t is not None}
+
+
+def freshness(state: ServerState, newest: dict[str, int | None], now: int) -> dict[str, tuple[float, bool]]:
+    """Per view with a ``freshness_sla``: the SLA in seconds and whether it is breached
+    (the rule of fstore.online.status.freshness_breached, as ``fstore freshness`` applies it)."""
+    out = {}
+    for v in state.online.snapshot().views.values():
+        sla, name = v.get("freshness_sla_us"), view_name(v)
+        if sla is not None and name in newest:
+            out[name] = (sla / 1e6, freshness_breached(sla, newest[name], now))
+    return out
 
 
 async def _refresh_gauges(state: ServerState) -> None:
@@ -175,7 +190,9 @@ async def _refresh_gauges(state: ServerState) -> None:
     last_error = ""
     while True:
         try:
-            state.metrics.set_data_age(data_ages(state))
+            newest, now = newest_online(state), now_us()
+            state.metrics.set_data_age(data_ages(state, newest, now))
+            state.metrics.set_freshness(freshness(state, newest, now))
             state.metrics.set_inflight(state.inflight)
         except Exception as exc:  # noqa: BLE001 - a metric must never stop the server; said once per cause
             if str(exc) != last_error:
