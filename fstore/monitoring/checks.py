@@ -9,7 +9,7 @@ against these names and labels, so a check that returns another name, or other l
 is a bug to be named (the run fails and is counted), not a new series to be found later.
 
 Checks are named on the command line: a built-in name (``BUILTIN_CHECKS``: freshness,
-skew, drift, each a ``monitor_check`` in its module) or ``module:callable`` for a
+skew, drift, in fstore.monitoring.builtin_checks) or ``module:callable`` for a
 plug-in; a class is instantiated once with no arguments, so it may keep state between runs.
 """
 from __future__ import annotations
@@ -48,9 +48,9 @@ RUN_METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 #: the checks ``fstore monitor`` runs when none is named
 BUILTIN_CHECKS: dict[str, str] = {
-    "freshness": "fstore.monitoring.freshness:monitor_check",
-    "skew": "fstore.monitoring.skew:monitor_check",
-    "drift": "fstore.monitoring.drift:monitor_check",
+    "freshness": "fstore.monitoring.builtin_checks:freshness_check",
+    "skew": "fstore.monitoring.builtin_checks:skew_check",
+    "drift": "fstore.monitoring.builtin_checks:drift_check",
 }
 
 #: ``fstore monitor``'s defaults (command-line only: a monitor is a deployment choice, not the
