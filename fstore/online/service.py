@@ -72,13 +72,16 @@ class OnlineService:
         else:
             plan = self.plan(features, feature_service, full_feature_names)
         rows = entity_rows if type(entity_rows) is list else as_rows(entity_rows)
+        at = None if now is None else to_us(now)
         try:
-            resp = read(self.store.env, plan, rows, None if now is None else to_us(now), OnlineResponse)
+            resp = read(self.store.env, plan, rows, at, OnlineResponse)
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise explain_bad_rows(rows, plan, exc) from None
         if active:
-            hook.emit(ServedRead(now_us(), hook.next_id(), IN_PROCESS, worker_id(), feature_service,
-                                 None if features is None else list(features), full_feature_names, snap.version,
+            # the time the read was answered as of: ``now`` when given, so a log of it is checked
+            # against training at that instant (fstore skew)
+            hook.emit(ServedRead(now_us() if at is None else at, hook.next_id(), IN_PROCESS, worker_id(),
+                                 feature_service, None if features is None else list(features), full_feature_names, snap.version,
                                  rows, request_id, time.perf_counter() - start, plan, resp._values,
                                  resp._raw_status, resp._raw_ts))
         return resp
