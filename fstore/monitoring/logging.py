@@ -40,7 +40,7 @@ from .logs import log_dir, write_log_file
 from .logtable import LogShape, log_shape, to_table
 
 log = std_logging.getLogger("fstore.monitoring")
-TICK_SECONDS = 0.05   # how often the writer thread takes the queued reads
+TICK_SECONDS = float(__import__("os").environ.get("FSTORE_TICK", "0.05"))   # how often the writer thread takes the queued reads
 _HASH_SPAN = 1 << 64
 
 
@@ -151,16 +151,25 @@ class FeatureLog:
         queue, n = self._queue, len(self._queue)
         if not n:
             return
-        pid = worker_id()
-        groups: dict[tuple[int, int, bool], list[tuple[str, ServedRead]]] = {}
+        groups: dict[tuple[Any, ...], list[tuple[int, ServedRead]]] = {}
+        pop = queue.popleft
         for _ in range(n):
-            seq, ev = queue.popleft()
-            if ev.rows:
-                key = (id(ev.plan), ev.rows, isinstance(ev.values, list))
-                groups.setdefault(key, []).append((f"{pid}-{seq}", ev))
-        for (_, rows, _), reads in groups.items():
+            item = pop()
+            ev = item[1]
+            ents = ev.entities
+            rows = len(ents) if type(ents) is not dict else ev.rows
+            # one batch per plan (a registry version and service), path and row count
+            key = (id(ev.plan), ev.path, rows)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append(item)
+        pid = worker_id()
+        for key, reads in groups.items():
             ev = reads[0][1]
-            table = to_table(self._shape(ev), ev.plan, reads, rows)
+            if not key[2]:
+                continue  # a read of no entity rows has no log rows
+            table = to_table(self._shape(ev), ev.plan, reads, key[2], pid)
             since, held, tables = self._buffers.get(ev.service, (time.monotonic(), 0, []))
             tables.append(table)
             self._buffers[ev.service] = (since, held + table.num_rows, tables)  # type: ignore[index]
