@@ -40,7 +40,7 @@ from .logs import log_dir, write_log_file
 from .logtable import LogShape, log_shape, to_table
 
 log = std_logging.getLogger("fstore.monitoring")
-TICK_SECONDS = float(__import__("os").environ.get("FSTORE_TICK", "0.05"))   # how often the writer thread takes the queued reads
+TICK_SECONDS = 0.05   # how often the writer thread takes the queued reads
 _HASH_SPAN = 1 << 64
 
 
