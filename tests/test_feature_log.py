@@ -263,3 +263,20 @@ def test_logging_settings_are_checked(tmp_path: Path) -> None:
     svc = FeatureService(name="s", features=["v:f"], logging={"sample_rate": 1})
     assert svc.to_dict()["logging"] == {"sample_rate": 1.0}
     assert "logging" not in FeatureService(name="s", features=["v:f"]).to_dict()
+
+
+def test_a_log_that_cannot_be_written_never_fails_a_read_or_close(tmp_path_factory: pytest.TempPathFactory,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    repo = logged_repo(tmp_path_factory, "log_unwritable")
+    (repo / "data" / "offline" / "logs").write_text("not a folder")  # every write fails
+    with FeatureStore(repo) as fs:
+        resp = fs.get_online_features(feature_service=SERVICE, entity_rows=rows([1]))
+        assert resp.feature_names
+    assert "could not write its last rows" in caplog.text
+
+
+def test_the_package_face_names_the_log_functions() -> None:
+    from fstore import monitoring
+
+    assert monitoring.log_features is log_features and monitoring.read_logs is read_logs
+    assert monitoring.log_features_batch is log_features_batch and monitoring.FeatureLog.__name__ == "FeatureLog"

@@ -220,4 +220,7 @@ class FeatureLog:
         atexit.unregister(self.close)
         self._stop.set()
         self._thread.join(timeout=60)
-        self.flush()
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - a stopping server or store must still stop; said once
+            log.exception("fstore: the feature log could not write its last rows (they are lost)")
