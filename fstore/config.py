@@ -65,8 +65,18 @@ MATERIALIZE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     # (--allow-future overrides): a duration, '5m' or seconds
     "clock_skew": ((str, int, float), "5m"),
 }
+MONITORING_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "logging": ((dict, type(None)), None),    # LOGGING_KEYS (monitoring/logging.py, docs/monitoring.md)
+}
+# monitoring.logging: served-feature logging (its defaults; a feature service's own logging.sample_rate wins)
+LOGGING_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "sample_rate": ((int, float, type(None)), None),  # null: only services with a logging mapping are logged
+    "queue_size": ((int,), 10_000),    # reads waiting for the writer thread, per process; past it: dropped, counted
+    "roll_rows": ((int,), 100_000),    # a log file is written once a service has this many rows buffered...
+    "roll_seconds": ((int, float), 60),  # ...or its oldest buffered row is this old (the SIGKILL loss bound)
+}
 SECTIONS = {"offline_store": OFFLINE_KEYS, "online_store": ONLINE_KEYS, "server": SERVER_KEYS,
-            "materialize": MATERIALIZE_KEYS}
+            "materialize": MATERIALIZE_KEYS, "monitoring": MONITORING_KEYS}
 TOP_KEYS = ("project", "registry", "definitions", "entity_timestamp_column", *SECTIONS)
 
 
@@ -108,6 +118,20 @@ def _materialize_section(raw: dict[str, Any]) -> dict[str, Any]:
     except InvalidDefinition:
         raise _bad(f"expected a duration such as '5m', '30s' or a number of seconds, got {out['clock_skew']!r}",
                    "materialize.clock_skew") from None
+    return out
+
+
+def _monitoring_section(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``monitoring`` settings, ``logging`` filled in from LOGGING_KEYS and range-checked."""
+    out = _section(raw, "monitoring")
+    logging = _section({"monitoring.logging": out["logging"]}, "monitoring.logging", LOGGING_KEYS)
+    rate = logging["sample_rate"]
+    if rate is not None and not 0 <= rate <= 1:
+        raise _bad(f"must be a number from 0 to 1, or null, got {rate!r}", "monitoring.logging.sample_rate")
+    for key in ("queue_size", "roll_rows", "roll_seconds"):
+        if not logging[key] > 0:
+            raise _bad(f"must be greater than 0, got {logging[key]!r}", f"monitoring.logging.{key}")
+    out["logging"] = logging
     return out
 
 
@@ -160,6 +184,7 @@ class RepoConfig:
     entity_timestamp_column: str = "event_timestamp"
     server: dict[str, Any] = field(default_factory=lambda: defaults(SERVER_KEYS))
     materialize: dict[str, Any] = field(default_factory=lambda: _materialize_section({}))
+    monitoring: dict[str, Any] = field(default_factory=lambda: _monitoring_section({}))
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -219,6 +244,7 @@ class RepoConfig:
             entity_timestamp_column=ts_col,
             server=server,
             materialize=materialize,
+            monitoring=_monitoring_section(raw),
             raw=raw,
         )
 

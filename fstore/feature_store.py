@@ -17,6 +17,7 @@ from .config import RepoConfig
 from .errors import FstoreError, InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, dataset_writer, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, ingest_views, make_engine
+from .monitoring.logging import FeatureLog
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
 from .online.materialize import WriteResult, bulk_load, check_end, gc, materialize
@@ -43,6 +44,7 @@ class FeatureStore:
         self.registry = Registry(self.config, self.engine.source_schema)
         self.offline: OfflineStore = self.engine.store
         self._service: OnlineService | None = None
+        self._feature_log: Any = None  # the served-feature log of this store's reads, when a service is logged
 
     # ---- definitions -----------------------------------------------------------------
 
@@ -57,6 +59,7 @@ class FeatureStore:
         """Validate and store the definitions atomically; returns the plan and the registry version."""
         applied = self.registry.apply(self.readiness(publish=False))
         self.readiness()
+        self._attach_feature_log()
         return applied
 
     def readiness(self, publish: bool = True, *, offline: Iterable[str] = (), online: Iterable[str] = ()) -> Readiness:
@@ -158,14 +161,25 @@ class FeatureStore:
         """Plans and reads of the online store (opened on first use)."""
         if self._service is None:
             self._service = OnlineService(self.registry, OnlineStore(self.config))
+            self._attach_feature_log()
         return self._service
+
+    def _attach_feature_log(self) -> None:
+        """Subscribe the served-feature log of this store's reads if a service is logged (decided
+        when the online service opens and after each ``apply``; docs/monitoring.md)."""
+        if self._feature_log is None and self._service is not None and self.registry.load() is not None:
+            self._feature_log = FeatureLog.attach(self.config, self.registry, self._service)
 
     @property
     def online(self) -> OnlineStore:
         return self.online_service.store
 
     def close(self) -> None:
-        """Release the online store (plans holding its handles are dropped with it)."""
+        """Write what the feature log holds, and release the online store (plans holding its
+        handles are dropped with it)."""
+        if self._feature_log is not None:
+            self._feature_log.close()
+            self._feature_log = None
         if self._service is not None:
             self._service.close()
             self._service = None

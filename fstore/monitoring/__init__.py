@@ -6,6 +6,7 @@
 """
 from .._lazy import lazy_exports
 
-_EXPORTS = {"ServedRead": ".events", "subscribe": ".events", "unsubscribe": ".events", "hook": ".events"}
+_EXPORTS = {"ServedRead": ".events", "subscribe": ".events", "unsubscribe": ".events", "hook": ".events",
+            "FeatureLog": ".logging", "read_logs": ".logs", "log_features": ".logs", "log_features_batch": ".logs"}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -89,6 +89,9 @@ class ServedRead:
     status: Any
     stamps: Any
     client: str | None = None         # the client name HELLO gave (server paths), when it gave one
+    #: what answered in process (its OnlineService), so that a listener of one repository can
+    #: tell its reads from another's in the same process; None on the server (one repository)
+    source: Any = None
 
     @property
     def rows(self) -> int:
@@ -139,6 +142,9 @@ class Hook:
         self.errors: dict[str, int] = {}
         #: told the listener's name whenever one raises (the server's metrics count it)
         self.on_error: Callable[[str], None] | None = None
+        #: told ``(counter, label, n)`` when a listener counts something the server exports
+        #: (the feature log: "log_records" and "log_dropped" per service); None: not exported
+        self.on_count: Callable[[str, str, int], None] | None = None
         self._ids = itertools.count(1)
 
     def subscribe(self, listener: Listener) -> Listener:
@@ -178,9 +184,17 @@ class Hook:
                 pass
 
 
-def load_listener(spec: str) -> Listener:
+#: the served-feature log's listener: a server worker loads it (with the repository's
+#: configuration) when a feature service is logged, as it loads ``server.listeners``
+FEATURE_LOG = "fstore.monitoring.logging:FeatureLog"
+
+
+def load_listener(spec: str, config: Any = None) -> Listener:
     """The listener ``module:callable`` names (``server.listeners`` in fstore.yaml); a class
-    is instantiated with no arguments. InvalidConfig names the spec when it cannot be loaded."""
+    is instantiated with no arguments, or, when it has a ``from_config`` classmethod and
+    ``config`` (the RepoConfig) is given, by ``from_config(config)``. A listener with a
+    ``close()`` method is closed when the worker stops (after its drain). InvalidConfig
+    names the spec when it cannot be loaded."""
     module, _, attr = spec.partition(":")
     try:
         obj = getattr(importlib.import_module(module), attr)
@@ -188,7 +202,7 @@ def load_listener(spec: str) -> Listener:
         raise InvalidConfig(f"cannot load listener {spec!r}: {exc}", file="fstore.yaml",
                             field="server.listeners") from None
     if isinstance(obj, type):
-        obj = obj()
+        obj = obj.from_config(config) if config is not None and hasattr(obj, "from_config") else obj()
     if not callable(obj):
         raise InvalidConfig(f"listener {spec!r} is not callable", file="fstore.yaml", field="server.listeners")
     return obj

@@ -83,7 +83,7 @@ class OnlineService:
             hook.emit(ServedRead(now_us() if at is None else at, hook.next_id(), IN_PROCESS, worker_id(),
                                  feature_service, None if features is None else list(features), full_feature_names, snap.version,
                                  rows, request_id, time.perf_counter() - start, plan, resp._values,
-                                 resp._raw_status, resp._raw_ts))
+                                 resp._raw_status, resp._raw_ts, source=self))
         return resp
 
     def close(self) -> None:

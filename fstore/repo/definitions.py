@@ -381,9 +381,13 @@ class FeatureService:
     owner: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     full_feature_names: bool = False
+    #: served-feature logging of this service's reads: ``{sample_rate: 0..1}`` (None: fstore.yaml's
+    #: monitoring.logging default decides); see ``service_sample_rate`` and docs/monitoring.md
+    logging: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         obj = f"feature_service {self.name}"
+        self.logging = _service_logging(self.logging, obj=obj)
         check_name(self.name, obj="feature_service")
         refs: list[str] = []
         for item in _listify(self.features):
@@ -407,7 +411,52 @@ class FeatureService:
                "owner": self.owner, "tags": dict(self.tags)}
         if self.full_feature_names:  # absent when false, so registries applied before it read unchanged
             out["full_feature_names"] = True
+        if self.logging is not None:  # absent when not set, as full_feature_names
+            out["logging"] = dict(self.logging)
         return out
+
+
+#: the keys of a service's ``logging`` mapping
+SERVICE_LOGGING_KEYS = ("sample_rate",)
+
+
+def _service_logging(value: Any, *, obj: str) -> dict[str, Any] | None:
+    """A service's ``logging`` mapping checked: only known keys, a sample_rate from 0 to 1."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidDefinition(f"expected a mapping such as {{sample_rate: 1.0}}, got {value!r}",
+                                obj=obj, field="logging")
+    for key in value:
+        if key not in SERVICE_LOGGING_KEYS:
+            raise InvalidDefinition(f"unknown setting {key!r}; known: {', '.join(SERVICE_LOGGING_KEYS)}",
+                                    obj=obj, field=f"logging.{key}")
+    rate = value.get("sample_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+        raise InvalidDefinition(f"sample_rate must be a number from 0 to 1, got {rate!r}",
+                                obj=obj, field="logging.sample_rate")
+    return {} if rate is None else {"sample_rate": float(rate)}
+
+
+def service_sample_rate(service: dict[str, Any], default: float | None) -> float:
+    """The share of a service's reads that are logged (0: off), from its registry record.
+
+    The service's own ``logging.sample_rate`` wins; a service with ``logging: {}`` or no
+    ``logging`` takes ``default`` (fstore.yaml's ``monitoring.logging.sample_rate``); with
+    no default, ``logging: {}`` means every read and no ``logging`` means none."""
+    own = service.get("logging")
+    if own is not None and own.get("sample_rate") is not None:
+        return float(own["sample_rate"])
+    if default is not None:
+        return float(default)
+    return 1.0 if own is not None else 0.0
+
+
+def logged_services(snapshot: Any, config: Any) -> dict[str, float]:
+    """Service name -> sample rate of every applied service whose reads are logged."""
+    default = config.monitoring["logging"]["sample_rate"]
+    rates = {name: service_sample_rate(svc, default) for name, svc in snapshot.services.items()}
+    return {name: rate for name, rate in rates.items() if rate > 0}
 
 
 def _listify(value: Any) -> list[Any]:

@@ -44,6 +44,11 @@ PUSHED = Counter("fstore_pushed_rows", "Rows written by PUSH", ["view"])
 PUSH_COMMITS = Counter("fstore_push_commits", "Online write transactions committed for PUSHes (one per group)")
 LISTENER_ERRORS = Counter("fstore_listener_errors", "Served-read listeners that raised (the read was answered)",
                           ["listener"])
+LOG_RECORDS = Counter("fstore_log_records", "Entity rows of sampled reads taken by the served-feature log",
+                      ["service"])
+LOG_DROPPED = Counter("fstore_log_dropped", "Entity rows of sampled reads the served-feature log dropped "
+                      "(its queue was full; the read was answered)", ["service"])
+_COUNTED = {"log_records": LOG_RECORDS, "log_dropped": LOG_DROPPED}  # hook.on_count's names
 
 
 class ServerMetrics:
@@ -64,7 +69,15 @@ class ServerMetrics:
     def attach(self) -> "ServerMetrics":
         hook.subscribe(self.served)
         hook.on_error = lambda name: LISTENER_ERRORS.labels(name).inc()
+        hook.on_count = self.count
         return self
+
+    @staticmethod
+    def count(counter: str, label: str, n: int) -> None:
+        """What a listener counted (the feature log, from its writer thread), by name."""
+        metric = _COUNTED.get(counter)
+        if metric is not None:
+            metric.labels(label).inc(n)
 
     def served(self, event: ServedRead) -> None:
         """A served read: its rows, its values' statuses and its latency."""

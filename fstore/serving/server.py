@@ -23,11 +23,12 @@ import msgpack
 from .._ext._serve import FastGet
 from ..config import SERVER_KEYS, RepoConfig, defaults
 from ..errors import BadRequest
-from ..monitoring.events import hook, load_listener
+from ..monitoring.events import FEATURE_LOG, hook, load_listener
 from ..offline.store import OfflineStore
 from ..online.service import MAX_PLANS, OnlineService
 from ..online.status import freshness_breached, online_newest
 from ..online.store import OnlineStore
+from ..repo.definitions import logged_services
 from ..repo.names import view_name
 from ..repo.registry import Registry
 from ..repo.resolve import require_one
@@ -93,6 +94,8 @@ class ServerState:
         self.tokens = Tokens.load(config)  # None: no token needed
         self.listeners = [hook.subscribe(load_listener(spec)) for spec in config.server["listeners"]]
         self.online = OnlineService(Registry(config), OnlineStore(config))
+        if logged_services(self.online.snapshot(), config):  # the feature log, attached as any listener
+            self.listeners.append(hook.subscribe(load_listener(FEATURE_LOG, config)))
         self.offline = OfflineStore(config)  # PUSHes with offline=true append here
         self.limits = limits
         self.metrics = metrics
@@ -147,10 +150,14 @@ class ServerState:
         return frame(self._packer.pack(obj))
 
     def close(self) -> None:
-        """Wait for the pusher thread, and unsubscribe the listeners this state subscribed."""
+        """Wait for the pusher thread, and unsubscribe the listeners this state subscribed,
+        closing those that can be closed (the feature log writes what it holds)."""
         self.pusher.shutdown(wait=True)
         for listener in self.listeners:
             hook.unsubscribe(listener)
+            close = getattr(listener, "close", None)
+            if close is not None:
+                close()
 
 
 def newest_online(state: ServerState) -> dict[str, int | None]:
