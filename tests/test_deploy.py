@@ -1,11 +1,9 @@
 """deploy/: the Prometheus rules pass ``promtool check rules`` and their unit tests
 (``promtool test rules``), and every metric name the rules and the Grafana dashboard use
-is exported by a live ``fstore serve --metrics-port`` or a live ``fstore monitor``.
+is exported by a live ``fstore serve --metrics-port`` (its reads logged) or a live
+``fstore monitor`` running its built-in checks (freshness, skew and drift over those logs).
 
-promtool comes from Debian's ``prometheus`` package (scripts/test.sh installs it). The
-parts of the monitoring issue built elsewhere are stood in for by plug-ins until they
-land: ``stub_checks:everything`` in the monitor, ``stub_server_metrics:listener`` in the
-server (tests/plugins).
+promtool comes from Debian's ``prometheus`` package (scripts/test.sh installs it).
 """
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -84,7 +83,10 @@ def scraped(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = repo_copy(tmp_path_factory, "deploy", {"listeners": ["stub_server_metrics:listener"]})
+    root = repo_copy(tmp_path_factory, "deploy")
+    project = yaml.safe_load((root / "fstore.yaml").read_text())
+    project["monitoring"] = {"logging": {"sample_rate": 1.0, "roll_seconds": 1}}  # every service logged
+    (root / "fstore.yaml").write_text(yaml.safe_dump(project))
     srv = Server(root, metrics_port=free_port(), env={"PYTHONPATH": ENV["PYTHONPATH"]})
     try:
         yield srv
@@ -111,7 +113,12 @@ def _metrics(port: int) -> str:
 
 def test_every_metric_the_rules_and_dashboard_use_is_live(server: Server, tmp_path: Path) -> None:
     _traffic(server)
-    mon = MonitorProcess(server.repo, "--interval", "1h", "--check", "stub_checks:everything")
+    logs = server.repo / "data" / "offline" / "logs" / "everything"
+    deadline = time.monotonic() + 20  # the log rolls its files within a second or two
+    while not any(logs.glob("date=*/part-*.parquet")):
+        assert time.monotonic() < deadline, f"no served-feature log under {logs}"
+        time.sleep(0.2)
+    mon = MonitorProcess(server.repo, "--interval", "1h")  # the built-in checks
     try:
         server_text = _metrics(server.metrics_port)
         names = scraped(mon.metrics()) | scraped(server_text)
