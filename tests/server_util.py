@@ -362,7 +362,11 @@ def metrics(port: int) -> dict[str, float]:
 def worker_pids(server: Server) -> dict[int, int]:
     """Worker pid -> established connections on the server's port."""
     out = {}
-    for child in psutil.Process(server.proc.pid).children(recursive=True):
+    try:
+        children = psutil.Process(server.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # the server itself is gone: no workers (callers assert on it)
+        return out
+    for child in children:
         try:
             conns = child.net_connections("tcp")
         except psutil.Error:

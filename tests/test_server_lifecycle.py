@@ -282,6 +282,12 @@ def test_a_worker_that_dies_at_start_is_not_restarted_forever(tmp_path_factory: 
     srv = Server(root, workers=2)
     try:
         victim, survivor = sorted(wait_workers(srv, 2))
+        # a worker holds the listening socket from its start (the supervisor hands it over): wait
+        # for the line the supervisor logs once every worker accepts, before breaking the config
+        deadline = time.monotonic() + 30
+        while "serving project" not in srv.logs():
+            assert time.monotonic() < deadline and srv.alive(), srv.logs()
+            time.sleep(0.1)
         (root / "fstore.yaml").rename(root / "fstore.yaml.aside")
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 90

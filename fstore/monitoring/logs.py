@@ -67,7 +67,7 @@ def write_log_file(folder: Path, table: pa.Table) -> list[Path]:
 
 def read_logs(config: Any, service: str, since_us: Any = None, until_us: Any = None,
               model: bool = False) -> pa.Table:
-    """Every log row of ``service`` with ``since <= request_time < until`` (None: unbounded;
+    """Every log row of ``service`` with ``since <= request_time <= until`` (None: unbounded;
     microseconds, or anything fstore.times.to_us takes), ordered by request time, request and
     row. Files of different registry versions are unified (a column missing from a file is
     null there). The files' ``fstore.log`` metadata are merged into the table's (features
@@ -85,7 +85,7 @@ def read_logs(config: Any, service: str, since_us: Any = None, until_us: Any = N
         if since is not None:
             keep &= np.asarray(t) >= since
         if until is not None:
-            keep &= np.asarray(t) < until
+            keep &= np.asarray(t) <= until  # both ends included, as fstore skew and drift read them
         tables.append(table.replace_schema_metadata(None).filter(pa.array(keep)))
     if not tables:
         return pa.table({})
@@ -108,7 +108,7 @@ def merge_meta(metas: Iterable[dict[str, Any]], service: str) -> dict[str, Any]:
 
 
 def _files_between(folder: Path, since: int | None, until: int | None) -> list[Path]:
-    """The visible log files of the date folders that may hold rows in [since, until)."""
+    """The visible log files of the date folders that may hold rows in [since, until]."""
     if not folder.is_dir():
         return []
     lo = None if since is None else dt.datetime.fromtimestamp(since // DAY_US * 86400, dt.timezone.utc).date()
