@@ -240,7 +240,8 @@ def test_log_features_writes_the_model_log(tmp_path_factory: pytest.TempPathFact
     assert json.loads(model.schema.metadata[b"fstore.log"])["keys"] == ["customer_id", "driver_id"]
     assert read_logs(repo, SERVICE).num_rows == 0  # the served log is another folder
     assert read_logs(repo, SERVICE, "2026-01-02T03:04:06Z", None, model=True).num_rows == 1
-    assert read_logs(repo, SERVICE, None, "2026-01-02T03:04:06Z", model=True).num_rows == 1
+    assert read_logs(repo, SERVICE, None, "2026-01-02T03:04:06Z", model=True).num_rows == 2  # both ends included
+    assert read_logs(repo, SERVICE, None, "2026-01-02T03:04:05.999999Z", model=True).num_rows == 1
 
 
 def test_logging_settings_are_checked(tmp_path: Path) -> None:
