@@ -120,8 +120,18 @@ def test_every_metric_the_rules_and_dashboard_use_is_live(server: Server, tmp_pa
         time.sleep(0.2)
     mon = MonitorProcess(server.repo, "--interval", "1h")  # the built-in checks
     try:
+        deadline = time.monotonic() + 90  # /metrics answers at once; the first run of the checks takes a while
+        while True:
+            text = mon.metrics()
+            done = set(re.findall(r'fstore_check_last_success_timestamp_seconds\{check="(\w+)"\}', text))
+            failed = re.findall(r'fstore_check_errors_total\{check="(\w+)"\} [1-9]', text)
+            assert not failed, f"checks failed: {failed}\n{text}"
+            if {"freshness", "skew", "drift"} <= done:
+                break
+            assert time.monotonic() < deadline, f"the checks never all ran: {done}\n{text}"
+            time.sleep(0.5)
         server_text = _metrics(server.metrics_port)
-        names = scraped(mon.metrics()) | scraped(server_text)
+        names = scraped(text) | scraped(server_text)
     finally:
         mon.stop()
     used = rule_names() | dashboard_names()
