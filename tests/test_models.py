@@ -4,6 +4,7 @@ refuses it until the service pins the trained version), lineage down and up, and
 that name a model in process, through a real server and on the command line."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import subprocess
@@ -16,8 +17,8 @@ import pytest
 import yaml
 
 from fstore import FeatureStore
-from fstore.client import Client
-from fstore.errors import MissingLineage, NoProductionVersion, UnknownObject
+from fstore.client import AsyncClient, Client
+from fstore.errors import BadRequest, MissingLineage, NoProductionVersion, UnknownObject
 from fstore.monitoring.events import hook
 from server_util import FSTORE, HOST, Server
 
@@ -188,6 +189,15 @@ def test_bump_plan_strict_pin_lineage_and_serving_by_model(repo: Path) -> None:
             assert client.get_online_features(model="fraud_model", entity_rows=rows).values("x") == want
             with pytest.raises(UnknownObject, match="nope"):
                 client.get_online_features(model="nope", entity_rows=rows)
+            with pytest.raises(BadRequest, match="exactly one"):
+                client.get_online_features(model="fraud_model", feature_service="fraud_v1", entity_rows=rows)
+            [resp] = client.pipeline([{"model": "fraud_model:1", "entity_rows": rows}])
+            assert resp.values("x") == want
+
+        async def read_async() -> list[Any]:
+            async with AsyncClient(HOST, server.port, timeout=10) as ac:
+                return (await ac.get_online_features(model="fraud_model", entity_rows=rows)).values("x")
+        assert asyncio.run(read_async()) == want
         got = _cli(repo, "get", "--model", "fraud_model:2", "--host", HOST, "--port", str(server.port), "k=2")
         assert "3.0" in got.stdout
     finally:

@@ -76,8 +76,9 @@ def model_impacts(old: dict[str, Any], new: dict[str, Any]) -> list[Impact]:
                 add(f"{key} removed")
             elif old_rec != new_rec:
                 add(f"{key} changed")
+            old_views = old.get("feature_views", {})
             newer = [r["version"] for r in new.get("feature_views", {}).values()
-                     if r["name"] == view and r["version"] > version and view_name(r) not in old.get("feature_views", {})]
+                     if r["name"] == view and r["version"] > version and view_name(r) not in old_views]
             if newer:
                 add(f"{view} v{version} -> v{max(newer)}")
             src = (new_rec or old_rec or {}).get("source")

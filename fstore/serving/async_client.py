@@ -349,7 +349,8 @@ class AsyncClient:
 
     async def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                                   feature_service: str | None = None, full_feature_names: bool = False,
-                                  include_metadata: bool = True, request_id: str | None = None, model: str | None = None,
+                                  include_metadata: bool = True, request_id: str | None = None,
+                                  model: str | None = None,
                                   fallback: Any = CLIENTS) -> OnlineResponse:
         """As FeatureStore.get_online_features, over the network (see Client.get_online_features)."""
         cols, rows = _columns(entity_rows)
