@@ -21,6 +21,7 @@ from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..times import format_duration
+from .impact import model_impacts
 from .names import SECTIONS, unversioned, view_name
 from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
 from .reader import read_definitions
@@ -173,8 +174,6 @@ class Registry:
         current = self.load()
         new_state = build_registry(self.config, read_definitions(self.config), current, self.schema_of)
         ready = self.readiness() if ready is None else ready
-        from .impact import model_impacts
-
         return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state),
                     version_effects(current or {}, new_state, ready), store_warnings(self.config, new_state),
                     model_impacts(current or {}, new_state))
