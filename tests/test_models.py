@@ -203,3 +203,36 @@ def test_bump_plan_strict_pin_lineage_and_serving_by_model(repo: Path) -> None:
     finally:
         server.stop()
     assert "1.5" in _cli(repo, "get", "--model", "fraud_model", "k=1").stdout
+
+
+def test_concurrent_registers_each_get_their_own_version(repo: Path) -> None:
+    """Registers race under the registry lock: none is lost, versions are 1..n, and every
+    registry version has its history copy."""
+    cmd = [FSTORE, "-r", str(repo), "model", "register", "m", "--dataset", str(repo / "train.parquet")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read()
+    with FeatureStore(repo) as fs:
+        assert [v["version"] for v in fs.models.list()[0]["versions"]] == [1, 2, 3]
+        assert [h["version"] for h in fs.registry.history()] == [1, 2, 3, 4]
+
+
+def test_a_pinned_service_is_not_broken_and_a_changed_source_is_named(repo: Path) -> None:
+    with FeatureStore(repo) as fs:
+        fs.models.register("m", repo / "train.parquet")
+        fs.models.promote("m", 1, "production")
+        _set_defs(repo, bump=True)
+        [impact] = fs.plan().impacts
+        assert impact.breaking and (impact.model, impact.version, impact.service) == ("m", 1, "fraud_v1")
+        defs = _defs(pin=True)
+        defs["sources"][0]["description"] = "changed"
+        (repo / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+        impacts = fs.plan().impacts
+        assert [i.message for i in impacts] == [
+            "feature service fraud_v1 changed: read by m:1 (production) through fraud_v1; "
+            "fraud_v1 still reads the trained versions",
+            "source src1 (of stats_v1) changed: read by m:1 (production) through fraud_v1; "
+            "fraud_v1 still reads the trained versions"]
+        assert not any(i.breaking for i in impacts)
+        fs.models.promote("m", 1, "archived")  # only production versions are looked at
+        assert fs.plan().impacts == []
