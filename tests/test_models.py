@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from fstore.monitoring.events import hook
 from server_util import FSTORE, HOST, Server
 
 UTC = dt.timezone.utc
+PLUGINS = str(Path(__file__).resolve().parent / "plugins")
 NOW = dt.datetime.now(UTC).replace(microsecond=0)
 KEYS = [1, 2, 3]
 
@@ -183,7 +186,10 @@ def test_bump_plan_strict_pin_lineage_and_serving_by_model(repo: Path) -> None:
     assert [e.model for e in seen[:3]] == [None, "fraud_model", "fraud_model:1"]
     assert seen[1].service == "fraud_v1"
 
-    server = Server(repo)
+    (repo / "fstore.yaml").write_text("project: models\nserver: {listeners: ['record_listener:record']}\n")
+    events_out = repo.parent / "events.jsonl"
+    server = Server(repo, env={"FSTORE_TEST_EVENTS": str(events_out),
+                               "PYTHONPATH": PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", "")})
     try:
         with Client(HOST, server.port) as client:
             assert client.get_online_features(model="fraud_model", entity_rows=rows).values("x") == want
@@ -200,6 +206,15 @@ def test_bump_plan_strict_pin_lineage_and_serving_by_model(repo: Path) -> None:
         assert asyncio.run(read_async()) == want
         got = _cli(repo, "get", "--model", "fraud_model:2", "--host", HOST, "--port", str(server.port), "k=2")
         assert "3.0" in got.stdout
+        # the server's served-read events name the model beside the service it resolved to
+        deadline = time.monotonic() + 30  # a listener runs just after the reply is written
+        while len(events_out.read_text().splitlines()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logged = [json.loads(line) for line in events_out.read_text().splitlines()]
+        assert [(e["model"], e["service"]) for e in logged] == [("fraud_model", "fraud_v1"),
+                                                                ("fraud_model:1", "fraud_v1"),
+                                                                ("fraud_model", "fraud_v1"),
+                                                                ("fraud_model:2", "fraud_v1")]
     finally:
         server.stop()
     assert "1.5" in _cli(repo, "get", "--model", "fraud_model", "k=1").stdout
