@@ -54,7 +54,7 @@ def register(ctx: click.Context, name: str, dataset: str, service: str | None, a
                                       metrics=_pairs(metrics, "metric"), params=_pairs(params, "param"),
                                       description=description)
     if as_json:
-        click.echo(json.dumps({"name": name, **rec}, indent=1))
+        click.echo(json.dumps({"name": name, "model": name, **rec}, indent=1))
         return
     console.print(f"registered {escape(name)}:{rec['version']} (stage none), trained on {escape(rec['dataset'])} "
                   f"through service {escape(rec['service'])}", highlight=False, soft_wrap=True)

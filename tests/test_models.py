@@ -89,6 +89,7 @@ def test_register_list_describe_and_promote_one_production_at_a_time(repo: Path)
     assert [m["name"] for m in listed] == ["fraud_model"]
     assert [v["version"] for v in listed[0]["versions"]] == [1, 2]
     one = json.loads(_cli(repo, "model", "describe", "fraud_model:1", "--json").stdout)
+    assert one["model"] == one["name"] == "fraud_model"
     assert one["version"] == 1 and one["stage"] == "none" and one["service"] == "fraud_v1"
     assert one["dataset"] == str((repo / "train.parquet").resolve()) and len(one["dataset_sha256"]) == 64
     assert one["metrics"] == {"auc": 0.91} and one["params"] == {"depth": 3} and one["artifact"] == "file:///m/1"

@@ -139,9 +139,10 @@ class ModelRegistry:
         return self.registry.update_models(add)
 
     def get(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """Version ``version`` of a model (default: its newest), with ``name`` in it."""
+        """Version ``version`` of a model (default: its newest), with its name (as ``name`` and,
+        as lineage spells it, ``model``)."""
         rec = find_version(self.registry.require().get("models", {}), name, version)
-        return {"name": name, **rec}
+        return {"name": name, "model": name, **rec}
 
     def promote(self, name: str, version: int, stage: str) -> dict[str, Any]:
         """Move a version to ``stage``; promoting one to production archives the one there."""
@@ -156,7 +157,7 @@ class ModelRegistry:
                     if other is not rec and other["stage"] == "production":
                         other["stage"], other["promoted_at"] = "archived", now
             rec["stage"], rec["promoted_at"] = stage, now
-            return {"name": name, **rec}
+            return {"name": name, "model": name, **rec}
         return self.registry.update_models(move)
 
     def list(self) -> list[dict[str, Any]]:
