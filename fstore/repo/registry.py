@@ -21,7 +21,7 @@ from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..times import format_duration
-from .impact import model_impacts
+from .impact import Impact, model_impacts
 from .names import SECTIONS, unversioned, view_name
 from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
 from .reader import read_definitions
@@ -52,7 +52,7 @@ class Plan:
     changes: list[Change]
     effects: list[str] = field(default_factory=list)  # what the apply does to live reads and training
     warnings: list[str] = field(default_factory=list)  # legal, but likely not what was meant
-    impacts: list[Any] = field(default_factory=list)  # changes a production model reads (repo.impact.Impact)
+    impacts: list[Impact] = field(default_factory=list)  # changes a production model reads (repo.impact)
 
     @property
     def empty(self) -> bool:
