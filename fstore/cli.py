@@ -76,11 +76,18 @@ def _store(ctx: click.Context) -> FeatureStore:
 
 
 @main.command()
+@click.option("--strict", is_flag=True, help="Exit 1 when a change breaks a production model: its service would "
+                                             "no longer read the view versions it was trained on.")
 @click.pass_context
-def plan(ctx: click.Context) -> None:
+def plan(ctx: click.Context, strict: bool) -> None:
     """Show what `apply` would change."""
     p = _store(ctx).plan()
     _print_plan(p)
+    if strict and any(i.breaking for i in p.impacts):
+        err_console.print("[red]plan --strict:[/red] a change breaks a production model (above); pin the "
+                          "trained view versions in its service, or register and promote a model trained "
+                          "on the new ones", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -297,11 +304,12 @@ def gc(ctx: click.Context, views: tuple[str, ...]) -> None:
 @click.option("--tls-cert", default=None, type=click.Path(dir_okay=False),
               help="With --tls-ca: this client certificate (PEM), for a server with a client CA.")
 @click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="With --tls-cert: its key (PEM).")
+@click.option("--model", default=None, help="Serve a model's service: NAME (its production version) or NAME:N.")
 @click.argument("keys", nargs=-1, required=True)
 @click.pass_context
 def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full_feature_names: bool,
         host: str | None, port: int | None, project: str | None, token_env: str | None, tls_ca: str | None,
-        tls_cert: str | None, tls_key: str | None, keys: tuple[str, ...]) -> None:
+        tls_cert: str | None, tls_key: str | None, keys: tuple[str, ...], model: str | None = None) -> None:
     """Read feature vectors: fstore get --service fraud_v1 customer_id=1 driver_id=7.
 
     A key given again starts another entity row: the n-th value of each key makes row n
@@ -309,7 +317,10 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
     as the others.
     """
     refs = _split(features)
-    require_one(refs, service, ("--features", "--service"))
+    if model is not None and (refs is not None or service is not None):
+        raise click.UsageError("give exactly one of --features, --service or --model")
+    if model is None:
+        require_one(refs, service, ("--features", "--service"))
     rows = _entity_rows(keys)
     if host is not None or port is not None:
         import os
@@ -325,10 +336,10 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
         tls = client_context(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert or tls_key) else None
         with Client(host or "127.0.0.1", port or DEFAULT_PORT, project=project, token=token, ssl=tls) as client:
             resp = client.get_online_features(refs, feature_service=service, entity_rows=rows,
-                                              full_feature_names=full_feature_names)
+                                              full_feature_names=full_feature_names, model=model)
     else:
         resp = _store(ctx).get_online_features(refs, feature_service=service, entity_rows=rows,
-                                               full_feature_names=full_feature_names)
+                                               full_feature_names=full_feature_names, model=model)
     _print_vector(resp)
 
 
@@ -405,6 +416,7 @@ def quickstart(directory: str, customers: int, days: int) -> None:
 from . import cli_monitor  # noqa: E402,F401  (fstore monitor)
 from . import cli_skew  # noqa: E402,F401  (fstore skew)
 from . import cli_drift  # noqa: E402,F401  (fstore drift, fstore freshness)
+from . import cli_models  # noqa: E402,F401  (fstore model, fstore lineage)
 
 
 if __name__ == "__main__":  # pragma: no cover

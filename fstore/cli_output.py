@@ -41,6 +41,9 @@ def print_plan(p: Any) -> None:
             console.print(f"    {d}", highlight=False, markup=False)
     for effect in p.effects:
         console.print(f"! {effect}", highlight=False, markup=False)
+    for impact in getattr(p, "impacts", []):  # changes a production model reads (fstore.repo.impact)
+        console.print(f"{'!!' if impact.breaking else '!'} model impact: {impact.message}", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 def when(iso: str | None) -> str:

@@ -348,3 +348,12 @@ class UnknownCheck(InvalidArgument, code="UNKNOWN_CHECK"):
 class InvalidCheckResult(FstoreError, ValueError, code="INVALID_CHECK_RESULT"):
     """A check returned a sample the monitor does not export: an unknown metric, other labels,
     a value that is not a number, or a series another check exports."""
+
+
+class MissingLineage(InvalidArgument, code="MISSING_LINEAGE"):
+    """A model is registered on a file without the lineage record fstore writes beside every
+    training set it builds (``<FILE>.lineage.json``), or on a file changed since."""
+
+
+class NoProductionVersion(UnknownObject, code="NO_PRODUCTION_VERSION"):
+    """A read names a model without a version, and no version of it is in production."""

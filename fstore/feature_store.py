@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .config import RepoConfig
 from .errors import FstoreError, InvalidArgument, UnknownObject
-from .offline.datasets import dataset_lineage, dataset_writer, write_dataset, write_lineage
+from .offline.datasets import dataset_lineage, dataset_writer, read_lineage, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, ingest_views, make_engine
 from .monitoring.logging import FeatureLog
 from .offline.store import IngestResult, OfflineStore
@@ -30,6 +30,7 @@ from .online.store import OnlineStore
 from .progress import Reporter
 from .repo.names import view_name
 from .repo.readiness import Readiness
+from .repo.models import ModelRegistry
 from .repo.registry import Plan, Registry
 from .repo.resolve import find_view, resolve
 from .times import to_us, to_us_relative
@@ -295,16 +296,37 @@ class FeatureStore:
 
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,
-                            now: Any = None, request_id: str | None = None) -> OnlineResponse:
+                            now: Any = None, request_id: str | None = None, model: str | None = None) -> OnlineResponse:
         """Feature vectors for ``entity_rows`` (a list of dicts of join key values).
 
         Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED) and the
         event timestamp of its row; see fstore.online.plan for the exact rule, which is the
         training-set rule with ``now`` as the entity timestamp. ``request_id``, the
-        caller's own id for the request, is handed to served-read listeners.
+        caller's own id for the request, is handed to served-read listeners. ``model``
+        ('name' for its production version, or 'name:N'), instead of features or a
+        service, reads that model version's feature service (fstore.repo.models).
         """
         service = self._service or self.online_service
-        return service.read(features, entity_rows, feature_service, full_feature_names, now, request_id)
+        return service.read(features, entity_rows, feature_service, full_feature_names, now, request_id, model)
+
+    # ---- models --------------------------------------------------------------------------
+
+    @property
+    def models(self) -> ModelRegistry:
+        """The model registry: ``fs.models.register(...)``, ``.get``, ``.promote``, ``.list``."""
+        return ModelRegistry(self.registry, read_lineage)
+
+    def model_lineage(self, model: str) -> dict[str, Any]:
+        """Model version ('name:N', or 'name' for its newest) down to its training set, service,
+        view versions and source files (fstore.offline.lineage)."""
+        from .offline.lineage import model_lineage
+        return model_lineage(self.registry.require(), self.offline, model)
+
+    def lineage(self, target: str) -> dict[str, Any]:
+        """The services, training sets and model versions that read a view or source
+        (fstore.repo.impact.dependents)."""
+        from .repo.impact import dependents
+        return dependents(self.registry.require(), target)
 
     def drift(self, feature_service: str, *, reference: str | Path | None = None,
               reference_window: tuple[Any, Any] | None = None, since: Any = None, until: Any = None,

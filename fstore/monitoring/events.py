@@ -92,6 +92,8 @@ class ServedRead:
     #: what answered in process (its OnlineService), so that a listener of one repository can
     #: tell its reads from another's in the same process; None on the server (one repository)
     source: Any = None
+    #: the model the read named ('fraud_model' or 'fraud_model:3'), served through ``service``
+    model: str | None = None
 
     @property
     def rows(self) -> int:

@@ -20,7 +20,7 @@ import pyarrow.feather as pfeather
 import pyarrow.parquet as pq
 
 from .._version import __version__
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, MissingLineage
 from ..files import write_atomic
 from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
@@ -63,6 +63,26 @@ def dataset_lineage(*, registry: dict[str, Any], offline: Any, requests: list[Vi
                    "features": r.features, "columns": r.outputs, "ttl_us": r.view.get("ttl_us"),
                    "offline_fingerprint": offline.fingerprint(r.view)} for r in requests],
     }
+
+
+def read_lineage(dataset: Path) -> dict[str, Any]:
+    """The lineage record of a training set fstore built; MissingLineage (naming the file)
+    when the file or its record is missing, or the file changed since it was built."""
+    path = lineage_path(dataset)
+    if not dataset.is_file():
+        raise MissingLineage(f"dataset {dataset}: no such file")
+    if not path.is_file():
+        raise MissingLineage(f"dataset {dataset} has no lineage record ({path.name}): register a training "
+                             "set built by `fstore build-dataset`, which writes it beside the file")
+    try:
+        record = json.loads(path.read_bytes())
+        record["dataset_sha256"], record["views"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MissingLineage(f"dataset {dataset}: its lineage record {path.name} is not valid ({exc})") from None
+    if file_sha256(dataset) != record["dataset_sha256"]:
+        raise MissingLineage(f"dataset {dataset} changed since fstore built it (its sha256 differs from "
+                             f"the one in {path.name}): build it again")
+    return record
 
 
 def write_lineage(dataset: Path, record: dict[str, Any]) -> Path:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from .._ext._online import read
 from ..monitoring.events import IN_PROCESS, ServedRead, hook, worker_id
+from ..repo.models import model_service
 from ..repo.registry import Registry, Snapshot
 from ..times import now_us, to_us
 from .entities import entity_rows as as_rows
@@ -55,7 +56,8 @@ class OnlineService:
         return plan
 
     def read(self, features: Sequence[str] | None, entity_rows: Any, feature_service: str | None = None,
-             full_feature_names: bool = False, now: Any = None, request_id: str | None = None) -> OnlineResponse:
+             full_feature_names: bool = False, now: Any = None, request_id: str | None = None,
+             model: str | None = None) -> OnlineResponse:
         """Feature vectors for ``entity_rows`` (see FeatureStore.get_online_features).
 
         The hot path of in-process serving: the plan of the last request shape is
@@ -65,6 +67,8 @@ class OnlineService:
         active = hook.active
         start = time.perf_counter() if active else 0.0
         snap = self.registry.snapshot()
+        if model is not None:
+            feature_service = model_service(snap.doc, features, feature_service, model)
         last = self._last
         if last is not None and last[0] is snap and last[1] == features and last[2] == feature_service \
                 and last[3] == full_feature_names:
@@ -83,7 +87,7 @@ class OnlineService:
             hook.emit(ServedRead(now_us() if at is None else at, hook.next_id(), IN_PROCESS, worker_id(),
                                  feature_service, None if features is None else list(features), full_feature_names, snap.version,
                                  rows, request_id, time.perf_counter() - start, plan, resp._values,
-                                 resp._raw_status, resp._raw_ts, source=self))
+                                 resp._raw_status, resp._raw_ts, source=self, model=model))
         return resp
 
     def close(self) -> None:

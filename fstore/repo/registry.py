@@ -8,24 +8,29 @@ by an apply: datasets and models that used them stay reproducible.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from dataclasses import dataclass, field
 from time import monotonic
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from .._version import __version__
 from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..times import format_duration
+from .impact import Impact, model_impacts
 from .names import SECTIONS, unversioned, view_name
 from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
 from .reader import read_definitions
 from .validation import SchemaReader, build_registry
 
 FORMAT = 1
+#: the keys every stored version sets itself (``Registry._write``)
+_STAMP_KEYS = frozenset({"format", "version", "fstore_version", "applied_at"})
+T = TypeVar("T")
 #: how long a process trusts its cached registry before it looks at the file again
 RECHECK_SECONDS = 1.0
 
@@ -47,6 +52,7 @@ class Plan:
     changes: list[Change]
     effects: list[str] = field(default_factory=list)  # what the apply does to live reads and training
     warnings: list[str] = field(default_factory=list)  # legal, but likely not what was meant
+    impacts: list[Impact] = field(default_factory=list)  # changes a production model reads (repo.impact)
 
     @property
     def empty(self) -> bool:
@@ -87,6 +93,11 @@ class Snapshot:
 
     def source_of(self, view: dict[str, Any]) -> dict[str, Any]:
         return self.doc["sources"][view["source"]]
+
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        """Every registered model by name (fstore.repo.models)."""
+        return self.doc.get("models", {})
 
 
 class Registry:
@@ -164,7 +175,8 @@ class Registry:
         new_state = build_registry(self.config, read_definitions(self.config), current, self.schema_of)
         ready = self.readiness() if ready is None else ready
         return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state),
-                    version_effects(current or {}, new_state, ready), store_warnings(self.config, new_state))
+                    version_effects(current or {}, new_state, ready), store_warnings(self.config, new_state),
+                    model_impacts(current or {}, new_state))
 
     def apply(self, ready: Readiness | None = None) -> tuple[Plan, int]:
         """Validate and store the definitions; returns the plan and the registry version now in force."""
@@ -174,14 +186,34 @@ class Registry:
             plan = self.plan(ready)
             if plan.empty and plan.current_version:
                 return plan, plan.current_version
-            version = plan.current_version + 1
-            doc = {"format": FORMAT, "version": version, "fstore_version": __version__,
-                   "applied_at": dt.datetime.now(dt.timezone.utc).isoformat(), **plan.new_state}
-            data = json.dumps(doc, indent=1, sort_keys=False).encode()
-            write_atomic(self.history_dir / f"{version:06d}.json", data)
-            write_atomic(self.path, data)
-            self.checked_at = float("-inf")
-            return plan, version
+            # definitions hold no models: the registered ones are carried over unchanged
+            models = (self.load() or {}).get("models", {})
+            return plan, self._write(plan.current_version, {**plan.new_state, "models": models})
+
+    def update_models(self, change: Callable[[dict[str, Any]], T]) -> T:
+        """Change the ``models`` section (fstore.repo.models) as one new registry version, under
+        the lock apply takes, with its history copy: ``change`` edits the section in place
+        and returns what the caller gets back (raising leaves the registry as it was)."""
+        with file_lock(self.path.parent / ".registry.lock"):
+            remove_stale_tmp(self.path)
+            remove_stale_tmp(self.history_dir / "*.json")
+            current = self.require()
+            models = copy.deepcopy(current.get("models", {}))
+            result = change(models)
+            state = {k: v for k, v in current.items() if k not in _STAMP_KEYS}
+            self._write(current["version"], {**state, "models": models})
+            return result
+
+    def _write(self, current_version: int, state: dict[str, Any]) -> int:
+        """Store ``state`` as the next registry version (history copy first); returns it."""
+        version = current_version + 1
+        doc = {"format": FORMAT, "version": version, "fstore_version": __version__,
+               "applied_at": dt.datetime.now(dt.timezone.utc).isoformat(), **state}
+        data = json.dumps(doc, indent=1, sort_keys=False).encode()
+        write_atomic(self.history_dir / f"{version:06d}.json", data)
+        write_atomic(self.path, data)
+        self.checked_at = float("-inf")
+        return version
 
     def history(self) -> list[dict[str, Any]]:
         """Every applied version, oldest first (version, applied_at and the views it held).

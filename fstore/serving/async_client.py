@@ -350,10 +350,12 @@ class AsyncClient:
     async def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                                   feature_service: str | None = None, full_feature_names: bool = False,
                                   include_metadata: bool = True, request_id: str | None = None,
+                                  model: str | None = None,
                                   fallback: Any = CLIENTS) -> OnlineResponse:
         """As FeatureStore.get_online_features, over the network (see Client.get_online_features)."""
         cols, rows = _columns(entity_rows)
-        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id)
+        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id,
+                         model)
         n = len(rows)
         try:
             if self._s.on_request is None:
@@ -364,7 +366,7 @@ class AsyncClient:
         except Unavailable:
             mode = self._s.fallback if fallback is CLIENTS else fallback
             check_fallback(mode)
-            if mode != "defaults" or self._defaults is None:
+            if mode != "defaults" or self._defaults is None or model is not None:  # defaults know no models
                 raise
             resp = self._defaults.response(features, feature_service, full_feature_names, include_metadata,
                                            rows, request_id)

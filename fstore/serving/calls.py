@@ -12,7 +12,7 @@ import ssl as _ssl
 from typing import Any, Callable, Sequence
 
 from ..config import SERVER_KEYS
-from ..errors import BadFrame, FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
+from ..errors import BadFrame, BadRequest, FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
 from ..online.entities import entity_columns, is_frame
 from ..online.entities import entity_rows as as_rows
 from .._ext._response import make_response
@@ -81,13 +81,19 @@ def _columns(entity_rows: Any, want_rows: bool = True) -> tuple[dict[str, list[A
 
 
 def _get_args(features: Sequence[str] | None, feature_service: str | None, cols: dict[str, list[Any]],
-              full_feature_names: bool, include_metadata: bool, request_id: str | None = None) -> dict[str, Any]:
-    require_one(features, feature_service)
+              full_feature_names: bool, include_metadata: bool, request_id: str | None = None,
+              model: str | None = None) -> dict[str, Any]:
     args: dict[str, Any] = {"entities": cols, "full_names": full_feature_names, "meta": include_metadata}
-    if features is not None:
-        args["features"] = [features] if isinstance(features, str) else list(features)
+    if model is not None:  # the server resolves it to the model version's service
+        if features is not None or feature_service is not None:
+            raise BadRequest("give exactly one of features, feature_service or model", "model")
+        args["model"] = model
     else:
-        args["service"] = feature_service
+        require_one(features, feature_service)
+        if features is not None:
+            args["features"] = [features] if isinstance(features, str) else list(features)
+        else:
+            args["service"] = feature_service
     if request_id is not None:
         args["request_id"] = str(request_id)
     return args

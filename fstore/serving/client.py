@@ -179,14 +179,15 @@ class Client:
 
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,
                             feature_service: str | None = None, full_feature_names: bool = False,
-                            include_metadata: bool = True, request_id: str | None = None,
+                            include_metadata: bool = True, request_id: str | None = None, model: str | None = None,
                             fallback: Any = CLIENTS) -> OnlineResponse:
         """As FeatureStore.get_online_features, over the network. ``request_id``: your id for
         the request, sent to the server (its served-read listeners and feature log see it)
         and echoed as ``response.request_id``. ``fallback``: this call's, instead of the
         client's (None: raise)."""
         cols, rows = _columns(entity_rows)
-        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id)
+        args = _get_args(features, feature_service, cols, full_feature_names, include_metadata, request_id,
+                         model)
 
         def work(conn: Conn, deadline: float) -> Any:
             parts = split(args, len(rows), conn.max_rows)
@@ -198,7 +199,7 @@ class Client:
         except Unavailable:
             mode = self._s.fallback if fallback is CLIENTS else fallback
             check_fallback(mode)
-            if mode != "defaults" or self._defaults is None:
+            if mode != "defaults" or self._defaults is None or model is not None:  # defaults know no models
                 raise
             resp = self._defaults.response(features, feature_service, full_feature_names, include_metadata,
                                            rows, request_id)
@@ -216,7 +217,7 @@ class Client:
                 cols, rows = _columns(req["entity_rows"])
                 args = _get_args(req.get("features"), req.get("feature_service"), cols,
                                  req.get("full_feature_names", False), req.get("include_metadata", True),
-                                 req.get("request_id"))
+                                 req.get("request_id"), req.get("model"))
                 sent.append((conn.send(GET, args, deadline), rows, req.get("request_id")))
             out: list[OnlineResponse | FstoreError] = []
             for rid, rows, request_id in sent:

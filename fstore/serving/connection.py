@@ -38,6 +38,7 @@ from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, Handsha
                       UnsupportedVersion, as_fstore_error)
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
 from ..online.plan import explain_bad_rows
+from ..repo.models import model_service
 from ..times import now_us
 from .protocol import GET, HELLO, MAX_CLIENT_NAME, MAX_REQUEST_ID, OPS, VERSION, FrameReader
 from .info import info_result
@@ -202,7 +203,8 @@ class Connection(asyncio.Protocol):
         hook.emit(ServedRead(now_us(), rid, path, worker_id(), prepared.service, prepared.features, prepared.full,
                              self.state.prepared_under.version, args.get("entities"),
                              caller if type(caller) is str else None, seconds,
-                             prepared.plan, values, status, stamps, self.client))
+                             prepared.plan, values, status, stamps, self.client,
+                             model=args.get("model") if type(args.get("model")) is str else None))
 
     def _log_slow(self, op: str, seconds: float, args: dict[str, Any], prepared: "PreparedGet | None") -> None:
         """One slow-request line: a GET names its rows, service or features and request_id."""
@@ -237,7 +239,10 @@ class Connection(asyncio.Protocol):
 
     def op_get(self, rid: int, args: dict[str, Any], start: float) -> bytes:
         st = self.state
-        prepared = st.prepared_get(args.get("features"), args.get("service"), args.get("full_names", False))
+        service, model = args.get("service"), args.get("model")
+        if model is not None:  # never on the compiled path: no prepared shape has neither features nor service
+            service = model_service(st.online.snapshot().doc, args.get("features"), service, model)
+        prepared = st.prepared_get(args.get("features"), service, args.get("full_names", False))
         entities = args.get("entities")
         if type(entities) is not dict:
             raise BadRequest("entities must be a map of join key columns", "entities")

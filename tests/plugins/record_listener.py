@@ -23,7 +23,7 @@ def record(event: ServedRead) -> None:
     doc = {"time_us": event.time_us, "request_id": event.request_id, "path": event.path, "worker": event.worker,
            "service": event.service, "features": event.features, "registry_version": event.registry_version,
            "caller_request_id": event.caller_request_id, "client": event.client, "rows": event.rows,
-           "seconds": event.seconds,
+           "seconds": event.seconds, "model": event.model,
            "names": event.feature_names, "entities": event.entity_columns(),
            "values": [[_plain(v) for v in col] for col in event.value_columns()],
            "statuses": [[s.name for s in col] for col in event.status_columns()],
