@@ -60,13 +60,14 @@ def check_view(ctx: Context, view: dict[str, Any]) -> list[Finding]:
 
 
 def sample_entities(view: dict[str, Any], data: pa.Table, n: int, seed: int) -> pa.Table:
-    """``n`` entity rows (fewer if the view has fewer rows): the keys of randomly drawn stored
-    rows, each with an entity time at one of the offsets of ``_OFFSETS`` from the row's event time."""
+    """``n`` entity rows: the keys of randomly drawn stored rows (drawn again when the view has
+    fewer than ``n``), each with an entity time at one of the offsets of ``_OFFSETS`` from the
+    row's event time, each offset used about ``n / 6`` times."""
     rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(data.num_rows, size=min(n, data.num_rows), replace=False))
+    picked = np.sort(rng.choice(data.num_rows, size=n, replace=n > data.num_rows))
     ev = times(data, EVENT_TS)[picked]
     ttl = view.get("ttl_us") or 0
-    kind = rng.integers(0, len(_OFFSETS), len(picked))
+    kind = rng.permutation(np.arange(n) % len(_OFFSETS))  # every offset, as evenly as n allows
     inside = rng.integers(0, max(ttl, 2), len(picked))
     offset = np.select([kind == 0, kind == 1, kind == 2, kind == 3, kind == 4],
                        [np.full(len(picked), -1), np.zeros(len(picked), np.int64), np.ones(len(picked), np.int64),
