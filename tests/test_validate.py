@@ -106,7 +106,7 @@ def test_pit_catches_an_engine_that_breaks_the_rule(tmp_path, monkeypatch):
     assert {f.view for f in found} <= {"customer_stats_v1", "customer_driver_v1"}
     avg = [f for f in found if f.feature == "avg_amount_7d"]
     assert avg and avg[0].severity == "error" and avg[0].rows > 0
-    assert "customer_id=" in avg[0].message and "the rule gives" in avg[0].message
+    assert "customer_id=" in avg[0].message and "the rule gives 0.0 (no row qualifies" in avg[0].message
 
 
 # ---- L2 ----------------------------------------------------------------------------------
@@ -257,3 +257,12 @@ def test_pytest_plugin_runs_the_gates_as_tests(tmp_path):
     plain = _run(sys.executable, "-m", "pytest", "-p", "fstore.testing.pytest_plugin", "-p", "no:cacheprovider",
                  "-q", cwd=suite)
     assert "no tests ran" in plain.stdout  # without --fstore-repo the plugin adds nothing
+
+
+def test_ci_example_runs_plan_strict_and_validate_on_pull_requests():
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[1] / "examples" / "ci" / "github-actions.yml").read_text())
+    assert "pull_request" in doc[True]  # YAML 1.1 reads the key `on` as true
+    runs = " ".join(step.get("run", "") for job in doc["jobs"].values() for step in job["steps"])
+    assert "fstore plan --strict" in runs and "fstore validate" in runs

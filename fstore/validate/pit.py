@@ -49,13 +49,13 @@ def check_view(ctx: Context, view: dict[str, Any]) -> list[Finding]:
     entities = sample_entities(view, data, ctx.sample, ctx.seed)
     requests = resolve(ctx.doc or {}, [view_name(view)])
     built = ctx.engine.historical(requests, entities, ENTITY_TS, None)
-    expected = brute_force(view, data, entities)
+    expected, chosen = brute_force(view, data, entities)
     findings = []
     for f in view["features"]:
         got = built.column(f["name"]).to_pylist()
         bad = [r for r, (g, options) in enumerate(zip(got, expected[f["name"]])) if not any(_same(g, o) for o in options)]
         if bad:
-            findings.append(_mismatch(view, f["name"], entities, bad, got, expected[f["name"]]))
+            findings.append(_mismatch(view, f["name"], entities, bad, got, expected[f["name"]], chosen))
     return findings
 
 
@@ -77,8 +77,10 @@ def sample_entities(view: dict[str, Any], data: pa.Table, n: int, seed: int) -> 
     return pa.table(cols)
 
 
-def brute_force(view: dict[str, Any], data: pa.Table, entities: pa.Table) -> dict[str, list[list[Any]]]:
-    """Per feature, per entity row: the values the rule allows (one, or several tied rows')."""
+def brute_force(view: dict[str, Any], data: pa.Table,
+                entities: pa.Table) -> tuple[dict[str, list[list[Any]]], list[tuple[int, int] | None]]:
+    """Per feature, per entity row: the values the rule allows (one, or several tied rows'); and
+    per entity row, the (event, created) time of the winning row (None: no row qualifies)."""
     keys = view["join_keys"]
     rows_of: dict[tuple, list[int]] = defaultdict(list)
     for i, key in enumerate(zip(*(data.column(k).to_pylist() for k in keys))):
@@ -87,14 +89,16 @@ def brute_force(view: dict[str, Any], data: pa.Table, entities: pa.Table) -> dic
     ttl = view.get("ttl_us") or 0
     values = {f["name"]: data.column(f["name"]).to_pylist() for f in view["features"]}
     out: dict[str, list[list[Any]]] = {f["name"]: [] for f in view["features"]}
+    chosen: list[tuple[int, int] | None] = []
     ent_keys = zip(*(entities.column(k).to_pylist() for k in keys))
     for key, ets in zip(ent_keys, times(entities, ENTITY_TS)):
         cand = [i for i in rows_of.get(key, []) if ev[i] <= ets and (not ttl or ev[i] >= ets - ttl)]
         best = max(((ev[i], cr[i]) for i in cand), default=None)
         winners = [i for i in cand if (ev[i], cr[i]) == best]
+        chosen.append(None if best is None else (int(best[0]), int(best[1])))
         for f in view["features"]:
             out[f["name"]].append([values[f["name"]][i] for i in winners] if winners else [default_value(f)])
-    return out
+    return out, chosen
 
 
 def default_value(feature: dict[str, Any]) -> Any:
@@ -116,14 +120,16 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _mismatch(view: dict[str, Any], feature: str, entities: pa.Table, bad: list[int], got: list[Any],
-              expected: list[list[Any]]) -> Finding:
+              expected: list[list[Any]], chosen: list[tuple[int, int] | None]) -> Finding:
     r = bad[0]
     key = ", ".join(f"{k}={entities.column(k)[r].as_py()!r}" for k in view["join_keys"])
     ets = int(times(entities, ENTITY_TS)[r])
     want = expected[r][0] if len(expected[r]) == 1 else expected[r]
+    why = ("no row qualifies, so the default" if chosen[r] is None else
+           f"the row with event time {_iso(chosen[r][0])}, created {_iso(chosen[r][1])}")
     return Finding(RULE, ERROR, f"{view_name(view)}:{feature} differs from the point-in-time rule on {len(bad)} of "
                                 f"{entities.num_rows} sampled entity rows; first: entity {key} at {_iso(ets)}: "
-                                f"the training set has {got[r]!r}, the rule gives {want!r}",
+                                f"the training set has {got[r]!r}, the rule gives {want!r} ({why})",
                    view=view_name(view), feature=feature, rows=len(bad))
 
 
