@@ -152,6 +152,7 @@ class Source:
 
     ``path`` is relative to the repository. ``format`` is inferred from the file
     suffix when absent. ``options`` are passed to the loader (e.g. a CSV delimiter).
+    ``labels`` names the columns that are labels (docs/validation.md, rule L2).
     """
 
     name: str
