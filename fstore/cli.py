@@ -417,6 +417,7 @@ from . import cli_monitor  # noqa: E402,F401  (fstore monitor)
 from . import cli_skew  # noqa: E402,F401  (fstore skew)
 from . import cli_drift  # noqa: E402,F401  (fstore drift, fstore freshness)
 from . import cli_models  # noqa: E402,F401  (fstore model, fstore lineage)
+from . import cli_validate  # noqa: E402,F401  (fstore validate)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,7 @@ feature_views:
     version: 1
     entities: [customer, driver]
     source: trips_src
+    ttl: 90d
     owner: marketplace@example.com
     features:
       - {name: trips_together, dtype: int64, default: 0}
@@ -73,6 +74,8 @@ def write_repository(root: Path, *, customers: int, days: int, seed: int = 7) ->
     rng = np.random.default_rng(seed)
     today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - dt.timedelta(days=days - 1)  # the history ends today, so serving finds fresh rows
+    # ... but never after now: a row is not written before it happens (fstore validate, rule L4)
+    now_us = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1e6) - 60_000_000
     (root / "features").mkdir(parents=True, exist_ok=True)
     (root / "data" / "trips").mkdir(parents=True, exist_ok=True)
     (root / "fstore.yaml").write_text(FSTORE_YAML)
@@ -88,6 +91,7 @@ def write_repository(root: Path, *, customers: int, days: int, seed: int = 7) ->
     cid, day = cid[active], day[active]
     ts = start_us + day * day_us + rng.integers(0, day_us, cid.size)
     created = ts + rng.integers(60, 3600, cid.size) * 1_000_000
+    ts, created = np.minimum(ts, now_us), np.minimum(created, now_us)
     spend = rng.lognormal(3.5, 0.8, cid.size).round(2)
     count = rng.poisson(6, cid.size)
     fix = rng.random(cid.size) < 0.03
@@ -111,7 +115,7 @@ def write_repository(root: Path, *, customers: int, days: int, seed: int = 7) ->
     for d in range(days):
         riding = rng.random(pair_c.size) < 0.15
         totals[riding] += 1
-        when = start_us + d * day_us + rng.integers(0, day_us, int(riding.sum()))
+        when = np.minimum(start_us + d * day_us + rng.integers(0, day_us, int(riding.sum())), now_us)
         pcsv.write_csv(pa.table({
             "customer_id": pair_c[riding], "driver_id": pair_d[riding],
             "ts": pa.array(when, pa.timestamp("us", tz="UTC")), "trips_together": totals[riding]}),

@@ -152,6 +152,7 @@ class Source:
 
     ``path`` is relative to the repository. ``format`` is inferred from the file
     suffix when absent. ``options`` are passed to the loader (e.g. a CSV delimiter).
+    ``labels`` names the columns that are labels (docs/validation.md, rule L2).
     """
 
     name: str
@@ -162,9 +163,15 @@ class Source:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    #: columns of this source that are labels (what a model predicts): ``fstore validate``
+    #: (rule L2) flags a feature of that name and every view that reads this source
+    labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         obj = f"source {self.name}"
+        self.labels = _str_list(self.labels or [], obj=obj, field="labels")
+        for col in self.labels:
+            check_name(col, obj=obj, field="labels")
         check_name(self.name, obj="source")
         if not isinstance(self.path, str) or not self.path.strip():
             raise InvalidDefinition("a path (file, folder or glob) is required", obj=obj, field="path")
@@ -186,7 +193,8 @@ class Source:
         return {"name": self.name, "path": self.path, "timestamp_field": self.timestamp_field,
                 "created_timestamp_field": self.created_timestamp_field, "format": self.format,
                 "options": dict(sorted(self.options.items())), "description": self.description,
-                "tags": dict(self.tags)}
+                "tags": dict(self.tags),
+                **({"labels": list(self.labels)} if self.labels else {})}  # absent when unset
 
 
 def infer_format(path: str) -> str:

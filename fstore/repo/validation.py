@@ -170,6 +170,10 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
 
 def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
     src = d.obj
+    for col in src.labels:  # a declared label must be a real column (docs/validation.md, L2)
+        if col not in schema.names:
+            err.add(f"label column {col!r} is missing from the source's schema (columns: {', '.join(schema.names)})",
+                    file=d.file, obj=f"source {src.name}", field="labels")
     for fld in ("timestamp_field", "created_timestamp_field"):
         col = getattr(src, fld)
         if col is None:
