@@ -238,10 +238,11 @@ def test_cli_json_and_exit_code(tmp_path):
 
 
 def test_pytest_plugin_runs_the_gates_as_tests(tmp_path):
+    """The plugin as installed (the pytest11 entry point of pyproject.toml), no -p needed."""
     root = ready(clean_repo(tmp_path / "repo"))
     suite = tmp_path / "suite"
     suite.mkdir()
-    cmd = [sys.executable, "-m", "pytest", "-p", "fstore.testing.pytest_plugin", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
            "-q", "--fstore-repo", str(root), "--fstore-sample", "20"]
     ok = _run(*cmd, cwd=suite)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -254,7 +255,7 @@ def test_pytest_plugin_runs_the_gates_as_tests(tmp_path):
     assert "fstore-validate[L2]" in failed.stdout and f"{len(RULES) - 1} passed" in failed.stdout
     assert "error L2 customer_stats_v1:segment" in failed.stdout
 
-    plain = _run(sys.executable, "-m", "pytest", "-p", "fstore.testing.pytest_plugin", "-p", "no:cacheprovider",
+    plain = _run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                  "-q", cwd=suite)
     assert "no tests ran" in plain.stdout  # without --fstore-repo the plugin adds nothing
 
