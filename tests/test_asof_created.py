@@ -56,25 +56,27 @@ def scenario(draw):
     return ttl, rows, ents
 
 
-def _kernel(rows: list[dict], ents: list[dict], ttl: int | None) -> np.ndarray:
+def _kernel(rows: list[dict], ents: list[dict], ttl: int | None, scale: int = 1, shift: int = 0) -> list:
+    """The pick of created_asof_indices, on times ``t * scale + shift`` (an order-preserving map)."""
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["k"], rows[i]["ts"],
                                                     NULL if rows[i]["created"] is None else rows[i]["created"]))
     srt = [rows[i] for i in order]
     vk = np.array([[r["k"]] for r in srt], dtype=np.int64).reshape(-1, 1)
-    vt = np.array([r["ts"] for r in srt], dtype=np.int64)
-    vc = np.array([NULL if r["created"] is None else r["created"] for r in srt], dtype=np.int64)
+    vt = np.array([r["ts"] * scale + shift for r in srt], dtype=np.int64)
+    vc = np.array([NULL if r["created"] is None else r["created"] * scale + shift for r in srt], dtype=np.int64)
     ek = np.array([[0 if e["k"] is None else e["k"]] for e in ents], dtype=np.int64).reshape(-1, 1)
-    et = np.array([e["ts"] for e in ents], dtype=np.int64)
+    et = np.array([e["ts"] * scale + shift for e in ents], dtype=np.int64)
     ev = np.array([e["k"] is not None for e in ents], dtype=np.uint8)
-    idx = created_asof_indices(vk, vt, vc, ek, et, ev, ttl or 0)
-    return [None if i < 0 else srt[i]["v"] if srt[i]["v"] is not None else "null" for i in idx], srt
+    idx = created_asof_indices(vk, vt, vc, ek, et, ev, (ttl or 0) * scale)
+    return [None if i < 0 else srt[i]["v"] if srt[i]["v"] is not None else "null" for i in idx]
 
 
 @settings(max_examples=300, deadline=None)
-@given(scenario())
-def test_kernel_matches_oracle(case):
+@given(scenario(), st.sampled_from([(1, 0), (2**57, -2**62)]))
+def test_kernel_matches_oracle(case, spread):
+    """Also with times spread over most of int64, where group and time share no sort key."""
     ttl, rows, ents = case
-    got, _ = _kernel(rows, ents, ttl)
+    got = _kernel(rows, ents, ttl, *spread)
     tagged = [dict(r, v="null" if r["v"] is None else r["v"]) for r in rows]
     assert got == oracle(tagged, ents, ttl, None)
 

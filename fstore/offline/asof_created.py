@@ -40,7 +40,7 @@ def created_asof_indices(view_keys: np.ndarray, view_ts: np.ndarray, view_create
     group = _group_ids(view_keys)
     available = np.where(view_created == INT64_MIN, view_ts, view_created)
     ready = np.maximum(available, view_ts)
-    by_ready = np.lexsort((np.arange(n), ready, group))  # position in the group = its (event, created) rank
+    by_ready = _order_by_ready(group, ready)
     shifted = group[by_ready] * n + by_ready
     best = np.maximum.accumulate(shifted) - group[by_ready] * n  # winner of each prefix
     prefix = asof_indices(np.ascontiguousarray(view_keys[by_ready]), np.ascontiguousarray(ready[by_ready]),
@@ -51,6 +51,19 @@ def created_asof_indices(view_keys: np.ndarray, view_ts: np.ndarray, view_create
         lower = np.where(entity_ts < INT64_MIN + ttl_us, INT64_MIN, entity_ts - ttl_us)
         winner = np.where(hit & (view_ts[np.maximum(winner, 0)] >= lower), winner, -1)
     return winner
+
+
+def _order_by_ready(group: np.ndarray, ready: np.ndarray) -> np.ndarray:
+    """Row order by (group, ready time), a tie kept in storage order (which ranks rows by
+    event then created time). One stable sort of a combined int64 key; when group and
+    time do not fit in one, the time is first replaced by its rank (a second sort)."""
+    n = len(ready)
+    low, span = int(ready.min()), int(ready.max()) - int(ready.min()) + 1
+    if int(group[-1] + 1) * span >= 2**63:
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.argsort(ready, kind="stable")] = np.arange(n)
+        ready, low, span = rank, 0, n
+    return np.argsort(group * span + (ready - low), kind="stable")
 
 
 def _group_ids(view_keys: np.ndarray) -> np.ndarray:
