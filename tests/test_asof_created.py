@@ -187,3 +187,18 @@ def test_registry_stores_both_and_as_of_changes_in_place(demo_repo: Path):
     fs.apply()
     rec = fs.registry.load()["feature_views"]["customer_stats_v1"]
     assert rec["as_of"] == "created_timestamp" and rec["max_delay_us"] == 2 * 3_600_000_000
+
+
+def test_describe_and_plan_show_as_of_and_max_delay(demo_repo: Path):
+    import json
+    from test_cli import run
+    run("-r", str(demo_repo), "apply")
+    assert json.loads(run("-r", str(demo_repo), "describe", "customer_stats", "--json").stdout)["as_of"] == \
+        "event_timestamp"
+    edit_defs(demo_repo, lambda d: find(d["feature_views"], "customer_stats").update(
+        as_of="created_timestamp", max_delay="90m"))
+    plan = run("-r", str(demo_repo), "plan").stdout
+    assert "as_of: event_timestamp -> created_timestamp" in plan and "max_delay: none -> 90m" in plan
+    run("-r", str(demo_repo), "apply")
+    doc = json.loads(run("-r", str(demo_repo), "describe", "customer_stats", "--json").stdout)
+    assert (doc["as_of"], doc["max_delay"]) == ("created_timestamp", "90m")
