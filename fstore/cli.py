@@ -19,6 +19,7 @@ from .errors import DefinitionErrors, FstoreError
 from .feature_store import FeatureStore
 from .progress import RichReporter
 from .config import SERVER_KEYS
+from .repo.definitions import AS_OF_EVENT
 from .repo.names import view_name
 from .repo.resolve import require_one
 from .times import format_duration
@@ -158,6 +159,8 @@ def describe(ctx: click.Context, name: str, as_json: bool) -> None:
     _print_record("feature view", {**{k: v for k, v in view.items() if k != "features"},
                                    "ttl": format_duration(view["ttl_us"]),
                                    "freshness_sla": format_duration(view["freshness_sla_us"]),
+                                   "max_delay": format_duration(view.get("max_delay_us")),
+                                   "as_of": view.get("as_of", AS_OF_EVENT),
                                    "offline rows": manifest["rows"] if manifest else "not ingested",
                                    "last ingest": _when(state["last_ingest"]),
                                    "watermark": _when(state["watermark"]),

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .times import format_duration, from_us
+from .repo.definitions import AS_OF_EVENT
 
 console = Console()
 if not console.is_terminal:  # piped: lines as long as they need, so no name is ever cut or wrapped
@@ -56,6 +57,7 @@ def view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "entities": view["entities"], "join_keys": view["join_keys"], "source": view["source"],
             "online": view["online"], "owner": view["owner"], "description": view["description"],
             "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
+            "max_delay": format_duration(view.get("max_delay_us")), "as_of": view.get("as_of", AS_OF_EVENT),
             "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]]}
 
 

@@ -49,6 +49,7 @@ feature_views:
     ttl: 7d
     owner: risk-team@example.com
     freshness_sla: 1h
+    as_of: created_timestamp   # its late corrections reach training sets only once created
     description: Rolling customer spend statistics
     tags: {team: risk}
     features:

@@ -31,10 +31,11 @@ import pyarrow.parquet as pq
 from .._ext._asof import asof_indices
 from ..errors import EntityDataError, FeatureNameClash, OfflineStoreError
 from ..progress import Reporter, Silent
-from ..repo.definitions import DTYPES
+from ..repo.definitions import AS_OF_CREATED, DTYPES
 from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
 from ..times import NO_TIME
+from .asof_created import created_asof_indices
 from .casting import CastFailure, as_int64, to_dtype, to_timestamp
 from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, bucket_ids, sort_indices
 from .store import OfflineStore
@@ -230,8 +231,9 @@ def _bucket_indices(view: dict[str, Any], data: pa.Table, ent_keys: pa.Table, en
     vts = as_int64(data.column(EVENT_TS))
     vcr = as_int64(data.column(CREATED_TS), fill=NO_TIME)
     ttl = view.get("ttl_us") or 0
+    pick = created_asof_indices if view.get("as_of") == AS_OF_CREATED else asof_indices
     try:
-        return asof_indices(vk, vts, vcr, ek, ent_ts, ent_valid, ttl)
+        return pick(vk, vts, vcr, ek, ent_ts, ent_valid, ttl)
     except ValueError:  # several parts not merged in order: sort once and retry
         order = sort_indices(data, view)
         order_np = order.to_numpy()

@@ -45,6 +45,11 @@ AMBIGUOUS_DTYPES: dict[str, tuple[str, tuple[str, ...]]] = {
 #: or above psi_warn is a warning, at or above psi_alert an alert; a current null rate above
 #: max_null_rate is an alert (None: the null rate is reported, never judged)
 MONITORING_DEFAULTS: dict[str, float | None] = {"psi_warn": 0.1, "psi_alert": 0.25, "max_null_rate": None}
+#: a view's ``as_of``: which time of a row a training set compares with the entity time
+#: (docs/training-sets.md); the first is the default and is not stored in the registry
+AS_OF_EVENT = "event_timestamp"
+AS_OF_CREATED = "created_timestamp"
+AS_OF_CHOICES: tuple[str, ...] = (AS_OF_EVENT, AS_OF_CREATED)
 
 
 def parse_dtype(value: Any, *, obj: str, field: str) -> str:
@@ -119,6 +124,15 @@ def parse_monitoring(value: Any, *, obj: str, field: str = "monitoring") -> dict
         raise InvalidDefinition(f"psi_warn ({out['psi_warn']}) is above psi_alert ({out['psi_alert']})",
                                 obj=obj, field=f"{field}.psi_warn")
     return dict(sorted(out.items()))
+
+
+def parse_as_of(value: Any, *, obj: str) -> str:
+    """A view's ``as_of`` (absent: event_timestamp); anything else is refused naming the choices."""
+    if value is None:
+        return AS_OF_EVENT
+    if isinstance(value, str) and value.strip().lower() in AS_OF_CHOICES:
+        return value.strip().lower()
+    raise InvalidDefinition(f"as_of must be {' or '.join(AS_OF_CHOICES)}, got {value!r}", obj=obj, field="as_of")
 
 
 @dataclass
@@ -305,7 +319,9 @@ class FeatureView:
     ``customer_stats`` at version 2 is stored as ``customer_stats_v2``; an applied
     version's schema (entities, feature names and dtypes) never changes in place.
     ``ttl``: a row older than ``ttl`` relative to the entity timestamp is not used
-    (absent or 0: no limit).
+    (absent or 0: no limit). ``as_of: created_timestamp`` makes training sets use only the
+    rows created by the entity time (what serving could have known then); ``max_delay``
+    bounds created - event time before rule L1 calls a row late (default: freshness_sla).
     """
 
     name: str
@@ -320,6 +336,8 @@ class FeatureView:
     tags: dict[str, str] = field(default_factory=dict)
     online: bool = True
     monitoring: Any = None  # drift thresholds of every feature of the view (parse_monitoring)
+    max_delay: Any = None  # the latest a row may be created after its event time (rule L1)
+    as_of: Any = None  # AS_OF_CHOICES; None means AS_OF_EVENT
 
     def __post_init__(self) -> None:
         obj = f"feature_view {self.name}"
@@ -356,6 +374,8 @@ class FeatureView:
         if not isinstance(self.online, bool):
             raise InvalidDefinition("online must be true or false", obj=obj, field="online")
         self.monitoring = parse_monitoring(self.monitoring, obj=obj)
+        self.max_delay = parse_duration(self.max_delay, obj=obj, field="max_delay")
+        self.as_of = parse_as_of(self.as_of, obj=obj)
 
     @property
     def versioned_name(self) -> str:
@@ -370,7 +390,9 @@ class FeatureView:
                 "source": self.source, "features": [f.to_dict() for f in self.features],
                 "ttl_us": self.ttl, "owner": self.owner, "freshness_sla_us": self.freshness_sla,
                 "description": self.description, "tags": dict(self.tags), "online": self.online,
-                **({"monitoring": dict(self.monitoring)} if self.monitoring else {})}  # absent when unset
+                **({"monitoring": dict(self.monitoring)} if self.monitoring else {}),  # absent when unset
+                **({"max_delay_us": self.max_delay} if self.max_delay else {}),  # as monitoring
+                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {})}  # absent when the default
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..times import format_duration
+from .definitions import AS_OF_EVENT
 from .impact import Impact, model_impacts
 from .names import SECTIONS, unversioned, view_name
 from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
@@ -318,4 +319,6 @@ def _field_change(key: str, old: Any, new: Any) -> str:
     largest unit that divides it exactly (``ttl: 7d -> 5d``), anything else as its value."""
     if key.endswith("_us"):
         return f"{key[:-3]}: {format_duration(old)} -> {format_duration(new)}"
+    if key == "as_of":  # absent means the default; a training-semantics change, allowed in place
+        return f"as_of: {old or AS_OF_EVENT} -> {new or AS_OF_EVENT} (training sets change; serving does not)"
     return f"{key}: {old!r} -> {new!r}"

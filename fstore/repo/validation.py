@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..config import RepoConfig
 from ..errors import DefinitionErrors, FeatureNameClash, FstoreError, InvalidDefinition, SchemaChangeRefused
-from .definitions import Source
+from .definitions import AS_OF_CREATED, Source
 from .names import split_ref, unversioned, view_name
 from .reader import Defined, RepoContents
 from .resolve import check_reference, find_view, resolve
@@ -261,6 +261,10 @@ def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, De
             err.add(f"feature {f.name!r} is declared {f.dtype} but column {f.name!r} in {where} is "
                     f"{schema.field(f.name).type}", file=d.file, obj=obj, field=f"{field_name}.dtype")
             ok = False
+    if view.as_of == AS_OF_CREATED and src.created_timestamp_field is None:
+        err.add(f"as_of: {AS_OF_CREATED} needs a created timestamp, and source {src.name} declares no "
+                "created_timestamp_field", file=d.file, obj=obj, field="as_of")
+        ok = False
     if not ok:
         return None
     record = view.to_dict()

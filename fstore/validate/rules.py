@@ -14,7 +14,7 @@ Rule = Callable[[Context], list[Finding]]
 RULES: dict[str, str] = {
     "SCHEMA": "fstore.validate.schema:check_schema",
     "PIT": "fstore.validate.pit:check_pit",
-    # "L1" (late-arriving data) plugs in here: "L1": "fstore.validate.late:check_late",
+    "L1": "fstore.validate.late:check_late",
     "L2": "fstore.validate.leakage:check_label_names",
     "L3": "fstore.validate.leakage:check_label_values",
     "L4": "fstore.validate.hygiene:check_hygiene",
