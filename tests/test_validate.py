@@ -36,9 +36,11 @@ def ready(root: Path) -> Path:
 
 
 def clean_repo(root: Path) -> Path:
-    """The demo repository with a ttl on every view a service reads: no finding at all."""
+    """The demo repository with a ttl on every view a service reads, and customer_stats'
+    corrections (created up to 2 days after their event) declared as expected: no finding."""
     make_demo_repo(root)
-    edit_defs(root, lambda d: find(d["feature_views"], "customer_driver").update(ttl="30d"))
+    edit_defs(root, lambda d: (find(d["feature_views"], "customer_driver").update(ttl="30d"),
+                               find(d["feature_views"], "customer_stats").update(max_delay="3d")))
     return root
 
 
@@ -55,7 +57,21 @@ def test_clean_repository_has_no_findings(tmp_path):
 def test_quickstart_repository_has_no_findings(tmp_path):
     write_repository(tmp_path, customers=60, days=5)
     report = validate_repository(ready(tmp_path), sample=300)
-    assert [f.to_dict() for f in report.findings if f.rule != "L1"] == []
+    assert [f.to_dict() for f in report.findings] == []
+
+
+def test_l1_late_rows_are_an_error_of_validate(tmp_path):
+    """The demo's customer_stats has a correction created a day after its event and a 1h SLA:
+    joined on event time, that is leakage (rule L1, fstore.offline.late)."""
+    root = make_demo_repo(tmp_path / "repo")
+    edit_defs(root, lambda d: find(d["feature_views"], "customer_driver").update(ttl="30d"))
+    ready(root)
+    out = _run(FSTORE, "-r", str(root), "validate", "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    [late] = [f for f in doc["findings"] if f["rule"] == "L1"]
+    assert (late["severity"], late["view"], late["feature"]) == ("error", "customer_stats_v1", None)
+    assert late["rows"] >= 1 and "as_of: created_timestamp" in late["message"]
 
 
 # ---- SCHEMA ------------------------------------------------------------------------------

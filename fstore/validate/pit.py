@@ -4,8 +4,10 @@ For a seeded sample of entity rows per ingested view version, the training set t
 offline engine builds must equal a brute-force evaluation of the documented rule over
 the same stored rows (fstore.offline.historical): candidates have equal keys and
 ``entity_ts - ttl <= event_ts <= entity_ts``; the newest by (event time, created time,
-a null created time oldest) wins; with none, the feature's default (or null). Rows tied on
-both times may hold different values (rule L4 reports them): any of those is accepted.
+a null created time oldest) wins; with none, the feature's default (or null). A view with
+``as_of: created_timestamp`` also requires the row to have been created by the entity time
+(a null created time counts as its event time: docs/training-sets.md). Rows tied on both
+times may hold different values (rule L4 reports them): any of those is accepted.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..offline.layout import CREATED_TS, EVENT_TS
-from ..repo.definitions import DTYPES
+from ..repo.definitions import AS_OF_CREATED, DTYPES
 from ..repo.names import view_name
 from ..repo.resolve import resolve
 from ..times import NO_TIME, from_us
@@ -87,12 +89,14 @@ def brute_force(view: dict[str, Any], data: pa.Table,
         rows_of[key].append(i)
     ev, cr = times(data, EVENT_TS), times(data, CREATED_TS)
     ttl = view.get("ttl_us") or 0
+    by_created = view.get("as_of") == AS_OF_CREATED
+    avail = np.where(cr == NO_TIME, ev, np.maximum(cr, ev)) if by_created else ev  # when a row could be seen
     values = {f["name"]: data.column(f["name"]).to_pylist() for f in view["features"]}
     out: dict[str, list[list[Any]]] = {f["name"]: [] for f in view["features"]}
     chosen: list[tuple[int, int] | None] = []
     ent_keys = zip(*(entities.column(k).to_pylist() for k in keys))
     for key, ets in zip(ent_keys, times(entities, ENTITY_TS)):
-        cand = [i for i in rows_of.get(key, []) if ev[i] <= ets and (not ttl or ev[i] >= ets - ttl)]
+        cand = [i for i in rows_of.get(key, []) if ev[i] <= ets and avail[i] <= ets and (not ttl or ev[i] >= ets - ttl)]
         best = max(((ev[i], cr[i]) for i in cand), default=None)
         winners = [i for i in cand if (ev[i], cr[i]) == best]
         chosen.append(None if best is None else (int(best[0]), int(best[1])))
