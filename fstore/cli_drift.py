@@ -35,12 +35,14 @@ def _num(v: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (docs/monitoring.md, Drift).")
 @click.option("--html", "html_out", default=None, type=click.Path(dir_okay=False),
               help="Also write a self-contained HTML report with both histograms per feature.")
+@click.option("--model", default=None, help="Current logs: only the reads that named this model (NAME or NAME:N).")
 @click.pass_context
 def drift(ctx: click.Context, service: str, reference: str | None, reference_window: tuple[str, str] | None,
-          since: str | None, until: str | None, current: str, as_json: bool, html_out: str | None) -> None:
+          since: str | None, until: str | None, current: str, as_json: bool, html_out: str | None,
+          model: str | None) -> None:
     """PSI, null rates and statistics of a service's features: reference vs current; exit 1 on an alert."""
     result = _store(ctx).drift(service, reference=reference, reference_window=reference_window or None,
-                               since=since, until=until, current=current)
+                               since=since, until=until, current=current, model=model)
     if html_out:
         from .monitoring.report import write_html
         write_html(result, html_out)

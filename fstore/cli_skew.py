@@ -28,13 +28,14 @@ _AGAINST = ("offline", "logged", "both")
               help="Exit 1 when any feature's mismatch rate is above this (default: report only).")
 @click.option("--examples", type=click.IntRange(0), default=5, show_default=True,
               help="Mismatching rows shown per feature and comparison.")
+@click.option("--model", default=None, help="Only the reads that named this model (NAME, or NAME:N).")
 @click.pass_context
 def skew(ctx: click.Context, service: str, since: str | None, until: str | None, against: str | None,
-         as_json: bool, max_mismatch_rate: float | None, examples: int) -> None:
+         as_json: bool, max_mismatch_rate: float | None, examples: int, model: str | None) -> None:
     """Compare what a feature service served with what training sees (and what the model got)."""
     from .monitoring.skew import worst_rate
 
-    report = _store(ctx).skew(service, since, until, against, examples)
+    report = _store(ctx).skew(service, since, until, against, examples, model=model)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -330,14 +330,15 @@ class FeatureStore:
 
     def drift(self, feature_service: str, *, reference: str | Path | None = None,
               reference_window: tuple[Any, Any] | None = None, since: Any = None, until: Any = None,
-              current: str = "logs") -> Any:
+              current: str = "logs", model: str | None = None) -> Any:
         """The service's features of a reference (a training set file, or an offline window)
         against a current window (the served-feature logs, or an offline window): PSI, null
-        rates and statistics per feature, with levels (fstore.monitoring.drift)."""
+        rates and statistics per feature, with levels (fstore.monitoring.drift). With
+        ``model``, the logs' current side holds only the reads that named that model."""
         from .monitoring.drift import drift
         return drift(self.config, self.registry.require(), self.offline, self.readiness(publish=False).offline,
                      feature_service, reference=reference, reference_window=reference_window,
-                     since=since, until=until, current=current)
+                     since=since, until=until, current=current, model=model)
 
     def freshness(self, now: Any = None) -> Any:
         """Each view's newest data online and offline against its freshness_sla
@@ -354,11 +355,13 @@ class FeatureStore:
     # ---- monitoring --------------------------------------------------------------------
 
     def skew(self, service: str, since: Any = None, until: Any = None, against: str | None = None,
-             examples: int = 5) -> dict[str, Any]:
+             examples: int = 5, model: str | None = None) -> dict[str, Any]:
         """Training/serving skew of a service's logged reads with request time in [since, until]
-        (fstore.monitoring.skew; the report's JSON is documented in docs/monitoring.md)."""
+        (fstore.monitoring.skew; the report's JSON is documented in docs/monitoring.md); with
+        ``model``, only the reads that named that model ('fraud_model' or 'fraud_model:3')."""
         from .monitoring.skew import check_skew
 
         return check_skew(self.registry.require(), self.offline, service,
                           None if since is None else to_us_relative(since, what="since"),
-                          None if until is None else to_us_relative(until, what="until"), against, examples)
+                          None if until is None else to_us_relative(until, what="until"), against, examples,
+                          model)

@@ -26,7 +26,7 @@ from fstore.monitoring.logs import log_dir, log_features, log_features_batch, re
 from server_util import HOST, Server, free_port, metrics, repo_copy
 
 SERVICE = "everything"  # customer_stats, profile (every dtype) and customer_driver: keys customer_id, driver_id
-FIXED = ["request_id", "caller_request_id", "request_time", "service", "registry_version", "path", "worker", "row"]
+FIXED = ["request_id", "caller_request_id", "request_time", "service", "model", "registry_version", "path", "worker", "row"]
 STATUS_CODES = {"PRESENT": 0, "NOT_FOUND": 1, "EXPIRED": 2, "DEFAULTED": 3, "UNAVAILABLE": 4}
 
 

@@ -252,3 +252,32 @@ def test_a_pinned_service_is_not_broken_and_a_changed_source_is_named(repo: Path
         assert not any(i.breaking for i in impacts)
         fs.models.promote("m", 1, "archived")  # only production versions are looked at
         assert fs.plan().impacts == []
+
+
+def test_served_logs_and_skew_are_grouped_by_model(repo: Path) -> None:
+    """A read by model is logged with the model it named; `fstore skew --model` checks only those."""
+    doc = _defs()
+    doc["feature_services"][0]["logging"] = {"sample_rate": 1.0}
+    (repo / "features" / "defs.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    _register_two(repo)
+    _cli(repo, "model", "promote", "fraud_model:2", "--stage", "production")
+    with FeatureStore(repo) as fs:
+        fs.apply()
+        rows = [{"k": k} for k in KEYS]
+        fs.get_online_features(model="fraud_model", entity_rows=rows)          # 3 rows by the model
+        fs.get_online_features(model="fraud_model:1", entity_rows=rows[:1])   # 1 row by version 1
+        fs.get_online_features(feature_service="fraud_v1", entity_rows=rows)  # 3 rows by the service
+    from fstore.monitoring import read_logs
+    logged = read_logs(repo, "fraud_v1")
+    assert sorted(m or "-" for m in logged.column("model").to_pylist()) == ["-"] * 3 + ["fraud_model"] * 3 + \
+        ["fraud_model:1"]
+    every = json.loads(_cli(repo, "skew", "--service", "fraud_v1", "--json").stdout)
+    by_model = json.loads(_cli(repo, "skew", "--service", "fraud_v1", "--model", "fraud_model", "--json").stdout)
+    by_v1 = json.loads(_cli(repo, "skew", "--service", "fraud_v1", "--model", "fraud_model:1", "--json").stdout)
+    assert [c["rows"] for c in every["comparisons"]] == [7]
+    assert by_model["model"] == "fraud_model" and [c["rows"] for c in by_model["comparisons"]] == [4]
+    assert [c["rows"] for c in by_v1["comparisons"]] == [1]
+    assert all(f["mismatches"] == 0 for c in by_model["comparisons"] for f in c["features"])
+    drift = json.loads(_cli(repo, "drift", "--service", "fraud_v1", "--model", "fraud_model:1", "--json",
+                            "--reference", str(repo / "train.parquet"), check=False).stdout)
+    assert drift["current"]["rows"] == 1 and drift["current"]["model"] == "fraud_model:1"

@@ -135,7 +135,7 @@ def compare_feature(out: Output, ref: pa.ChunkedArray, cur: pa.ChunkedArray) -> 
 
 def drift(config: RepoConfig, registry: dict[str, Any], offline: OfflineStore, offline_ready: frozenset[str],
           service: str, *, reference: str | Path | None = None, reference_window: tuple[Any, Any] | None = None,
-          since: Any = None, until: Any = None, current: str = "logs") -> DriftResult:
+          since: Any = None, until: Any = None, current: str = "logs", model: str | None = None) -> DriftResult:
     """Compare the service's features of a reference with a current window (module docstring).
 
     Exactly one of ``reference`` (a training set file) and ``reference_window`` ((START, END)
@@ -154,7 +154,7 @@ def drift(config: RepoConfig, registry: dict[str, Any], offline: OfflineStore, o
         ref = read_offline_window(offline, requests, outputs, start, end)
     since_us, until_us = _time(since, "since"), _time(until, "until")
     if current == "logs":
-        cur = read_log_window(config, service, outputs, since_us, until_us)
+        cur = read_log_window(config, service, outputs, since_us, until_us, model)
     else:
         cur = read_offline_window(offline, requests, outputs, since_us, until_us)
     _require_rows(ref, "reference", config, service)

@@ -34,6 +34,7 @@ from ..offline.store import OfflineStore
 from ..repo.definitions import DTYPES
 from ..repo.resolve import ViewRequest
 from ..times import from_us
+from .skew_logs import of_model
 
 DAY_US = 86_400_000_000
 
@@ -181,7 +182,7 @@ def _day_us(day: str) -> int:
 
 
 def read_log_window(config: RepoConfig, service: str, outputs: list[Output],
-                    since_us: int | None, until_us: int | None) -> Side:
+                    since_us: int | None, until_us: int | None, model: str | None = None) -> Side:
     """Every logged entity row of the service with a request time in [since, until].
 
     A private reader of the documented layout: files of other registry versions may lack
@@ -193,7 +194,8 @@ def read_log_window(config: RepoConfig, service: str, outputs: list[Output],
     for path in log_files(config, service, since_us, until_us):
         names = pq.read_schema(path).names
         present = [o.column for o in outputs if o.column in names]
-        t = pq.read_table(path, columns=["request_time", *present])
+        t = pq.read_table(path, columns=["request_time", *(["model"] if "model" in names else []), *present])
+        t = of_model(t, model)  # only the reads that named the model, when one is given
         if since_us is not None or until_us is not None:
             ts = as_int64(t.column("request_time"))
             t = t.filter(pa.array((ts >= lo) & (ts <= hi)))
@@ -203,7 +205,8 @@ def read_log_window(config: RepoConfig, service: str, outputs: list[Output],
             chunks[o.column].append(_typed(col, o, f"log {path}"))
     cols = {c: pa.chunked_array([a for ch in parts for a in ch.chunks], DTYPES[o.dtype])
             for (c, parts), o in zip(chunks.items(), outputs)}
-    return Side({"kind": "logs", "since": _iso(since_us), "until": _iso(until_us)}, rows, cols)
+    return Side({"kind": "logs", "since": _iso(since_us), "until": _iso(until_us),
+                 **({"model": model} if model else {})}, rows, cols)
 
 
 def _iso(us: int | None) -> str | None:

@@ -28,7 +28,7 @@ UTC_US = pa.timestamp("us", tz="UTC")
 #: the columns every served-log row starts with, in order, and their types
 FIXED: tuple[tuple[str, pa.DataType], ...] = (
     ("request_id", pa.string()), ("caller_request_id", pa.string()), ("request_time", UTC_US),
-    ("service", pa.string()), ("registry_version", pa.int64()), ("path", pa.string()),
+    ("service", pa.string()), ("model", pa.string()), ("registry_version", pa.int64()), ("path", pa.string()),
     ("worker", pa.int64()), ("row", pa.int32()),
 )
 STATUS_SUFFIX, TIME_SUFFIX, VALUE_SUFFIX = "__status", "__event_timestamp", "__value"
@@ -102,6 +102,7 @@ def to_table(shape: LogShape, plan: Any, reads: Sequence[tuple[int, Any]], rows:
         _repeat([ev.caller_request_id for ev in events], n, pa.string()),
         pa.array(np.repeat(np.fromiter((ev.time_us for ev in events), np.int64, e), n), UTC_US),
         pa.repeat(pa.scalar(first.service, pa.string()), e * n),
+        _repeat([getattr(ev, "model", None) for ev in events], n, pa.string()),  # the model a read named
         pa.repeat(pa.scalar(first.registry_version, pa.int64()), e * n),
         pa.repeat(pa.scalar(first.path, pa.string()), e * n),
         pa.repeat(pa.scalar(first.worker, pa.int64()), e * n),

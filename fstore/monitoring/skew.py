@@ -43,7 +43,8 @@ _ROW = "row"
 
 
 def check_skew(registry: dict[str, Any], store: OfflineStore, service: str, since_us: int | None = None,
-               until_us: int | None = None, against: str | None = None, examples: int = EXAMPLES) -> dict[str, Any]:
+               until_us: int | None = None, against: str | None = None, examples: int = EXAMPLES,
+               model: str | None = None) -> dict[str, Any]:
     """The skew report of ``service`` over logged reads with request time in [since, until]
     (defaults: every logged read up to now). ``against``: 'offline', 'logged' or 'both'
     (default: both when the service has a model-received log, else offline)."""
@@ -56,9 +57,11 @@ def check_skew(registry: dict[str, Any], store: OfflineStore, service: str, sinc
         raise UnknownObject(f"unknown feature service {service!r} and no log for it under "
                             f"{service_dir(root, service)}; known: {', '.join(registry['feature_services']) or 'none'}")
     kinds = _against(against, has_model_log(root, service), root, service)
-    groups = read_served(root, service, lo, until_us)
+    groups = read_served(root, service, lo, until_us, model)
     report: dict[str, Any] = {"service": service, "since": cmp.iso(_first(groups, lo)), "until": cmp.iso(until_us),
                               "comparisons": []}
+    if model is not None:
+        report["model"] = model  # only the reads that named this model (a GET's model)
     for kind in kinds:
         if kind == OFFLINE:
             report["comparisons"].append(_against_offline(registry, store, groups, examples))

@@ -28,6 +28,7 @@ MODEL_DIR = "model"
 META_KEY = b"fstore.log"
 REQUEST_TIME = "request_time"
 CALLER_ID = "caller_request_id"
+MODEL = "model"  # the model a read named (GET's model), null for reads of a service
 
 
 @dataclass
@@ -63,12 +64,29 @@ def has_model_log(offline_path: Path, service: str) -> bool:
     return base.is_dir() and any(not p.name.startswith(".") for p in base.glob("date=*/*.parquet"))
 
 
-def read_served(offline_path: Path, service: str, since_us: int, until_us: int) -> list[LogGroup]:
-    """The served log rows with request_time in [since, until], grouped by file metadata."""
+def of_model(table: pa.Table, model: str | None) -> pa.Table:
+    """The rows of reads that named ``model`` ('fraud_model' matches 'fraud_model' and every
+    'fraud_model:N'; 'fraud_model:3' only itself); all rows when ``model`` is None. Files
+    logged before the ``model`` column existed hold no model's reads."""
+    if model is None:
+        return table
+    if MODEL not in table.column_names:
+        return table.slice(0, 0)
+    col = table.column(MODEL)
+    keep = pc.equal(col, model)
+    if ":" not in model:
+        keep = pc.or_(keep, pc.starts_with(col, model + ":"))
+    return table.filter(pc.fill_null(keep, False))
+
+
+def read_served(offline_path: Path, service: str, since_us: int, until_us: int,
+                model: str | None = None) -> list[LogGroup]:
+    """The served log rows with request_time in [since, until] (of reads that named ``model``,
+    when given), grouped by file metadata."""
     parts: dict[str, tuple[dict[str, Any], list[pa.Table], list[Path]]] = {}
     for path in log_files(offline_path, service, since_us, until_us):
         meta = _meta(path)
-        table = _window(_read(path), path, since_us, until_us)
+        table = of_model(_window(_read(path), path, since_us, until_us), model)
         if table.num_rows == 0:
             continue
         sig = json.dumps([meta.get("features"), meta.get("keys")], sort_keys=True)
