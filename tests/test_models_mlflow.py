@@ -17,9 +17,10 @@ from mlflow.tracking import MlflowClient
 from fstore import FeatureStore
 from fstore.errors import MlflowRunNotFound
 from server_util import FSTORE
-from test_models import repo  # noqa: F401  (the fixture: an applied repository with train.parquet)
+import test_models
 
 ROOT = Path(__file__).resolve().parents[1]
+repo = test_models.repo  # the fixture: an applied repository with a training set, train.parquet
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -51,7 +52,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Mlfl
 
 
 def test_register_from_a_run_takes_its_artifact_params_metrics_and_tags_it(
-        repo: Path, tracking: tuple[str, MlflowClient, str]) -> None:  # noqa: F811
+        repo: Path, tracking: tuple[str, MlflowClient, str]) -> None:
     uri, client, run_id = tracking
     proc = _cli(repo, "model", "register", "fraud_model", "--dataset", str(repo / "train.parquet"),
                 "--mlflow-run", run_id, "--mlflow-tracking-uri", uri, "--metric", "auc=0.95", "--json")
@@ -84,7 +85,7 @@ def test_register_from_a_run_takes_its_artifact_params_metrics_and_tags_it(
 
 
 def test_an_unknown_run_names_the_run_and_the_tracking_uri(
-        repo: Path, tracking: tuple[str, MlflowClient, str]) -> None:  # noqa: F811
+        repo: Path, tracking: tuple[str, MlflowClient, str]) -> None:
     uri, _, _ = tracking
     missing = "0" * 32
     proc = _cli(repo, "model", "register", "m", "--dataset", str(repo / "train.parquet"),
@@ -98,7 +99,7 @@ def test_an_unknown_run_names_the_run_and_the_tracking_uri(
         assert info.value.code == "MLFLOW_RUN_NOT_FOUND" and isinstance(info.value, KeyError)
 
 
-def test_without_the_extra_the_command_says_how_to_install_it(repo: Path) -> None:  # noqa: F811
+def test_without_the_extra_the_command_says_how_to_install_it(repo: Path) -> None:
     """mlflow is optional: as if not installed, the CLI names the extra and registers nothing."""
     code = textwrap.dedent(f"""
         import sys
