@@ -11,7 +11,7 @@ from rich.tree import Tree
 
 from .cli import _store, main
 from .cli_output import console
-from .repo.models import PROMOTE_STAGES, parse_model_ref
+from .repo.models import PROMOTE_STAGES, parse_model_ref, parse_scalar
 
 
 def _pairs(items: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -21,13 +21,7 @@ def _pairs(items: tuple[str, ...], what: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.UsageError(f"--{what} {item!r}: write it as name=value")
-        try:
-            out[key] = int(value)
-        except ValueError:
-            try:
-                out[key] = float(value)
-            except ValueError:
-                out[key] = value
+        out[key] = parse_scalar(value)
     return out
 
 
@@ -45,19 +39,31 @@ def model() -> None:
 @click.option("--metric", "metrics", multiple=True, help="name=value (repeatable).")
 @click.option("--param", "params", multiple=True, help="name=value (repeatable).")
 @click.option("--description", default="", help="What this version is.")
+@click.option("--mlflow-run", default=None, metavar="RUN_ID",
+              help="Take the artifact URI, params and metrics from this MLflow run and tag it with "
+                   "fstore's lineage (pip install 'fstore[mlflow]').")
+@click.option("--mlflow-tracking-uri", default=None, metavar="URI",
+              help="Where the run is (default: MLFLOW_TRACKING_URI, else mlflow's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's record as JSON.")
 @click.pass_context
 def register(ctx: click.Context, name: str, dataset: str, service: str | None, artifact: str | None,
-             metrics: tuple[str, ...], params: tuple[str, ...], description: str, as_json: bool) -> None:
+             metrics: tuple[str, ...], params: tuple[str, ...], description: str,
+             mlflow_run: str | None, mlflow_tracking_uri: str | None, as_json: bool) -> None:
     """Register a new version of model NAME, trained on the training set FILE."""
+    if mlflow_tracking_uri and not mlflow_run:
+        raise click.UsageError("--mlflow-tracking-uri needs --mlflow-run")
     rec = _store(ctx).models.register(name, dataset, service=service, artifact=artifact,
                                       metrics=_pairs(metrics, "metric"), params=_pairs(params, "param"),
-                                      description=description)
+                                      description=description, mlflow_run=mlflow_run,
+                                      mlflow_tracking_uri=mlflow_tracking_uri)
     if as_json:
         click.echo(json.dumps({"name": name, "model": name, **rec}, indent=1))
         return
     console.print(f"registered {escape(name)}:{rec['version']} (stage none), trained on {escape(rec['dataset'])} "
                   f"through service {escape(rec['service'])}", highlight=False, soft_wrap=True)
+    if rec.get("mlflow"):
+        console.print(f"tagged MLflow run {escape(rec['mlflow']['run_id'])} with its lineage (fstore.*)",
+                      highlight=False, soft_wrap=True)
 
 
 @model.command("list")

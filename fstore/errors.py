@@ -259,6 +259,11 @@ class MissingDependency(FstoreError, ImportError, code="MISSING_DEPENDENCY"):
     """An optional package a call needs is not installed; the message says what to install."""
 
 
+class MlflowRunNotFound(UnknownObject, code="MLFLOW_RUN_NOT_FOUND"):
+    """``register --mlflow-run``: the tracking server or store has no such run; the message
+    names the run and the tracking URI."""
+
+
 class InternalError(FstoreError, RuntimeError, code="INTERNAL"):
     """A bug on the server's side; the message names the exception."""
 

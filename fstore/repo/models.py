@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadRequest, InvalidArgument, NoProductionVersion, UnknownObject
+from .mlflow_runs import lineage_tags, read_run, write_tags
 from .names import NAME_RE
 from .registry import Registry
 
@@ -73,6 +74,17 @@ def model_service(doc: dict[str, Any], features: Any, service: Any, model: Any) 
     return serving_service(doc, model)
 
 
+def parse_scalar(value: str) -> Any:
+    """A ``k=v`` value (or an MLflow param, always a string) as stored: an int or float when
+    it reads as one, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _pairs(items: dict[str, Any] | None, what: str) -> dict[str, Any]:
     """Metrics or params as stored: keys are strings, values JSON scalars."""
     out: dict[str, Any] = {}
@@ -102,9 +114,29 @@ class ModelRegistry:
 
     def register(self, name: str, dataset: str | Path, *, service: str | None = None,
                  artifact: str | None = None, metrics: dict[str, Any] | None = None,
-                 params: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
+                 params: dict[str, Any] | None = None, description: str = "",
+                 mlflow_run: str | None = None, mlflow_tracking_uri: str | None = None) -> dict[str, Any]:
         """Record a new version of model ``name`` trained on ``dataset`` (a training set fstore
-        built); returns its record. ``service`` defaults to the one the dataset was built from."""
+        built); returns its record. ``service`` defaults to the one the dataset was built from.
+
+        With ``mlflow_run``, the run's artifact URI, params and metrics fill what the call does
+        not give (a given metric or param overrides the run's), and fstore's lineage is written
+        back to the run as ``fstore.*`` tags once the version is recorded (fstore.repo.mlflow_runs).
+        """
+        if mlflow_run is None:
+            return self._register(name, dataset, service, artifact, metrics, params, description, None)
+        run = read_run(mlflow_run, mlflow_tracking_uri)
+        rec = self._register(name, dataset, service, artifact or run["artifact"],
+                             {**run["metrics"], **(metrics or {})}, {**{k: parse_scalar(v) for k, v in run["params"].items()}, **(params or {})},
+                             description, {"run_id": run["run_id"], "tracking_uri": run["tracking_uri"]})
+        write_tags(run["run_id"], run["tracking_uri"],
+                   lineage_tags(name, rec, self.registry.require()["project"]))
+        return rec
+
+    def _register(self, name: str, dataset: str | Path, service: str | None, artifact: str | None,
+                  metrics: dict[str, Any] | None, params: dict[str, Any] | None, description: str,
+                  mlflow: dict[str, str] | None) -> dict[str, Any]:
+        """The registration itself: checks, then the new version as one registry version."""
         if not NAME_RE.match(name or ""):
             raise InvalidArgument(f"model name {name!r}: use letters, digits and _, not starting with a digit")
         path = Path(dataset).resolve()
@@ -128,7 +160,7 @@ class ModelRegistry:
                              "registry_version": lineage.get("registry_version"),
                              "entities": lineage.get("entities"), "feature_service": lineage.get("feature_service")},
             "artifact": artifact, "metrics": _pairs(metrics, "metric"), "params": _pairs(params, "param"),
-            "description": description or "", "stage": "none", "registered_at": _now(), "promoted_at": None,
+            "description": description or "", "mlflow": mlflow, "stage": "none", "registered_at": _now(), "promoted_at": None,
         }
 
         def add(models: dict[str, Any]) -> dict[str, Any]:
