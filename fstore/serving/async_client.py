@@ -315,7 +315,7 @@ class AsyncClient:
             except FstoreError as exc:  # (before OSError: Unavailable is a ConnectionError)
                 last = attempt + 1 == attempts or loop.time() >= deadline  # (only on failure: a clock read less)
                 if conn is None:  # could not connect: nothing was sent
-                    if isinstance(exc, ServerUnreachable) and not last:
+                    if isinstance(exc, (ServerUnreachable, ShuttingDown)) and not last:  # nothing ran: reconnect
                         continue
                     raise located(exc, self._s) from None
                 if exc.code in CLOSING_CODES or conn.lost is not None:

@@ -139,7 +139,7 @@ class Client:
                 raise
             except FstoreError as exc:  # (before OSError: Unavailable is a ConnectionError)
                 if conn is None:  # could not connect: nothing was sent
-                    if isinstance(exc, ServerUnreachable) and not last:
+                    if isinstance(exc, (ServerUnreachable, ShuttingDown)) and not last:  # nothing ran: reconnect
                         continue
                     raise located(exc, self._s) from None
                 self._give(conn)
