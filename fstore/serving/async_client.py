@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from ..errors import (CLOSING_CODES, BadFrame, FstoreError, ProtocolError, ServerUnreachable, ShuttingDown, Timeout,
                       Unavailable)
 from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _check,
-                    _columns, _get_args, _response, _tls_failed, CLIENTS, check_fallback, join, located, lost, pool_limit,
+                    _columns, _get_args, _response, _tls_failed, CLIENTS, fallback_response, join, located, lost, pool_limit,
                     report, split, timed_out)
 from .fallback import Defaults
 from .handshake import greeting, not_fstore, reason
@@ -364,12 +364,9 @@ class AsyncClient:
                 reply = await self._reported("get", n, GET, args, True)
             return _response(reply, rows, request_id)
         except Unavailable:
-            mode = self._s.fallback if fallback is CLIENTS else fallback
-            check_fallback(mode)
-            if mode != "defaults" or self._defaults is None or model is not None:  # defaults know no models
-                raise
-            resp = self._defaults.response(features, feature_service, full_feature_names, include_metadata,
-                                           rows, request_id)
+            resp = fallback_response(self._s.fallback if fallback is CLIENTS else fallback, self._defaults, model,
+                                     features, feature_service, full_feature_names, include_metadata, rows,
+                                     request_id)
             if resp is None:
                 raise
             return resp

@@ -53,6 +53,19 @@ class Settings:
         self.hello = hello_args(client_name, token)
 
 
+def fallback_response(mode: str | None, defaults: Any, model: str | None, features: Any, feature_service: Any,
+                      full_feature_names: bool, include_metadata: bool, rows: list[dict[str, Any]],
+                      request_id: str | None) -> Any:
+    """The declared-defaults answer of a GET the server could not answer (``mode``
+    'defaults', both clients), or None when the caller must raise: no fallback asked, no
+    defaults learned yet, a read by model (defaults know no models), or a feature INFO did
+    not describe."""
+    check_fallback(mode)
+    if mode != "defaults" or defaults is None or model is not None:
+        return None
+    return defaults.response(features, feature_service, full_feature_names, include_metadata, rows, request_id)
+
+
 def check_fallback(fallback: str | None) -> None:
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be None or 'defaults', not {fallback!r}")

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from ..errors import FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
 from .async_client import AsyncClient
 from .calls import (DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _columns, _get_args, _response,
-                    CLIENTS, check_fallback, join, located, lost, pool_limit, report, split, timed_out)
+                    CLIENTS, fallback_response, join, located, lost, pool_limit, report, split, timed_out)
 from .conn import Conn
 from .fallback import Defaults
 from .protocol import GET, HEALTH, INFO, PUSH
@@ -197,12 +197,9 @@ class Client:
         try:
             return _response(self._reported("get", len(rows), work, True), rows, request_id)
         except Unavailable:
-            mode = self._s.fallback if fallback is CLIENTS else fallback
-            check_fallback(mode)
-            if mode != "defaults" or self._defaults is None or model is not None:  # defaults know no models
-                raise
-            resp = self._defaults.response(features, feature_service, full_feature_names, include_metadata,
-                                           rows, request_id)
+            resp = fallback_response(self._s.fallback if fallback is CLIENTS else fallback, self._defaults, model,
+                                     features, feature_service, full_feature_names, include_metadata, rows,
+                                     request_id)
             if resp is None:
                 raise
             return resp
