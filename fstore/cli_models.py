@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import click
 from rich.markup import escape
@@ -120,13 +120,7 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
 @click.pass_context
 def model_lineage(ctx: click.Context, ref: str, as_json: bool, dot: bool) -> None:
     """Model version -> training set -> feature service -> view versions -> sources and files."""
-    doc = _store(ctx).model_lineage(ref)
-    if as_json:
-        click.echo(json.dumps(doc, indent=1))
-    elif dot:
-        click.echo(_model_dot(doc))
-    else:
-        console.print(_model_tree(doc))
+    _show(_store(ctx).model_lineage(ref), as_json, dot, _model_dot, _model_tree)
 
 
 @main.command()
@@ -136,13 +130,18 @@ def model_lineage(ctx: click.Context, ref: str, as_json: bool, dot: bool) -> Non
 @click.pass_context
 def lineage(ctx: click.Context, target: str, as_json: bool, dot: bool) -> None:
     """What reads a view or source: feature services, training sets and model versions."""
-    doc = _store(ctx).lineage(target)
+    _show(_store(ctx).lineage(target), as_json, dot, _up_dot, _up_tree)
+
+
+def _show(doc: dict[str, Any], as_json: bool, dot: bool, to_dot: Callable[[dict[str, Any]], str],
+          to_tree: Callable[[dict[str, Any]], Tree]) -> None:
+    """A lineage document as JSON, Graphviz dot text or a tree (both lineage commands)."""
     if as_json:
         click.echo(json.dumps(doc, indent=1))
     elif dot:
-        click.echo(_up_dot(doc))
+        click.echo(to_dot(doc))
     else:
-        console.print(_up_tree(doc))
+        console.print(to_tree(doc))
 
 
 def _model_tree(doc: dict[str, Any]) -> Tree:

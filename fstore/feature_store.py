@@ -278,9 +278,16 @@ class FeatureStore:
                                   [{"view": view, "rows": entity_columns(rows), "offline": offline}])
         if isinstance(outcome, Exception):
             raise outcome
-        if outcome["written"]:
+        if outcome["written"] and self._unready(outcome["view"], offline):
             self.readiness(online=[outcome["view"]], offline=[outcome["view"]] if offline else [])
         return outcome["written"]
+
+    def _unready(self, view: str, offline: bool) -> bool:
+        """Whether a write to ``view`` is news to the published readiness: a push stream writes
+        one view over and over, and only its first write needs ready.json read and rewritten
+        (the registry's cached snapshot already says the rest)."""
+        ready = self.registry.snapshot().ready
+        return view not in ready.online or (offline and view not in ready.offline)
 
     def push_files(self, view: str, files: Sequence[str | Path], *, offline: bool = False,
                    progress: Reporter | None = None) -> FilePush:
