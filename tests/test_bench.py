@@ -155,6 +155,38 @@ def test_sla_exit_codes_and_overrides(server: Server, repo: Path, tmp_path_facto
                                         "source": "definitions + command line", "missed": []}
 
 
+@pytest.mark.parametrize("sla, problem", [
+    ({"p99_ms": 0}, "sla.p99_ms: p99_ms must be a positive number"),
+    ({"min_rps": "fast"}, "sla.min_rps: min_rps must be a positive number"),
+    ({"p99_ms": True}, "sla.p99_ms"),
+    ({"p95_ms": 2}, "sla.p95_ms: unknown setting 'p95_ms'; known: p99_ms, min_rps"),
+    ({}, "expected a mapping such as"),
+    ([2], "expected a mapping such as"),
+])
+def test_a_service_sla_is_checked_like_its_other_fields(sla: Any, problem: str) -> None:
+    from fstore import FeatureService
+    from fstore.errors import InvalidDefinition
+
+    with pytest.raises(InvalidDefinition) as err:
+        FeatureService(name="s", features=["v:f"], sla=sla)
+    assert problem in str(err.value) and "feature_service s" in str(err.value)
+    assert FeatureService(name="s", features=["v:f"], sla={"min_rps": 10, "p99_ms": 2.5}).to_dict()["sla"] == \
+        {"p99_ms": 2.5, "min_rps": 10}
+    assert "sla" not in FeatureService(name="s", features=["v:f"]).to_dict()  # registries applied before read the same
+
+
+def test_describe_and_plan_show_a_service_sla(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = repo_copy(tmp_path_factory, "bench_describe")
+    edit_defs(root, lambda d: find(d["feature_services"], "fraud_v1").__setitem__("sla", {"p99_ms": 2, "min_rps": 10000}))
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    plan = subprocess.run([FSTORE, "-r", str(root), "plan"], capture_output=True, text=True, env=env, timeout=60)
+    assert "~ feature service fraud_v1" in plan.stdout and "sla: None -> {'p99_ms': 2, 'min_rps': 10000}" in plan.stdout
+    subprocess.run([FSTORE, "-r", str(root), "apply"], check=True, capture_output=True, timeout=60)
+    shown = subprocess.run([FSTORE, "-r", str(root), "describe", "fraud_v1"], capture_output=True, text=True, env=env,
+                           timeout=60)
+    assert "p99 <= 2 ms, >= 10,000 req/s" in shown.stdout, shown.stdout
+
+
 def test_an_unreachable_server_is_exit_2_naming_it(repo: Path) -> None:
     port = free_port()
     code, doc, err = bench(repo, port, "--service", "fraud_v1", *SHORT)

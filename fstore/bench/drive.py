@@ -4,6 +4,7 @@ process sampled at the start and the end of the measured window; the threads' fi
 """
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -64,9 +65,13 @@ def drive(socks: list[socket.socket], pools: list[tuple[bytes, list[int]]], prot
     end = warm + int(plan.duration * 1e9)
     ended: list[int] = [0] * threads
     failures: list[BaseException] = []
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = threads > 1 and len(cpus) >= threads  # one thread per core given (taskset -c 2,3 fstore bench --threads 2)
 
     def body(t: int) -> None:
         try:
+            if pin:
+                os.sched_setaffinity(0, {cpus[t]})  # this thread only
             workers[t].run(start, warm, end, plan.rate * len(parts[t]) / len(socks), int(plan.timeout * 1e9))
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
