@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -87,7 +88,8 @@ def test_the_open_loop_counts_a_stall_in_full(server: Server, repo: Path) -> Non
                              "--service", "fraud_v1", "--rate", "200", "--duration", "1.5", "--warmup", "0.1",
                              "--connections", "2", "--json"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.2)  # past the start-up and the warm-up
+        _wait_for_connections(server, 2)
+        time.sleep(0.5)  # past the warm-up, within the measured 1.5 s
         os.kill(server.proc.pid, signal.SIGSTOP)
         time.sleep(0.4)
     finally:
@@ -210,7 +212,8 @@ def test_a_hung_server_is_exit_2_or_timeouts_never_a_hang(server: Server, repo: 
                              "--service", "fraud_v1", "--duration", "3", "--warmup", "0", "--connections", "2",
                              "--timeout", "0.3", "--json"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        _wait_for_connections(server, 2)  # the bench is past its set-up (keys, frames) and greeted
+        time.sleep(0.5)
         os.kill(server.proc.pid, signal.SIGSTOP)
         out, _ = proc.communicate(timeout=30)  # ends once both connections timed out, before its 3 s
     finally:
@@ -219,6 +222,15 @@ def test_a_hung_server_is_exit_2_or_timeouts_never_a_hang(server: Server, repo: 
     doc = json.loads(out)
     assert proc.returncode == 0 and doc["requests"] > 0  # answered before the stall; no SLA set
     assert doc["errors"] == {"TIMEOUT": 2} and doc["lost_connections"] == 2 and doc["duration_s"] < 3
+
+
+def _wait_for_connections(server: Server, n: int, timeout: float = 30) -> None:
+    """Until the (one-worker) server holds ``n`` established client connections."""
+    deadline = time.monotonic() + timeout
+    while sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == server.port
+              for c in psutil.Process(server.proc.pid).net_connections("tcp")) < n:
+        assert time.monotonic() < deadline, "the bench never connected"
+        time.sleep(0.05)
 
 
 def test_threads_html_and_the_python_api(server: Server, repo: Path, tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def run(repo: str | Path | None = ".", *, host: str | None = None, port: int | N
             key_info["copied"] = copy_rows(repository, resolved, columns, host, port)
             pools = [redis_frames(repository.project, resolved.views, columns, entities, t * per_thread * entities,
                                   per_thread) for t in range(threads)]
-            socks = conns.open_redis(host, port, connections, min(timeout, 5.0))
+            socks = conns.open_redis(host, port, connections)
             protocol, id_offset, weights = "redis", -1, redis_weights(resolved.views)
         else:
             cfg = repository.config.server if repository is not None else {}
@@ -98,7 +98,7 @@ def run(repo: str | Path | None = ".", *, host: str | None = None, port: int | N
             port = port or cfg.get("port", SERVER_KEYS["port"][1])
             pools = [fstore_frames(ask.args(), columns, entities, t * per_thread * entities, per_thread)
                      for t in range(threads)]
-            socks = conns.open_fstore(host, port, connections, token, min(timeout, 5.0))
+            socks = conns.open_fstore(host, port, connections, token)
             protocol, id_offset, weights = "fstore", ID_OFFSET, None
     finally:
         if repository is not None:
