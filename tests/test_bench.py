@@ -277,3 +277,23 @@ def test_a_token_from_the_environment(tmp_path_factory: pytest.TempPathFactory) 
         assert "s3cret" not in err
     finally:
         srv.stop()
+
+
+def test_a_model_is_benched_through_its_service(server: Server, repo: Path, tmp_path: Path) -> None:
+    """--model NAME: requests name the model (the server resolves it to its production version's
+    service), keys and the SLA are those of that service."""
+    import datetime as dt
+
+    entities = tmp_path / "entities.parquet"
+    pq.write_table(pa.table({"customer_id": [1, 2, 3], "driver_id": [7, 7, 501],
+                             "event_timestamp": pa.array([dt.datetime.now(dt.timezone.utc)] * 3,
+                                                         pa.timestamp("us", tz="UTC"))}), entities)
+    with FeatureStore(repo) as fs:
+        fs.build_dataset(str(entities), tmp_path / "train.parquet", feature_service="fraud_v1")
+        fs.models.register("fraud_model", tmp_path / "train.parquet")
+        fs.models.promote("fraud_model", 1, "production")
+    time.sleep(1.1)  # the server looks at its registry once a second (fstore.repo.registry.RECHECK_SECONDS)
+    code, doc, err = bench(repo, server.port, "--model", "fraud_model", *SHORT)
+    assert code == 0 and doc["errors"] == {}, (doc, err)
+    assert doc["model"] == "fraud_model" and doc["service"] == "fraud_v1" and doc["requests"] > 0
+    assert sum(doc["statuses"].values()) == doc["requests"] * FRAUD_VALUES
