@@ -421,6 +421,7 @@ from . import cli_skew  # noqa: E402,F401  (fstore skew)
 from . import cli_drift  # noqa: E402,F401  (fstore drift, fstore freshness)
 from . import cli_models  # noqa: E402,F401  (fstore model, fstore lineage)
 from . import cli_validate  # noqa: E402,F401  (fstore validate)
+from . import cli_bench  # noqa: E402,F401  (fstore bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,8 +69,20 @@ def print_record(kind: str, record: dict[str, Any]) -> None:
     for k, v in record.items():
         if k.endswith("_us"):
             continue
+        if k == "sla" and isinstance(v, dict):  # a feature service's serving SLA (fstore bench checks it)
+            v = sla_text(v)
         t.add_row(k, escape(", ".join(map(str, v)) if isinstance(v, list) else str(v)))  # text, not markup
     console.print(t)
+
+
+def sla_text(sla: dict[str, Any]) -> str:
+    """A service's ``sla`` as a reader says it: ``p99 <= 2 ms, >= 10,000 req/s``."""
+    parts = []
+    if sla.get("p99_ms") is not None:
+        parts.append(f"p99 <= {sla['p99_ms']:g} ms")
+    if sla.get("min_rps") is not None:
+        parts.append(f">= {sla['min_rps']:,.0f} req/s")
+    return ", ".join(parts)
 
 
 def warn_null_keys(results: list[Any]) -> None:

@@ -6,11 +6,16 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,bench]'
-# promtool (Debian's prometheus package) checks deploy/prometheus/alerts.yml (tests/test_deploy.py)
-if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-        || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive \
-             apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-fi
+# Debian packages the tests use: promtool (the prometheus package) checks deploy/prometheus/alerts.yml
+# (tests/test_deploy.py); redis-server is what fstore bench --redis is tested against (tests/test_bench_redis.py)
+apt_install() {  # PACKAGE COMMAND: install PACKAGE unless COMMAND is there
+    if ! command -v "$2" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null \
+            || { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive \
+                 apt-get install -y -qq --no-install-recommends "$1" >/dev/null; }
+    fi
+}
+apt_install prometheus promtool
+apt_install redis-server redis-server
 .venv/bin/python -m pytest -q "$@"

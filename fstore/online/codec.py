@@ -7,14 +7,14 @@ Every online writer (materialize, bulk load, push) goes through ``write_batch`` 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._ext._constants import Kind
-from .._ext._online import encode_keys, encode_rows, key_order, merge_newer
+from .._ext._online import encode_keys, encode_rows, key_of, key_order, merge_newer
 from ..offline.casting import as_int64, plain
 from ..offline.layout import CREATED_TS, EVENT_TS
 from ..progress import Reporter
@@ -24,6 +24,9 @@ from ..times import NO_TIME
 #: the compiled kind of each dtype: the Kind member is K_ and the dtype's name (one source)
 KIND_OF: dict[str, int] = {name: int(Kind["K_" + name.upper()]) for name in DTYPES}
 WRITE_CHUNK = 200_000
+_STRING = int(Kind.K_STRING)
+_EMPTY_STRING_KEY = key_of(("",), [_STRING])  # "" as the only key part (LMDB refuses an empty key)
+_SIGN = 1 << 63
 
 
 def feature_kinds(view: dict[str, Any]) -> list[int]:
@@ -32,6 +35,29 @@ def feature_kinds(view: dict[str, Any]) -> list[int]:
 
 def key_kinds(view: dict[str, Any]) -> list[int]:
     return [KIND_OF[view["key_dtypes"][k]] for k in view["join_keys"]]
+
+
+def decode_key(key: bytes, kinds: Sequence[int]) -> tuple[Any, ...]:
+    """The join key values of a stored key: the inverse of ``key_of`` (docs/online-store.md, "Key
+    encoding"), for readers of the store's keys (fstore bench samples entities from them)."""
+    if len(kinds) == 1 and kinds[0] == _STRING:
+        return ("" if key == _EMPTY_STRING_KEY else key.decode(),)
+    out: list[Any] = []
+    pos = 0
+    for kind in kinds:
+        if kind == _STRING:
+            n = int.from_bytes(key[pos:pos + 2], "big")
+            out.append(key[pos + 2:pos + 2 + n].decode())
+            pos += 2 + n
+        else:
+            out.append(int.from_bytes(key[pos:pos + 8], "big") - _SIGN)
+            pos += 8
+    return tuple(out)
+
+
+def decode_int_keys(keys: bytes) -> np.ndarray:
+    """The values of stored one-int64 keys, concatenated (8 bytes each), as an int64 array."""
+    return (np.frombuffer(keys, dtype=">u8") ^ np.uint64(_SIGN)).astype(np.int64)
 
 
 def key_sizes(view: dict[str, Any], table: pa.Table) -> np.ndarray:

@@ -414,10 +414,14 @@ class FeatureService:
     #: served-feature logging of this service's reads: ``{sample_rate: 0..1}`` (None: fstore.yaml's
     #: monitoring.logging default decides); see ``service_sample_rate`` and docs/monitoring.md
     logging: dict[str, Any] | None = None
+    #: the serving SLA ``fstore bench`` checks by default: ``{p99_ms, min_rps}`` (either or both;
+    #: docs/benchmarks.md, "fstore bench")
+    sla: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         obj = f"feature_service {self.name}"
         self.logging = _service_logging(self.logging, obj=obj)
+        self.sla = _service_sla(self.sla, obj=obj)
         check_name(self.name, obj="feature_service")
         refs: list[str] = []
         for item in _listify(self.features):
@@ -443,6 +447,8 @@ class FeatureService:
             out["full_feature_names"] = True
         if self.logging is not None:  # absent when not set, as full_feature_names
             out["logging"] = dict(self.logging)
+        if self.sla is not None:  # absent when not set, as logging
+            out["sla"] = dict(self.sla)
         return out
 
 
@@ -466,6 +472,28 @@ def _service_logging(value: Any, *, obj: str) -> dict[str, Any] | None:
         raise InvalidDefinition(f"sample_rate must be a number from 0 to 1, got {rate!r}",
                                 obj=obj, field="logging.sample_rate")
     return {} if rate is None else {"sample_rate": float(rate)}
+
+
+#: the keys of a service's ``sla`` mapping: the p99 latency bound and the throughput floor
+SERVICE_SLA_KEYS = ("p99_ms", "min_rps")
+
+
+def _service_sla(value: Any, *, obj: str) -> dict[str, Any] | None:
+    """A service's ``sla`` mapping checked: known keys, each a positive number, at least one."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise InvalidDefinition(f"expected a mapping such as {{p99_ms: 2, min_rps: 10000}}, got {value!r}",
+                                obj=obj, field="sla")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if key not in SERVICE_SLA_KEYS:
+            raise InvalidDefinition(f"unknown setting {key!r}; known: {', '.join(SERVICE_SLA_KEYS)}",
+                                    obj=obj, field=f"sla.{key}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+            raise InvalidDefinition(f"{key} must be a positive number, got {v!r}", obj=obj, field=f"sla.{key}")
+        out[key] = v
+    return {k: out[k] for k in SERVICE_SLA_KEYS if k in out}
 
 
 def service_sample_rate(service: dict[str, Any], default: float | None) -> float:

@@ -1,0 +1,9 @@
+# The reply parsers of fstore bench's load generator (_loadgen.pyx), callable without the GIL.
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+
+cdef int mp_reply(const uint8_t* p, const uint8_t* end, uint64_t* rid, int* ok,
+                  const uint8_t** field, Py_ssize_t* field_len) noexcept nogil
+
+cdef Py_ssize_t resp_reply(const uint8_t* p, const uint8_t* end, const int32_t* weights, Py_ssize_t nweights,
+                           int64_t* present, int64_t* missing, const uint8_t** err,
+                           Py_ssize_t* err_len) noexcept nogil
