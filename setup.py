@@ -33,7 +33,7 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    for name in ["_constants", "_response", "_asof", "_online", "_wire", "_protocol", "_serve"]
+    for name in ["_constants", "_response", "_asof", "_online", "_wire", "_protocol", "_serve", "_drift"]
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=DEBUG))

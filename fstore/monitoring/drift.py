@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from ..config import RepoConfig
@@ -36,8 +35,9 @@ from ..offline.store import OfflineStore
 from ..repo.definitions import MONITORING_DEFAULTS
 from ..repo.resolve import resolve
 from ..times import to_us
-from .drift_data import Output, Side, non_null, outputs_of, read_log_window, read_offline_window, read_reference_file
-from .psi import Histogram, categorical_histogram, numeric_histogram
+from .drift_data import Output, Side, outputs_of, read_log_window, read_offline_window, read_reference_file
+from .drift_numbers import numeric_histogram
+from .psi import Histogram, categorical_histogram
 
 LEVELS = ("ok", "warn", "alert")        # the order matters: the worst level is the largest index
 NUMBER_DTYPES = frozenset({"int32", "int64", "float32", "float64"})
@@ -89,39 +89,19 @@ def level_of(psi: float | None, null_rate_cur: float | None, ref_values: int, cu
     return "ok"
 
 
-def _numbers(col: pa.ChunkedArray) -> tuple[np.ndarray, int]:
-    """The non-null, non-NaN values as float64 (timestamps as microseconds since the epoch),
-    and how many were null or NaN. NumPy, not Arrow kernels: 4x faster over 10M values."""
-    if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.int64())
-    parts = [c.to_numpy(zero_copy_only=False).astype(np.float64, copy=False) for c in col.chunks]
-    x = np.concatenate(parts) if parts else np.zeros(0)
-    keep = ~np.isnan(x)
-    kept = x[keep]
-    return kept, len(x) - len(kept)
-
-
-def _stats(values: np.ndarray, suffix: str) -> dict[str, float | None]:
-    if not len(values):
-        return {f"{k}_{suffix}": None for k in ("mean", "std", "min", "max")}
-    return {f"mean_{suffix}": float(values.mean()), f"std_{suffix}": float(values.std()),
-            f"min_{suffix}": float(values.min()), f"max_{suffix}": float(values.max())}
-
-
 def compare_feature(out: Output, ref: pa.ChunkedArray, cur: pa.ChunkedArray) -> FeatureDrift:
     """The PSI, null rates, statistics and level of one feature."""
     entry: dict[str, Any] = {"feature": out.column, "view": out.view.get("name"), "dtype": out.dtype}
     if out.dtype in NUMERIC_BINS:
-        (r, ref_nulls), (c, cur_nulls) = _numbers(ref), _numbers(cur)
-        hist = numeric_histogram(r, c)
+        hist, r, c = numeric_histogram(ref, cur)
         if out.dtype in NUMBER_DTYPES:
-            entry.update(_stats(r, "ref"))
-            entry.update(_stats(c, "cur"))
-        ref_values, cur_values = len(r), len(c)
+            entry.update(r.stats("ref"))
+            entry.update(c.stats("cur"))
+        ref_nulls, cur_nulls, ref_values, cur_values = r.nulls, c.nulls, r.values, c.values
     else:
-        (rk, ref_nulls), (ck, cur_nulls) = non_null(ref), non_null(cur)
-        hist = categorical_histogram(rk.combine_chunks(), ck.combine_chunks())
-        ref_values, cur_values = len(rk), len(ck)
+        hist = categorical_histogram(ref, cur)
+        ref_nulls, cur_nulls = ref.null_count, cur.null_count
+        ref_values, cur_values = len(ref) - ref_nulls, len(cur) - cur_nulls
     value = hist.psi
     limits = thresholds(out)
     null_ref = ref_nulls / len(ref) if len(ref) else None
