@@ -108,6 +108,16 @@ def check_column(values: list[Any], typ: pa.DataType, at: list[int], pad: int) -
     assert counts.tolist() == [sum(1 for v in x if which(v, edges) == b) for b in range(len(edges) + 1)]
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.floats(allow_nan=False), max_size=15), st.integers(0, 3), st.lists(floats, max_size=60))
+def test_bins_against_any_ascending_edges(edges: list[float], nans: int, values: list[Any]) -> None:
+    """0 to 15 edges, ties among them, NaN edges last (never reached)."""
+    e = np.array(sorted(edges) + [np.nan] * min(nans, 15 - len(edges)), dtype=np.float64)
+    counts, _ = _drift.bins(chunked(values, pa.float64()), e, 0.0)
+    x = plain(values)
+    assert counts.tolist() == [sum(1 for v in x if which(v, e) == b) for b in range(len(e) + 1)]
+
+
 def which(v: float, edges: np.ndarray) -> int:
     """The rule's bin of a value: bin 0 below the first edge, bin i in [edges[i-1], edges[i])."""
     return sum(1 for e in edges if e <= v)
@@ -219,6 +229,8 @@ def test_bad_arguments_are_refused() -> None:
         _drift.order_statistics(col, [0], 3, 1.5, 3.0)  # not the column's min: 1.0 is not counted
     with pytest.raises(ValueError, match="above"):
         _drift.order_statistics(col, [0], 3, 3.0, 1.0)
+    with pytest.raises(ValueError, match="at most 15 edges"):
+        _drift.bins(col, np.arange(16.0), 0.0)
     assert _drift.order_statistics(col, [], 3, 1.0, 3.0).tolist() == []
     assert _drift.scan(pa.chunked_array([], pa.float64())) == (0, 0, 0.0, None, None)
 

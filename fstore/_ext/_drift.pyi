@@ -36,8 +36,9 @@ def scan(column: Column) -> tuple[int, int, float, float | None, float | None]:
 
 def bins(column: Column, edges: npt.ArrayLike, centre: float) -> tuple[npt.NDArray[np.int64], float]:
     """``(counts, spread)``: per value, its bin is the number of ``edges`` it is ``>=``
-    (``edges``: float64, ascending as ``np.unique`` returns them, NaN last; a value is
-    never ``>=`` a NaN edge; not checked), so with ``k`` edges
+    (``edges``: at most 15 float64, ascending as ``np.unique`` returns them, NaN last; a
+    value is never ``>=`` a NaN edge; the order is not checked; a branchless binary search
+    over them padded to 15), so with ``k`` edges
     there are ``k + 1`` counts: bin 0 below ``edges[0]``, bin ``i`` in
     ``[edges[i-1], edges[i])``, bin ``k`` at or above ``edges[-1]``. With no edges, one
     count: the number of values.
@@ -52,7 +53,7 @@ def order_statistics(column: Column, ranks: Sequence[int] | npt.NDArray[np.int64
     ``np.sort(values)[ranks]``, without a sort.
 
     ``count``, ``low`` and ``high`` are the column's values, min and max as ``scan``
-    returned them. Method: a histogram of at most 2**14 buckets over the values' order-
+    returned them. Method: a histogram of at most 2**16 buckets over the values' order-
     preserving 64-bit keys between ``low`` and ``high``, one gather of the values of the
     buckets that hold a rank, and ``std::nth_element`` inside each such bucket only
     (skipped for a bucket of one repeated value); two passes over the column in all.
