@@ -16,7 +16,9 @@ from hypothesis import given, settings, strategies as st
 from fstore._ext import _drift
 from fstore.monitoring.drift import compare_feature, compare_features
 from fstore.monitoring.drift_data import Output
-from fstore.monitoring.drift_numbers import numeric_histogram
+from fstore.monitoring.drift_compare import FeatureComparison
+from fstore.monitoring.drift_numbers import Numbers
+from fstore.monitoring.psi import Histogram
 from fstore.monitoring.psi import DECILES, decile_edges, deciles
 from test_psi import brute_psi
 
@@ -45,6 +47,17 @@ def chunked(values: list[Any], typ: pa.DataType, cuts: list[int] | None = None, 
 def plain(values: list[Any]) -> np.ndarray:
     """The values the rule bins: neither null nor NaN, as float64."""
     return np.array([float(v) for v in values if v is not None and v == v], dtype=np.float64)
+
+
+def numeric_histogram(ref: pa.ChunkedArray, cur: pa.ChunkedArray, parts: int = 1
+                      ) -> tuple[Histogram, Numbers, Numbers]:
+    """A float64 feature's histogram and both sides' numbers, the current side added in
+    ``parts`` pieces (as drift adds the logs, file by file)."""
+    comparison = FeatureComparison(Output("f", {"name": "v"}, {"name": "f", "dtype": "float64"}), ref)
+    step = max(1, -(-len(cur) // parts))
+    for start in range(0, len(cur), step):
+        comparison.add(cur.slice(start, step))
+    return comparison.result().histogram, comparison.ref.numbers(), comparison.cur.numbers()  # type: ignore[union-attr]
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -163,13 +176,17 @@ def test_large_columns_match_numpy_bit_for_bit(shape: str) -> None:
     assert counts.tolist() == [a - b for a, b in zip(at_or_above, at_or_above[1:])]
 
 
-def test_statistics_match_numpy() -> None:
+@pytest.mark.parametrize("parts", [1, 7, 300_001])
+def test_statistics_match_numpy_whole_or_in_parts(parts: int) -> None:
+    """A side added in parts (one value each, at the extreme) gives the whole side's counts
+    and PSI exactly, and its mean and std (combined part by part) to ~1e-12."""
     rng = np.random.default_rng(3)
     x = rng.normal(1e6, 3.0, 300_001)
     col = pa.chunked_array([pa.array(x[:100_000]), pa.array(x[100_000:])])
-    hist, ref, cur = numeric_histogram(col, col)
-    assert ref.mean == pytest.approx(x.mean(), rel=1e-15) and ref.std == pytest.approx(x.std(), rel=1e-12)
-    assert (ref.low, ref.high, ref.values, ref.nulls) == (x.min(), x.max(), len(x), 0)
+    hist, ref, cur = numeric_histogram(col, col, parts)
+    for side in (ref, cur):
+        assert side.mean == pytest.approx(x.mean(), rel=1e-15) and side.std == pytest.approx(x.std(), rel=1e-12)
+        assert (side.low, side.high, side.values, side.nulls) == (x.min(), x.max(), len(x), 0)
     assert hist.ref.tolist() == hist.cur.tolist() and hist.psi == 0.0
 
 
@@ -178,13 +195,36 @@ def test_statistics_match_numpy() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(finite, min_size=0, max_size=60), st.lists(finite, min_size=0, max_size=60), cuts, cuts)
 def test_numeric_psi_matches_the_brute_force_rule(ref: list[Any], cur: list[Any], a: list[int], b: list[int]) -> None:
-    hist, r, c = numeric_histogram(chunked(ref, pa.float64(), a, 2), chunked(cur, pa.float64(), b))
+    hist, r, c = numeric_histogram(chunked(ref, pa.float64(), a, 2), chunked(cur, pa.float64(), b), 1 + len(a))
     want = brute_psi(ref, cur, numeric=True)
     assert (hist.psi is None) == (want is None)
     if want is not None:
         assert hist.psi == pytest.approx(want, rel=1e-9, abs=1e-12)
     assert (r.values, r.nulls, c.values, c.nulls) == (len(plain(ref)), len(ref) - len(plain(ref)),
                                                       len(plain(cur)), len(cur) - len(plain(cur)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from("abcde")), min_size=1, max_size=40),
+       st.lists(st.one_of(st.none(), st.sampled_from("abcdefg")), max_size=40), st.integers(1, 5), st.booleans())
+def test_categories_in_parts_and_as_dictionaries(ref: list[Any], cur: list[Any], parts: int, encoded: bool) -> None:
+    """Strings as drift reads them from Parquet (dictionaries, one per file) or plain, the
+    current side in parts: the brute-force rule's PSI, bins and null rates."""
+    def col(values: list[Any]) -> pa.ChunkedArray:
+        c = pa.chunked_array([pa.array(values, pa.string())])
+        return c.dictionary_encode() if encoded else c
+    comparison = FeatureComparison(Output("s", {"name": "v"}, {"name": "s", "dtype": "string"}), col(ref))
+    step = max(1, -(-len(cur) // parts))
+    for start in range(0, len(cur), step):
+        comparison.add(col(cur[start:start + step]))
+    e = comparison.result().entry
+    want = brute_psi(ref, cur, numeric=False)
+    assert (e["psi"] is None) == (want is None)
+    if want is not None:
+        assert e["psi"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert e["bins"] == len(set(v for v in ref if v is not None)) + 1
+    assert e["null_rate_ref"] == ref.count(None) / len(ref)
+    assert e["null_rate_cur"] == (cur.count(None) / len(cur) if cur else None) and e["rows_cur"] == len(cur)
 
 
 @pytest.mark.parametrize("ref, cur, bins, psi", [

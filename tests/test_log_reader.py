@@ -16,7 +16,7 @@ import pytest
 
 from fstore.config import RepoConfig
 from fstore.errors import InvalidArgument
-from fstore.monitoring.drift_data import Output, read_log_window
+from fstore.monitoring.drift_data import Output, log_parts
 from fstore.monitoring.logread import group_parts, read_parts, service_dir
 from fstore.monitoring.logs import read_logs
 
@@ -120,18 +120,20 @@ def test_parts_keep_each_files_metadata_and_groups_split_versions(repo: Path) ->
     assert [(g.meta["features"][0]["view"], g.table.num_rows) for g in groups] == [("stats_v1", 4), ("stats_v2", 2)]
 
 
-def test_drift_reads_the_same_rows_typed_as_declared(repo: Path) -> None:
+def test_drift_reads_the_same_rows_file_by_file_typed_as_declared(repo: Path) -> None:
     config = RepoConfig.load(repo)
     outputs = [Output("x", {"name": "stats"}, {"name": "x", "dtype": "float64"}),
                Output("seg", {"name": "stats"}, {"name": "seg", "dtype": "string"}),
                Output("z", {"name": "stats"}, {"name": "z", "dtype": "int64"})]   # in no file
-    side = read_log_window(config, SERVICE, outputs, us(DAY + dt.timedelta(hours=6)), None)
-    assert side.rows == 5 == read_logs(repo, SERVICE, us(DAY + dt.timedelta(hours=6))).num_rows
-    assert sorted(side.columns["x"].to_pylist(), key=str) == sorted([None, 2.5, 3.5, 7.0, 8.0], key=str)
-    seg = side.columns["seg"]
-    assert pa.types.is_dictionary(seg.type) and seg.cast(pa.string()).to_pylist() == ["b", None, "a", None, None]
-    assert side.columns["z"].type == pa.int64() and side.columns["z"].null_count == 5
-    assert read_log_window(config, SERVICE, outputs, None, None, model="other").rows == 1
+    parts = list(log_parts(config, SERVICE, outputs, us(DAY + dt.timedelta(hours=6)), None))
+    assert [n for n, _ in parts] == [3, 2]      # one part per file, only the window's rows
+    assert sum(n for n, _ in parts) == read_logs(repo, SERVICE, us(DAY + dt.timedelta(hours=6))).num_rows
+    (n1, first), (n2, second) = parts
+    assert first["x"].to_pylist() == [None, 2.5, 3.5] and second["x"].to_pylist() == [7.0, 8.0]  # int64 cast
+    assert all(p["x"].type == pa.float64() for _, p in parts)
+    assert pa.types.is_dictionary(first["seg"].type) and first["seg"].cast(pa.string()).to_pylist() == ["b", None, "a"]
+    assert second["seg"].to_pylist() == [None, None] and second["z"].type == pa.int64()
+    assert [n for n, _ in log_parts(config, SERVICE, outputs, None, None, model="other")] == [1, 0]
 
 
 def test_skew_and_read_logs_see_the_same_rows(repo: Path) -> None:

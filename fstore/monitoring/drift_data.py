@@ -6,17 +6,19 @@
 - a window of the offline store: every stored row of each view with an event time in
   [START, END] (all rows, not the newest per entity: the population the views received);
 - the served-feature logs of the service (docs/monitoring.md, "Served-feature logs"):
-  every logged entity row with a request time in [since, until].
+  every logged entity row with a request time in [since, until], file by file.
 
-Each side is a ``Side``: a label for the report, its row count and a dict of Arrow
-columns by output name, typed by the feature's declared dtype.
+A side read whole is a ``Side``: a label for the report, its row count and a dict of
+Arrow columns by output name, typed by the feature's declared dtype (strings and bytes
+possibly as dictionaries of it). The logs come as ``Part``s, one per file, so that the
+current window is never held whole.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -32,7 +34,7 @@ from ..offline.store import OfflineStore
 from ..repo.definitions import DTYPES
 from ..repo.resolve import ViewRequest
 from ..times import from_us
-from .logread import LogPart, read_parts, service_dir
+from .logread import iter_parts, service_dir
 
 ENCODED = frozenset({"string", "bytes"})  # read as dictionaries (see ``encoded``)
 
@@ -182,34 +184,28 @@ def _view_window(offline: OfflineStore, req: ViewRequest, start_us: int | None, 
 
 # ---- the served-feature logs ---------------------------------------------------------------
 
-def read_log_window(config: RepoConfig, service: str, outputs: list[Output],
-                    since_us: int | None, until_us: int | None, model: str | None = None) -> Side:
+Part = tuple[int, dict[str, pa.ChunkedArray]]  # a part of a side: its rows, its columns by output
+
+
+def log_window(since_us: int | None, until_us: int | None, model: str | None = None) -> dict[str, Any]:
+    """How the report describes a window of the logs (its rows are counted as it is read)."""
+    return {"kind": "logs", "since": _iso(since_us), "until": _iso(until_us), **({"model": model} if model else {})}
+
+
+def log_parts(config: RepoConfig, service: str, outputs: list[Output], since_us: int | None,
+              until_us: int | None, model: str | None = None) -> Iterator[Part]:
     """Every logged entity row of the service with a request time in [since, until] (of the
-    reads that named ``model``, when given), by the logs' one reader (logread.read_parts):
-    only the feature columns are read, strings as dictionaries. A file of another registry
-    version may lack a column (read as nulls) or hold it in another type (cast)."""
+    reads that named ``model``, when given), file by file, by the logs' one reader
+    (logread.iter_parts): only the feature columns are read, strings as dictionaries. A
+    file of another registry version may lack a column (read as nulls) or hold it in
+    another type (cast)."""
     folder = service_dir(config.offline_path, service)
-    parts = read_parts(folder, since_us, until_us, columns=[o.column for o in outputs], named_model=model,
-                       dictionary=encoded(outputs))
-    cols = {o.column: _log_column(parts, o) for o in outputs}
-    return Side({"kind": "logs", "since": _iso(since_us), "until": _iso(until_us),
-                 **({"model": model} if model else {})}, sum(p.table.num_rows for p in parts), cols)
-
-
-def _log_column(parts: list[LogPart], out: Output) -> pa.ChunkedArray:
-    """One feature's chunks from every part, in one type: the declared one, or its
-    dictionary when the parts read it so."""
-    typed = [_typed(p.table.column(out.column), out, f"log {p.path}") if out.column in p.table.column_names
-             else None for p in parts]
-    kind = next((c.type for c in typed if c is not None and pa.types.is_dictionary(c.type)), DTYPES[out.dtype])
-    chunks: list[pa.Array] = []
-    for part, col in zip(parts, typed):
-        if col is None:
-            col = pa.chunked_array([pa.nulls(part.table.num_rows, kind)])
-        elif col.type != kind:
-            col = col.cast(DTYPES[out.dtype]).dictionary_encode()  # a file that stored it plainly
-        chunks += col.chunks
-    return pa.chunked_array(chunks, kind)
+    for part in iter_parts(folder, since_us, until_us, columns=[o.column for o in outputs], named_model=model,
+                           dictionary=encoded(outputs)):
+        n = part.table.num_rows
+        yield n, {o.column: _typed(part.table.column(o.column), o, f"log {part.path}")
+                  if o.column in part.table.column_names else pa.chunked_array([pa.nulls(n, DTYPES[o.dtype])])
+                  for o in outputs}
 
 
 def _iso(us: int | None) -> str | None:

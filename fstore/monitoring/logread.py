@@ -13,8 +13,8 @@
 
 Three views of the same ``LogPart``s: ``read_logs`` (one table, ordered, the metadata
 merged), ``group_parts`` (skew: files grouped by their metadata, since each names the view
-versions its columns were served from), and the parts themselves (drift: one column's
-chunks, in no particular order).
+versions its columns were served from), and the parts one at a time (``iter_parts``:
+drift tallies each file's columns and lets it go, never holding the whole window).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -102,23 +102,29 @@ def read_parts(folder: Path, since_us: int | None = None, until_us: int | None =
     ``dictionary``: columns read as Arrow dictionaries, as Parquet stores strings (cheap
     to read and to count; only drift asks). A file that cannot be read, or has no
     ``request_time`` when the window needs it, is an InvalidArgument naming it."""
+    return list(iter_parts(folder, since_us, until_us, columns=columns, named_model=named_model,
+                           dictionary=dictionary))
+
+
+def iter_parts(folder: Path, since_us: int | None = None, until_us: int | None = None, *,
+               columns: Sequence[str] | None = None, named_model: str | None = None,
+               dictionary: Sequence[str] = ()) -> Iterator[LogPart]:
+    """``read_parts`` one file at a time, for a reader that never holds the whole window."""
     windowed = since_us is not None or until_us is not None
-    parts = []
     for path in log_files(folder, since_us, until_us):
         try:
-            schema = pq.read_schema(path, memory_map=True)
+            schema = pq.read_schema(path)
             want = schema.names if columns is None else [c for c in columns if c in schema.names]
             helpers = [c for c, need in ((REQUEST_TIME, windowed), (MODEL, named_model is not None))
                        if need and c in schema.names and c not in want]
             encoded = [c for c in dictionary if c in want] or None
-            table = pq.ParquetFile(path, memory_map=True, read_dictionary=encoded).read(columns=[*want, *helpers])
+            table = pq.ParquetFile(path, read_dictionary=encoded).read(columns=[*want, *helpers])
         except (OSError, pa.ArrowException) as exc:
             raise InvalidArgument(f"log file {path} cannot be read: {exc}") from None
         if windowed and REQUEST_TIME not in schema.names:
             raise InvalidArgument(f"log file {path} has no {REQUEST_TIME!r} column")
         table = _of_window(of_model(table, named_model), since_us, until_us)
-        parts.append(LogPart(path, _meta(schema), table.select(want).replace_schema_metadata(None)))
-    return parts
+        yield LogPart(path, _meta(schema), table.select(want).replace_schema_metadata(None))
 
 
 def _meta(schema: pa.Schema) -> dict[str, Any] | None:

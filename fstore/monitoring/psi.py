@@ -11,10 +11,11 @@
   (not renormalised);
 - ``PSI = sum over bins of (cur - ref) * ln(cur / ref)``.
 
-Numbers go through the compiled passes of ``fstore._ext._drift`` (``numbers.py``): the
-deciles are numpy.quantile's exact values, computed from the order statistics they need
-(``deciles``), not from a sort. Categories go through Arrow's ``value_counts`` over the
-whole column, then a map of the (few) distinct values: no Python loop per value.
+Numbers go through the compiled passes of ``fstore._ext._drift`` (``drift_numbers.py``):
+the deciles are numpy.quantile's exact values, computed from the order statistics they
+need (``deciles``), not from a sort. Categories go through Arrow's ``value_counts`` of
+each chunk, then a lookup of its (few) distinct values among the reference's: no Python
+loop per value.
 """
 from __future__ import annotations
 
@@ -103,19 +104,37 @@ def edge_labels(edges: np.ndarray) -> list[str]:
     return [f"< {e[0]}", *(f"[{a}, {b})" for a, b in zip(e, e[1:])), f">= {e[-1]}"]
 
 
-def categorical_histogram(ref: pa.ChunkedArray, cur: pa.ChunkedArray) -> Histogram:
-    """One bin per reference category (in the order of first appearance), plus ``unseen``.
-    Nulls are in no bin. Arrow counts each side's distinct values; only those few are then
-    looked up in the reference's."""
-    cats, ref_counts = _value_counts(ref)
-    seen, counts = _value_counts(cur)
-    idx = pc.index_in(seen, value_set=cats).fill_null(len(cats)).to_numpy(zero_copy_only=False)
-    cur_counts = np.zeros(len(cats) + 1, np.int64)
-    np.add.at(cur_counts, idx, counts)
-    return Histogram([_label(v) for v in cats.to_pylist()] + ["(unseen)"], np.append(ref_counts, 0), cur_counts)
+class CategoryTally:
+    """One side's counts per reference category (in the reference's order of first
+    appearance), plus ``unseen``, chunk by chunk; nulls are in no bin. Arrow counts each
+    chunk's distinct values; only those few are looked up among the reference's."""
+
+    def __init__(self, categories: pa.Array) -> None:
+        self.categories = categories
+        self.counts = np.zeros(len(categories) + 1, np.int64)
+        self.values = self.nulls = 0
+
+    @classmethod
+    def reference(cls, ref: pa.ChunkedArray) -> CategoryTally:
+        """The reference, whole: its categories and their counts (its unseen bin is empty)."""
+        cats, counts = _value_counts(ref)
+        tally = cls(cats)
+        tally.counts[:-1] = counts
+        tally.values, tally.nulls = len(ref) - ref.null_count, ref.null_count
+        return tally
+
+    def add(self, col: pa.ChunkedArray | pa.Array) -> None:
+        seen, counts = _value_counts(col)
+        idx = pc.index_in(seen, value_set=self.categories).fill_null(len(self.categories))
+        np.add.at(self.counts, idx.to_numpy(zero_copy_only=False), counts)
+        self.values += len(col) - col.null_count
+        self.nulls += col.null_count
+
+    def labels(self) -> list[str]:
+        return [_label(v) for v in self.categories.to_pylist()] + ["(unseen)"]
 
 
-def _value_counts(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+def _value_counts(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
     """The column's distinct non-null values (first appearance first) and their counts."""
     vc = pc.value_counts(col)
     values, counts = vc.field("values"), vc.field("counts")
