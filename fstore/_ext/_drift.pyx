@@ -334,7 +334,7 @@ cdef bint _all_equal(const double* x, int64_t n) noexcept nogil:
 def order_statistics(column, ranks, int64_t count, double low, double high):
     cdef _Column col = _Column(column)
     cdef int64_t[::1] r = np.ascontiguousarray(ranks, dtype=np.int64)
-    cdef Py_ssize_t m = r.shape[0], i, j, nb, slots = 0
+    cdef Py_ssize_t m = r.shape[0], i, j, nb
     result = np.empty(m, dtype=np.float64)
     cdef double[::1] res = result
     if m == 0:
