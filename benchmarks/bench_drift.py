@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -148,16 +149,17 @@ def end_to_end(base: Path, rows: int, features: int, runs: int, warmup: int) -> 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     seconds = []
     for i in range(warmup + runs):
-        t = time.perf_counter()
+        t, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        took = time.perf_counter() - t
+        took, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode not in (0, 1):
             sys.exit(proc.stderr)
         doc = json.loads(proc.stdout)
         if i >= warmup:
             seconds.append(took)
-        print(f"  {took:.2f} s{' (warm-up: the files into the page cache)' if i < warmup else ''}: reference "
-              f"{doc['reference']['rows']:,} rows, current {doc['current']['rows']:,} rows, "
+        print(f"  {took:.2f} s{' (warm-up: the files into the page cache)' if i < warmup else ''} "
+              f"(CPU: user {after.ru_utime - before.ru_utime:.2f} s, system {after.ru_stime - before.ru_stime:.2f} s): "
+              f"reference {doc['reference']['rows']:,} rows, current {doc['current']['rows']:,} rows, "
               f"{len(doc['features'])} features, level {doc['level']}")
     print(f"median of {runs}: {statistics.median(seconds):.2f} s")
 
