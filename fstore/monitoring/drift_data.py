@@ -174,7 +174,7 @@ def _view_window(offline: OfflineStore, req: ViewRequest, start_us: int | None, 
         if run.min_us is None or run.max_us is None or run.max_us < lo or run.min_us > hi:
             continue
         for path in run.parts.values():
-            t = pq.read_table(path, columns=columns, memory_map=True, read_dictionary=strings)
+            t = pq.read_table(path, columns=columns, read_dictionary=strings)
             if run.min_us < lo or run.max_us > hi:
                 ts = as_int64(t.column(EVENT_TS))
                 t = t.filter(pa.array((ts >= lo) & (ts <= hi)))
