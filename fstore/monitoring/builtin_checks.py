@@ -25,7 +25,7 @@ from .checks import CheckContext, Sample
 from .drift import LEVELS, drift
 from .freshness import freshness
 from .skew import check_skew
-from .skew_logs import service_dir
+from .logread import service_dir
 
 DRIFT_REFERENCE_DAYS = 7
 _DAY_US = 86_400_000_000

@@ -6,21 +6,21 @@
 - a window of the offline store: every stored row of each view with an event time in
   [START, END] (all rows, not the newest per entity: the population the views received);
 - the served-feature logs of the service (docs/monitoring.md, "Served-feature logs"):
-  every logged entity row with a request time in [since, until].
+  every logged entity row with a request time in [since, until], file by file.
 
-Each side is a ``Side``: a label for the report, its row count and a dict of Arrow
-columns by output name, typed by the feature's declared dtype.
+A side read whole is a ``Side``: a label for the report, its row count and a dict of
+Arrow columns by output name, typed by the feature's declared dtype (strings and bytes
+possibly as dictionaries of it). The logs come as ``Part``s, one per file, so that the
+current window is never held whole.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.feather as pfeather
 import pyarrow.parquet as pq
@@ -34,9 +34,9 @@ from ..offline.store import OfflineStore
 from ..repo.definitions import DTYPES
 from ..repo.resolve import ViewRequest
 from ..times import from_us
-from .skew_logs import of_model
+from .logread import iter_parts, service_dir
 
-DAY_US = 86_400_000_000
+ENCODED = frozenset({"string", "bytes"})  # read as dictionaries (see ``encoded``)
 
 
 @dataclass
@@ -72,11 +72,12 @@ def outputs_of(requests: list[ViewRequest]) -> list[Output]:
 
 
 def _typed(col: pa.ChunkedArray | pa.Array, out: Output, where: str) -> pa.ChunkedArray:
-    """A column cast to the feature's declared type; DriftInputError names the column."""
+    """A column cast to the feature's declared type (a dictionary of that type is kept as
+    it is); DriftInputError names the column."""
     if isinstance(col, pa.Array):
         col = pa.chunked_array([col])
     want = DTYPES[out.dtype]
-    if col.type == want:
+    if col.type == want or (pa.types.is_dictionary(col.type) and col.type.value_type == want):
         return col
     try:
         return col.cast(want)
@@ -85,19 +86,41 @@ def _typed(col: pa.ChunkedArray | pa.Array, out: Output, where: str) -> pa.Chunk
                               f"feature's {out.dtype}: {exc}") from None
 
 
+def encoded(outputs: list[Output]) -> list[str]:
+    """The columns read as Arrow dictionaries where the file format allows it: strings and
+    bytes, which Parquet stores dictionary-encoded, so that reading them builds no string
+    per row and counting them is counting small integers."""
+    return [o.column for o in outputs if o.dtype in ENCODED]
+
+
 # ---- a training set file ---------------------------------------------------------------
 
-_READERS = {
-    ".parquet": pq.read_table,
-    ".csv": pcsv.read_csv,
-    ".arrow": lambda p: pa.ipc.open_file(p).read_all(),
-    ".ipc": lambda p: pa.ipc.open_file(p).read_all(),
-    ".feather": pfeather.read_table,
+def _parquet(path: Path, outputs: list[Output]) -> tuple[list[str], pa.Table]:
+    names = pq.read_schema(path).names
+    cols = [o.column for o in outputs if o.column in names]
+    return names, pq.read_table(path, columns=cols, memory_map=True,
+                                read_dictionary=[c for c in encoded(outputs) if c in names])
+
+
+def _whole(read: Callable[[Path], pa.Table]) -> Callable[[Path, list[Output]], tuple[list[str], pa.Table]]:
+    def reader(path: Path, outputs: list[Output]) -> tuple[list[str], pa.Table]:
+        table = read(path)
+        return table.column_names, table
+    return reader
+
+
+_READERS: dict[str, Callable[[Path, list[Output]], tuple[list[str], pa.Table]]] = {
+    ".parquet": _parquet,
+    ".csv": _whole(pcsv.read_csv),
+    ".arrow": _whole(lambda p: pa.ipc.open_file(pa.memory_map(str(p))).read_all()),
+    ".ipc": _whole(lambda p: pa.ipc.open_file(pa.memory_map(str(p))).read_all()),
+    ".feather": _whole(pfeather.read_table),
 }
 
 
 def read_reference_file(path: Path, service: str, outputs: list[Output]) -> Side:
-    """The service's columns of a training set file (and a check of its lineage)."""
+    """The service's columns of a training set file (and a check of its lineage); from a
+    Parquet file, only those columns are read."""
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise DriftInputError(f"reference {path}: cannot read a {path.suffix or 'suffixless'} file; "
@@ -111,13 +134,13 @@ def read_reference_file(path: Path, service: str, outputs: list[Output]) -> Side
             raise DriftInputError(f"reference {path} was built for feature service {built_for!r} "
                                   f"(its lineage {lineage.name}), not {service!r}")
     try:
-        table = reader(path)
+        names, table = reader(path, outputs)
     except (OSError, pa.ArrowInvalid) as exc:
         raise DriftInputError(f"reference {path}: cannot read it: {exc}") from None
-    missing = [o.column for o in outputs if o.column not in table.column_names]
+    missing = [o.column for o in outputs if o.column not in names]
     if missing:
         raise DriftInputError(f"reference {path} has no column {', '.join(map(repr, missing))} of feature "
-                              f"service {service!r} (columns: {', '.join(table.column_names)})")
+                              f"service {service!r} (columns: {', '.join(names)})")
     cols = {o.column: _typed(table.column(o.column), o, f"reference {path}") for o in outputs}
     return Side({"kind": "file", "path": str(path)}, table.num_rows, cols)
 
@@ -145,12 +168,13 @@ def _view_window(offline: OfflineStore, req: ViewRequest, start_us: int | None, 
         return offline.empty_table(req.view, columns)
     lo = -(1 << 63) if start_us is None else start_us
     hi = (1 << 63) - 1 if end_us is None else end_us
+    strings = [f["name"] for f in req.view["features"] if f["name"] in req.features and f["dtype"] in ENCODED]
     tables = []
     for run in offline.log(req.view, manifest):
         if run.min_us is None or run.max_us is None or run.max_us < lo or run.min_us > hi:
             continue
         for path in run.parts.values():
-            t = pq.read_table(path, columns=columns)
+            t = pq.read_table(path, columns=columns, read_dictionary=strings)
             if run.min_us < lo or run.max_us > hi:
                 ts = as_int64(t.column(EVENT_TS))
                 t = t.filter(pa.array((ts >= lo) & (ts <= hi)))
@@ -160,62 +184,29 @@ def _view_window(offline: OfflineStore, req: ViewRequest, start_us: int | None, 
 
 # ---- the served-feature logs ---------------------------------------------------------------
 
-def log_files(config: RepoConfig, service: str, since_us: int | None, until_us: int | None) -> list[Path]:
-    """The service's log parts (not the model-received log, not temporary files) whose
-    ``date=`` folder can hold request times in [since, until]."""
-    base = config.offline_path / "logs" / service
-    out = []
-    for day in sorted(base.glob("date=*")):
-        try:
-            day_us = _day_us(day.name[len("date="):])
-        except ValueError:
-            continue
-        if (until_us is not None and day_us > until_us) or (since_us is not None and day_us + DAY_US <= since_us):
-            continue
-        out += sorted(p for p in day.glob("part-*.parquet") if not p.name.startswith("."))
-    return out
+Part = tuple[int, dict[str, pa.ChunkedArray]]  # a part of a side: its rows, its columns by output
 
 
-def _day_us(day: str) -> int:
-    d = dt.date.fromisoformat(day)
-    return (d - dt.date(1970, 1, 1)).days * DAY_US
+def log_window(since_us: int | None, until_us: int | None, model: str | None = None) -> dict[str, Any]:
+    """How the report describes a window of the logs (its rows are counted as it is read)."""
+    return {"kind": "logs", "since": _iso(since_us), "until": _iso(until_us), **({"model": model} if model else {})}
 
 
-def read_log_window(config: RepoConfig, service: str, outputs: list[Output],
-                    since_us: int | None, until_us: int | None, model: str | None = None) -> Side:
-    """Every logged entity row of the service with a request time in [since, until].
-
-    A private reader of the documented layout: files of other registry versions may lack
-    a column (read as nulls) or hold it in another type (cast to the declared one)."""
-    lo = -(1 << 63) if since_us is None else since_us
-    hi = (1 << 63) - 1 if until_us is None else until_us
-    chunks: dict[str, list[pa.ChunkedArray]] = {o.column: [] for o in outputs}
-    rows = 0
-    for path in log_files(config, service, since_us, until_us):
-        names = pq.read_schema(path).names
-        present = [o.column for o in outputs if o.column in names]
-        t = pq.read_table(path, columns=["request_time", *(["model"] if "model" in names else []), *present])
-        t = of_model(t, model)  # only the reads that named the model, when one is given
-        if since_us is not None or until_us is not None:
-            ts = as_int64(t.column("request_time"))
-            t = t.filter(pa.array((ts >= lo) & (ts <= hi)))
-        rows += t.num_rows
-        for o in outputs:
-            col = t.column(o.column) if o.column in present else pa.nulls(t.num_rows, DTYPES[o.dtype])
-            chunks[o.column].append(_typed(col, o, f"log {path}"))
-    cols = {c: pa.chunked_array([a for ch in parts for a in ch.chunks], DTYPES[o.dtype])
-            for (c, parts), o in zip(chunks.items(), outputs)}
-    return Side({"kind": "logs", "since": _iso(since_us), "until": _iso(until_us),
-                 **({"model": model} if model else {})}, rows, cols)
+def log_parts(config: RepoConfig, service: str, outputs: list[Output], since_us: int | None,
+              until_us: int | None, model: str | None = None) -> Iterator[Part]:
+    """Every logged entity row of the service with a request time in [since, until] (of the
+    reads that named ``model``, when given), file by file, by the logs' one reader
+    (logread.iter_parts): only the feature columns are read, strings as dictionaries. A
+    file of another registry version may lack a column (read as nulls) or hold it in
+    another type (cast)."""
+    folder = service_dir(config.offline_path, service)
+    for part in iter_parts(folder, since_us, until_us, columns=[o.column for o in outputs], named_model=model,
+                           dictionary=encoded(outputs)):
+        n = part.table.num_rows
+        yield n, {o.column: _typed(part.table.column(o.column), o, f"log {part.path}")
+                  if o.column in part.table.column_names else pa.chunked_array([pa.nulls(n, DTYPES[o.dtype])])
+                  for o in outputs}
 
 
 def _iso(us: int | None) -> str | None:
     return None if us is None else from_us(us).isoformat()
-
-
-def non_null(col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
-    """The column without its nulls and NaN, and how many it had."""
-    if pa.types.is_floating(col.type):
-        col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
-    kept = col.drop_null()
-    return kept, len(col) - len(kept)

@@ -8,8 +8,8 @@ Two logs per feature service, under the offline store (docs/monitoring.md):
   written by ``log_features`` (or by the inference service itself, in the same layout).
 
 Every file is written as ``.part-*.parquet.tmp`` and renamed, so a reader never sees a
-partial file; readers skip names starting with '.'. ``read_logs`` is what the skew and
-drift checks read.
+partial file; readers skip names starting with '.'. The read side (``read_logs``, and the
+reader skew and drift share) is fstore.monitoring.logread; ``read_logs`` is named here too.
 """
 from __future__ import annotations
 
@@ -18,31 +18,21 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import RepoConfig
 from ..errors import InvalidArgument
-from ..repo.names import NAME_RE
 from ..times import now_us, to_us
 from .events import worker_id
+from .logread import DAY_US, LOGS_DIR, MODEL_DIR, as_config, log_dir, merge_meta, read_logs
 from .logtable import FORMAT, META_KEY, UTC_US
 
-LOGS_DIR = "logs"
-MODEL_DIR = "model"
-DAY_US = 86_400_000_000
+__all__ = ["DAY_US", "LOGS_DIR", "MODEL_DIR", "as_config", "log_dir", "log_features", "log_features_batch",
+           "merge_meta", "read_logs", "write_log_file"]
 _files = itertools.count(1)  # this process's file sequence (names never collide across threads)
-
-
-def log_dir(config: RepoConfig, service: str, model: bool = False) -> Path:
-    """The folder of one service's served log (or, ``model``, its model-received log)."""
-    if not isinstance(service, str) or not NAME_RE.match(service):
-        raise InvalidArgument(f"not a feature service name: {service!r}")
-    base = config.offline_path / LOGS_DIR / service
-    return base / MODEL_DIR if model else base
 
 
 def write_log_file(folder: Path, table: pa.Table) -> list[Path]:
@@ -63,75 +53,6 @@ def write_log_file(folder: Path, table: pa.Table) -> list[Path]:
         os.replace(tmp, target)
         out.append(target)
     return out
-
-
-def read_logs(config: Any, service: str, since_us: Any = None, until_us: Any = None,
-              model: bool = False) -> pa.Table:
-    """Every log row of ``service`` with ``since <= request_time <= until`` (None: unbounded;
-    microseconds, or anything fstore.times.to_us takes), ordered by request time, request and
-    row. Files of different registry versions are unified (a column missing from a file is
-    null there). The files' ``fstore.log`` metadata are merged into the table's (features
-    and keys of every file, in first-seen order). ``config``: a RepoConfig, a FeatureStore
-    or a repository path. An empty table (no columns) when nothing was logged."""
-    config = as_config(config)
-    since = None if since_us is None else to_us(since_us, what="since")
-    until = None if until_us is None else to_us(until_us, what="until")
-    tables, metas = [], []
-    for path in _files_between(log_dir(config, service, model), since, until):
-        table = pq.read_table(path)
-        metas.append(json.loads((table.schema.metadata or {}).get(META_KEY, b"{}")))
-        t = table.column("request_time").cast(pa.int64())
-        keep = np.ones(table.num_rows, bool)
-        if since is not None:
-            keep &= np.asarray(t) >= since
-        if until is not None:
-            keep &= np.asarray(t) <= until  # both ends included, as fstore skew and drift read them
-        tables.append(table.replace_schema_metadata(None).filter(pa.array(keep)))
-    if not tables:
-        return pa.table({})
-    table = pa.concat_tables(tables, promote_options="permissive")
-    order = [("request_time", "ascending")] + [(c, "ascending") for c in ("request_id", "row", "caller_request_id")
-                                               if c in table.column_names]
-    table = table.sort_by(order)
-    return table.replace_schema_metadata({META_KEY: json.dumps(merge_meta(metas, service)).encode()})
-
-
-def merge_meta(metas: Iterable[dict[str, Any]], service: str) -> dict[str, Any]:
-    """The ``fstore.log`` metadata of many files as one: every feature column and key once."""
-    features: dict[str, dict[str, Any]] = {}
-    keys: list[str] = []
-    for m in metas:
-        for f in m.get("features", []):
-            features.setdefault(f["column"], f)
-        keys += [k for k in m.get("keys", []) if k not in keys]
-    return {"format": FORMAT, "service": service, "features": list(features.values()), "keys": keys}
-
-
-def _files_between(folder: Path, since: int | None, until: int | None) -> list[Path]:
-    """The visible log files of the date folders that may hold rows in [since, until]."""
-    if not folder.is_dir():
-        return []
-    lo = None if since is None else dt.datetime.fromtimestamp(since // DAY_US * 86400, dt.timezone.utc).date()
-    hi = None if until is None else dt.datetime.fromtimestamp(until // DAY_US * 86400, dt.timezone.utc).date()
-    out = []
-    for day in sorted(folder.glob("date=*")):
-        try:
-            date = dt.date.fromisoformat(day.name[5:])
-        except ValueError:
-            continue
-        if (lo is not None and date < lo) or (hi is not None and date > hi):
-            continue
-        out += sorted(p for p in day.glob("*.parquet") if not p.name.startswith("."))
-    return out
-
-
-def as_config(repo: Any) -> RepoConfig:
-    """A RepoConfig from a RepoConfig, anything holding one as ``.config`` (a FeatureStore),
-    or a repository path."""
-    if isinstance(repo, RepoConfig):
-        return repo
-    config = getattr(repo, "config", None)
-    return config if isinstance(config, RepoConfig) else RepoConfig.load(repo)
 
 
 # ---- what the model received --------------------------------------------------------------

@@ -11,12 +11,16 @@
   (not renormalised);
 - ``PSI = sum over bins of (cur - ref) * ln(cur / ref)``.
 
-Everything is vectorized (``numpy.quantile``, one comparison pass per edge, Arrow's
-``value_counts``/``index_in``): no Python loop per value.
+Numbers go through the compiled passes of ``fstore._ext._drift`` (``drift_numbers.py``):
+the deciles are numpy.quantile's exact values, computed from the order statistics they
+need (``deciles``), not from a sort. Categories go through Arrow's ``value_counts`` of
+each chunk, then a lookup of its (few) distinct values among the reference's: no Python
+loop per value.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -55,41 +59,91 @@ def psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float | None:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def decile_edges(ref: np.ndarray) -> np.ndarray:
+def decile_ranks(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy.quantile's linear recipe for the deciles of ``count`` sorted values: for each
+    decile, the rank of the value below it, of the value above it, and the weight of the
+    one above (numpy's ``_get_indexes`` and ``_get_gamma``, step by step, so that the
+    floating-point results are numpy's: an index at or past the last value is -1)."""
+    virtual = (count - 1) * DECILES
+    below = np.floor(virtual)
+    above = below + 1
+    past = virtual >= count - 1
+    below[past] = -1
+    above[past] = -1
+    below, above = below.astype(np.intp), above.astype(np.intp)
+    gamma = np.asanyarray(virtual - below, dtype=virtual.dtype)
+    return below % count, above % count, gamma
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy.quantile's interpolation (``numpy.lib._function_base_impl._lerp``), operation
+    for operation: from ``a`` for weights below 0.5, back from ``b`` for the others."""
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as numpy's (which also warns)
+        diff = b - a
+        out = np.add(a, diff * t)
+        np.subtract(b, diff * (1 - t), out=out, where=t >= 0.5, casting="unsafe", dtype=out.dtype.type)
+    return out
+
+
+def deciles(count: int, values_at: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``numpy.quantile(x, DECILES)`` of ``count`` values (no NaN) exactly, given
+    ``values_at(ranks)``: the values at those 0-based ranks of the ascending order of x."""
+    below, above, gamma = decile_ranks(count)
+    ranks = np.unique(np.concatenate([below, above]))
+    values = np.asarray(values_at(ranks), dtype=np.float64)
+    return lerp(values[np.searchsorted(ranks, below)], values[np.searchsorted(ranks, above)], gamma)
+
+
+def decile_edges(count: int, values_at: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """The reference's 9 deciles (linear interpolation), duplicates dropped, ascending."""
-    return np.unique(np.quantile(ref, DECILES))
+    return np.unique(deciles(count, values_at))
 
 
-def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts per bin: bin 0 is below edges[0], bin i is [edges[i-1], edges[i]), the last
-    is at or above edges[-1]. From the counts at or above each edge (one comparison pass
-    per edge: 4x faster than searchsorted + bincount over 10M values)."""
-    at_or_above = np.array([len(values), *(np.count_nonzero(values >= e) for e in edges), 0], dtype=np.int64)
-    return at_or_above[:-1] - at_or_above[1:]
-
-
-def numeric_histogram(ref: np.ndarray, cur: np.ndarray) -> Histogram:
-    """Decile bins of the reference (float64 values, nulls and NaN already removed)."""
-    if not len(ref):
-        return Histogram([], np.zeros(0, np.int64), np.zeros(0, np.int64))
-    edges = decile_edges(ref)
-    return Histogram(_edge_labels(edges), bin_counts(ref, edges), bin_counts(cur, edges))
-
-
-def _edge_labels(edges: np.ndarray) -> list[str]:
+def edge_labels(edges: np.ndarray) -> list[str]:
     e = [f"{x:.6g}" for x in edges]
     return [f"< {e[0]}", *(f"[{a}, {b})" for a, b in zip(e, e[1:])), f">= {e[-1]}"]
 
 
-def categorical_histogram(ref: pa.Array, cur: pa.Array) -> Histogram:
-    """One bin per reference category (in the order of first appearance), plus ``unseen``.
-    Both arrays hold no nulls."""
-    counts = pc.value_counts(ref)
-    cats = counts.field("values")
-    ref_counts = np.append(counts.field("counts").to_numpy(zero_copy_only=False).astype(np.int64), 0)
-    idx = pc.index_in(cur, value_set=cats).fill_null(len(cats))
-    cur_counts = np.bincount(idx.to_numpy(zero_copy_only=False), minlength=len(cats) + 1)
-    return Histogram([_label(v) for v in cats.to_pylist()] + ["(unseen)"], ref_counts, cur_counts)
+class CategoryTally:
+    """One side's counts per reference category (in the reference's order of first
+    appearance), plus ``unseen``, chunk by chunk; nulls are in no bin. Arrow counts each
+    chunk's distinct values; only those few are looked up among the reference's."""
+
+    def __init__(self, categories: pa.Array) -> None:
+        self.categories = categories
+        self.counts = np.zeros(len(categories) + 1, np.int64)
+        self.values = self.nulls = 0
+
+    @classmethod
+    def reference(cls, ref: pa.ChunkedArray) -> CategoryTally:
+        """The reference, whole: its categories and their counts (its unseen bin is empty)."""
+        cats, counts = _value_counts(ref)
+        tally = cls(cats)
+        tally.counts[:-1] = counts
+        tally.values, tally.nulls = len(ref) - ref.null_count, ref.null_count
+        return tally
+
+    def add(self, col: pa.ChunkedArray | pa.Array) -> None:
+        seen, counts = _value_counts(col)
+        idx = pc.index_in(seen, value_set=self.categories).fill_null(len(self.categories))
+        np.add.at(self.counts, idx.to_numpy(zero_copy_only=False), counts)
+        self.values += len(col) - col.null_count
+        self.nulls += col.null_count
+
+    def labels(self) -> list[str]:
+        return [_label(v) for v in self.categories.to_pylist()] + ["(unseen)"]
+
+
+def _value_counts(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The column's distinct non-null values (first appearance first) and their counts."""
+    vc = pc.value_counts(col)
+    values, counts = vc.field("values"), vc.field("counts")
+    if pa.types.is_dictionary(values.type):  # strings read as Parquet stores them
+        values = values.dictionary_decode()
+    if values.null_count:
+        keep = pc.is_valid(values)
+        values, counts = values.filter(keep), counts.filter(keep)
+    return values, counts.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _label(value: object) -> str:

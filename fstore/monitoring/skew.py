@@ -29,7 +29,7 @@ from ..offline.store import OfflineStore
 from ..repo.resolve import ViewRequest
 from ..times import now_us
 from . import skew_compare as cmp
-from .skew_logs import CALLER_ID, REQUEST_TIME, LogGroup, has_model_log, read_model, read_served, service_dir
+from .logread import CALLER_ID, REQUEST_TIME, LogGroup, LogPart, group_parts, has_model_log, read_parts, service_dir
 
 OFFLINE = "offline"
 LOGGED = "logged"
@@ -57,7 +57,7 @@ def check_skew(registry: dict[str, Any], store: OfflineStore, service: str, sinc
         raise UnknownObject(f"unknown feature service {service!r} and no log for it under "
                             f"{service_dir(root, service)}; known: {', '.join(registry['feature_services']) or 'none'}")
     kinds = _against(against, has_model_log(root, service), root, service)
-    groups = read_served(root, service, lo, until_us, model)
+    groups = _read_served(root, service, lo, until_us, model)
     report: dict[str, Any] = {"service": service, "since": cmp.iso(_first(groups, lo)), "until": cmp.iso(until_us),
                               "comparisons": []}
     if model is not None:
@@ -66,8 +66,33 @@ def check_skew(registry: dict[str, Any], store: OfflineStore, service: str, sinc
         if kind == OFFLINE:
             report["comparisons"].append(_against_offline(registry, store, groups, examples))
         else:
-            report["comparisons"].append(_against_logged(groups, read_model(root, service, lo, until_us), examples))
+            report["comparisons"].append(_against_logged(groups, _read_model(root, service, lo, until_us), examples))
     return report
+
+
+def _read_served(root: Path, service: str, since_us: int, until_us: int, model: str | None) -> list[LogGroup]:
+    """The served rows in the window (of reads that named ``model``, when given), grouped by
+    their files' metadata: it names the view version each column was served from."""
+    parts = read_parts(service_dir(root, service), since_us, until_us, named_model=model)
+    for part in parts:
+        _require_meta(part)
+    return group_parts(parts)
+
+
+def _require_meta(part: LogPart) -> None:
+    """A served log file without valid ``fstore.log`` metadata is refused, by name."""
+    if part.meta is None:
+        raise InvalidArgument(f"log file {part.path} has no valid 'fstore.log' metadata: not a served-feature "
+                              "log file")
+    if not isinstance(part.meta.get("features"), list) or not isinstance(part.meta.get("keys"), list):
+        raise InvalidArgument(f"log file {part.path}: its 'fstore.log' metadata is not valid (it needs "
+                              "'features' and 'keys' lists)")
+
+
+def _read_model(root: Path, service: str, since_us: int, until_us: int) -> pa.Table | None:
+    """The model-received rows in the window (None: the service has no such file at all)."""
+    parts = read_parts(service_dir(root, service, model=True), since_us, until_us)
+    return pa.concat_tables([p.table for p in parts], promote_options="permissive") if parts else None
 
 
 def worst_rate(report: dict[str, Any]) -> float:
