@@ -33,8 +33,8 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    for name in ["_constants", "_response", "_asof", "_online", "_wire", "_protocol", "_serve", "_hdr", "_replies",
-                 "_loadgen", "_drift"]
+    for name in ["_constants", "_response", "_record", "_asof", "_online", "_wire", "_protocol", "_serve", "_hdr",
+                 "_replies", "_loadgen", "_drift", "_logbuf"]
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=DEBUG))

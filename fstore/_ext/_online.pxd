@@ -30,7 +30,7 @@ cdef class ViewReader:
     cdef list _keys_for(self, list entity_rows)
     cdef list _keys_for_columns(self, dict columns, Py_ssize_t n)
     cdef int _read(self, object get, list keys, int64_t now_us, list values, bint columns, uint8_t* status,
-                   Py_ssize_t n, int64_t* ts) except -1
+                   Py_ssize_t n, int64_t* ts, list raws) except -1
     cdef int _lookup(self, object get, list keys, int64_t now_us, list raws, uint8_t* status, Py_ssize_t n,
                      int64_t* ts) except -1
 

@@ -64,15 +64,17 @@ _R = TypeVar("_R", bound=ResponseBase)
 
 @overload
 def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int | None,
-         response: None = None, columns: bool = False) -> tuple[list[Any], bytearray, bytearray]: ...
+         response: None = None, columns: bool = False, served: tuple[Any, ...] | None = None
+         ) -> tuple[list[Any], bytearray, bytearray]: ...
 @overload
 def read(env: Any, plan: Any, rows: list[dict[str, Any]] | dict[str, list[Any]], now_us: int | None,
-         response: type[_R], columns: bool = False) -> _R:
+         response: type[_R], columns: bool = False, served: tuple[Any, ...] | None = None) -> _R:
     """One request in its own read transaction (``now_us`` None: the clock's now):
     (values, statuses n_out x n uint8, timestamps views x n int64), flat values unless
     ``columns``, or an instance of ``response`` holding them.
 
     A row is used when now - ttl <= event_ts <= now; otherwise the default (DEFAULTED) or
     None (NOT_FOUND without a row or for a future row, EXPIRED past the ttl). A stored
-    null is PRESENT with None.
+    null is PRESENT with None. ``served`` (the read's identity, its items in
+    fstore/_ext/_record.pxd) hands the read to the recorders it names, inside this call.
     """

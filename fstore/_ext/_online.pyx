@@ -33,6 +33,7 @@ from lmdb import MapResizedError as _MapResizedError
 
 from fstore._ext._constants cimport (DEFAULTED, EXPIRED, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING,
                                      K_TIMESTAMP, NOT_FOUND, PRESENT)
+from fstore._ext._record cimport record_read
 from fstore._ext._response cimport ResponseBase
 from fstore.errors import KeyTooLong
 
@@ -512,17 +513,17 @@ cdef class ViewReader:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     cdef int _read(self, object get, list keys, int64_t now_us, list values, bint columns, uint8_t* status,
-                   Py_ssize_t n, int64_t* ts) except -1:
+                   Py_ssize_t n, int64_t* ts, list raws) except -1:
         """Fill output ``pos`` of row ``i``: values[pos][i] when ``columns``, else values[pos * n + i].
 
         The statuses come from ``_lookup`` (the one place the rule lives); this decodes
-        the PRESENT values and puts the defaults where they apply.
+        the PRESENT values and puts the defaults where they apply. ``raws`` (n Nones) is
+        left holding each used row's bytes, for the recorders.
         """
         cdef Py_ssize_t i, j, pos, size = 0, f
         cdef bytes raw
         cdef const uint8_t* p = NULL
         cdef list defaults = self.defaults
-        cdef list raws = [None] * n
         self._lookup(get, keys, now_us, raws, status, n, ts)
         for i in range(n):
             raw = <bytes>raws[i] if raws[i] is not None else None
@@ -585,12 +586,14 @@ cdef class ViewReader:
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef tuple _assemble(list readers, object get, object rows, int64_t now_us, Py_ssize_t n_out, bint columns):
+cdef tuple _assemble(list readers, object get, object rows, int64_t now_us, Py_ssize_t n_out, bint columns,
+                     list keep):
+    """The read of every view; ``keep``, when a list, gets each view's stored rows (see _read)."""
     cdef bint columnar = type(rows) is dict
     cdef Py_ssize_t n, v, nv = len(readers)
     cdef list values
     cdef ViewReader r
-    cdef list keys = None
+    cdef list keys = None, raws
     if columnar:
         n = len(next(iter((<dict>rows).values()))) if rows else 0
     else:
@@ -606,7 +609,10 @@ cdef tuple _assemble(list readers, object get, object rows, int64_t now_us, Py_s
     for v in range(nv):
         r = <ViewReader>readers[v]
         keys = _view_keys(readers, v, rows, n, keys)
-        r._read(get, keys, now_us, values, columns, sp, n, tp + v * n if tp != NULL else NULL)
+        raws = [None] * n
+        r._read(get, keys, now_us, values, columns, sp, n, tp + v * n if tp != NULL else NULL, raws)
+        if keep is not None:
+            keep.append(raws)
     return values, status, stamps
 
 
@@ -636,7 +642,7 @@ cdef int64_t _now_us() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000 + ts.tv_nsec // 1000
 
 
-def read(env, plan, rows, now_us, type response=None, bint columns=False):
+def read(env, plan, rows, now_us, type response=None, bint columns=False, tuple served=None):
     """One request in a read transaction of its own, in one compiled call.
 
     ``plan`` has ``readers`` and ``names``; ``now_us`` None means the clock's now.
@@ -647,17 +653,26 @@ def read(env, plan, rows, now_us, type response=None, bint columns=False):
     ``timestamps`` a bytearray of len(readers) x n int64 microseconds (INT64_MIN =
     none): no NumPy array on the hot path, OnlineResponse views them when asked.
     Adopts a map grown by a writer in another process (LMDB's MapResizedError).
+    ``served`` (a tuple, fstore/_ext/_record.pxd) hands the read to its recorders.
     """
     cdef int64_t now = _now_us() if now_us is None else <int64_t>now_us
     cdef list readers = plan.readers
     cdef ResponseBase out
+    cdef list keep = [] if served is not None else None
+    cdef Py_ssize_t n
     if type(rows) is not dict and type(rows) is not list:
         raise TypeError("rows must be a list of dicts or a dict of columns")
     txn = _begin_read(env)
     try:
-        result = _assemble(readers, txn.get, rows, now, len(plan.names), columns and response is None)
+        result = _assemble(readers, txn.get, rows, now, len(plan.names), columns and response is None, keep)
     finally:
         txn.abort()
+    if served is not None:
+        if type(rows) is dict:
+            n = len(next(iter((<dict>rows).values()))) if rows else 0
+        else:
+            n = len(<list>rows)
+        _record_result(served, plan, rows, n, keep, result, now)
     if response is None:
         return result
     out = <ResponseBase>response.__new__(response)
@@ -665,3 +680,12 @@ def read(env, plan, rows, now_us, type response=None, bint columns=False):
     out._values, out._raw_status, out._raw_ts = result
     out._flat = True
     return out
+
+
+cdef void _record_result(tuple served, object plan, object rows, Py_ssize_t n, list keep, tuple result,
+                         int64_t now) noexcept:
+    """Hand a read to the recorders of ``served`` (errors are theirs: record_read keeps them)."""
+    cdef bytearray status = <bytearray>result[1], stamps = <bytearray>result[2]
+    record_read(served, plan, rows, n, keep,
+                <const uint8_t*>PyByteArray_AS_STRING(status) if len(status) else NULL,
+                <const int64_t*>PyByteArray_AS_STRING(stamps) if len(stamps) else NULL, now)

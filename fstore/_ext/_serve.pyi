@@ -17,8 +17,12 @@ class FastGet:
     values: bytes
     status: bytearray
     stamps: bytearray
+    hook: Any
+    path: str | None
     def __init__(self, env: Any, prepared: dict[tuple[Any, ...], Any], max_rows: int,
-                 max_request_id: int) -> None: ...
+                 max_request_id: int, hook: Any = None, path: str | None = None) -> None:
+        """``hook``: the served-read hook, whose ``recorders`` are handed every read answered
+        here (as the read's ``path``, fstore.monitoring.events.SERVER_FAST)."""
     def answer(self, body: bytes) -> bytes | None:
         """The reply frame of a well-formed GET of a prepared shape while the registry is
         fresh; None sends the request down the Python path. The GET answered last is left

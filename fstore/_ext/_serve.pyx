@@ -8,7 +8,8 @@ checks, explains and answers it; the fast path never answers an error. Both path
 the same bytes for the same request (tests/test_server_protocol.py compares them).
 
 What a served-read listener needs (fstore.monitoring.events) is left in the FastGet's
-attributes, not copied: a worker with no listener pays nothing for it.
+attributes, not copied: a worker with no listener pays nothing for it. Recorders (the
+feature log) are handed the read inside read_packed.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
@@ -46,14 +47,17 @@ cdef class FastGet:
     # the last GET answered: its id, args, shape, rows and what was read (for listeners)
     cdef public object rid, args, last, values, status, stamps
     cdef public Py_ssize_t rows
+    # the served-read hook (its ``recorders`` are handed each read) and this path's name in it
+    cdef public object hook, path
 
-    def __init__(self, env, dict prepared, Py_ssize_t max_rows, Py_ssize_t max_request_id):
+    def __init__(self, env, dict prepared, Py_ssize_t max_rows, Py_ssize_t max_request_id, hook=None, path=None):
         self.env = env
         self.prepared = prepared
         self.valid_until = 0.0
         self.max_rows = max_rows
         self.max_request_id = max_request_id
         self.rows = 0
+        self.hook, self.path = hook, path
 
     def answer(self, bytes body):
         """The reply frame of a GET the fast path can answer, else None."""
@@ -93,8 +97,14 @@ cdef class FastGet:
         if request_id is not None and (type(request_id) is not str or not 0 < len(<str>request_id)
                                        <= self.max_request_id):
             return None  # the Python path refuses it, naming the field
+        recorders = self.hook.recorders if self.hook is not None else None
+        served = None
+        if recorders:
+            model = (<dict>args).get("model")
+            served = (recorders, self.path, None, prepared.service, prepared.full, prepared.version, request_id,
+                      model if type(model) is str else None)
         try:
-            values, status, stamps = read_packed(self.env, prepared.plan, entities)
+            values, status, stamps = read_packed(self.env, prepared.plan, entities, None, served)
         except Exception:
             return None  # the Python path reads again and explains what is wrong
         self.rid, self.args, self.last, self.rows = rid, args, prepared, n

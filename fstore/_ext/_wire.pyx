@@ -13,6 +13,7 @@ from libc.string cimport memcpy
 
 from fstore._ext._constants cimport (DEFAULTED, K_BOOL, K_FLOAT32, K_FLOAT64, K_INT32, K_INT64, K_STRING,
                                      K_TIMESTAMP, PRESENT)
+from fstore._ext._record cimport record_read
 from fstore._ext._online cimport (C_HEADER, ViewReader, _begin_read, _fixed_float, _fixed_int, _now_us, _var_field,
                                   _view_keys)
 
@@ -145,12 +146,13 @@ cdef int _pack_stored(Buf* b, const uint8_t* p, Py_ssize_t size, int kind, Py_ss
     return _put(b, q, ln)
 
 
-def read_packed(env, plan, dict rows, now_us=None):
+def read_packed(env, plan, dict rows, now_us=None, tuple served=None):
     """A GET for the wire in one compiled call: (values, statuses, timestamps).
 
     ``values`` is MessagePack bytes, an array per output feature of one value per
     row, written from the stored rows with no Python object per value; statuses and
     timestamps are as ``fstore._ext._online.read``'s. ``rows`` is a dict of equal-length key columns.
+    ``served`` (a tuple, fstore/_ext/_record.pxd) hands the read to its recorders once it succeeded.
     """
     cdef int64_t now = _now_us() if now_us is None else <int64_t>now_us
     cdef list readers = plan.readers
@@ -214,7 +216,10 @@ def read_packed(env, plan, dict rows, now_us=None):
                     _put(&buf, PyBytes_AS_STRING(d), PyBytes_GET_SIZE(d))
                 else:
                     _put1(&buf, 0xc0)
-        return PyBytes_FromStringAndSize(buf.data, buf.len), status, stamps
+        packed = PyBytes_FromStringAndSize(buf.data, buf.len)
+        if served is not None:
+            record_read(served, plan, rows, n, per_view, sp, tp, now)
+        return packed, status, stamps
     finally:
         free(buf.data)
         free(out_view)

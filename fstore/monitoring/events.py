@@ -14,6 +14,16 @@ nothing. With listeners, an event holds references to what the read already made
 packed reply values on the server, the flat value list in process, the status and
 timestamp buffers): decoding happens only when a listener asks (``values()``).
 
+Recorders, the second form of subscription, are for listeners that must cost well under a
+microsecond a read (the served-feature log): a compiled subclass of
+``fstore._ext._record.Recorder``, subscribed with the same ``subscribe``. The compiled read
+calls it, inside the read, with the raw buffers it already holds (the stored rows it used,
+the statuses and event times, the entity rows as given) and the read's identity: no
+``ServedRead`` is built for it and no Python function called. A path checks
+``hook.recorders`` (a tuple, empty when none) and hands it to the compiled read in its
+``served`` tuple (fstore/_ext/_record.pxd). A recorder that raises is counted and logged
+like a listener.
+
 A listener that raises never fails a read: the error is counted per listener
 (``hook.errors``, and ``fstore_listener_errors`` where the server's metrics run) and
 logged once per listener. Listeners run on the serving thread, after the reply was
@@ -34,6 +44,7 @@ from typing import Any, Callable
 import msgpack
 
 from .._ext._constants import Status
+from .._ext._record import Recorder
 from ..errors import InvalidConfig
 from ..times import NO_TIME
 
@@ -141,6 +152,8 @@ class Hook:
     def __init__(self) -> None:
         self.listeners: tuple[Listener, ...] = ()
         self.active = False
+        #: the compiled recorders (see the module's docstring); the paths pass them to the reads
+        self.recorders: tuple[Recorder, ...] = ()
         self.errors: dict[str, int] = {}
         #: told the listener's name whenever one raises (the server's metrics count it)
         self.on_error: Callable[[str], None] | None = None
@@ -150,7 +163,13 @@ class Hook:
         self._ids = itertools.count(1)
 
     def subscribe(self, listener: Listener) -> Listener:
-        """Call ``listener(event)`` for every served read from now on; returns it (a decorator)."""
+        """Call ``listener(event)`` for every served read from now on; returns it (a decorator).
+        A ``Recorder`` is subscribed as a recorder: the compiled reads call it instead."""
+        if isinstance(listener, Recorder):
+            if not any(r is listener for r in self.recorders):
+                self.recorders = (*self.recorders, listener)
+            listener.on_error = self._failed
+            return listener
         if listener not in self.listeners:
             self.listeners = (*self.listeners, listener)
         self.active = True
@@ -158,6 +177,7 @@ class Hook:
 
     def unsubscribe(self, listener: Listener) -> None:
         self.listeners = tuple(x for x in self.listeners if x is not listener and x != listener)
+        self.recorders = tuple(x for x in self.recorders if x is not listener)
         self.active = bool(self.listeners)
 
     def next_id(self) -> int:
@@ -194,7 +214,7 @@ FEATURE_LOG = "fstore.monitoring.logging:FeatureLog"
 def load_listener(spec: str, config: Any = None) -> Listener:
     """The listener ``module:callable`` names (``server.listeners`` in fstore.yaml); a class
     is instantiated with no arguments, or, when it has a ``from_config`` classmethod and
-    ``config`` (the RepoConfig) is given, by ``from_config(config)``. A listener with a
+    ``config`` (the RepoConfig) is given, by ``from_config(config)``; a Recorder is one too. A listener with a
     ``close()`` method is closed when the worker stops (after its drain). InvalidConfig
     names the spec when it cannot be loaded."""
     module, _, attr = spec.partition(":")
@@ -205,7 +225,7 @@ def load_listener(spec: str, config: Any = None) -> Listener:
                             field="server.listeners") from None
     if isinstance(obj, type):
         obj = obj.from_config(config) if config is not None and hasattr(obj, "from_config") else obj()
-    if not callable(obj):
+    if not callable(obj) and not isinstance(obj, Recorder):
         raise InvalidConfig(f"listener {spec!r} is not callable", file="fstore.yaml", field="server.listeners")
     return obj
 

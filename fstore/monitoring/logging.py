@@ -1,15 +1,18 @@
-"""Served-feature logging: a served-read listener that writes sampled reads to Parquet.
+"""Served-feature logging: a served-read recorder that writes sampled reads to Parquet.
 
-``FeatureLog`` listens to the served-read hook (fstore.monitoring.events). On the serving
-thread it only decides whether a read is logged and appends a reference to it to a
-bounded queue: a read never waits for the log, and when the queue is full the read's
-rows are dropped and counted (``fstore_log_dropped_total{service}`` on the server). A
-writer thread turns the queued reads into Arrow rows in batches (fstore.monitoring.logtable)
-and rolls one Parquet file per service once ``roll_rows`` rows are buffered or the oldest
-is ``roll_seconds`` old (fstore.monitoring.logs writes it under a temporary name and
-renames it). ``close()`` (FeatureStore.close, a server worker's graceful stop) writes
-everything held. A SIGKILL loses what was not rolled yet: at most ``roll_seconds`` of
-reads or ``roll_rows`` rows per service, plus the queue, per process.
+``FeatureLog`` is a recorder of the served-read hook (fstore.monitoring.events): the
+compiled reads of every path call it, inside the read, with the stored rows they used
+(fstore._ext._logbuf, which it subclasses). There it decides whether the read is logged
+and copies it, as bytes, into its shape's buffer: a read never waits for the log, and when
+``queue_size`` reads are already held the read's rows are dropped and counted
+(``fstore_log_dropped_total{service}`` on the server). A writer thread collects them every
+50 ms (at once when half the queue is held); once a service has ``GROUP_ROWS`` rows, or its
+file is due, they are decoded into Arrow columns without the GIL and written as a row group
+of the service's hidden Parquet file (fstore.monitoring.logroll), renamed into place once
+``roll_rows`` rows are in it or its first is ``roll_seconds`` old. ``close()``
+(FeatureStore.close, a server worker's graceful stop) writes everything held. A SIGKILL
+loses what was not rolled yet: at most ``roll_seconds`` of reads or ``roll_rows`` rows per
+service, plus the buffers, per process.
 
 Sampling is by a hash of the request (docs/monitoring.md has the exact rule), so the
 same request ids give the same sampled set on every path and every run.
@@ -23,25 +26,23 @@ from __future__ import annotations
 
 import atexit
 import collections
-import gc
 import hashlib
-import itertools
 import logging as std_logging
 import threading
 import time
 from typing import Any
 
-import pyarrow as pa
-
+from .._ext._logbuf import LogBuffer
 from ..config import RepoConfig
 from ..repo.definitions import logged_services
 from ..repo.registry import Registry
-from .events import ServedRead, hook, worker_id
-from .logs import log_dir, write_log_file
-from .logtable import LogShape, log_shape, to_table
+from .events import hook, worker_id
+from .logroll import GROUP_ROWS, Roll
+from .logs import log_dir
+from .logtable import LogShape, log_shape
 
 log = std_logging.getLogger("fstore.monitoring")
-TICK_SECONDS = 0.05   # how often the writer thread takes the queued reads
+TICK_SECONDS = 0.05   # how often the writer thread takes the recorded reads
 _HASH_SPAN = 1 << 64
 
 
@@ -54,30 +55,29 @@ def sampled(key: str, rate: float) -> bool:
     return int.from_bytes(digest, "big") < rate * _HASH_SPAN
 
 
-class FeatureLog:
-    """The served-read listener of one repository's feature log (one per process)."""
+class FeatureLog(LogBuffer):
+    """The served-read recorder of one repository's feature log (one per process)."""
 
     def __init__(self, config: RepoConfig, source: Any = None, registry: Registry | None = None) -> None:
         settings = config.monitoring["logging"]
+        # source: in process, only this OnlineService's reads are ours
+        super().__init__(settings["queue_size"], source)
         self.config = config
         self.registry = registry or Registry(config)
-        self.source = source  # in process: only this OnlineService's reads are ours
-        self.queue_size: int = settings["queue_size"]
         self.roll_rows: int = settings["roll_rows"]
         self.roll_seconds: float = settings["roll_seconds"]
-        self._default = settings["sample_rate"]
-        self._queue: collections.deque[tuple[int, ServedRead]] = collections.deque()
-        self._seq = itertools.count(1)
         self._version = -1
         self._rates: dict[str, float] = {}
         self._snapshots: dict[int, Any] = {}           # registry version -> snapshot (log metadata)
         self._shapes: dict[tuple[int, str, int], tuple[Any, LogShape]] = {}
-        self._buffers: dict[str, tuple[float, int, list[pa.Table]]] = {}  # service -> (since, rows, tables)
+        self._rolls: dict[str, Roll] = {}              # service -> its rows since its last roll
         self.records: collections.Counter[str] = collections.Counter()  # rows taken, per service
         self.dropped: collections.Counter[str] = collections.Counter()  # rows dropped, per service
         self._reported: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()  # one writer at a time: the thread, or flush()/close()
         self._stop = threading.Event()
+        self._due = threading.Event()   # set when the buffers are half full (LogBuffer.wake), or to stop
+        self.wake = self._due.set
         self._rates_for(self.registry.snapshot().version)
         for service in self._rates:  # the metric series exist from the start
             self.records[service] += 0
@@ -88,7 +88,7 @@ class FeatureLog:
 
     @classmethod
     def from_config(cls, config: RepoConfig) -> "FeatureLog":
-        """The listener a server worker loads (events.load_listener)."""
+        """The recorder a server worker loads (events.load_listener)."""
         return cls(config)
 
     @classmethod
@@ -98,24 +98,17 @@ class FeatureLog:
             return None
         return hook.subscribe(cls(config, source, registry))  # type: ignore[return-value]
 
-    # ---- the serving thread -------------------------------------------------------------
+    # ---- the serving thread (once per request shape, or per read below rate 1) ------------
 
-    def __call__(self, ev: ServedRead) -> None:
-        """A served read: logged (a reference queued) if its service is and it is sampled."""
-        service = ev.service
-        if service is None or (self.source is not None and ev.source is not self.source):
-            return
-        rates = self._rates if ev.registry_version == self._version else self._rates_for(ev.registry_version)
-        rate = rates.get(service)
-        if not rate:
-            return
-        seq = next(self._seq)
-        if rate < 1.0 and not sampled(ev.caller_request_id or f"{worker_id()}-{seq}", rate):
-            return
-        if len(self._queue) >= self.queue_size:
-            self.dropped[service] += ev.rows
-            return
-        self._queue.append((seq, ev))
+    def describe(self, plan: Any, path: str, service: str, full: bool, version: int) -> tuple[float, LogShape | None]:
+        """A new request shape of a service: its sample rate under the registry, and its columns."""
+        rates = self._rates if version == self._version else self._rates_for(version)
+        rate = rates.get(service) or 0.0
+        return (rate, self._shape(plan, service, full, version)) if rate > 0 else (0.0, None)
+
+    def sample(self, seq: int, caller_request_id: str | None, rate: float) -> bool:
+        """The sampling rule (``sampled``) for a read of a service logged at ``rate`` < 1."""
+        return sampled(caller_request_id or f"{worker_id()}-{seq}", rate)
 
     def _rates_for(self, version: int) -> dict[str, float]:
         """The sample rates under the registry now applied (reads of an older version take them)."""
@@ -127,90 +120,84 @@ class FeatureLog:
         self._rates, self._version = logged_services(snap, self.config), version
         return self._rates
 
+    def _shape(self, plan: Any, service: str, full: bool, version: int) -> LogShape:
+        key = (id(plan), service, version)
+        found = self._shapes.get(key)
+        if found is None or found[0] is not plan:
+            if len(self._shapes) > 1024:
+                self._shapes.clear()
+            found = self._shapes[key] = (plan, log_shape(plan, service, full, self._snapshots.get(version)))
+        return found[1]
+
     # ---- the writer thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        while not self._stop.is_set():
+            self._due.wait(TICK_SECONDS)
+            self._due.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.flush(due_only=True)
             except Exception:  # noqa: BLE001 - the log must not die; said each time
                 log.exception("fstore: the feature log could not write (its rows are lost)")
 
     def flush(self, due_only: bool = False) -> None:
-        """Turn the queued reads into rows and write the files due (``due_only``), or all."""
+        """Collect the recorded reads; write those that make a row group and roll the files
+        that are due (``due_only``), or write and roll everything."""
         with self._lock:
-            self._take()
+            for service, n in self.dropped_rows().items():
+                self.dropped[service] += n
+            self._collected(self.collect())
             now = time.monotonic()
-            for service, (since, rows, tables) in list(self._buffers.items()):
-                if not due_only or rows >= self.roll_rows or now - since >= self.roll_seconds:
-                    del self._buffers[service]
-                    self._write(service, tables)
-            self._report()
+            due = {s for s, r in self._rolls.items()
+                   if not due_only or r.rows >= self.roll_rows or now - r.since >= self.roll_seconds}
+            try:
+                self._write(due | {s for s, r in self._rolls.items() if r.unwritten >= GROUP_ROWS}, due)
+            finally:
+                self._report()
 
-    def _take(self) -> None:
-        """Every queued read, converted in batches of one plan and row count, with the cyclic
-        garbage collector paused meanwhile: the conversion makes many short-lived containers
-        and no cycles, and each collection it would trigger would also walk every read still
-        queued (measured: a third of the log's CPU in a server worker)."""
-        if not self._queue:
+    def _write(self, services: set[str], due: set[str]) -> None:
+        """Decode and write the collected rows of ``services``, then roll those ``due``. A
+        service whose rows cannot be written loses its roll (said by the caller); the others go on."""
+        if not services:
             return
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
+        failed: BaseException | None = None
         try:
-            self._convert()
-        finally:
-            if paused:
-                gc.enable()
+            decoded, taken = self.decode(worker_id(), services)
+            self._collected(taken)
+        except Exception as exc:  # noqa: BLE001 - what was held is lost; the files written stay hidden
+            decoded, failed = [], exc
+            due = services
+        tables: dict[str, list[Any]] = {}
+        for service, table in decoded:
+            tables.setdefault(service, []).append(table)
+        for service in services:
+            roll = self._rolls[service]
+            try:
+                if failed is None:
+                    roll.write(tables.get(service, []))
+                if service in due:
+                    del self._rolls[service]
+                    if failed is None:
+                        roll.finish()
+                    else:
+                        roll.abort()
+            except Exception as exc:  # noqa: BLE001 - this service's roll is lost
+                self._rolls.pop(service, None)
+                roll.abort()
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
-    def _convert(self) -> None:
-        queue, n = self._queue, len(self._queue)
-        groups: dict[tuple[Any, ...], list[tuple[int, ServedRead]]] = {}
-        pop = queue.popleft
-        for _ in range(n):
-            item = pop()
-            ev = item[1]
-            ents = ev.entities
-            rows = len(ents) if type(ents) is not dict else ev.rows
-            # one batch per plan (a registry version and service), path and row count
-            key = (id(ev.plan), ev.path, rows)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
-            group.append(item)
-        pid = worker_id()
-        for key, reads in groups.items():
-            ev = reads[0][1]
-            if not key[2]:
-                continue  # a read of no entity rows has no log rows
-            table = to_table(self._shape(ev), ev.plan, reads, key[2], pid)
-            since, held, tables = self._buffers.get(ev.service, (time.monotonic(), 0, []))
-            tables.append(table)
-            self._buffers[ev.service] = (since, held + table.num_rows, tables)  # type: ignore[index]
-            self.records[ev.service] += table.num_rows  # type: ignore[index]
-
-    def _shape(self, ev: ServedRead) -> LogShape:
-        key = (id(ev.plan), ev.service, ev.registry_version)
-        found = self._shapes.get(key)
-        if found is None or found[0] is not ev.plan:
-            if len(self._shapes) > 1024:
-                self._shapes.clear()
-            snap = self._snapshots.get(ev.registry_version)
-            found = self._shapes[key] = (ev.plan, log_shape(ev.plan, ev.service, ev.full_feature_names, snap))
-        return found[1]
-
-    def _write(self, service: str, tables: list[pa.Table]) -> None:
-        """One file per schema (registry version) among a service's buffered tables."""
-        by_schema: dict[pa.Schema, list[pa.Table]] = {}
-        for t in tables:
-            for schema, same in by_schema.items():
-                if schema.equals(t.schema, check_metadata=True):
-                    same.append(t)
-                    break
-            else:
-                by_schema[t.schema] = [t]
-        for same in by_schema.values():
-            write_log_file(log_dir(self.config, service), pa.concat_tables(same))
+    def _collected(self, rows: dict[str, int]) -> None:
+        """Rows taken off the recorder's queue, per service: counted, and into their service's roll."""
+        for service, n in rows.items():
+            roll = self._rolls.get(service)
+            if roll is None:
+                roll = self._rolls[service] = Roll(log_dir(self.config, service))
+            roll.collected(n)
+            self.records[service] += n
 
     def _report(self) -> None:
         """Tell the server's metrics what was counted since the last tick."""
@@ -226,13 +213,17 @@ class FeatureLog:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Rows taken and dropped so far, per service (in process; the server exports them)."""
+        with self._lock:
+            for service, n in self.dropped_rows().items():
+                self.dropped[service] += n
         return {s: {"records": self.records[s], "dropped": self.dropped[s]} for s in {*self.records, *self.dropped}}
 
     def close(self) -> None:
-        """Stop listening, stop the writer thread, and write every row still held."""
+        """Stop recording, stop the writer thread, and write every row still held."""
         hook.unsubscribe(self)
         atexit.unregister(self.close)
         self._stop.set()
+        self._due.set()
         self._thread.join(timeout=60)
         try:
             self.flush()

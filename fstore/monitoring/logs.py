@@ -30,29 +30,48 @@ from .events import worker_id
 from .logread import DAY_US, LOGS_DIR, MODEL_DIR, as_config, log_dir, merge_meta, read_logs
 from .logtable import FORMAT, META_KEY, UTC_US
 
-__all__ = ["DAY_US", "LOGS_DIR", "MODEL_DIR", "as_config", "log_dir", "log_features", "log_features_batch",
-           "merge_meta", "read_logs", "write_log_file"]
+__all__ = ["DAY_US", "LOGS_DIR", "MODEL_DIR", "as_config", "hidden", "log_dir", "log_features",
+           "log_features_batch", "merge_meta", "part_path", "read_logs", "split_days", "write_log_file"]
 _files = itertools.count(1)  # this process's file sequence (names never collide across threads)
 
 
 def write_log_file(folder: Path, table: pa.Table) -> list[Path]:
     """Write ``table`` (with a ``request_time`` column) under ``folder``, one file per UTC
     day of its rows, each written to a hidden temporary name and renamed into place."""
-    if table.num_rows == 0:
-        return []
-    days = np.asarray(table.column("request_time").cast(pa.int64()).fill_null(0)) // DAY_US
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     out = []
-    for day in np.unique(days):
-        part = table if len(np.unique(days)) == 1 else table.filter(pa.array(days == day))
-        date = (dt.datetime(1970, 1, 1) + dt.timedelta(days=int(day))).strftime("%Y-%m-%d")
-        target = folder / f"date={date}" / f"part-{stamp}-{worker_id()}-{next(_files)}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
+    for day, part in split_days(table):
+        target = part_path(folder, day)
+        tmp = hidden(target)
         pq.write_table(part, tmp)
         os.replace(tmp, target)
         out.append(target)
     return out
+
+
+def split_days(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """``table``'s rows by the UTC day of their ``request_time`` (days since 1970; a null is day 0)."""
+    if table.num_rows == 0:
+        return []
+    days = np.asarray(table.column("request_time").cast(pa.int64()).fill_null(0)) // DAY_US
+    first = int(days[0])
+    if (days == first).all():
+        return [(first, table)]
+    return [(int(day), table.filter(pa.array(days == day))) for day in np.unique(days)]
+
+
+def part_path(folder: Path, day: int) -> Path:
+    """A new log file's place under ``folder``: its UTC day's ``date=`` folder (made) and a
+    name no other file gets, ``part-<UTC now>-<pid>-<seq>.parquet``."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    date = (dt.datetime(1970, 1, 1) + dt.timedelta(days=day)).strftime("%Y-%m-%d")
+    target = folder / f"date={date}" / f"part-{stamp}-{worker_id()}-{next(_files)}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def hidden(target: Path) -> Path:
+    """The temporary name a file is written under before it is renamed to ``target``: readers skip it."""
+    return target.with_name(f".{target.name}.tmp")
 
 
 # ---- what the model received --------------------------------------------------------------

@@ -61,10 +61,10 @@ class OnlineService:
         """Feature vectors for ``entity_rows`` (see FeatureStore.get_online_features).
 
         The hot path of in-process serving: the plan of the last request shape is
-        reused without a call (``plan`` keeps it in ``_last``), and the hook costs one
-        flag check when nothing listens.
+        reused without a call (``plan`` keeps it in ``_last``), and the hook costs two
+        flag checks when nothing listens (listeners; recorders, fstore.monitoring.events).
         """
-        active = hook.active
+        active, recorders = hook.active, hook.recorders
         start = time.perf_counter() if active else 0.0
         snap = self.registry.snapshot()
         if model is not None:
@@ -77,8 +77,11 @@ class OnlineService:
             plan = self.plan(features, feature_service, full_feature_names)
         rows = entity_rows if type(entity_rows) is list else as_rows(entity_rows)
         at = None if now is None else to_us(now)
+        # the recorders (the feature log) are handed the read inside the compiled call
+        served = (recorders, IN_PROCESS, self, feature_service, full_feature_names, snap.version, request_id,
+                  model) if recorders else None
         try:
-            resp = read(self.store.env, plan, rows, at, OnlineResponse)
+            resp = read(self.store.env, plan, rows, at, OnlineResponse, False, served)
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise explain_bad_rows(rows, plan, exc) from None
         if active:

@@ -259,8 +259,11 @@ class Connection(asyncio.Protocol):
         request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
         if entities:
+            recorders = hook.recorders  # the feature log: handed the read inside the compiled call
+            served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
+                      model if type(model) is str else None) if recorders else None
             try:
-                values, status, stamps = read_packed(st.online.store.env, plan, entities)
+                values, status, stamps = read_packed(st.online.store.env, plan, entities, None, served)
             except (KeyError, TypeError, ValueError, OverflowError):
                 rows = [{k: entities[k][i] for k in entities} for i in range(n)]
                 err = explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))

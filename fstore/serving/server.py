@@ -23,7 +23,7 @@ import msgpack
 from .._ext._serve import FastGet
 from ..config import SERVER_KEYS, RepoConfig, defaults
 from ..errors import BadRequest
-from ..monitoring.events import FEATURE_LOG, hook, load_listener
+from ..monitoring.events import FEATURE_LOG, SERVER_FAST, hook, load_listener
 from ..offline.store import OfflineStore
 from ..online.service import MAX_PLANS, OnlineService
 from ..online.status import freshness_breached, online_newest
@@ -74,15 +74,16 @@ class PreparedGet:
     service: str | None = None
     full: bool = False
     entries: bytes = b""  # the map's entries alone: a reply echoing a request_id has one entry more
+    version: int = -1     # the registry version the plan was built under (the served-read hook's)
 
 
 def prepare_get(plan: Any, features: list[str] | None = None, service: str | None = None,
-                full: bool = False) -> PreparedGet:
+                full: bool = False, version: int = -1) -> PreparedGet:
     entries = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in
                        (("names", plan.names), ("dtypes", plan.dtypes), ("view_of", plan.view_of),
                         ("keys", plan.key_columns))) + msgpack.packb("values")
     return PreparedGet(plan, b"\xc3\x87" + entries, b"\xc3\x85" + entries,  # true, fixmap of 7 / of 5
-                       features, service, full, entries)
+                       features, service, full, entries, version)
 
 
 class ServerState:
@@ -94,7 +95,7 @@ class ServerState:
         self.tokens = Tokens.load(config)  # None: no token needed
         self.listeners = [hook.subscribe(load_listener(spec)) for spec in config.server["listeners"]]
         self.online = OnlineService(Registry(config), OnlineStore(config))
-        if logged_services(self.online.snapshot(), config):  # the feature log, attached as any listener
+        if logged_services(self.online.snapshot(), config):  # the feature log (a recorder), attached as any listener
             self.listeners.append(hook.subscribe(load_listener(FEATURE_LOG, config)))
         self.offline = OfflineStore(config)  # PUSHes with offline=true append here
         self.limits = limits
@@ -113,7 +114,7 @@ class ServerState:
         self.prepared_under: Any = None  # the registry snapshot they were prepared under
         # the compiled fast path shares the prepared shapes; it answers only while the
         # registry was checked within the second (valid_until), as the OnlineService does
-        self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows, MAX_REQUEST_ID)
+        self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows, MAX_REQUEST_ID, hook, SERVER_FAST)
 
     def prepared_get(self, features: Any, service: Any, full: Any) -> PreparedGet:
         """The prepared GET of a request shape; checks the shape only when it is new.
@@ -139,7 +140,8 @@ class ServerState:
             raise BadRequest("features must be a list of strings", "features")
         if service is not None and type(service) is not str:
             raise BadRequest("service must be a string", "service")
-        prepared = prepare_get(self.online.plan(features, service, bool(full)), features, service, bool(full))
+        prepared = prepare_get(self.online.plan(features, service, bool(full)), features, service, bool(full),
+                               snapshot.version)
         if key is not None and type(full) is bool:
             if len(self._prepared) >= MAX_PLANS:  # as bounded as the plans they hold
                 self._prepared.clear()
