@@ -8,6 +8,7 @@ import pyarrow as pa
 from fstore._ext._record import Recorder
 
 MAX_SLOTS: int
+WAKE_MIN: int
 
 class Slot:
     """One request shape of the log (a plan read on one path)."""
@@ -33,7 +34,7 @@ class LogBuffer(Recorder):
     queue_size: int
     pending: int
     source: Any
-    wake: Any  # called with no argument once half the queue is held (the writer takes early)
+    wake: Any  # called with no argument once half the queue (at least WAKE_MIN reads) is held
     def __init__(self, queue_size: int, source: Any = None) -> None: ...
     def describe(self, plan: Any, path: str, service: str, full: bool, version: int) -> tuple[float, Any]: ...
     def sample(self, seq: int, caller: str | None, rate: float) -> bool: ...

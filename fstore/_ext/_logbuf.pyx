@@ -38,6 +38,9 @@ from fstore._ext._online cimport C_HEADER, ViewReader
 from fstore._ext._record cimport S_CALLER, S_FULL, S_MODEL, S_PATH, S_SERVICE, S_SOURCE, S_VERSION, Recorder
 
 MAX_SLOTS = 1024   # request shapes come from clients: idle ones are forgotten past this many
+# the writer is woken when half the queue is held, if that is this many reads: for a smaller
+# queue a wake would cost more than the reads it saves (its 50 ms tick takes them)
+WAKE_MIN = 256
 
 cdef enum:
     HEAD = 32      # a record's fixed header
@@ -296,8 +299,6 @@ cdef object _default_bytes(object value, object type_, int kind, int width):
     return arr.buffers()[1].to_pybytes()[arr.offset * width:(arr.offset + 1) * width]
 
 
-
-
 cdef class LogBuffer(Recorder):
     """The recorder of one process's served-feature log (fstore.monitoring.logging.FeatureLog
     subclasses it): at most ``queue_size`` reads recorded between two ``collect``; a read past
@@ -307,7 +308,8 @@ cdef class LogBuffer(Recorder):
     A subclass gives ``describe(plan, path, service, full, version) -> (rate, shape)`` (called
     once per request shape: the service's sample rate, and its LogShape or None) and
     ``sample(seq, caller_request_id, rate) -> bool`` (called for each read of a shape whose
-    rate is below 1)."""
+    rate is below 1). ``wake`` is called when ``queue_size // 2`` reads are held (if that is
+    at least ``WAKE_MIN``)."""
 
     cdef readonly Py_ssize_t queue_size, pending
     cdef public object source
@@ -344,7 +346,7 @@ cdef class LogBuffer(Recorder):
             return 0
         slot.append(seq, now_us, served[S_CALLER], served[S_MODEL], rows, n, raws, status, stamps)
         self.pending += 1
-        if self.pending == self.queue_size // 2 + 1 and self.wake is not None:
+        if self.pending == self.queue_size // 2 and self.pending >= WAKE_MIN and self.wake is not None:
             self.wake()  # half full: the writer takes now rather than at its next tick
         return 0
 
