@@ -273,3 +273,21 @@ def test_a_recorder_that_raises_is_counted_and_never_fails_a_read(tmp_path_facto
     finally:
         events.unsubscribe(broken)
     assert broken not in events.hook.recorders
+
+
+def test_the_compiled_sampling_rule_is_blake2b_of_the_request_key() -> None:
+    """The rule of docs/monitoring.md, computed by hashlib here: keys of every length around
+    BLAKE2b's 128-byte block, non-ASCII ones, and rates exactly at a digest."""
+    import hashlib
+    import random
+
+    def rule(key: str, rate: float) -> bool:
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return rate >= 1.0 or int.from_bytes(digest, "big") < rate * 2**64
+
+    rng = random.Random(11)
+    keys = ["", "req-1", "é🎉" * 40] + ["".join(rng.choice("ab-09é") for _ in range(n)) for n in range(0, 300, 7)]
+    for key in keys:
+        digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+        for rate in (0.0, 1e-12, 0.1, 0.5, 0.99, 1.0, digest / 2**64, (digest + 1) / 2**64, -1.0):
+            assert feature_logging.sampled(key, rate) == rule(key, rate), (key, rate)

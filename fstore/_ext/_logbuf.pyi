@@ -10,6 +10,10 @@ from fstore._ext._record import Recorder
 MAX_SLOTS: int
 WAKE_MIN: int
 
+def sampled(key: str, rate: float) -> bool:
+    """Whether a read whose request key is ``key`` is logged at ``rate``: the first 8 bytes
+    of the BLAKE2b digest of its UTF-8, as a big-endian integer, are below rate * 2**64."""
+
 class Slot:
     """One request shape of the log (a plan read on one path)."""
 
@@ -28,8 +32,8 @@ class LogBuffer(Recorder):
 
     A subclass gives ``describe(plan, path, service, full, version) -> (rate, shape)``, called
     once per request shape (``shape``: a LogShape with ``keys``, ``types`` and ``schema``, or
-    None when the rate is 0), and ``sample(seq, caller_request_id, rate) -> bool``, called for
-    each read of a shape sampled below rate 1."""
+    None when the rate is 0). A read of a shape below rate 1 is kept when ``sampled`` says so
+    for the caller's request id, else for ``<pid>-<seq>``."""
 
     queue_size: int
     pending: int
@@ -37,7 +41,6 @@ class LogBuffer(Recorder):
     wake: Any  # called with no argument once half the queue (at least WAKE_MIN reads) is held
     def __init__(self, queue_size: int, source: Any = None) -> None: ...
     def describe(self, plan: Any, path: str, service: str, full: bool, version: int) -> tuple[float, Any]: ...
-    def sample(self, seq: int, caller: str | None, rate: float) -> bool: ...
     def dropped_rows(self) -> dict[str, int]:
         """Rows dropped since the last call, per service (the counts are reset)."""
     def collect(self) -> dict[str, int]:

@@ -3,8 +3,9 @@
 decoded into Arrow columns by the log's writer thread without the GIL.
 
 Serving thread (``record``, called inside the compiled read, fstore/_ext/_record.pyx): the
-source and service checks, the sequence number, the sampling rule, the queue bound, then one
-append of the read to its shape's buffer: no event, no Python object per value.
+source and service checks, the sequence number, the sampling rule (``sampled``: BLAKE2b in C,
+_blake2b.pxi), the queue bound, then one append of the read to its shape's buffer: no event,
+no Python call, no Python object per value.
 
 Writer thread: ``collect`` counts every shape's recorded reads as taken (no copy, no
 decoding: the queue is free again; the bytes stay in the shape's buffer), and ``decode``
@@ -27,9 +28,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdint cimport INT32_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t
+from libc.math cimport ceil
+from libc.stdint cimport INT32_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
+from posix.unistd cimport getpid
 
 import pyarrow as pa
 
@@ -97,6 +100,8 @@ cdef class Slot:
     cdef readonly double rate
     cdef readonly Py_ssize_t dropped     # rows dropped (queue full) since the last ``dropped_rows``
     cdef Py_ssize_t n_out, nv, nk, reads, rows, held_reads, held_rows
+    cdef Py_ssize_t hint                 # the size of the last buffer taken: the next starts there
+    cdef bint strings                    # a string join key (its values are kept alive while copied)
     cdef Out* outs
     cdef uint8_t* key_int
     cdef list key_names, keep
@@ -137,6 +142,7 @@ cdef class Slot:
             raise MemoryError()
         for j, (_, t) in enumerate(shape.keys):
             self.key_int[j] = t == pa.int64()
+            self.strings = self.strings or not self.key_int[j]
         for v in range(self.nv):
             r = <ViewReader>readers[v]
             for j in range(r.n_want):
@@ -159,15 +165,17 @@ cdef class Slot:
         cdef KeyVal* kv = &small[0] if nkv <= 16 else <KeyVal*>malloc(sizeof(KeyVal) * nkv)
         cdef const char* cp = NULL
         cdef const char* mp = NULL
-        cdef list alive = []   # the key strings whose UTF-8 ``kv`` points into
+        cdef list alive = [] if self.strings else None   # the key strings whose UTF-8 ``kv`` points into
         cdef uint8_t* w
         cdef PyObject* raw
         cdef int32_t ln
         if kv == NULL:
             raise MemoryError()
         try:
-            cp = _utf8(caller, &cl)
-            mp = _utf8(model, &ml)
+            if caller is not None:
+                cp = _utf8(caller, &cl)
+            if model is not None:
+                mp = _utf8(model, &ml)
             for c in range(self.nk):
                 _keys(rows, self.key_names[c], n, self.key_int[c], kv + c * n, alive)
             size = HEAD + (cl if cl > 0 else 0) + (ml if ml > 0 else 0) + self.n_out * n + self.nv * n * 8
@@ -178,7 +186,7 @@ cdef class Slot:
                 for i in range(n):
                     raw = PyList_GET_ITEM(<list>raws[v], i)
                     size += 4 + (PyBytes_GET_SIZE(<object>raw) if <object>raw is not None else 0)
-            if _grow(&self.buf, size) < 0:
+            if _grow(&self.buf, size if self.buf.cap or size > self.hint else self.hint) < 0:
                 raise MemoryError()
             w = self.buf.data + self.buf.len
             memcpy(w, &seq, 8)
@@ -305,10 +313,8 @@ cdef class LogBuffer(Recorder):
     that is dropped and its rows counted (``dropped_rows``). ``source``: when not None, only the
     reads of that OnlineService are recorded (in process, one log per FeatureStore).
 
-    A subclass gives ``describe(plan, path, service, full, version) -> (rate, shape)`` (called
-    once per request shape: the service's sample rate, and its LogShape or None) and
-    ``sample(seq, caller_request_id, rate) -> bool`` (called for each read of a shape whose
-    rate is below 1). ``wake`` is called when ``queue_size // 2`` reads are held (if that is
+    A subclass gives ``describe(plan, path, service, full, version) -> (rate, shape)``, called
+    once per request shape: the service's sample rate, and its LogShape or None. ``wake`` is called when ``queue_size // 2`` reads are held (if that is
     at least ``WAKE_MIN``)."""
 
     cdef readonly Py_ssize_t queue_size, pending
@@ -337,7 +343,7 @@ cdef class LogBuffer(Recorder):
             return 0
         self.seq += 1
         seq = self.seq
-        if slot.rate < 1.0 and not self.sample(seq, served[S_CALLER], slot.rate):
+        if slot.rate < 1.0 and not _sampled_read(seq, served[S_CALLER], slot.rate):
             return 0
         if n <= 0:
             return 0
@@ -366,9 +372,6 @@ cdef class LogBuffer(Recorder):
         return slot
 
     def describe(self, plan, path, service, full, version):
-        raise NotImplementedError
-
-    def sample(self, seq, caller, rate):
         raise NotImplementedError
 
     def dropped_rows(self):
@@ -422,4 +425,28 @@ cdef class LogBuffer(Recorder):
             free(jobs)
 
 
+def sampled(str key, double rate):
+    """Whether a read whose request key is ``key`` is logged at ``rate``: the first 8 bytes
+    of the BLAKE2b digest of its UTF-8, as a big-endian integer, are below rate * 2**64."""
+    cdef Py_ssize_t ln
+    cdef const char* p
+    if rate >= 1.0:
+        return True
+    p = PyUnicode_AsUTF8AndSize(key, &ln)
+    return _below(_blake2b_64(<const uint8_t*>p, ln), rate)
+
+
+cdef bint _sampled_read(int64_t seq, object caller, double rate) except -1:
+    """``sampled`` for a read: its key is the caller's request id, else ``<pid>-<seq>``."""
+    cdef Py_ssize_t ln
+    cdef const char* p
+    cdef char key[48]
+    if caller:
+        p = PyUnicode_AsUTF8AndSize(caller, &ln)  # a str (TypeError otherwise: a recorder error)
+        return _below(_blake2b_64(<const uint8_t*>p, ln), rate)
+    ln = _request_id(key, getpid(), seq)
+    return _below(_blake2b_64(<const uint8_t*>key, ln), rate)
+
+
+include "_blake2b.pxi"
 include "_logbuf_decode.pxi"

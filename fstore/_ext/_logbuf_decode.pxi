@@ -20,6 +20,7 @@ cdef struct Job:          # one slot's records, taken
 cdef int _job(Job* j, Slot s) except -1:
     """Take a slot's buffer (every read in it collected) for decoding."""
     j.buf, j.reads, j.rows = s.buf, s.held_reads, s.held_rows
+    s.hint = s.buf.len + s.buf.len // 4
     s.buf.data, s.buf.len, s.buf.cap = NULL, 0, 0
     s.held_reads = s.held_rows = 0
     j.n_out, j.nv, j.nk, j.outs, j.key_int = s.n_out, s.nv, s.nk, s.outs, s.key_int

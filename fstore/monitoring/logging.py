@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import atexit
 import collections
-import hashlib
 import logging as std_logging
 import threading
 import time
 from typing import Any
 
-from .._ext._logbuf import LogBuffer
+from .._ext._logbuf import LogBuffer, sampled  # sampled: the sampling rule (BLAKE2b; docs/monitoring.md)
 from ..config import RepoConfig
 from ..repo.definitions import logged_services
 from ..repo.registry import Registry
@@ -41,18 +40,9 @@ from .logroll import GROUP_ROWS, Roll
 from .logs import log_dir
 from .logtable import LogShape, log_shape
 
+__all__ = ["FeatureLog", "TICK_SECONDS", "sampled"]
 log = std_logging.getLogger("fstore.monitoring")
 TICK_SECONDS = 0.05   # how often the writer thread takes the recorded reads
-_HASH_SPAN = 1 << 64
-
-
-def sampled(key: str, rate: float) -> bool:
-    """Whether a read whose request key is ``key`` is logged at ``rate``: the first 8 bytes
-    of the BLAKE2b digest of its UTF-8, as a big-endian integer, are below rate * 2**64."""
-    if rate >= 1.0:
-        return True
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < rate * _HASH_SPAN
 
 
 class FeatureLog(LogBuffer):
@@ -105,10 +95,6 @@ class FeatureLog(LogBuffer):
         rates = self._rates if version == self._version else self._rates_for(version)
         rate = rates.get(service) or 0.0
         return (rate, self._shape(plan, service, full, version)) if rate > 0 else (0.0, None)
-
-    def sample(self, seq: int, caller_request_id: str | None, rate: float) -> bool:
-        """The sampling rule (``sampled``) for a read of a service logged at ``rate`` < 1."""
-        return sampled(caller_request_id or f"{worker_id()}-{seq}", rate)
 
     def _rates_for(self, version: int) -> dict[str, float]:
         """The sample rates under the registry now applied (reads of an older version take them)."""
