@@ -17,6 +17,10 @@ processes hits both alike; the ratio reported is on / off of the medians:
 * in process: ``FeatureStore.get_online_features(feature_service="bench", ...)`` for
   ``--reads`` reads of 1 entity; reads/s. The log's rows are counted after ``close()``.
 
+Where the time goes, per run: the CPU of the server worker's main thread and of its other
+threads (the log's writer) per request; in process, the reading thread's CPU per read, the
+log writer thread's CPU per read and the final ``flush()`` (inside the timed window).
+
 Targets: server >= 0.85x, in process >= 0.8x.
 
 Usage::
@@ -43,7 +47,7 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
 
 from bench_online import KEY_COL, VIEW, entity_ids, feature_specs, log, machine_info  # noqa: E402
-from bench_server import HOST, Proc, free_port, parse_cpus, prepare, tree_cpu  # noqa: E402
+from bench_server import HOST, TICK, Proc, free_port, parse_cpus, prepare, tree_cpu, tree_pids  # noqa: E402
 
 SERVICE = "bench"
 TARGET_SERVER, TARGET_IN_PROCESS = 0.85, 0.8
@@ -68,6 +72,27 @@ def add_service(repo: Path) -> None:
         defs.write_text(defs.read_text() + f"feature_services:\n  - name: {SERVICE}\n    features: [{VIEW}]\n")
     with FeatureStore(repo) as fs:
         fs.apply()
+
+
+def thread_cpu(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds of the main threads of ``pids`` and of all their other threads."""
+    main = other = 0.0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                f = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(f[11]) + int(f[12])) / TICK
+            if int(tid) == pid:
+                main += cpu
+            else:
+                other += cpu
+    return main, other
 
 
 def logged_rows(repo: Path) -> int:
@@ -127,9 +152,14 @@ def server_run(repo: Path, ids: list[int], args: Any, logging_on: bool, cpus: tu
         wait_until_ready(HOST, port, timeout=30)
         os.sched_setaffinity(0, set(cpus[1]))
         cpu0 = sum(tree_cpu(proc.pid)[:1])
+        pids = tree_pids(proc.pid)
+        threads0 = thread_cpu(pids)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             out = runner.run(_drive(port, ids, args.connections, args.warmup, args.seconds))
         out["server_cpu_us_per_request"] = (sum(tree_cpu(proc.pid)[:1]) - cpu0) / out["sent"] * 1e6
+        threads = thread_cpu(pids)
+        out["server_main_thread_us_per_request"] = (threads[0] - threads0[0]) / out["sent"] * 1e6
+        out["server_other_threads_us_per_request"] = (threads[1] - threads0[1]) / out["sent"] * 1e6
         proc.proc.send_signal(15)
         proc.proc.wait(60)
     finally:
@@ -139,6 +169,14 @@ def server_run(repo: Path, ids: list[int], args: Any, logging_on: bool, cpus: tu
         out["logged_rows"] = logged_rows(repo)
         out["dropped"] = out["sent"] - out["logged_rows"]
     return out
+
+
+def _task_cpu(tid: int | None) -> float:
+    """CPU seconds of one thread of this process (0 for None)."""
+    if tid is None:
+        return 0.0
+    f = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
 
 
 def in_process_run(repo: Path, ids: list[int], reads: int, logging_on: bool) -> dict:
@@ -151,17 +189,22 @@ def in_process_run(repo: Path, ids: list[int], reads: int, logging_on: bool) -> 
         warm = rows[:1000]
         for r in warm:  # warm: plans built, pages mapped
             get(feature_service=SERVICE, entity_rows=r)
+        writer = fs._feature_log._thread.native_id if fs._feature_log is not None else None
         gc.collect()
         gc.freeze()
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, m0, w0 = time.perf_counter(), time.process_time(), time.thread_time(), _task_cpu(writer)
         for r in rows:
             get(feature_service=SERVICE, entity_rows=r)
+        t1 = time.perf_counter()
         if fs._feature_log is not None:
             fs._feature_log.flush()  # what the reads made, converted and written, inside the timed window
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        main, flushed, wcpu = time.thread_time() - m0, time.perf_counter() - t1, _task_cpu(writer) - w0
         gc.unfreeze()
         counted = fs._feature_log.stats().get(SERVICE, {}) if fs._feature_log is not None else {}
-    out: dict[str, Any] = {"reads_per_s": reads / seconds, "reads": reads + len(warm), "cpu_us_per_read": cpu / reads * 1e6}
+    out: dict[str, Any] = {"reads_per_s": reads / seconds, "reads": reads + len(warm), "cpu_us_per_read": cpu / reads * 1e6,
+                           "main_thread_us_per_read": main / reads * 1e6, "writer_thread_us_per_read": wcpu / reads * 1e6,
+                           "final_flush_ms": flushed * 1e3}
     if logging_on:
         out["logged_rows"] = logged_rows(repo)
         out["dropped"] = out["reads"] - out["logged_rows"]
@@ -196,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"server_{key}"].append(server_run(repo, ids, args, on, cpus, work))
                 ip, sv = results[f"in_process_{key}"][-1], results[f"server_{key}"][-1]
                 log(f"round {r + 1} logging {key}: in process {ip['reads_per_s']:,.0f} reads/s "
-                    f"({ip['cpu_us_per_read']:.2f} us CPU/read), server {sv['requests_per_s']:,.0f} requests/s "
-                    f"({sv['server_cpu_us_per_request']:.1f} us server CPU/request)")
+                    f"({ip['cpu_us_per_read']:.2f} us CPU/read: reader {ip['main_thread_us_per_read']:.2f}, "
+                    f"log writer {ip['writer_thread_us_per_read']:.2f}; final flush {ip['final_flush_ms']:.1f} ms), "
+                    f"server {sv['requests_per_s']:,.0f} requests/s ({sv['server_cpu_us_per_request']:.1f} us server "
+                    f"CPU/request: main thread {sv['server_main_thread_us_per_request']:.1f}, "
+                    f"others {sv['server_other_threads_us_per_request']:.1f})")
         med = {k: statistics.median(x["reads_per_s" if k.startswith("in_") else "requests_per_s"] for x in v)
                for k, v in results.items()}
         cost = {k: statistics.median(x["cpu_us_per_read" if k.startswith("in_") else "server_cpu_us_per_request"]
@@ -206,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             "server_ratio": med["server_on"] / med["server_off"],
             "in_process_ratio": med["in_process_on"] / med["in_process_off"],
             "medians": med, "cpu_us_per_read_medians": cost, "targets": {"server": TARGET_SERVER, "in_process": TARGET_IN_PROCESS},
+            "where_medians": {k: {f: statistics.median(x[f] for x in v) for f in v[0] if f.endswith(("_ms", "_us_per_read",
+                                                                                            "_us_per_request"))}
+                              for k, v in results.items()},
             "dropped_server": [x["dropped"] for x in results["server_on"]],
             "dropped_in_process": [x["dropped"] for x in results["in_process_on"]],
         }

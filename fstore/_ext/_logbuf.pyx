@@ -116,14 +116,6 @@ cdef class Slot:
         free(self.key_int)
         free(self.buf.data)
 
-    cdef Py_ssize_t collect(self) noexcept:
-        """Count the recorded reads as collected; the rows they have."""
-        cdef Py_ssize_t rows = self.rows
-        self.held_reads += self.reads
-        self.held_rows += rows
-        self.reads = self.rows = 0
-        return rows
-
     def __init__(self, plan, path, service, version, double rate, shape):
         cdef ViewReader r
         cdef Py_ssize_t v, j, pos
@@ -155,6 +147,14 @@ cdef class Slot:
                 if d is not None:
                     self.keep.append(d)
                     o.dflt = <const uint8_t*>PyBytes_AS_STRING(d)
+
+    cdef Py_ssize_t collect(self) noexcept:
+        """Count the recorded reads as collected; the rows they have."""
+        cdef Py_ssize_t rows = self.rows
+        self.held_reads += self.reads
+        self.held_rows += rows
+        self.reads = self.rows = 0
+        return rows
 
     cdef int append(self, int64_t seq, int64_t now_us, object caller, object model, object rows, Py_ssize_t n,
                     list raws, const uint8_t* status, const int64_t* stamps) except -1:
