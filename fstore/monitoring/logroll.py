@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc  # imported with the log, not by its writer's first roll (an import under load stalls it)
 import pyarrow.parquet as pq
 
-from .logs import hidden, part_path, split_days
+from .logs import DAY_US, hidden, part_path, split_days
 from .logtable import STATUS_SUFFIX, TIME_SUFFIX
 
 GROUP_ROWS = 8192   # held rows are written as a row group once there are this many
@@ -67,7 +68,13 @@ class Roll:
         for table in tables:
             groups.setdefault(self._schema_index(table.schema), []).append(table)
         for index, same in groups.items():
-            for day, part in split_days(same[0] if len(same) == 1 else pa.concat_tables(same)):
+            table = same[0] if len(same) == 1 else pa.concat_tables(same)
+            times = pc.min_max(table.column("request_time"))
+            first, last = times["min"].value, times["max"].value
+            if first is not None and first // DAY_US == last // DAY_US:  # one day, the usual case: no split
+                self._file(index, first // DAY_US, table.schema).write_table(table, row_group_size=table.num_rows)
+                continue
+            for day, part in split_days(table):
                 self._file(index, day, part.schema).write_table(part, row_group_size=part.num_rows)
 
     def finish(self) -> None:
