@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -138,7 +139,7 @@ def logged_reads(table: pa.Table) -> list[pa.Table]:
     table = table.sort_by([("request_id", "ascending"), ("row", "ascending")])
     ids = table.column("request_id").to_pylist()
     order = sorted(set(ids), key=lambda r: (int(r.split("-")[0]), int(r.split("-")[1])))
-    return [table.filter(pa.compute.equal(table.column("request_id"), r)) for r in order]
+    return [table.filter(pc.equal(table.column("request_id"), r)) for r in order]
 
 
 def us(t: dt.datetime) -> int:
@@ -200,7 +201,7 @@ def test_server_logs_are_the_replies_on_both_paths(tmp_path_factory: pytest.Temp
         mine = [d for d in done if d[0] == service]
         assert sorted(set(table.column("caller_request_id").to_pylist())) == sorted(d[3] for d in mine)
         for _, resp, rows, caller, when in mine:
-            got = table.filter(pa.compute.equal(table.column("caller_request_id"), caller)).sort_by("row")
+            got = table.filter(pc.equal(table.column("caller_request_id"), caller)).sort_by("row")
             path = got.column("path")[0].as_py()
             paths.add(path)
             check_read(got, reference(resp, rows, service, caller), path, srv.proc.pid, when)

@@ -6,13 +6,13 @@ compiled reads of every path call it, inside the read, with the stored rows they
 and copies it, as bytes, into its shape's buffer: a read never waits for the log, and when
 ``queue_size`` reads are already held the read's rows are dropped and counted
 (``fstore_log_dropped_total{service}`` on the server). A writer thread collects them every
-50 ms (at once when half the queue is held); once a service has ``GROUP_ROWS`` rows, or its
-file is due, they are decoded into Arrow columns without the GIL and written as a row group
-of the service's hidden Parquet file (fstore.monitoring.logroll), renamed into place once
-``roll_rows`` rows are in it or its first is ``roll_seconds`` old. ``close()``
-(FeatureStore.close, a server worker's graceful stop) writes everything held. A SIGKILL
-loses what was not rolled yet: at most ``roll_seconds`` of reads or ``roll_rows`` rows per
-service, plus the buffers, per process.
+50 ms (at once when half the queue is held: ``_logbuf.WAKE_MIN``); once a service has
+``GROUP_ROWS`` rows, or its file is due, they are decoded into Arrow columns without the GIL
+and written as a row group of the service's hidden Parquet file (fstore.monitoring.logroll),
+renamed into place once ``roll_rows`` rows are in it or its first is ``roll_seconds`` old.
+``close()`` (FeatureStore.close, a server worker's graceful stop) writes everything held. A
+SIGKILL loses what was not rolled yet: at most ``roll_seconds`` of reads or ``roll_rows``
+rows per service, plus the buffers, per process.
 
 Sampling is by a hash of the request (docs/monitoring.md has the exact rule), so the
 same request ids give the same sampled set on every path and every run.
