@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.gate.__main__ import micro_pairs, render
-from benchmarks.gate.ratios import CONFIG, MIN_MARGIN, calibrate, load_config, micro_ratios, verdicts
+from benchmarks.gate.__main__ import micro_pairs
+from benchmarks.gate.ratios import CONFIG, MIN_MARGIN, calibrate, load_config, micro_ratios, render, verdicts
 from benchmarks.gate.serving import PAIRS as SERVING_PAIRS
 from fstore.online.service import SLOWDOWN_ENV
 
@@ -99,7 +99,7 @@ def test_calibration_takes_the_median_minus_the_spread_of_the_runs() -> None:
     assert got["a"] == {"threshold": pytest.approx(0.6), "median": 0.8, "min": 0.7, "max": 0.9,
                         "margin": pytest.approx(0.2), "runs": 5}
     assert got["b"]["threshold"] == pytest.approx(2.0 * (1 - MIN_MARGIN))  # no spread: the minimum margin
-    text = render(load_config(), got, ["2026-01-01T00:00"] * 5, [1.0] * 5)
+    text = render(CONFIG.read_text().split("\n[gate]")[0], load_config(), got, ["2026-01-01T00:00"] * 5, [1.0] * 5)
     parsed = tomllib.loads(text)
     assert parsed["ratios"]["a"]["threshold"] == pytest.approx(0.6) and parsed["gate"] == load_config()["gate"]
     assert "median 0.8" in parsed["ratios"]["a"]["reason"]

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any
 
 from fstore.online.service import SLOWDOWN_ENV
 
-from .ratios import CONFIG, MIN_MARGIN, calibrate, load_config, micro_ratios, verdicts
+from .ratios import CONFIG, calibrate, load_config, micro_ratios, render, verdicts
 from .serving import PAIRS as SERVING_PAIRS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,8 +82,8 @@ def print_table(result: dict[str, Any]) -> None:
             values = micro[name]["values"]
         elif name in serving.get("values", {}):
             field, unit = ("server_cpu_us", "us/req") if name.endswith("cpu") else ("rps", "req/s")
-            med = lambda side: sorted(r[side][field] for r in serving["rounds"])[len(serving["rounds"]) // 2]  # noqa: E731
-            fstore, floor = f"{med('fstore'):,.1f} {unit}", f"{med('raw'):,.1f} {unit}"
+            fstore, floor = (f"{statistics.median(r[side][field] for r in serving['rounds']):,.1f} {unit}"
+                             for side in ("fstore", "raw"))
             values = serving["values"][name]
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
         limit = "-" if row["threshold"] is None else f"{row['threshold']:.3f}"
@@ -140,33 +141,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise SystemExit("calibrate: a run had the deliberate slowdown set; leave it out")
     table = calibrate([r["ratios"] for r in runs])
     config = load_config(args.config)
-    text = render(config, table, [r["started"] for r in runs], [r["loadavg_start"][0] for r in runs])
+    header = args.config.read_text().split("\n[gate]")[0]
+    text = render(header, config, table, [r["started"] for r in runs], [r["loadavg_start"][0] for r in runs])
     if args.write:
         args.config.write_text(text)
         print(f"wrote {args.config}")
     else:
         print(text)
     return 0
-
-
-def render(config: dict[str, Any], table: dict[str, dict[str, Any]], when: list[str], loads: list[float]) -> str:
-    """gate.toml with thresholds from ``table``; [gate] and each ratio's ``what`` are kept."""
-    gate = config.get("gate", {})
-    lines = (CONFIG.read_text().split("\n[gate]")[0] if CONFIG.exists() else "").rstrip().splitlines()
-    lines += ["", "[gate]"] + [f"{k} = {json.dumps(v)}" for k, v in gate.items() if not isinstance(v, dict)]
-    for k, v in gate.items():
-        if isinstance(v, dict):
-            lines += ["", f"[gate.{k}]"] + [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
-    span = f"{min(when)[:16]} to {max(when)[:16]} UTC, load average {min(loads):.1f}-{max(loads):.1f}"
-    for name, c in table.items():
-        what = config.get("ratios", {}).get(name, {}).get("what", "")
-        reason = (f"{c['runs']} runs ({span}): median {c['median']}, min {c['min']}, max {c['max']}; "
-                  f"threshold = median - noise margin {c['margin']} (max - min, at least {MIN_MARGIN:.0%} of the median)")
-        lines += ["", f"[ratios.{name}]", f"what = {json.dumps(what)}", f"threshold = {c['threshold']}",
-                  f"reason = {json.dumps(reason)}",
-                  f"calibration = {{median = {c['median']}, min = {c['min']}, max = {c['max']}, "
-                  f"margin = {c['margin']}, runs = {c['runs']}}}"]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

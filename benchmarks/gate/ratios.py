@@ -8,6 +8,7 @@ threshold when it is lower; the gate then fails.
 """
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import tomllib
@@ -79,3 +80,26 @@ def calibrate(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
         out[name] = {"threshold": round(med - margin, 3), "median": round(med, 3), "min": round(lo, 3),
                      "max": round(hi, 3), "margin": round(margin, 3), "runs": len(values)}
     return out
+
+
+def render(header: str, config: dict[str, Any], table: dict[str, dict[str, Any]], when: list[str],
+           loads: list[float]) -> str:
+    """gate.toml's text with the thresholds of ``table`` (``when``/``loads``: the runs' start
+    times and load averages, for the reasons); ``header`` (the comments), [gate] and each
+    ratio's ``what`` are kept."""
+    gate = config["gate"]
+    lines = header.rstrip().splitlines()
+    lines += ["", "[gate]"] + [f"{k} = {json.dumps(v)}" for k, v in gate.items() if not isinstance(v, dict)]
+    for k, v in gate.items():
+        if isinstance(v, dict):
+            lines += ["", f"[gate.{k}]"] + [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
+    span = f"{min(when)[:16]} to {max(when)[:16]} UTC, load average {min(loads):.1f}-{max(loads):.1f}"
+    for name, c in table.items():
+        what = config.get("ratios", {}).get(name, {}).get("what", "")
+        reason = (f"{c['runs']} runs ({span}): median {c['median']}, min {c['min']}, max {c['max']}; threshold = "
+                  f"median - noise margin {c['margin']} (max - min, at least {MIN_MARGIN:.0%} of the median)")
+        lines += ["", f"[ratios.{name}]", f"what = {json.dumps(what)}", f"threshold = {c['threshold']}",
+                  f"reason = {json.dumps(reason)}",
+                  f"calibration = {{median = {c['median']}, min = {c['min']}, max = {c['max']}, "
+                  f"margin = {c['margin']}, runs = {c['runs']}}}"]
+    return "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ def _same_replies(ports: list[int], refs: list[str], key: str, ids: list[int]) -
 
     answers = []
     for port in ports:
-        with Client(HOST, port, retries=0) as c:
+        with Client(HOST, port, timeout=10.0, retries=0) as c:
             answers.append([c.get_online_features(refs, entity_rows=[{key: i}], include_metadata=False).to_dict()
                             for i in ids])
     if answers[0] != answers[1]:
@@ -75,7 +75,8 @@ def run(data: dict[str, Any], work: Path, rounds: int, seconds: float, warmup: f
         for name, proc in servers.items():
             _wait_port(ports[name], proc)
         rng = np.random.default_rng(data["seed"] + 99)
-        _same_replies([fport, rport], data["refs"], data["key"], data["ids"][rng.integers(0, len(data["ids"]), 20)].tolist())
+        sample = data["ids"][rng.integers(0, len(data["ids"]), 20)].tolist()
+        _same_replies([fport, rport], data["refs"], data["key"], sample)
         batches = make_batches(data["ids"], 1, 50_000, data["seed"] + 42)
         per_round: list[dict[str, Any]] = []
         for r in range(rounds):
