@@ -42,6 +42,7 @@ def run_micro(args: argparse.Namespace, gate: dict[str, Any], work: Path, pairs:
     cmd = [sys.executable, "-m", "pytest", str(HERE), "-q", "-p", "no:cacheprovider", "-o", "python_files=bench_*.py",
            "-o", "addopts=", f"--gate-work={work}", f"--gate-passes={args.passes or gate['passes']}",
            f"--benchmark-max-time={args.max_time or gate['max_time']}", "--benchmark-min-rounds=5",
+           f"--benchmark-timer={gate['timer']}", f"--benchmark-min-time={gate['min_time']}",
            "--benchmark-warmup=on", "--benchmark-warmup-iterations=200", f"--benchmark-json={out}"]
     if pairs is not None:
         cmd += ["-k", " or ".join(f"test_{p}_fstore or test_{p}_floor" for p in pairs)]

@@ -21,9 +21,8 @@ ROWS = 2_000
 GETS = 400  # distinct request bodies, cycled
 
 
-@pytest.fixture(scope="module")
-def encode_input(online_data: dict[str, Any]) -> dict[str, Any]:
-    import lmdb
+@pytest.fixture(scope="session")
+def encode_input(online_data: dict[str, Any], floor_env: Any) -> dict[str, Any]:
     import msgpack
     import pyarrow.parquet as pq
 
@@ -35,12 +34,10 @@ def encode_input(online_data: dict[str, Any]) -> dict[str, Any]:
     table = pq.read_table(online_data["parquet"]).slice(0, ROWS)
     specs = online_data["specs"]
     ts = table.column("event_timestamp").cast("int64").to_numpy()
-    env = lmdb.open(str(online_data["floor"]), readonly=True, lock=False, max_dbs=len(FLOOR_DBS), subdir=True)
-    db = env.open_db(FLOOR_DBS[0], create=False)
-    with env.begin() as txn:
+    db = floor_env.open_db(FLOOR_DBS[0], create=False)
+    with floor_env.begin() as txn:
         rows = [tuple(msgpack.unpackb(txn.get(online_key(i), db=db)))
                 for i in table.column(online_data["key"]).to_pylist()]
-    env.close()
     return {"ts": np.ascontiguousarray(ts), "created": np.full(ROWS, np.iinfo(np.int64).min, dtype=np.int64),
             "columns": [plain(table.column(s["name"])) for s in specs],
             "kinds": [KIND_OF[s["dtype"]] for s in specs], "rows": rows}
@@ -70,7 +67,7 @@ def _bodies(data: dict[str, Any]) -> list[bytes]:
             for n, i in enumerate(ids)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fast_get(online_data: dict[str, Any]) -> Any:
     from fstore.serving.server import Limits, ServerState
 
@@ -89,12 +86,11 @@ def test_reply_1_fstore(benchmark: Any, gate_pass: int, fast_get: Any, online_da
     benchmark(lambda: answer(next(it)))
 
 
-def test_reply_1_floor(benchmark: Any, gate_pass: int, online_data: dict[str, Any]) -> None:
+def test_reply_1_floor(benchmark: Any, gate_pass: int, floor_env: Any, online_data: dict[str, Any]) -> None:
     from .raw_server import RawAnswer
 
-    raw = RawAnswer(str(online_data["floor"]))
+    raw = RawAnswer(floor_env)
     it = itertools.cycle(_bodies(online_data))
     answer = raw.answer
     assert answer(next(it))[:4] != b"\0\0\0\0"
     benchmark(lambda: answer(next(it)))
-    raw.env.close()

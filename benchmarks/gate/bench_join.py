@@ -23,7 +23,7 @@ import pytest
 KERNEL_VIEW_ROWS, KERNEL_KEYS, KERNEL_ENTITIES = 200_000, 20_000, 100_000
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def duck() -> Any:
     import duckdb
 
@@ -32,7 +32,7 @@ def duck() -> Any:
     con.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def join_sides(history_data: dict[str, Any], duck: Any) -> dict[str, Any]:
     import bench_historical as bh
 
@@ -67,7 +67,7 @@ def test_asof_join_floor(benchmark: Any, gate_pass: int, join_sides: dict[str, A
     benchmark(join_sides["floor"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kernel_input(duck: Any) -> dict[str, Any]:
     import pyarrow as pa
 

@@ -25,18 +25,7 @@ def _batches(data: dict[str, Any], per_call: int) -> list[list[int]]:
     return [ids[rng.integers(0, len(ids), per_call)].tolist() for _ in range(BATCHES)]
 
 
-@pytest.fixture(scope="module")
-def floor_env(online_data: dict[str, Any]) -> Any:
-    import lmdb
-
-    from .data import FLOOR_DBS
-
-    env = lmdb.open(str(online_data["floor"]), readonly=True, lock=False, max_dbs=len(FLOOR_DBS), subdir=True)
-    yield env, env.open_db(FLOOR_DBS[0], create=False)
-    env.close()
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fs(online_data: dict[str, Any]) -> Any:
     from fstore import FeatureStore
 
@@ -49,9 +38,9 @@ def floor_read(floor_env: Any, batches: list[list[int]]) -> Callable[[], list[An
     """py-lmdb + msgpack: one read transaction, a get and an unpackb per key."""
     import msgpack
 
-    from .data import online_key
+    from .data import FLOOR_DBS, online_key
 
-    env, db = floor_env
+    env, db = floor_env, floor_env.open_db(FLOOR_DBS[0], create=False)
     unpackb = msgpack.unpackb
     keys = itertools.cycle([[online_key(i) for i in b] for b in batches])
 

@@ -4,8 +4,9 @@ Every pair (an fstore kernel and its floor) runs in ``--gate-passes`` passes; th
 reordered so a pass runs every pair once, the two sides of a pair back to back, fstore first
 in even passes and the floor first in odd ones. A burst of load from another process then
 hits one pass of one pair, and the runner takes the median over passes of the per-pass
-ratio. The process is pinned to one CPU (the last allowed) before pyarrow and DuckDB start
-their thread pools, so both sides of a pair get the same single core.
+ratio (the suites' fixtures are session-scoped, so the reordering makes nothing twice).
+The process is pinned to one CPU (the last allowed) before pyarrow and DuckDB start their
+thread pools, so both sides of a pair get the same single core.
 """
 from __future__ import annotations
 
@@ -65,3 +66,11 @@ def history_data(work: Path) -> dict[str, Any]:
 
     return history(work)
 
+
+@pytest.fixture(scope="session")
+def floor_env(online_data: dict[str, Any]) -> Any:
+    from .data import open_floor
+
+    env = open_floor(online_data["floor"])
+    yield env
+    env.close()

@@ -36,6 +36,13 @@ def online_key(entity_id: int) -> bytes:
     return ((entity_id ^ (1 << 63)) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big")
 
 
+def open_floor(path: str | Path) -> Any:
+    """The floor LMDB, read-only (one handle per process: LMDB refuses a second)."""
+    import lmdb
+
+    return lmdb.open(str(path), readonly=True, lock=False, max_dbs=len(FLOOR_DBS), subdir=True)
+
+
 def reply_head(names: list[str], dtypes: list[str], key: str) -> bytes:
     """The raw server's GET result up to its values: a map of names, dtypes, view_of, keys and
     the ``values`` key, packed once (what fstore's prepared shape also packs once)."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import lmdb
+from typing import Any
+
 import msgpack
 
-from .data import FLOOR_DBS, HEAD_KEY
+from .data import FLOOR_DBS, HEAD_KEY, open_floor
 
 _packb, _unpackb = msgpack.packb, msgpack.unpackb
 HELLO = {"version": 1, "server": "raw-uvloop", "project": "bench_online", "max_frame": 8 << 20, "max_rows": 1}
@@ -27,8 +28,8 @@ class RawAnswer:
     """The per-request work: the reply frame of a request body (also timed alone, as the
     floor of the reply-packing micro-benchmark)."""
 
-    def __init__(self, path: str) -> None:
-        self.env = lmdb.open(path, readonly=True, lock=False, max_dbs=len(FLOOR_DBS), subdir=True)
+    def __init__(self, env: Any) -> None:
+        self.env = env
         _, self.db, meta = (self.env.open_db(name, create=False) for name in FLOOR_DBS)
         with self.env.begin() as txn:
             self.head = b"\xc3" + txn.get(HEAD_KEY, db=meta)
@@ -69,7 +70,7 @@ class RawProtocol(asyncio.Protocol):
 def main(argv: list[str]) -> None:
     import uvloop
 
-    raw = RawAnswer(argv[0])
+    raw = RawAnswer(open_floor(argv[0]))
 
     async def serve() -> None:
         server = await asyncio.get_running_loop().create_server(lambda: RawProtocol(raw), "127.0.0.1", int(argv[1]))
