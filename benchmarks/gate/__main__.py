@@ -83,7 +83,7 @@ def print_table(result: dict[str, Any]) -> None:
             values = micro[name]["values"]
         elif name in serving.get("values", {}):
             field, unit = ("server_cpu_us", "us/req") if name.endswith("cpu") else ("rps", "req/s")
-            fstore, floor = (f"{statistics.median(r[side][field] for r in serving['rounds']):,.1f} {unit}"
+            fstore, floor = (f"{statistics.median(r[side][field] for r in serving['per_round']):,.1f} {unit}"
                              for side in ("fstore", "raw"))
             values = serving["values"][name]
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
@@ -112,10 +112,8 @@ def run(args: argparse.Namespace) -> int:
         if serve:
             from . import data, serving
 
-            s = gate["serving"]
             try:
-                result["serving"] = serving.run(data.online(work), work, s["rounds"], s["seconds"], s["warmup"],
-                                                s["connections"])
+                result["serving"] = serving.run(data.online(work), work, gate["serving"])
             except (RuntimeError, OSError) as exc:
                 raise SystemExit(f"gate: the serving run failed: {exc}") from None
     ratios = {name: m["ratio"] for name, m in result["micro"].items()}

@@ -50,9 +50,9 @@ def _same_replies(ports: list[int], refs: list[str], key: str, ids: list[int]) -
         raise RuntimeError("fstore serve and the raw server disagree on the values of the same entities")
 
 
-def run(data: dict[str, Any], work: Path, rounds: int, seconds: float, warmup: float,
-        connections: int) -> dict[str, Any]:
-    """The per-round figures of both servers and the median ratios."""
+def run(data: dict[str, Any], work: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The per-round figures of both servers and the median ratios (``settings``: gate.toml's
+    [gate.serving]: generator, rounds, seconds, warmup, connections)."""
     import numpy as np
     from bench_server import Proc, free_port, make_batches
 
@@ -79,11 +79,11 @@ def run(data: dict[str, Any], work: Path, rounds: int, seconds: float, warmup: f
         _same_replies([fport, rport], data["refs"], data["key"], sample)
         batches = make_batches(data["ids"], 1, 50_000, data["seed"] + 42)
         per_round: list[dict[str, Any]] = []
-        for r in range(rounds):
+        for r in range(settings["rounds"]):
             got = {}
             for name in (("fstore", "raw") if r % 2 == 0 else ("raw", "fstore")):
-                got[name] = drive(HOST, ports[name], servers[name].pid, data["refs"], batches, connections,
-                                  seconds, warmup)
+                got[name] = drive(settings["generator"], HOST, ports[name], servers[name].pid, data, batches,
+                                  settings["connections"], settings["seconds"], settings["warmup"], work)
                 if servers[name].proc.poll() is not None:
                     raise RuntimeError(f"{name} server exited:\n{servers[name].logs()}")
             per_round.append({"fstore": got["fstore"], "raw": got["raw"],
@@ -93,7 +93,6 @@ def run(data: dict[str, Any], work: Path, rounds: int, seconds: float, warmup: f
         for proc in servers.values():
             proc.stop()
         os.sched_setaffinity(0, set(allowed))
-    return {"rounds": per_round, "connections": connections, "seconds": seconds, "warmup": warmup,
-            "generator": per_round[0]["fstore"]["generator"],
+    return {"settings": settings, "per_round": per_round, "generator_used": per_round[0]["fstore"]["generator"],
             "ratios": {p: statistics.median(r[p] for r in per_round) for p in PAIRS},
             "values": {p: [r[p] for r in per_round] for p in PAIRS}}
