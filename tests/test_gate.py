@@ -103,6 +103,13 @@ def test_calibration_takes_the_median_minus_the_spread_of_the_runs() -> None:
     parsed = tomllib.loads(text)
     assert parsed["ratios"]["a"]["threshold"] == pytest.approx(0.6) and parsed["gate"] == load_config()["gate"]
     assert "median 0.8" in parsed["ratios"]["a"]["reason"]
+    for name, entry in load_config()["ratios"].items():  # ratios the runs did not measure keep their entries
+        assert parsed["ratios"][name] == entry
+
+
+def test_rewriting_the_config_with_nothing_recalibrated_changes_nothing() -> None:
+    header = CONFIG.read_text().split("\n[gate]")[0]
+    assert tomllib.loads(render(header, load_config(), {}, ["2026-01-01T00:00"], [1.0])) == load_config()
 
 
 def test_every_ratio_of_the_gate_has_a_threshold_and_its_reason() -> None:

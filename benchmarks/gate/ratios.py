@@ -85,8 +85,8 @@ def calibrate(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 def render(header: str, config: dict[str, Any], table: dict[str, dict[str, Any]], when: list[str],
            loads: list[float]) -> str:
     """gate.toml's text with the thresholds of ``table`` (``when``/``loads``: the runs' start
-    times and load averages, for the reasons); ``header`` (the comments), [gate] and each
-    ratio's ``what`` are kept."""
+    times and load averages, for the reasons); ``header`` (the comments), [gate], each ratio's
+    ``what`` and the ratios ``table`` does not hold (runs of ``--only`` some) are kept."""
     gate = config["gate"]
     lines = header.rstrip().splitlines()
     lines += ["", "[gate]"] + [f"{k} = {json.dumps(v)}" for k, v in gate.items() if not isinstance(v, dict)]
@@ -94,12 +94,20 @@ def render(header: str, config: dict[str, Any], table: dict[str, dict[str, Any]]
         if isinstance(v, dict):
             lines += ["", f"[gate.{k}]"] + [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
     span = f"{min(when)[:16]} to {max(when)[:16]} UTC, load average {min(loads):.1f}-{max(loads):.1f}"
-    for name, c in table.items():
-        what = config.get("ratios", {}).get(name, {}).get("what", "")
-        reason = (f"{c['runs']} runs ({span}): median {c['median']}, min {c['min']}, max {c['max']}; threshold = "
-                  f"median - noise margin {c['margin']} (max - min, at least {MIN_MARGIN:.0%} of the median)")
-        lines += ["", f"[ratios.{name}]", f"what = {json.dumps(what)}", f"threshold = {c['threshold']}",
-                  f"reason = {json.dumps(reason)}",
-                  f"calibration = {{median = {c['median']}, min = {c['min']}, max = {c['max']}, "
-                  f"margin = {c['margin']}, runs = {c['runs']}}}"]
+    kept = config.get("ratios", {})
+    for name in sorted(set(table) | set(kept)):
+        entry = dict(kept.get(name, {}))
+        if name in table:  # re-calibrated; the others keep what they had
+            c = table[name]
+            entry.update(threshold=c["threshold"], calibration={k: c[k] for k in ("median", "min", "max", "margin",
+                                                                                  "runs")},
+                         reason=(f"{c['runs']} runs ({span}): median {c['median']}, min {c['min']}, max {c['max']}; "
+                                 f"threshold = median - noise margin {c['margin']} (max - min, at least "
+                                 f"{MIN_MARGIN:.0%} of the median)"))
+        lines += ["", f"[ratios.{name}]"]
+        for key in ("what", "threshold", "reason", "calibration"):
+            if key in entry:
+                value = entry[key]
+                lines.append(f"{key} = " + ("{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+                                            if isinstance(value, dict) else json.dumps(value)))
     return "\n".join(lines) + "\n"
