@@ -5,11 +5,12 @@ the same generator, so the ratio between them is the generator's, whatever it is
 Two generators, chosen by ``[gate.serving] generator`` in benchmarks/gate.toml (the serving
 thresholds are calibrated with that one, so changing it means re-calibrating them):
 
-* ``"asyncclient"``: the AsyncClient harness of benchmarks/bench_server.py (a uvloop event
-  loop of C coroutines over fstore's ``AsyncClient``; ~25 us of client CPU per request on this
-  machine kind, so at 32 connections it, not the server, is the bound);
 * ``"fstore-bench"``: issue 13's compiled generator, ``fstore.bench.run`` (epoll, no GIL),
-  given the same key stream as a Parquet file of keys.
+  given the run's key stream as a Parquet file of keys: the servers are the bound;
+* ``"asyncclient"``: the AsyncClient harness of benchmarks/bench_server.py (a uvloop event
+  loop of C coroutines over fstore's ``AsyncClient``), what the gate used before fstore bench
+  was in the tree; ~25 us of client CPU per request on this machine kind, so at 32
+  connections it, not the server, is the bound.
 """
 from __future__ import annotations
 
