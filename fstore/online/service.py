@@ -7,6 +7,7 @@ served-read event of an in-process read is emitted in one place.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
@@ -21,6 +22,10 @@ from .response import OnlinePlan, OnlineResponse
 from .store import OnlineStore
 
 MAX_PLANS = 1024  # request shapes come from clients: the cache is bounded
+# a busy-wait per read that only the benchmark gate's own test sets (tests/test_gate.py), to
+# prove the gate fails on a slower read path; read once, at import (docs/benchmarks.md)
+SLOWDOWN_ENV = "FSTORE_GATE_SLOWDOWN_US"  # microseconds
+SLOWDOWN_NS = int(float(os.environ.get(SLOWDOWN_ENV) or 0) * 1000)
 
 
 class OnlineService:
@@ -64,6 +69,8 @@ class OnlineService:
         reused without a call (``plan`` keeps it in ``_last``), and the hook costs two
         flag checks when nothing listens (listeners; recorders, fstore.monitoring.events).
         """
+        if SLOWDOWN_NS:
+            _busy_wait(SLOWDOWN_NS)
         active, recorders = hook.active, hook.recorders
         start = time.perf_counter() if active else 0.0
         snap = self.registry.snapshot()
@@ -98,3 +105,10 @@ class OnlineService:
         self._plans.clear()
         self._plans_for = self._last = None
         self.store.close()
+
+
+def _busy_wait(ns: int) -> None:
+    """Spin (not sleep: a sleeping read would cost no CPU) for ``ns`` nanoseconds."""
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
