@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up on a machine with only Python 3.11+ and a C compiler, then run the test suite.
+# Set everything up on a machine with only Python 3.11+ and a C compiler, then run the test suite
+# (and, when given no arguments, the benchmark gate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -19,3 +20,8 @@ apt_install() {  # PACKAGE COMMAND: install PACKAGE unless COMMAND is there
 apt_install prometheus promtool
 apt_install redis-server redis-server
 .venv/bin/python -m pytest -q "$@"
+# the full run (no arguments) ends with the benchmark gate (docs/benchmarks.md, "Benchmark gate"):
+# 2-3 minutes, ratios to floors measured in the same run against benchmarks/gate.toml
+if [ $# -eq 0 ]; then
+    .venv/bin/python -m benchmarks.gate --json "${TMPDIR:-/tmp}/fstore-gate.json"
+fi
