@@ -125,6 +125,27 @@ cdef inline int64_t _now() noexcept nogil:
     return ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef int _room(uint8_t** buf, Py_ssize_t* cap, Py_ssize_t* lo, Py_ssize_t* hi, Py_ssize_t need,
+               Py_ssize_t grown) noexcept nogil:
+    """Make ``need`` bytes free after ``hi`` in a connection's buffer (read or write): first by
+    moving the unconsumed bytes [lo, hi) to the front, else by growing it to ``grown`` bytes.
+    -1 when memory ran out (the buffer is left as it was)."""
+    cdef uint8_t* p
+    if cap[0] - hi[0] >= need:
+        return 0
+    if lo[0]:
+        memmove(buf[0], buf[0] + lo[0], hi[0] - lo[0])
+        hi[0] -= lo[0]
+        lo[0] = 0
+    if cap[0] - hi[0] >= need:
+        return 0
+    p = <uint8_t*>realloc(buf[0], grown)
+    if p == NULL:
+        return -1
+    buf[0], cap[0] = p, grown
+    return 0
+
+
 cdef class Worker:
     """One thread's share of a run: its connections (greeted, non-blocking fds), its frames,
     and what it measured. ``run`` blocks (without the GIL) until the run ends."""
@@ -354,17 +375,9 @@ cdef class Worker:
         self.cursor += 1
         if self.cursor == self.nframes:
             self.cursor = 0
-        if c.wcap - c.whi < size:
-            if c.wlo:
-                memmove(c.wbuf, c.wbuf + c.wlo, c.whi - c.wlo)
-                c.whi -= c.wlo
-                c.wlo = 0
-            if c.wcap - c.whi < size:
-                p = <uint8_t*>realloc(c.wbuf, 2 * c.wcap + size)
-                if p == NULL:
-                    self._kill(c, b"OUT_OF_MEMORY")
-                    return
-                c.wbuf, c.wcap = p, 2 * c.wcap + size
+        if _room(&c.wbuf, &c.wcap, &c.wlo, &c.whi, size, 2 * c.wcap + size) < 0:
+            self._kill(c, b"OUT_OF_MEMORY")
+            return
         p = c.wbuf + c.whi
         memcpy(p, self.frames + a, size)
         if self.id_offset >= 0:
@@ -405,20 +418,11 @@ cdef class Worker:
     cdef void _on_readable(self, Conn* c) noexcept nogil:
         """Read until the socket is drained and handle every complete reply."""
         cdef ssize_t n
-        cdef uint8_t* p
         cdef Py_ssize_t room
         while c.alive:
-            if c.rcap - c.rhi < MIN_ROOM:
-                if c.rlo:
-                    memmove(c.rbuf, c.rbuf + c.rlo, c.rhi - c.rlo)
-                    c.rhi -= c.rlo
-                    c.rlo = 0
-                if c.rcap - c.rhi < MIN_ROOM:
-                    p = <uint8_t*>realloc(c.rbuf, 2 * c.rcap)
-                    if p == NULL:
-                        self._kill(c, b"OUT_OF_MEMORY")
-                        return
-                    c.rbuf, c.rcap = p, 2 * c.rcap
+            if _room(&c.rbuf, &c.rcap, &c.rlo, &c.rhi, MIN_ROOM, 2 * c.rcap) < 0:
+                self._kill(c, b"OUT_OF_MEMORY")
+                return
             room = c.rcap - c.rhi
             n = recv(c.fd, c.rbuf + c.rhi, room, 0)
             if n > 0:
