@@ -16,9 +16,9 @@ import msgpack
 
 from .._ext._constants import Op
 from ..errors import FstoreError, NotAnFstoreServer, ServerUnreachable, Timeout
+from ..serving.handshake import decode_first, greeting, hello_args, not_fstore
 
-CLIENT_NAME = "fstore-bench\r\n\r\n"
-MAX_HELLO_REPLY = 1 << 16
+CLIENT_NAME = "fstore-bench"  # HELLO's client name (hello_args ends it with CR LF CR LF)
 
 
 def _connect(host: str, port: int, timeout: float, what: str) -> socket.socket:
@@ -68,35 +68,29 @@ def _open(host: str, port: int, n: int, timeout: float, what: str, greeting: byt
 
 
 def hello(token: str | None) -> bytes:
-    args: dict[str, Any] = {"version": 1}
-    if token is not None:
-        args["token"] = token
-    args["client"] = CLIENT_NAME
-    body = msgpack.packb([int(Op.OP_HELLO), 1, args], use_bin_type=True)
+    """The HELLO frame fstore's clients send (serving.handshake.hello_args)."""
+    body = msgpack.packb([int(Op.OP_HELLO), 1, hello_args(CLIENT_NAME, token)], use_bin_type=True)
     return struct.pack(">I", len(body)) + body
 
 
 def open_fstore(host: str, port: int, n: int, token: str | None = None, timeout: float = 5.0) -> list[socket.socket]:
-    """``n`` greeted connections to the fstore server at host:port."""
-    what = "fstore server"
+    """``n`` greeted connections to the fstore server at host:port, each reply checked as
+    fstore's clients check theirs (fstore.serving.handshake)."""
+    what, where = "fstore server", f"{host}:{port}"
 
     def check(s: socket.socket) -> None:
         head = _recv(s, 4, host, port, what)
-        size = int.from_bytes(head, "big")
-        if not 0 < size <= MAX_HELLO_REPLY:
-            raise NotAnFstoreServer(f"not an fstore server at {host}:{port}: it answered {head!r}")
-        body = _recv(s, size, host, port, what)
+        wrong = not_fstore(head, where)
+        if wrong is not None:
+            raise wrong
+        body = _recv(s, int.from_bytes(head, "big"), host, port, what)
         try:
-            rid, ok, result = msgpack.unpackb(body, raw=False)
-        except Exception:
-            raise NotAnFstoreServer(f"not an fstore server at {host}:{port}: it answered {(head + body)[:40]!r}") \
-                from None
-        if not ok:
-            err = FstoreError.from_wire(result)
-            err.args = (f"fstore server at {host}:{port} refused HELLO: {err}",)
-            raise err
-        if not isinstance(result, dict) or "version" not in result:
-            raise NotAnFstoreServer(f"not an fstore server at {host}:{port}: its HELLO reply has no version")
+            greeting(decode_first(body, where), 1, where, None)
+        except NotAnFstoreServer:
+            raise
+        except FstoreError as err:
+            err.args = (f"fstore server at {where} refused HELLO: {err}",)
+            raise
 
     return _open(host, port, n, timeout, what, hello(token), check)
 
