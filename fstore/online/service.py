@@ -69,8 +69,6 @@ class OnlineService:
         reused without a call (``plan`` keeps it in ``_last``), and the hook costs two
         flag checks when nothing listens (listeners; recorders, fstore.monitoring.events).
         """
-        if SLOWDOWN_NS:
-            _busy_wait(SLOWDOWN_NS)
         active, recorders = hook.active, hook.recorders
         start = time.perf_counter() if active else 0.0
         snap = self.registry.snapshot()
@@ -107,8 +105,17 @@ class OnlineService:
         self.store.close()
 
 
-def _busy_wait(ns: int) -> None:
-    """Spin (not sleep: a sleeping read would cost no CPU) for ``ns`` nanoseconds."""
-    end = time.perf_counter_ns() + ns
-    while time.perf_counter_ns() < end:
-        pass
+def _slowed(read: Any) -> Any:
+    """``read`` after a busy-wait of SLOWDOWN_NS (spinning, not sleeping: a sleeping read would
+    cost no CPU). Put in place at import only when the variable is set, so the read path of
+    every other process has no check for it."""
+    def slowed_read(self: OnlineService, *args: Any, **kwargs: Any) -> OnlineResponse:
+        end = time.perf_counter_ns() + SLOWDOWN_NS
+        while time.perf_counter_ns() < end:
+            pass
+        return read(self, *args, **kwargs)
+    return slowed_read
+
+
+if SLOWDOWN_NS:
+    OnlineService.read = _slowed(OnlineService.read)  # type: ignore[method-assign]
