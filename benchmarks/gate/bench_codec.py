@@ -75,6 +75,7 @@ def fast_get(online_data: dict[str, Any]) -> Any:
     state.prepared_get(online_data["refs"], None, False)  # what the first GET of the shape does
     state.fast.valid_until = float("inf")  # no registry check falls due inside the timing
     yield state.fast
+    state.close()  # the pusher thread and any listener the state subscribed
     state.online.close()
 
 
