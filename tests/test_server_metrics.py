@@ -142,3 +142,75 @@ def test_metrics_folder_is_removed_when_the_server_exits(tmp_path_factory: pytes
         assert not made[0].exists()
     finally:
         srv.stop()
+
+
+# ---- 12. GET metrics counted in C -----------------------------------------------------------------
+
+def _get_metrics(port: int) -> dict[str, float]:
+    return {k: v for k, v in metrics(port).items()
+            if k.startswith(("fstore_entity_rows", 'fstore_request_seconds_count{op="get"}',
+                             'fstore_request_seconds_bucket{le="+Inf",op="get"}', "fstore_values_total"))}
+
+
+@pytest.mark.timeout(120)
+def test_get_metrics_equal_what_was_sent_on_both_paths_and_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No served-read listener: the GETs are counted in C (fast path and Python path alike)
+    and flushed by each worker's timer; the scrape, summed over two workers, equals the
+    requests, rows per request and value statuses the replies carried."""
+    root = repo_copy(tmp_path_factory, "counted")
+    mport = free_port()
+    srv = Server(root, workers=2, metrics_port=mport)
+    conns: list[Raw] = []
+    sizes = [1, 3, 7, 60, 0]  # 0: an empty entity map, answered by the Python path
+    names = ["PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED"]
+    gets, rows = 0, [0] * len(sizes)
+    statuses: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while len(worker_pids(srv)) < 2:
+            assert time.monotonic() < deadline, worker_pids(srv)
+            time.sleep(0.1)
+        for _ in range(64):  # connections spread over the workers by the kernel
+            conns.append(Raw(srv.port, timeout=10))
+            if len(conns) >= 4 and all(n > 0 for n in worker_pids(srv).values()):
+                break
+        assert all(n > 0 for n in worker_pids(srv).values()), worker_pids(srv)
+        perms = [STATS, STATS[::-1], STATS[1:] + STATS[:1]]  # a new shape: the Python path on each worker
+        for round_ in range(30):
+            for c, raw in enumerate(conns):
+                i = (round_ + c) % len(sizes)
+                ids = [k * 7 % 500 + 1 for k in range(round_, round_ + sizes[i])]  # some above 400: no row
+                args = get_args(ids, perms[round_ % 3] if round_ < 3 else STATS)
+                if sizes[i] == 0:
+                    args["entities"] = {}
+                raw.request(GET, 100 + round_, args)
+                rid, ok, res = raw.read()
+                assert (rid, ok) == (100 + round_, True), res
+                gets, rows[i] = gets + 1, rows[i] + 1
+                for s in res["status"]:
+                    statuses[names[s]] = statuses.get(names[s], 0) + 1
+        assert statuses.get("NOT_FOUND", 0) > 0 and statuses.get("PRESENT", 0) > 0
+        expected = {'fstore_request_seconds_count{op="get"}': gets,
+                    'fstore_request_seconds_bucket{le="+Inf",op="get"}': gets,
+                    "fstore_entity_rows_count": gets, "fstore_entity_rows_sum": sum(
+                        n * k for n, k in zip(sizes, rows)),
+                    'fstore_entity_rows_bucket{le="1.0"}': rows[0] + rows[4],
+                    'fstore_entity_rows_bucket{le="5.0"}': rows[0] + rows[4] + rows[1],
+                    'fstore_entity_rows_bucket{le="10.0"}': gets - rows[3],
+                    'fstore_entity_rows_bucket{le="50.0"}': gets - rows[3],
+                    'fstore_entity_rows_bucket{le="100.0"}': gets,
+                    **{f'fstore_values_total{{status="{s}",view="customer_stats_v1"}}': n
+                       for s, n in statuses.items()}}
+        deadline = time.monotonic() + 10  # the workers flush every 25 ms; a scrape reads their files
+        while True:
+            got = _get_metrics(mport)
+            if all(got.get(k) == v for k, v in expected.items()):
+                break
+            assert time.monotonic() < deadline, {k: (got.get(k), v) for k, v in expected.items()}
+            time.sleep(0.05)
+        assert sum(v for k, v in got.items() if k.startswith("fstore_values_total")) == sum(statuses.values())
+        assert got.get('fstore_values_total{status="EXPIRED",view="customer_stats_v1"}') == statuses.get("EXPIRED", 0)
+    finally:
+        for raw in conns:
+            raw.close()
+        srv.stop()

@@ -9,15 +9,20 @@ the same bytes for the same request (tests/test_server_protocol.py compares them
 
 What a served-read listener needs (fstore.monitoring.events) is left in the FastGet's
 attributes, not copied: a worker with no listener pays nothing for it. Recorders (the
-feature log) are handed the read inside read_packed.
+feature log) are handed the read inside read_packed. The GET metrics are counted here, in
+C, by the worker's GetCounters (fstore._ext._counters) when it has one: rows, latency
+(clocked around this call) and statuses per view, with no Python call per GET.
 """
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import msgpack
 
 from fstore._ext._constants cimport OP_GET
+from fstore._ext._counters cimport GetCounters
 from fstore._ext._wire import read_packed
 
 cdef object _unpackb = msgpack.unpackb
@@ -49,8 +54,11 @@ cdef class FastGet:
     cdef public Py_ssize_t rows
     # the served-read hook (its ``recorders`` are handed each read) and this path's name in it
     cdef public object hook, path
+    # the worker's GET metrics (None: no metrics), counted for every GET answered here
+    cdef public GetCounters counters
 
-    def __init__(self, env, dict prepared, Py_ssize_t max_rows, Py_ssize_t max_request_id, hook=None, path=None):
+    def __init__(self, env, dict prepared, Py_ssize_t max_rows, Py_ssize_t max_request_id, hook=None, path=None,
+                 GetCounters counters=None):
         self.env = env
         self.prepared = prepared
         self.valid_until = 0.0
@@ -58,9 +66,11 @@ cdef class FastGet:
         self.max_request_id = max_request_id
         self.rows = 0
         self.hook, self.path = hook, path
+        self.counters = counters
 
     def answer(self, bytes body):
         """The reply frame of a GET the fast path can answer, else None."""
+        cdef double start = _monotonic() if self.counters is not None else 0.0
         try:
             msg = _unpackb(body, raw=False, timestamp=3, strict_map_key=False)
         except Exception:
@@ -109,7 +119,11 @@ cdef class FastGet:
             return None  # the Python path reads again and explains what is wrong
         self.rid, self.args, self.last, self.rows = rid, args, prepared, n
         self.values, self.status, self.stamps = values, status, stamps
-        return get_reply(rid, prepared, values, status, stamps, meta, request_id)
+        reply = get_reply(rid, prepared, values, status, stamps, meta, request_id)
+        if self.counters is not None:
+            self.counters.count(prepared.plan, n, <const uint8_t*>PyByteArray_AS_STRING(<bytearray>status),
+                                PyByteArray_GET_SIZE(<bytearray>status), _monotonic() - start)
+        return reply
 
 
 def get_reply(rid, prepared, bytes values, status, stamps, meta, request_id=None):

@@ -3,14 +3,18 @@
 Served values leave through three paths: ``FeatureStore.get_online_features`` (in
 process), the server's Python path and its compiled fast path. Each hands every read it
 answered to ``hook.emit`` as a ``ServedRead``, after the reply is on its way; listeners
-(the Prometheus metrics, feature logging, skew checks) subscribe with ``subscribe``.
+(feature logging, skew checks, a team's own) subscribe with ``subscribe``. The server's
+Prometheus GET metrics are not a listener: they are counted in C (fstore._ext._counters),
+so that a fast GET runs no Python when no Python listener is subscribed.
 As with asyncpg's query loggers and SQLAlchemy's events, the core knows no listener:
 
     from fstore.monitoring import events
     events.subscribe(my_listener)      # my_listener(event: ServedRead) -> None
 
 Costs: with no listener subscribed a path checks one flag (``hook.active``) and builds
-nothing. With listeners, an event holds references to what the read already made (the
+nothing. With listeners, the server's fast path makes a Python call per GET to build and
+hand out the event (tens of microseconds with a listener that writes Prometheus metrics,
+docs/benchmarks.md); an event holds references to what the read already made (the
 packed reply values on the server, the flat value list in process, the status and
 timestamp buffers): decoding happens only when a listener asks (``values()``).
 

@@ -5,9 +5,11 @@ value statuses (the hit rate), errors by code, open connections, requests in fli
 the age of the newest data per view and its freshness SLA (and breach), rows pushed, PUSH commits and served-read listener
 errors. What each one means exactly is in docs/protocol.md ("Metrics").
 
-Served reads are counted by a listener of the served-read hook (fstore.monitoring.events),
-like any other; the server calls the rest directly. Import this module only after
-PROMETHEUS_MULTIPROC_DIR is set (supervisor.run_worker does).
+Served GETs (their latency, rows and values by status) are counted in C on both paths
+(fstore._ext._counters) and flushed into these metrics by a timer of the worker's event
+loop every 25 ms (ServerMetrics.flush): a scrape is at most that far behind. The server
+calls the rest directly. Import this module only after PROMETHEUS_MULTIPROC_DIR is set
+(supervisor.run_worker does).
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from .._ext._constants import Status
-from ..monitoring.events import ServedRead, hook
-from ..online.service import MAX_PLANS
+from .._ext._counters import GetCounters
+from ..monitoring.events import hook
 from .protocol import OPS
 
 _LATENCY_BUCKETS = (25e-6, 50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 1.6e-3, 3.2e-3, 6.4e-3, 12.8e-3, 25.6e-3, 0.1, 1.0)
@@ -51,23 +53,45 @@ LOG_DROPPED = Counter("fstore_log_dropped", "Entity rows of sampled reads the se
 _COUNTED = {"log_records": LOG_RECORDS, "log_dropped": LOG_DROPPED}  # hook.on_count's names
 
 
+def add_to_histogram(histogram: Any, counts: list[int], total: float) -> None:
+    """Add bucket counts (``counts[i]`` observations in bucket ``i``, +Inf last) and their sum
+    to a Histogram child: what ``observe`` would have left after that many calls, in one
+    shared-memory write per non-zero bucket.
+
+    prometheus_client has no public call for it, so this is the one place that uses its
+    internals (``_upper_bounds``, ``_buckets``, ``_sum``, stable since long before the lower
+    bound in pyproject.toml); tests/test_metrics_flush.py fails loudly if they change."""
+    if len(histogram._upper_bounds) != len(counts):
+        raise ValueError(f"{len(counts)} bucket counts for a histogram of {len(histogram._upper_bounds)} buckets")
+    buckets = histogram._buckets
+    for i, c in enumerate(counts):
+        if c:
+            buckets[i].inc(c)
+    histogram._sum.inc(total)
+
+
 class ServerMetrics:
     """The metrics one worker reports; cheap enough for the hot path (no labels built per call).
 
-    ``attach`` subscribes it to the served-read hook: every GET answered, on either
-    path, is counted from its event.
+    Served GETs are counted in C by ``counters`` (fstore._ext._counters), which the fast
+    path (FastGet) and the Python path (Connection._handle) share; a timer of the worker's
+    event loop adds what they counted to the Prometheus metrics every
+    fstore.serving.server.FLUSH_SECONDS (25 ms) and once more when the worker drains:
+    a scrape trails the GETs answered by at most that (plus the scrape's own read of the
+    files). The served-read hook is left to other listeners: with none, a fast GET runs no
+    Python at all for the metrics.
     """
 
     def __init__(self) -> None:
         self.connections = CONNECTIONS
         self._latency = {name: REQUEST_SECONDS.labels(name) for name in OPS.values()}
         self._get = self._latency["get"]
-        # per plan (by id, the plan kept so that its id stays its own): per view, its counters
-        # by status and the runs of consecutive outputs it answers
-        self._by_plan: dict[int, tuple[Any, list[tuple[list[Any], list[tuple[int, int]]]]]] = {}
+        self.counters = GetCounters(_LATENCY_BUCKETS, _ROW_BUCKETS)
+        # versioned view -> its labelled counters, by Status code
+        self._values: dict[str, list[Any]] = {}
 
     def attach(self) -> "ServerMetrics":
-        hook.subscribe(self.served)
+        """Count the hook's listener errors and what its listeners count (the feature log)."""
         hook.on_error = lambda name: LISTENER_ERRORS.labels(name).inc()
         hook.on_count = self.count
         return self
@@ -79,50 +103,20 @@ class ServerMetrics:
         if metric is not None:
             metric.labels(label).inc(n)
 
-    def served(self, event: ServedRead) -> None:
-        """A served read: its rows, its values' statuses and its latency."""
-        n = event.rows
-        ENTITY_ROWS.observe(n)
-        status = event.status
-        if status:
-            plan = event.plan
-            entry = self._by_plan.get(id(plan))
-            if entry is None or entry[0] is not plan:
-                entry = self._views_of(plan)
-            for counters, runs in entry[1]:
-                self._count(status, n, counters, runs)
-        self._get.observe(event.seconds)
-
-    @staticmethod
-    def _count(status: Any, n: int, counters: list[Any], runs: list[tuple[int, int]]) -> None:
-        """Count one view's statuses: bytes.count over its byte ranges, no copy, no loop per value."""
-        counts = [0] * len(counters)
-        for a, b in runs:
-            lo, hi = a * n, b * n
-            rest = hi - lo
-            for code in range(1, len(counters)):
-                c = status.count(code, lo, hi)
-                counts[code] += c
-                rest -= c
-            counts[0] += rest  # PRESENT (0): the rest
-        for counter, c in zip(counters, counts):
-            if c:
-                counter.inc(c)
-
-    def _views_of(self, plan: Any) -> tuple[Any, list[tuple[list[Any], list[tuple[int, int]]]]]:
-        """A plan's views: each view's labelled counters and its runs of consecutive outputs."""
-        runs: dict[int, list[tuple[int, int]]] = {}
-        start = 0
-        view_of = list(plan.view_of)
-        for i in range(1, len(view_of) + 1):
-            if i == len(view_of) or view_of[i] != view_of[start]:
-                runs.setdefault(view_of[start], []).append((start, i))
-                start = i
-        entry = (plan, [([VALUES.labels(plan.views[v], s.name) for s in Status], r) for v, r in runs.items()])
-        if len(self._by_plan) >= MAX_PLANS:
-            self._by_plan.clear()
-        self._by_plan[id(plan)] = entry
-        return entry
+    def flush(self) -> None:
+        """Add the GETs counted since the last flush to the Prometheus metrics (on the event
+        loop, by a timer: never per request)."""
+        delta = self.counters.take()
+        if delta is None:
+            return
+        latency, latency_sum, rows, rows_sum, values = delta
+        add_to_histogram(self._get, latency, latency_sum)
+        add_to_histogram(ENTITY_ROWS, rows, rows_sum)
+        for (view, status), n in values.items():
+            counters = self._values.get(view)
+            if counters is None:  # every status of a view exists (at 0) once the view was served
+                counters = self._values[view] = [VALUES.labels(view, s.name) for s in Status]
+            counters[status].inc(n)
 
     def observe(self, op: str, seconds: float) -> None:
         h = self._latency.get(op)

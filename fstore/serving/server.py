@@ -43,6 +43,7 @@ from .tls import TlsFiles
 
 DRAIN_SECONDS = 10.0  # at most this long after SIGTERM for clients to read their replies
 GAUGE_SECONDS = 1.0   # the inflight and data age gauges are refreshed this often (never per GET)
+FLUSH_SECONDS = 0.025  # the GETs counted in C are added to the Prometheus metrics this often (a scrape's lag)
 _DEFAULTS = defaults(SERVER_KEYS)
 
 
@@ -114,7 +115,10 @@ class ServerState:
         self.prepared_under: Any = None  # the registry snapshot they were prepared under
         # the compiled fast path shares the prepared shapes; it answers only while the
         # registry was checked within the second (valid_until), as the OnlineService does
-        self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows, MAX_REQUEST_ID, hook, SERVER_FAST)
+        # the GET metrics (fstore._ext._counters), counted on both paths; None without metrics
+        self.counters = metrics.counters if metrics is not None else None
+        self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows, MAX_REQUEST_ID, hook, SERVER_FAST,
+                            self.counters)
 
     def prepared_get(self, features: Any, service: Any, full: Any) -> PreparedGet:
         """The prepared GET of a request shape; checks the shape only when it is new.
@@ -210,6 +214,20 @@ async def _refresh_gauges(state: ServerState) -> None:
         await asyncio.sleep(GAUGE_SECONDS)
 
 
+async def _flush_metrics(metrics: Any) -> None:
+    """Add the GETs counted in C to the Prometheus metrics every FLUSH_SECONDS (a few
+    shared-memory writes per flush, none when no GET came)."""
+    failed = False
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        try:
+            metrics.flush()
+        except Exception as exc:  # noqa: BLE001 - a metric must never stop the server; said once
+            if not failed:
+                failed = True
+                log.error("cannot flush the GET metrics: %s: %s", type(exc).__name__, exc)
+
+
 def _remap_on_loop(loop: asyncio.AbstractEventLoop, env: Any, size: int) -> None:
     """Grow (or adopt) the map from the pusher thread by running the remap on the event
     loop, where reads happen, between two callbacks (no read transaction open), and wait."""
@@ -247,8 +265,10 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
     if ready is not None:
         ready()
     timers = [asyncio.ensure_future(_reap_idle(state))]
+    flusher = None  # kept through the drain: the GETs answered meanwhile are counted too
     if metrics is not None:
         timers.append(asyncio.ensure_future(_refresh_gauges(state)))
+        flusher = asyncio.ensure_future(_flush_metrics(metrics))
     await stop.wait()
     state.draining = True
     for timer in timers:
@@ -272,6 +292,9 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
         await asyncio.sleep(0.01)  # let connection_lost run
     await server.wait_closed()
     await state.pushes.wait_idle(deadline + 30)  # PUSHes of closed connections are still written
+    if flusher is not None:
+        flusher.cancel()
+        metrics.flush()  # the last GETs answered
     state.close()
     log.info("drained in %.2f s: %d requests read after the stop signal answered (%d of them refused, not run)%s",
              time.monotonic() - started, state.drained, state.refused,
