@@ -3,9 +3,9 @@ own buffer (asyncio.BufferedProtocol) and frames are cut and fast GETs answered 
 (fstore._ext._conn.FrameProtocol); every other request goes through the same Python
 logic as on a TLS connection (fstore.serving.connection.ConnectionBase).
 
-TLS connections keep ``Connection`` (asyncio.Protocol): uvloop's SSL transport decrypts
-into its own buffer and copies into a buffered protocol's anyway, so the gain is small
-there, and that path is the one TLS has always been tested with.
+TLS connections keep ``Connection`` (asyncio.Protocol): uvloop's SSL protocol decrypts into
+its own buffer and would copy into get_buffer's room anyway (not measured), and that path is
+the one TLS has always been tested with.
 """
 from __future__ import annotations
 
