@@ -33,7 +33,8 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    for name in ["_constants", "_counters", "_response", "_record", "_asof", "_online", "_wire", "_protocol", "_serve", "_hdr",
+    for name in ["_constants", "_counters", "_response", "_record", "_asof", "_online", "_wire", "_protocol", "_serve",
+                 "_request", "_conn", "_hdr",
                  "_replies", "_loadgen", "_drift", "_logbuf"]
 ]
 

@@ -36,6 +36,13 @@ class FastGet:
         ``status`` and ``stamps`` for the served-read listeners. A ``request_id`` that is not
         a str of 1..``max_request_id`` characters takes the Python path (BAD_REQUEST)."""
 
+    def reply(self, rid: int, prepared: Any, entities: dict[str, list[Any]], n: int, meta: Any,
+              request_id: str | None, args: dict[str, Any] | None = None, served: tuple[Any, ...] | None = None,
+              start: float = 0.0) -> bytes | None:
+        """The reply frame of a GET already decoded and checked (by ``answer`` or by
+        fstore._ext._conn's C decoder), else None (the read failed: the Python path explains);
+        counted in the worker's GET metrics from ``start`` (monotonic seconds; 0: from now)."""
+
 def get_reply(rid: int, prepared: Any, values: bytes, status: bytes | bytearray, stamps: bytes | bytearray,
               meta: Any, request_id: str | None = None) -> bytes:
     """The frame of a GET's reply for both the fast and the Python path; ``request_id``

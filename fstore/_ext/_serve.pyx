@@ -113,6 +113,17 @@ cdef class FastGet:
             model = (<dict>args).get("model")
             served = (recorders, self.path, None, prepared.service, prepared.full, prepared.version, request_id,
                       model if type(model) is str else None)
+        return self.reply(rid, prepared, entities, n, meta, request_id, args, served, start)
+
+    def reply(self, rid, prepared, dict entities, Py_ssize_t n, meta, request_id, args=None, tuple served=None,
+              double start=0.0):
+        """The reply frame of a GET decoded and checked by ``answer`` or by the connection's
+        C decoder (fstore._ext._conn, which passes no ``args``), else None: the one place a
+        fast GET is read, answered and counted in the metrics. ``start``: when the GET's
+        handling began (``answer`` clocks its decode; 0: from here, as the C decoder's
+        decode is a fraction of a microsecond)."""
+        if start == 0.0 and self.counters is not None:
+            start = _monotonic()
         try:
             values, status, stamps = read_packed(self.env, prepared.plan, entities, None, served)
         except Exception:

@@ -52,15 +52,18 @@ if TYPE_CHECKING:
     from .auth import Token
     from .server import PreparedGet, ServerState
 
-Handler = Callable[["Connection", int, dict[str, Any], float], "bytes | None"]
+Handler = Callable[["ConnectionBase", int, dict[str, Any], float], "bytes | None"]
 
 
-class Connection(asyncio.Protocol):
-    """One client connection."""
+class ConnectionBase:
+    """One client connection's logic, whichever asyncio protocol reads its bytes: ``Connection``
+    (asyncio.Protocol, a bytes object per packet; TLS) or fstore.serving.fastconn's
+    ``FastConnection`` (asyncio.BufferedProtocol, frames parsed and fast GETs answered in C).
+    uvloop reads into a protocol's own buffer only if it is not an asyncio.Protocol, hence
+    this base with none."""
 
     def __init__(self, state: "ServerState") -> None:
         self.state = state
-        self.reader = FrameReader(state.limits.max_frame)
         self.transport: asyncio.Transport | None = None
         self.greeted = False
         self.token: "Token | None" = None  # the token HELLO showed (servers with tokens)
@@ -103,39 +106,6 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.paused = False
             self.transport.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.last_seen = time.monotonic()
-        self.reader.feed(data)
-        # a greeted connection that may read, not draining: a GET of a known shape takes the compiled path
-        fast = self.fast if not self.caught_up else None
-        slow = self.state.slow  # None: the slow-request log is off
-        n = 0
-        try:
-            while not self.closing:
-                try:
-                    body = self.reader.next()
-                except ProtocolError as exc:
-                    self._fatal(0, exc)
-                    return
-                if body is None:
-                    return
-                n += 1
-                if fast is not None:
-                    start = time.perf_counter() if hook.active or slow is not None else 0.0
-                    reply = fast.answer(body)
-                    if reply is not None:
-                        self.transport.write(reply)  # type: ignore[union-attr]
-                        if start:
-                            self._fast_done(fast, start, slow)
-                        continue
-                self._handle(body)
-                fast = self.fast if not self.caught_up else None  # a HELLO may have just opened or closed it
-        finally:
-            if self.state.draining:  # for the log of the drain
-                self.state.drained += n
 
     # ---- requests ---------------------------------------------------------------------
 
@@ -337,7 +307,7 @@ class Connection(asyncio.Protocol):
         t = self.transport
         if t is None or t.is_closing():
             return True
-        if not self.caught_up and not self.paused and not self.reader.buffered and unread(t) == 0:
+        if not self.caught_up and not self.paused and not self._unparsed() and unread(t) == 0:
             self.caught_up = True
         return self.caught_up and not self.pushing and not t.get_write_buffer_size()
 
@@ -349,8 +319,54 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class Connection(ConnectionBase, asyncio.Protocol):
+    """A connection read through asyncio.Protocol: a bytes object per packet into the
+    compiled FrameReader (used for TLS, whose uvloop transport copies anyway)."""
+
+    def __init__(self, state: "ServerState") -> None:
+        super().__init__(state)
+        self.reader = FrameReader(state.limits.max_frame)
+
+    def _unparsed(self) -> int:
+        """Bytes received and not yet cut into frames."""
+        return self.reader.buffered
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.last_seen = time.monotonic()
+        self.reader.feed(data)
+        # a greeted connection that may read, not draining: a GET of a known shape takes the compiled path
+        fast = self.fast if not self.caught_up else None
+        slow = self.state.slow  # None: the slow-request log is off
+        n = 0
+        try:
+            while not self.closing:
+                try:
+                    body = self.reader.next()
+                except ProtocolError as exc:
+                    self._fatal(0, exc)
+                    return
+                if body is None:
+                    return
+                n += 1
+                if fast is not None:
+                    start = time.perf_counter() if hook.active or slow is not None else 0.0
+                    reply = fast.answer(body)
+                    if reply is not None:
+                        self.transport.write(reply)  # type: ignore[union-attr]
+                        if start:
+                            self._fast_done(fast, start, slow)
+                        continue
+                self._handle(body)
+                fast = self.fast if not self.caught_up else None  # a HELLO may have just opened or closed it
+        finally:
+            if self.state.draining:  # for the log of the drain
+                self.state.drained += n
+
+
 #: op code -> its handler, from the protocol's table of operations: op "get" is op_get
-HANDLERS: dict[int, Handler] = {code: getattr(Connection, f"op_{name}") for code, name in OPS.items()}
+HANDLERS: dict[int, Handler] = {code: getattr(ConnectionBase, f"op_{name}") for code, name in OPS.items()}
 
 
 def checked_name(value: Any, field: str, limit: int) -> str | None:

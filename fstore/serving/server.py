@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 
+from .._ext._request import RawGets
 from .._ext._serve import FastGet
 from ..config import SERVER_KEYS, RepoConfig, defaults
 from ..errors import BadRequest
@@ -35,6 +36,7 @@ from ..repo.resolve import require_one
 from ..times import now_us
 from .auth import Tokens
 from .connection import Connection, unread
+from .fastconn import FastConnection
 from .log import log
 from .protocol import MAX_REQUEST_ID, frame
 from .pushes import PushQueue
@@ -102,7 +104,7 @@ class ServerState:
         self.limits = limits
         self.metrics = metrics
         self.slow = threshold_seconds(config.server)  # the slow-request log's threshold; None: off
-        self.connections: set[Connection] = set()
+        self.connections: set[Any] = set()  # Connection or FastConnection
         self.draining = False
         self.drained = 0   # requests read after the stop signal (answered), and of them refused (not run)
         self.refused = 0
@@ -119,6 +121,7 @@ class ServerState:
         self.counters = metrics.counters if metrics is not None else None
         self.fast = FastGet(self.online.store.env, self._prepared, limits.max_rows, MAX_REQUEST_ID, hook, SERVER_FAST,
                             self.counters)
+        self.raw_gets = RawGets(self.fast)  # its requests decoded in C, on plain-TCP connections (fastconn)
 
     def prepared_get(self, features: Any, service: Any, full: Any) -> PreparedGet:
         """The prepared GET of a request shape; checks the shape only when it is new.
@@ -255,7 +258,9 @@ async def serve_socket(sock: socket.socket, repo: str, limits: Limits, metrics: 
     online = state.online.store  # open LMDB in this process (never across fork)
     online.resize_via = functools.partial(_remap_on_loop, loop, online.env)
     sock.setblocking(False)
-    server = await loop.create_server(lambda: Connection(state), sock=sock,
+    # plain TCP: frames parsed and fast GETs answered in C; TLS: the asyncio.Protocol (fstore.serving.fastconn)
+    conn = Connection if tls is not None else FastConnection
+    server = await loop.create_server(lambda: conn(state), sock=sock,
                                       ssl=tls.server_context() if tls is not None else None)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
