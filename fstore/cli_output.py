@@ -31,6 +31,8 @@ def print_plan(p: Any) -> None:
     """A plan: its warnings, each change with its changed fields, and the effects on reads."""
     for warning in p.warnings:
         console.print(f"warning: {warning}", highlight=False, markup=False)
+    for line in getattr(p, "ingest", []):  # views with a transformation: incremental or full
+        console.print(f"ingest {line}", highlight=False, markup=False, soft_wrap=True)
     changes = [c for c in p.changes if c.action != "keep"]
     if not changes:
         console.print(f"no changes (registry version {p.current_version})")
