@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +37,10 @@ from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..progress import Reporter, Silent
 from ..repo.definitions import Source
 from ..repo.names import view_name
-from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, bucket_ids, offline_schema, sort_indices, sort_table
+from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, offline_schema, sort_table
 from .loaders import SourceUnit, get_loader
 from .log import LogRun, event_range, log_runs
+from .parts import write_parts
 from .problems import RowProblems
 from .rows import read_typed
 from .transform import ingest_full, unit_reader
@@ -233,7 +233,7 @@ class OfflineStore:
                 keep = pc.invert(pc.is_in(old_rows.column(UNIT), pa.array(sorted(replaced), pa.int32())))
                 tables.append(old_rows.filter(keep).cast(self.schema(view)))
         table = pa.concat_tables(tables)
-        parts = self._write_parts(view, manifest, table, run_id, written)
+        parts = write_parts(self.view_dir(view), view, manifest["buckets"], table, run_id, written)
         run_units = sorted({*unit_ids.values(), *(u for r in affected for u in r["units"])})
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         manifest["runs"] = [r for r in manifest["runs"] if r not in affected]
@@ -272,7 +272,7 @@ class OfflineStore:
         run_id = f"r{manifest['next_run']:06d}"
         written: list[Path] = []
         try:
-            parts = self._write_parts(view, manifest, table, run_id, written)
+            parts = write_parts(self.view_dir(view), view, manifest["buckets"], table, run_id, written)
         except BaseException:
             for part in written:
                 part.unlink(missing_ok=True)
@@ -290,31 +290,6 @@ class OfflineStore:
                 if (vdir / part) not in written:
                     (vdir / part).unlink(missing_ok=True)
 
-    def _write_parts(self, view: dict[str, Any], manifest: dict[str, Any], table: pa.Table, run_id: str,
-                     written: list[Path]) -> dict[str, str]:
-        """Write ``table``'s rows as run ``run_id``'s parts, one per bucket, sorted; bucket -> part."""
-        vdir = self.view_dir(view)
-        n_buckets = manifest["buckets"]
-        buckets = bucket_ids(table, view["join_keys"], n_buckets).astype(np.int16)  # int16: radix sort
-        order = np.argsort(buckets, kind="stable")
-        bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
-        narrow = table.select([*view["join_keys"], EVENT_TS, CREATED_TS])
-        parts: dict[str, str] = {}
-        for b in range(n_buckets):
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            if hi == lo:
-                continue
-            # sort the bucket on its narrow sort columns, then gather every column once
-            rows = order[lo:hi]
-            local = sort_indices(narrow.take(pa.array(rows)), view).to_numpy()
-            part = table.take(pa.array(rows[local]))
-            rel = f"b{b:04d}/{run_id}.parquet"
-            (vdir / rel).parent.mkdir(exist_ok=True)
-            written.append(vdir / rel)
-            _write_parquet(part, vdir / rel, view)
-            parts[str(b)] = rel
-        return parts
-
     def _remove_orphans(self, vdir: Path, manifest: dict[str, Any]) -> None:
         """Delete part files no run references (left by a crashed ingest)."""
         live = {p for run in manifest["runs"] for p in run["parts"].values()}
@@ -327,15 +302,3 @@ class OfflineStore:
 
     def drop(self, view: dict[str, Any]) -> None:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)
-
-
-def _write_parquet(table: pa.Table, path: Path, view: dict[str, Any]) -> None:
-    """Write a part: dictionary encoding only where it pays (text), statistics only where
-    they can prune a read (keys and times); both cost a lot on wide numeric views."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, tmp, compression="snappy", row_group_size=1 << 20, use_dictionary=text,
-                   write_statistics=[*view["join_keys"], EVENT_TS])
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

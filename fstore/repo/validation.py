@@ -252,12 +252,13 @@ def _view_record(config: RepoConfig, d: Defined, entities: dict[str, Defined], s
             err.add(exc.detail, file=d.file, obj=obj, field=exc.field or "transform")
             return None
         where = f"the output of the transformation of source {src.name}"
-        for col in (src.timestamp_field, src.created_timestamp_field):
-            if col is not None and (col not in schema.names or not is_time_like(schema.field(col).type)):
-                err.add(f"the transformation's output must keep the source's timestamp column {col!r} "
-                        f"(output columns: {', '.join(f'{f.name} {f.type}' for f in schema)})",
-                        file=d.file, obj=obj, field="transform")
-                ok = False
+        lost = [c for c in (src.timestamp_field, src.created_timestamp_field)
+                if c is not None and (c not in schema.names or not is_time_like(schema.field(c).type))]
+        if lost:
+            err.add(f"the transformation's output must keep the source's timestamp column {lost[0]!r} "
+                    f"(output: {', '.join(f'{f.name} {f.type}' for f in schema)})", file=d.file, obj=obj,
+                    field="transform")
+            ok = False
     key_dtypes: dict[str, str] = {}
     for k in join_keys:
         if k not in schema.names:
