@@ -287,3 +287,31 @@ def test_backfill_of_a_full_transformation_and_the_cli(repo: Path) -> None:
         {1: 1500.0, 2: 2200.0, 3: -3.0}
     bad = run("backfill", "daily", "2024-01-02", "2024-01-01")
     assert bad.returncode == 1 and "not before END" in bad.stderr
+
+
+@pytest.mark.parametrize("sql, row_wise, why", [
+    ("SELECT user_id, ts, amount * 2 AS x FROM source WHERE amount > 0", True, "is row-wise"),
+    ("SELECT user_id, ts, CASE WHEN cat = 'a' THEN 1 ELSE 0 END AS x FROM Source", True, "is row-wise"),
+    ("SELECT user_id, max(ts) AS ts, sum(amount) AS x FROM source GROUP BY user_id", False, "groups rows"),
+    ("SELECT user_id, ts, count(*) OVER (PARTITION BY user_id) AS x FROM source", False, "window function"),
+    ("SELECT DISTINCT user_id, ts, amount AS x FROM source", False, "DISTINCT"),
+    ("SELECT user_id, ts, amount AS x FROM source ORDER BY ts LIMIT 10", False, "ORDER BY"),
+    ("SELECT s.user_id, s.ts, o.amount AS x FROM source s JOIN other o USING (user_id)", False, "joins"),
+    ("SELECT user_id, ts, amount - (SELECT avg(amount) FROM source) AS x FROM source", False, "subquery"),
+    ("WITH s AS (SELECT * FROM source) SELECT user_id, ts, amount AS x FROM s", False, "WITH"),
+    ("SELECT user_id, ts, amount AS x FROM source UNION ALL SELECT user_id, ts, amount FROM source", False,
+     "combines queries"),
+    ("SELECT user_id, ts, list_sum([amount, 1.0]) AS x FROM source", True, "is row-wise"),
+    ("SELECT user_id, ts, quantile_cont(amount, 0.5) AS x FROM source", False, "aggregate (quantile_cont)"),
+])
+def test_row_wise_is_read_from_duckdbs_parsed_statement(sql: str, row_wise: bool, why: str) -> None:
+    from fstore.repo.transforms import sql_row_wise
+    ok, reason = sql_row_wise(sql, obj="feature_view v")
+    assert ok is row_wise and why in reason, reason
+
+
+def test_sql_that_is_not_one_select_is_refused() -> None:
+    from fstore.repo.transforms import sql_row_wise
+    for sql in ("DELETE FROM source", "SELECT 1; SELECT 2", "SELEC nothing"):
+        with pytest.raises(InvalidDefinition, match="feature_view v.transform.sql"):
+            sql_row_wise(sql, obj="feature_view v")
