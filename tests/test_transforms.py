@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fstore import transformation
 
-CALLS = []
 
 @transformation(row_wise=True)
 def tenfold(t: pa.Table) -> pa.Table:
@@ -315,3 +314,32 @@ def test_sql_that_is_not_one_select_is_refused() -> None:
     for sql in ("DELETE FROM source", "SELECT 1; SELECT 2", "SELEC nothing"):
         with pytest.raises(InvalidDefinition, match="feature_view v.transform.sql"):
             sql_row_wise(sql, obj="feature_view v")
+
+
+def test_created_timestamp_is_kept_through_the_transformation(repo: Path) -> None:
+    """as_of: created_timestamp works on a transformed view as on a plain one: the output keeps
+    the source's created_timestamp_field, and a training set sees only rows created by then."""
+    t = _events(0, [1, 1], [1.0, 2.0])
+    t = t.append_column("created", pa.array([T0 + dt.timedelta(hours=1), T0 + dt.timedelta(days=5)],
+                                            pa.timestamp("us", tz="UTC")))
+    (repo / "data" / "events" / "d0.parquet").unlink()
+    pq.write_table(t, repo / "data" / "events" / "d0.parquet")
+    doc = yaml.safe_load((repo / "features" / "defs.yaml").read_text())
+    doc["sources"][0]["created_timestamp_field"] = "created"
+    doc["feature_views"] = [{"name": "late", "entities": ["user"], "source": "events", "as_of": "created_timestamp",
+                             "transform": {"sql": "SELECT user_id, ts, amount * 2 AS x FROM source"},
+                             "features": [{"name": "x", "dtype": "float64"}]}]
+    doc["feature_services"] = []
+    (repo / "features" / "defs.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(InvalidDefinition, match="must keep the source's timestamp column 'created'"):
+        FeatureStore(repo).plan()
+    doc["feature_views"][0]["transform"]["sql"] = "SELECT user_id, ts, created, amount * 2 AS x FROM source"
+    (repo / "features" / "defs.yaml").write_text(yaml.safe_dump(doc))
+    fs = FeatureStore(repo)
+    fs.apply()
+    fs.ingest()
+    ent = pa.table({"user_id": pa.array([1, 1], pa.int64()),
+                    "event_timestamp": pa.array([T0 + dt.timedelta(days=2), T0 + dt.timedelta(days=6)],
+                                                pa.timestamp("us", tz="UTC"))})
+    # day 2: the second row (event 01:00) was not created until day 5, so the first one is read
+    assert fs.get_historical_features(ent, ["late:x"]).column("x").to_pylist() == [2.0, 4.0]

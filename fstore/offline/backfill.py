@@ -74,7 +74,7 @@ def backfill(store: OfflineStore, old: dict[str, Any], new: dict[str, Any], sour
     problems = RowProblems(f"backfill of {view_name(new)}")
     old_rows = _with_units(store, old)
     inside = _in_window(old_rows, start_us, end_us)
-    progress.start(f"backfill {view_name(new)}", len(units) + 1)
+    progress.start(f"backfill {view_name(new)}", len(units))
     try:
         if mode == FULL:
             kept = with_unit(old_rows.filter(pa.array(~inside)), 0)
@@ -82,7 +82,7 @@ def backfill(store: OfflineStore, old: dict[str, Any], new: dict[str, Any], sour
             problems.check()
             assert fresh is not None
             fresh = with_unit(fresh.filter(pa.array(_in_window(fresh, start_us, end_us))), 0)
-            progress.advance(len(units) + 1)
+            progress.advance(len(units))
             table = pa.concat_tables([kept, fresh])
             inputs = inputs_of(new, units)
             entries = {FULL_UNIT: {"id": 0, "fingerprint": inputs_fingerprint(inputs), "rows": table.num_rows}}
