@@ -60,7 +60,8 @@ def view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
             "online": view["online"], "owner": view["owner"], "description": view["description"],
             "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
             "max_delay": format_duration(view.get("max_delay_us")), "as_of": view.get("as_of", AS_OF_EVENT),
-            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]]}
+            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]],
+            **({"transform": view["transform"]} if view.get("transform") else {})}  # absent when unset
 
 
 def print_record(kind: str, record: dict[str, Any]) -> None:
