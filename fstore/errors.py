@@ -142,6 +142,17 @@ class BadRows(IngestError, code="BAD_ROWS"):
         self.count = count
 
 
+class TransformError(IngestError, code="TRANSFORM_ERROR"):
+    """A view's batch transformation failed or gave output that does not fit the view: names
+    the view, and the column and what is wrong with it (or DuckDB's / the function's message)."""
+    view: str | None = None
+
+    def __init__(self, message: str, *, view: str | None = None, column: str | None = None) -> None:
+        super().__init__(message, column=column)
+        self.view = view
+        self.field = column
+
+
 class EntityDataError(FstoreError, ValueError, code="ENTITY_DATA_ERROR"):
     """The entity dataframe of a training-set request is unusable (missing key, null time)."""
 

@@ -28,6 +28,8 @@ from .online.service import OnlineService
 from .online.status import view_status
 from .online.store import OnlineStore
 from .progress import Reporter
+from .offline.backfill import BackfillResult
+from .repo.backfill import backfill_versions
 from .repo.names import view_name
 from .repo.readiness import Readiness
 from .repo.models import ModelRegistry
@@ -112,6 +114,20 @@ class FeatureStore:
             raise
         self.readiness()
         return results
+
+    def backfill(self, view: str, start: Any, end: Any, progress: Reporter | None = None) -> BackfillResult:
+        """Recompute view history with event time in [start, end) with the current transformation
+        (as the definitions give it) and register the result as a NEW view version: rows
+        outside the window copied from the newest applied version, inside recomputed. The old
+        version is untouched, so models trained on it keep their lineage."""
+        start_us, end_us = to_us(start, what="start"), to_us(end, what="end")
+        if start_us >= end_us:
+            raise InvalidArgument(f"START {start} is not before END {end}: the window [START, END) is empty")
+        old, new, source = backfill_versions(self.config, self.registry.require(), view, self.engine.source_schema)
+        result = self.engine.backfill(old, new, source, start_us, end_us, progress)
+        self.registry.add_view_version(new)
+        self.readiness(offline=[view_name(new)])
+        return result
 
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,

@@ -17,6 +17,7 @@ from ..errors import BadRows, InvalidConfig
 from ..progress import Reporter
 from ..repo.definitions import Source
 from ..repo.resolve import ViewRequest
+from .backfill import BackfillResult, backfill
 from .historical import get_historical_features
 from .loaders import get_loader
 from .store import IngestResult, OfflineStore
@@ -40,6 +41,11 @@ class OfflineEngine(Protocol):
     def source_schema(self, source: Source) -> pa.Schema:
         """The columns and types of a source, which plan and apply check views against."""
 
+    def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
+                 end_us: int, progress: Reporter | None) -> BackfillResult:
+        """Write view version ``new``'s history: ``old``'s rows outside [start, end) and the
+        transformation's output inside (fstore.offline.backfill)."""
+
 
 class LocalEngine:
     """Parquet on the local file system, joined in process by the compiled kernel."""
@@ -56,6 +62,10 @@ class LocalEngine:
 
     def fingerprint(self, view: dict[str, Any]) -> str | None:
         return self.store.fingerprint(view)
+
+    def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
+                 end_us: int, progress: Reporter | None = None) -> BackfillResult:
+        return backfill(self.store, old, new, source, start_us, end_us, progress)
 
     def source_schema(self, source: Source) -> pa.Schema:
         return get_loader(source, self.store.config.root, self.store.config.store_paths).schema()

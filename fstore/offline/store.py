@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +37,14 @@ from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..progress import Reporter, Silent
 from ..repo.definitions import Source
 from ..repo.names import view_name
-from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, bucket_ids, offline_schema, sort_indices, sort_table
+from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, offline_schema, sort_table
 from .loaders import SourceUnit, get_loader
 from .log import LogRun, event_range, log_runs
+from .parts import write_parts
 from .problems import RowProblems
 from .rows import read_typed
+from .transform import ingest_full, unit_reader
+from ..repo.transforms import FULL, PLAIN, ingest_mode
 
 MAX_ROWS_PER_RUN = 20_000_000  # rows one ingest run writes at most (bounded memory)
 
@@ -56,6 +58,8 @@ class IngestResult:
     replaced_units: int
     null_key_rows: int = 0          # rows skipped: a null join key can never be joined
     null_key_columns: list[str] = field(default_factory=list)
+    mode: str = PLAIN               # plain, incremental or full (fstore.repo.transforms.ingest_mode)
+    why: str = ""
 
     @property
     def up_to_date(self) -> bool:
@@ -137,9 +141,17 @@ class OfflineStore:
             self._remove_orphans(vdir, manifest)
             loader = get_loader(Source(**source), self.config.root, self.config.store_paths)
             units = loader.units()
+            mode, why = ingest_mode(view)
+            if mode == FULL:
+                problems = RowProblems(f"ingest of {view_name(view)}")
+                read, rows = ingest_full(self, view, source, manifest, loader, units, problems)
+                return IngestResult(view_name(view), read, len(units) - read, rows, 0, problems.null_key_rows,
+                                    problems.null_key_columns, mode, why)
+            reader = unit_reader(view, source, loader, self.config.root) if view.get("transform") else \
+                (lambda u, p, s: read_typed(view, source, loader, u, p, s))
             todo = [u for u in units if manifest["units"].get(u.id, {}).get("fingerprint") != u.fingerprint]
             changed = [u for u in todo if u.id in manifest["units"]]
-            result = IngestResult(view_name(view), len(todo), len(units) - len(todo), 0, len(changed))
+            result = IngestResult(view_name(view), len(todo), len(units) - len(todo), 0, len(changed), mode=mode, why=why)
             if not todo:
                 return result
             problems = RowProblems(f"ingest of {view_name(view)}")
@@ -150,7 +162,7 @@ class OfflineStore:
                 batch: list[tuple[SourceUnit, pa.Table]] = []
                 rows = 0
                 for seq, unit in enumerate(todo):
-                    table = read_typed(view, source, loader, unit, problems, seq)
+                    table = reader(unit, problems, seq)
                     progress.advance(1, info=f"{rows:,} rows")
                     if table is None or problems:  # bad rows: read on to find them all, write no more
                         batch = []
@@ -221,25 +233,7 @@ class OfflineStore:
                 keep = pc.invert(pc.is_in(old_rows.column(UNIT), pa.array(sorted(replaced), pa.int32())))
                 tables.append(old_rows.filter(keep).cast(self.schema(view)))
         table = pa.concat_tables(tables)
-        n_buckets = manifest["buckets"]
-        buckets = bucket_ids(table, view["join_keys"], n_buckets).astype(np.int16)  # int16: radix sort
-        order = np.argsort(buckets, kind="stable")
-        bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
-        narrow = table.select([*view["join_keys"], EVENT_TS, CREATED_TS])
-        parts: dict[str, str] = {}
-        for b in range(n_buckets):
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            if hi == lo:
-                continue
-            # sort the bucket on its narrow sort columns, then gather every column once
-            rows = order[lo:hi]
-            local = sort_indices(narrow.take(pa.array(rows)), view).to_numpy()
-            part = table.take(pa.array(rows[local]))
-            rel = f"b{b:04d}/{run_id}.parquet"
-            (vdir / rel).parent.mkdir(exist_ok=True)
-            written.append(vdir / rel)
-            _write_parquet(part, vdir / rel, view)
-            parts[str(b)] = rel
+        parts = write_parts(self.view_dir(view), view, manifest["buckets"], table, run_id, written)
         run_units = sorted({*unit_ids.values(), *(u for r in affected for u in r["units"])})
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         manifest["runs"] = [r for r in manifest["runs"] if r not in affected]
@@ -257,6 +251,45 @@ class OfflineStore:
         dropped.extend(vdir / part for run in affected for part in run["parts"].values())
         return sum(t.num_rows for _, t in batch)
 
+    def replace_history(self, view: dict[str, Any], table: pa.Table, units: dict[str, dict[str, Any]],
+                        extra: dict[str, Any] | None = None) -> None:
+        """Replace a view version's whole history by ``table`` (typed, ``__unit`` set), one
+        run; ``units``: the manifest's unit entries (without run and time), ``extra``: other
+        manifest keys (a full recompute's inputs). Used by backfill."""
+        vdir = self.view_dir(view)
+        vdir.mkdir(parents=True, exist_ok=True)
+        with file_lock(vdir / ".lock"):
+            manifest = self.manifest(view) or self._new_manifest(view)
+            self._remove_orphans(vdir, manifest)
+            self.replace_locked(view, manifest, table, units, extra or {})
+
+    def replace_locked(self, view: dict[str, Any], old: dict[str, Any], table: pa.Table,
+                       units: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
+        """``replace_history`` under the view's lock (held by the caller): the new manifest is
+        swapped in once the parts are written, then the old parts are deleted."""
+        vdir = self.view_dir(view)
+        manifest = {**self._new_manifest(view), "next_run": old["next_run"], **extra}
+        run_id = f"r{manifest['next_run']:06d}"
+        written: list[Path] = []
+        try:
+            parts = write_parts(self.view_dir(view), view, manifest["buckets"], table, run_id, written)
+        except BaseException:
+            for part in written:
+                part.unlink(missing_ok=True)
+            raise
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        manifest["units"] = {u: {**e, "run": run_id, "at": now} for u, e in units.items()}
+        manifest["next_unit"] = max([old["next_unit"], *(e["id"] + 1 for e in units.values())])
+        manifest["runs"] = [{"id": run_id, "units": sorted({e["id"] for e in units.values()}), "parts": parts,
+                             "rows": table.num_rows, "at": now, "events": event_range(table)}]
+        manifest["next_run"] += 1
+        manifest["rows"] = table.num_rows
+        write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
+        for run in old["runs"]:
+            for part in run["parts"].values():
+                if (vdir / part) not in written:
+                    (vdir / part).unlink(missing_ok=True)
+
     def _remove_orphans(self, vdir: Path, manifest: dict[str, Any]) -> None:
         """Delete part files no run references (left by a crashed ingest)."""
         live = {p for run in manifest["runs"] for p in run["parts"].values()}
@@ -269,15 +302,3 @@ class OfflineStore:
 
     def drop(self, view: dict[str, Any]) -> None:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)
-
-
-def _write_parquet(table: pa.Table, path: Path, view: dict[str, Any]) -> None:
-    """Write a part: dictionary encoding only where it pays (text), statistics only where
-    they can prune a read (keys and times); both cost a lot on wide numeric views."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, tmp, compression="snappy", row_group_size=1 << 20, use_dictionary=text,
-                   write_statistics=[*view["join_keys"], EVENT_TS])
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

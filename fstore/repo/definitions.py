@@ -17,6 +17,7 @@ import pyarrow as pa
 from ..errors import InvalidDefinition
 from ..times import parse_duration
 from .names import NAME_RE, SECTIONS, VERSION_SUFFIX_RE, versioned_name
+from .transforms import parse_transform
 
 #: canonical dtype name -> Arrow type of the stored column
 DTYPES: dict[str, pa.DataType] = {
@@ -338,6 +339,7 @@ class FeatureView:
     monitoring: Any = None  # drift thresholds of every feature of the view (parse_monitoring)
     max_delay: Any = None  # the latest a row may be created after its event time (rule L1)
     as_of: Any = None  # AS_OF_CHOICES; None means AS_OF_EVENT
+    transform: Any = None  # {sql: ...}, {python: name} or a function (fstore.repo.transforms)
 
     def __post_init__(self) -> None:
         obj = f"feature_view {self.name}"
@@ -376,6 +378,7 @@ class FeatureView:
         self.monitoring = parse_monitoring(self.monitoring, obj=obj)
         self.max_delay = parse_duration(self.max_delay, obj=obj, field="max_delay")
         self.as_of = parse_as_of(self.as_of, obj=obj)
+        self.transform, self._transform_fn = parse_transform(self.transform, obj=obj)
 
     @property
     def versioned_name(self) -> str:
@@ -392,7 +395,8 @@ class FeatureView:
                 "description": self.description, "tags": dict(self.tags), "online": self.online,
                 **({"monitoring": dict(self.monitoring)} if self.monitoring else {}),  # absent when unset
                 **({"max_delay_us": self.max_delay} if self.max_delay else {}),  # as monitoring
-                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {})}  # absent when the default
+                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {}),  # absent when the default
+                **({"transform": dict(self.transform)} if self.transform else {})}  # absent when unset
 
 
 @dataclass

@@ -14,7 +14,9 @@ from ..config import RepoConfig
 from ..errors import DefinitionErrors, FeatureNameClash, FstoreError, InvalidDefinition, SchemaChangeRefused
 from .definitions import AS_OF_CREATED, Source
 from .names import split_ref, unversioned, view_name
-from .reader import Defined, RepoContents
+from .reader import Defined, RepoContents, definition_files
+from .transform_run import view_transform
+from .transforms import transform_change
 from .resolve import check_reference, find_view, resolve
 
 #: reads a source's columns and types (the offline engine's loaders do, see fstore.offline)
@@ -123,7 +125,7 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
 
     new_views: dict[str, Any] = {}
     for vname, d in views.items():
-        record = _view_record(d, entities, sources, schemas, err, rejected)
+        record = _view_record(config, d, entities, sources, schemas, err, rejected)
         if record is None:
             continue
         old = old_views.get(vname)
@@ -132,6 +134,13 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
                     f"({_schema_diff(view_schema(old), view_schema(record))}); "
                     f"give the view a new version (version: {d.obj.version + 1}) instead",
                     file=d.file, obj=f"feature_view {d.obj.name}", field="version", cls=SchemaChangeRefused)
+            continue
+        changed = None if old is None else transform_change(old.get("transform"), record.get("transform"))
+        if changed:  # its stored history was computed by the old transformation
+            err.add(f"the transformation of applied version {d.obj.version} changed ({changed}); recompute "
+                    f"history with `fstore backfill {d.obj.name} START END` (registers version "
+                    f"{d.obj.version + 1}) or give the view a new version (version: {d.obj.version + 1})",
+                    file=d.file, obj=f"feature_view {d.obj.name}", field="transform", cls=SchemaChangeRefused)
             continue
         new_views[vname] = record
     all_views = {**old_views, **new_views}
@@ -205,7 +214,7 @@ def _ref_view_name(ref: str) -> str:
     return unversioned(split_ref(ref)[0])
 
 
-def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
+def _view_record(config: RepoConfig, d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
                  schemas: dict[str, pa.Schema | None], err: _Collector,
                  rejected: dict[str, set[str]]) -> dict[str, Any] | None:
     """The view's registry record, or None after reporting why it cannot have one.
@@ -235,6 +244,21 @@ def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, De
         return None
     src = sources[view.source].obj
     where = f"source {src.name} ({src.path})"
+    transform = None
+    if view.transform:  # keys, times and features are the transformation's output columns
+        try:
+            transform, schema = view_transform(view, schema, config.root, definition_files(config), obj=obj)
+        except InvalidDefinition as exc:
+            err.add(exc.detail, file=d.file, obj=obj, field=exc.field or "transform")
+            return None
+        where = f"the output of the transformation of source {src.name}"
+        lost = [c for c in (src.timestamp_field, src.created_timestamp_field)
+                if c is not None and (c not in schema.names or not is_time_like(schema.field(c).type))]
+        if lost:
+            err.add(f"the transformation's output must keep the source's timestamp column {lost[0]!r} "
+                    f"(output: {', '.join(f'{f.name} {f.type}' for f in schema)})", file=d.file, obj=obj,
+                    field="transform")
+            ok = False
     key_dtypes: dict[str, str] = {}
     for k in join_keys:
         if k not in schema.names:
@@ -270,6 +294,8 @@ def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, De
     record = view.to_dict()
     record["join_keys"] = join_keys
     record["key_dtypes"] = key_dtypes
+    if transform is not None:
+        record["transform"] = transform
     return record
 
 
