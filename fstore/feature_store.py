@@ -17,6 +17,7 @@ from .config import RepoConfig
 from .errors import FstoreError, InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, dataset_writer, read_lineage, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, ingest_views, make_engine
+from .offline.request_time import historical as request_time_historical
 from .monitoring.logging import FeatureLog
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
@@ -127,10 +128,9 @@ class FeatureStore:
         timestamp; with no such row, the feature's default (or null). Rows keep their
         input order and columns; features are named ``feature`` or ``view__feature``.
         """
-        requests = resolve(self.registry.require(), features, feature_service, full_feature_names,
-                           self.readiness(publish=False).offline)
-        return self.engine.historical(requests, entity_df,
-                                      event_timestamp_column or self.config.entity_timestamp_column, progress)
+        return request_time_historical(self.engine, self.registry.require(), self.config, features, feature_service,
+                                       full_feature_names, self.readiness(publish=False).offline, entity_df,
+                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
 
     def build_dataset(self, entity_df: Any, out: str | Path, features: Sequence[str] | None = None, *,
                       feature_service: str | None = None, full_feature_names: bool = False,
@@ -145,9 +145,11 @@ class FeatureStore:
         out = Path(out)
         dataset_writer(out)
         registry = self.registry.require()
-        requests = resolve(registry, features, feature_service, full_feature_names, self.readiness(publish=False).offline)
-        table = self.engine.historical(requests, entity_df,
-                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
+        ready = self.readiness(publish=False).offline
+        requests = resolve(registry, features, feature_service, full_feature_names, ready)  # the stored ones: lineage
+        table = request_time_historical(self.engine, registry, self.config, features, feature_service,
+                                        full_feature_names, ready, entity_df,
+                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
         write_dataset(table, out)
         record = dataset_lineage(registry=registry, offline=self.engine, requests=requests, table=table,
                                  dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))
