@@ -54,8 +54,8 @@ def historical(engine: Any, registry: dict[str, Any], config: Any, features: Any
                 from ..errors import FeatureNameClash
                 raise FeatureNameClash(f"feature column {out!r} clashes with an entity_df column of that name; "
                                        "rename the column or pass full_feature_names=True")
-    inner = resolve(registry, list(dict.fromkeys(refs)), None, True, ready)
-    table = engine.historical(inner, entities, ts_column, progress)
+    inner = resolve(registry, list(dict.fromkeys(refs)), None, True, ready) if refs else []
+    table = engine.historical(inner, entities, ts_column, progress) if inner else entities
     cols: dict[str, pa.Array] = {}
 
     def col(pinned: str) -> pa.Array:

@@ -32,7 +32,8 @@ from .plan import build_plan
 from .response import OnlinePlan, OnlineResponse
 
 _MISSED = (int(Status.NOT_FOUND), int(Status.EXPIRED))
-_COMPUTED, _PRESENT = int(Status.COMPUTED), int(Status.PRESENT)
+_COMPUTED = int(Status.COMPUTED)
+_ABSENT = object()
 
 
 @dataclass
@@ -78,7 +79,8 @@ def build_request_plan(registry: dict[str, Any], online: Any, config: Any, featu
     extra = [pin(ref) for v in fill_views for ref in v["on_miss"]["inputs"]] + \
         [pin(ref) for r in computed for ref in r.view["inputs"]]
     inner_refs = list(dict.fromkeys(refs + extra))
-    inner = build_plan(registry, online, inner_refs, None, True, ready)
+    inner = build_plan(registry, online, inner_refs, None, True, ready) if inner_refs else \
+        OnlinePlan([], [], [], [], [], [])  # request views that read no stored feature
     at = {name: i for i, name in enumerate(inner.names)}  # 'view_vN__feature' -> inner output index
 
     def index(pinned_ref: str) -> int:
@@ -123,17 +125,15 @@ def request_args(step: Step, rows: list[Any], cols: list[list[Any]], pick: list[
     args: dict[str, pa.Array] = {}
     chosen = rows if pick is None else [rows[j] for j in pick]
     for name, dtype in step.request.items():
-        values = []
-        for j, row in enumerate(chosen):
-            try:
-                values.append(row[name])
-            except (KeyError, TypeError):
-                num = (j if pick is None else pick[j]) + 1
-                err = MissingRequestData(f"entity row {num} (rows are numbered from 1) has no {name!r}, a request "
-                                         f"field of {step.where} ({dtype}); send it with the entity rows")
-                err.field = name
-                raise err from None
-        args[name] = request_column(values, name, dtype, where=step.where)
+        # a field no row carries is an error; a row without it, when others have it, is a null (as the
+        # network clients send it: every key any row has is a column, and as a frame's null)
+        values = [row.get(name, _ABSENT) for row in chosen]
+        if values and all(v is _ABSENT for v in values) and not any(name in row for row in rows):
+            err = MissingRequestData(f"the entity rows have no {name!r}, a request field of {step.where} "
+                                     f"({dtype}); send it with the entity rows")
+            err.field = name
+            raise err
+        args[name] = request_column([None if v is _ABSENT else v for v in values], name, dtype, where=step.where)
     for name, i, dtype in step.inputs:
         col = cols[i] if pick is None else [cols[i][j] for j in pick]
         args[name] = pa.array(col, type=_arrow(dtype))
@@ -179,6 +179,9 @@ def answer(rplan: RequestPlan, rows: list[Any], values: list[Any], status: bytea
 
 def read_request(read: Callable[..., Any], env: Any, rplan: RequestPlan, rows: list[Any], at: Any) -> OnlineResponse:
     """An in-process read of a request shape (``read``: fstore._ext._online.read)."""
-    inner = read(env, rplan.inner, rows, at, OnlineResponse, False, None)
-    flat, status, stamps = answer(rplan, rows, inner._values, inner._raw_status, inner._raw_ts)
+    if rplan.inner.readers:
+        inner = read(env, rplan.inner, rows, at, OnlineResponse, False, None)
+        flat, status, stamps = answer(rplan, rows, inner._values, inner._raw_status, inner._raw_ts)
+    else:
+        flat, status, stamps = answer(rplan, rows, [], bytearray(), bytearray())
     return OnlineResponse(rows, rplan.plan, flat, status, stamps, True)
