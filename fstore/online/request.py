@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from .._ext._constants import Status
 from ..errors import MissingRequestData
+from ..repo.definitions import DTYPES
 from ..repo.functions import load
 from ..repo.names import split_ref, view_name
 from ..repo.request_time import apply, filled, request_column
@@ -136,13 +137,8 @@ def request_args(step: Step, rows: list[Any], cols: list[list[Any]], pick: list[
         args[name] = request_column([None if v is _ABSENT else v for v in values], name, dtype, where=step.where)
     for name, i, dtype in step.inputs:
         col = cols[i] if pick is None else [cols[i][j] for j in pick]
-        args[name] = pa.array(col, type=_arrow(dtype))
+        args[name] = pa.array(col, type=DTYPES[dtype])
     return args
-
-
-def _arrow(dtype: str) -> pa.DataType:
-    from ..repo.definitions import DTYPES
-    return DTYPES[dtype]
 
 
 def answer(rplan: RequestPlan, rows: list[Any], values: list[Any], status: bytearray,
