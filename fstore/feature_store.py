@@ -308,12 +308,14 @@ class FeatureStore:
                             now: Any = None, request_id: str | None = None, model: str | None = None) -> OnlineResponse:
         """Feature vectors for ``entity_rows`` (a list of dicts of join key values).
 
-        Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED) and the
+        Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED, COMPUTED) and the
         event timestamp of its row; see fstore.online.plan for the exact rule, which is the
         training-set rule with ``now`` as the entity timestamp. ``request_id``, the
         caller's own id for the request, is handed to served-read listeners. ``model``
         ('name' for its production version, or 'name:N'), instead of features or a
-        service, reads that model version's feature service (fstore.repo.models).
+        service, reads that model version's feature service (fstore.repo.models). Request
+        fields of request-time features travel in the entity rows, beside the join keys
+        (docs/transformations.md, "Request-time transformations").
         """
         service = self._service or self.online_service
         return service.read(features, entity_rows, feature_service, full_feature_names, now, request_id, model)

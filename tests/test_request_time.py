@@ -251,3 +251,39 @@ request_views:
         with pytest.raises(FunctionNotFound) as err:
             fs.get_online_features(["s:y"], entity_rows=[{"customer_id": 1, "amount": 2.0}])
         assert "changed since it was applied" in str(err.value) and "features/fns.py" in str(err.value)
+
+
+def test_python_definitions_take_the_function_itself(tmp_path: Path) -> None:
+    """RequestView(function=fn) and on_miss={"compute": fn} in features/*.py: stored by name,
+    file and source hash, found again by the reading process."""
+    root = make_views_repo(tmp_path / "r", {"stats": {"keys": [("customer_id", "int")], "created": False,
+                                                      "features": [("avg", "float64", None)]}})
+    (root / "features" / "defs.yaml").unlink()
+    (root / "features" / "defs.py").write_text('''
+import pyarrow.compute as pc
+from fstore import Entity, Feature, FeatureView, RequestView, Source
+
+def half(cols):
+    return {"avg": pc.divide(cols["amount"], 2.0)}
+
+def plus_one(cols):
+    return {"y": pc.add(cols["avg"], 1.0)}
+
+customer = Entity(name="e_customer_id", join_keys=["customer_id"])
+stats = FeatureView(name="stats", entities=[customer], source=Source(name="s", path="data/stats", timestamp_field="ts"),
+                    features=[Feature(name="avg", dtype="float64")], on_miss={"compute": half, "request": {"amount": "float64"}})
+bumped = RequestView(name="bumped", function=plus_one, inputs=stats[["avg"]], features=[Feature(name="y", dtype="float64")])
+''')
+    write_view_source(root, "stats", pa.table({"customer_id": pa.array([1], pa.int64()), "ts": utc_ts([T0 - H]),
+                                               "avg": pa.array([3.0])}))
+    with FeatureStore(root) as fs:
+        fs.apply()
+        fs.ingest()
+        fs.materialize(T0 - 10 * H, T0)
+        doc = fs.registry.require()
+        assert doc["request_views"]["bumped"]["function"]["file"] == "features/defs.py"
+        assert doc["feature_views"]["stats_v1"]["on_miss"]["function"]["function"] == "half"
+        resp = fs.get_online_features(["stats:avg", "bumped:y"], entity_rows=[{"customer_id": 1, "amount": 8.0},
+                                                                              {"customer_id": 2, "amount": 8.0}], now=T0)
+        assert resp.values("avg") == [3.0, 4.0] and resp.values("y") == [4.0, 5.0]
+        assert resp.statuses("avg") == [Status.PRESENT, Status.COMPUTED]
