@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
-from ..errors import ComputedFeatureError, InvalidDefinition
+from ..errors import ComputedFeatureError, EntityRowError, InvalidDefinition
 from .definitions import DTYPES, Feature, _as_feature, _listify, _tags, _text, check_name, parse_dtype
 from .functions import function_name
 from .names import split_ref
@@ -149,7 +149,6 @@ def request_column(values: list[Any], name: str, dtype: str, *, where: str) -> p
     try:
         return pa.array(values, type=DTYPES[dtype])
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-        from ..errors import EntityRowError
         err = EntityRowError(f"request field {name!r} of {where} must be {dtype}: {exc}")
         err.field = name
         raise err from None
@@ -172,31 +171,31 @@ def apply(fn: Callable[..., Any], args: dict[str, pa.Array], outputs: list[tuple
                                    f"values (or a pyarrow Table), got {type(got).__name__}")
     out = []
     for name, dtype in outputs:
-        err = ComputedFeatureError  # noqa: N806
         if name not in got:
-            e = err(f"{where}: function {fn.__name__!r} gave no {name!r} (it gave {', '.join(map(str, got)) or 'nothing'})")
-            e.field = name
-            raise e
+            raise _output_error(f"{where}: function {fn.__name__!r} gave no {name!r} (it gave "
+                                f"{', '.join(map(str, got)) or 'nothing'})", name)
         col = got[name]
         try:
             arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else \
                 col if isinstance(col, pa.Array) else pa.array(col, type=DTYPES[dtype])
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-            e = err(f"{where}: feature {name!r} is declared {dtype}, but the function's values are not: {exc}")
-            e.field = name
-            raise e from None
+            raise _output_error(f"{where}: feature {name!r} is declared {dtype}, but the function's values are "
+                                f"not: {exc}", name) from None
         if pa.types.is_null(arr.type):
             arr = pa.nulls(len(arr), DTYPES[dtype])
         if arr.type != DTYPES[dtype]:
-            e = err(f"{where}: feature {name!r} is declared {dtype}, but the function gave {arr.type}")
-            e.field = name
-            raise e
+            raise _output_error(f"{where}: feature {name!r} is declared {dtype}, but the function gave {arr.type}",
+                                name)
         if len(arr) != n:
-            e = err(f"{where}: feature {name!r} has {len(arr)} values for {n} rows")
-            e.field = name
-            raise e
+            raise _output_error(f"{where}: feature {name!r} has {len(arr)} values for {n} rows", name)
         out.append(arr)
     return out
+
+
+def _output_error(message: str, feature: str) -> ComputedFeatureError:
+    err = ComputedFeatureError(message)
+    err.field = feature
+    return err
 
 
 def check_request_time(config: Any, contents: Any, views: dict[str, Any], new_views: dict[str, Any],
@@ -206,7 +205,6 @@ def check_request_time(config: Any, contents: Any, views: dict[str, Any], new_vi
     file, source hash). ``views``: every view version referable; ``new_views``: those applied now."""
     from .functions import declare
     from .names import unversioned
-    from .resolve import check_reference
     records: dict[str, Any] = {}
     names = {unversioned(v) for v in views}
     for d in contents.request_views:
@@ -234,7 +232,7 @@ def check_request_time(config: Any, contents: Any, views: dict[str, Any], new_vi
         if not spec or d is None:
             continue
         obj = f"feature_view {d.obj.name}"
-        if any(find_unversioned(ref) == d.obj.name for ref in spec["inputs"]):
+        if any(unversioned(split_ref(ref)[0]) == d.obj.name for ref in spec["inputs"]):
             err.add("an on_miss input reads the view it fills", file=d.file, obj=obj, field="on_miss.inputs")
         _check_inputs(spec["inputs"], views, "on_miss.inputs", d.file, obj, err)
         try:
@@ -245,13 +243,8 @@ def check_request_time(config: Any, contents: Any, views: dict[str, Any], new_vi
     return dict(sorted(records.items()))
 
 
-def find_unversioned(ref: str) -> str:
-    from .names import unversioned
-    return unversioned(split_ref(ref)[0])
-
-
 def _check_inputs(inputs: list[str], views: dict[str, Any], field: str, file: str, obj: str, err: Any) -> bool:
-    from .resolve import check_reference
+    from .resolve import check_reference  # resolve reads the registry this module's records go into
     ok = True
     for i, ref in enumerate(inputs):
         problem = check_reference(ref, views)
