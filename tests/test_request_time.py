@@ -287,3 +287,29 @@ bumped = RequestView(name="bumped", function=plus_one, inputs=stats[["avg"]], fe
                                                                               {"customer_id": 2, "amount": 8.0}], now=T0)
         assert resp.values("avg") == [3.0, 4.0] and resp.values("y") == [4.0, 5.0]
         assert resp.statuses("avg") == [Status.PRESENT, Status.COMPUTED]
+
+
+def test_computed_values_are_counted_by_status(repo: Path) -> None:
+    """fstore_values_total counts COMPUTED like every status (metrics sized by the Status enum)."""
+    import time
+
+    from server_util import HOST, Server, free_port, metrics
+    from fstore.client import Client
+
+    srv = Server(repo, metrics_port=free_port())
+    try:
+        with Client(HOST, srv.port, timeout=10) as c:
+            resp = c.get_online_features(["stats:avg", "score:ratio"], entity_rows=ROWS)
+        computed = resp.statuses("avg").count(Status.COMPUTED)
+        assert computed == 2  # customer 3 (expired) and 5 (no row)
+        key = 'fstore_values_total{status="COMPUTED",view="stats_v1"}'
+        for _ in range(100):  # counters may be flushed on a timer: bounded wait
+            got = {k.replace(" ", ""): v for k, v in metrics(srv.metrics_port).items()}
+            if any(k.startswith("fstore_values_total{") and 'status="COMPUTED"' in k and "stats_v1" in k and v
+                   for k, v in got.items()):
+                break
+            time.sleep(0.05)
+        found = {k: v for k, v in got.items() if 'status="COMPUTED"' in k and "stats_v1" in k}
+        assert list(found.values()) == [computed], (key, found)
+    finally:
+        srv.stop()
