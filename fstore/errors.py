@@ -175,6 +175,22 @@ class EntityRowError(FstoreError, ValueError, code="BAD_ENTITY_ROW"):
     """An entity row of an online request lacks a key or has a key of the wrong type."""
 
 
+class MissingRequestData(EntityRowError, EntityDataError, code="MISSING_REQUEST_DATA"):
+    """A request-time feature's request field is missing: from the entity rows of an online
+    read, or from the entity frame of a training set. ``field`` names the column."""
+
+
+class ComputedFeatureError(FstoreError, ValueError, code="COMPUTED_FEATURE_ERROR"):
+    """A request-time function raised, or gave an output that is not what it declares
+    (a missing column, a wrong length, a value not of the feature's dtype); ``field``
+    names the feature."""
+
+
+class FunctionNotFound(InvalidDefinition, code="FUNCTION_NOT_FOUND"):
+    """A function the definitions name is not in their Python files (or no longer the code
+    that was applied); names the file and the function."""
+
+
 class KeyTooLong(FstoreError, ValueError, code="KEY_TOO_LONG"):
     """An entity key longer than LMDB's 511 bytes; ``row`` is its 0-based index in the batch."""
     row = -1

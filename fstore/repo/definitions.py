@@ -340,6 +340,7 @@ class FeatureView:
     max_delay: Any = None  # the latest a row may be created after its event time (rule L1)
     as_of: Any = None  # AS_OF_CHOICES; None means AS_OF_EVENT
     transform: Any = None  # {sql: ...}, {python: name} or a function (fstore.repo.transforms)
+    on_miss: Any = None  # {compute: fn, request: {...}, inputs: [...]} (fstore.repo.request_time)
 
     def __post_init__(self) -> None:
         obj = f"feature_view {self.name}"
@@ -379,6 +380,8 @@ class FeatureView:
         self.max_delay = parse_duration(self.max_delay, obj=obj, field="max_delay")
         self.as_of = parse_as_of(self.as_of, obj=obj)
         self.transform, self._transform_fn = parse_transform(self.transform, obj=obj)
+        from .request_time import parse_on_miss  # it builds on this module
+        self.on_miss = parse_on_miss(self.on_miss, self.features, obj=obj)
 
     @property
     def versioned_name(self) -> str:
@@ -396,7 +399,13 @@ class FeatureView:
                 **({"monitoring": dict(self.monitoring)} if self.monitoring else {}),  # absent when unset
                 **({"max_delay_us": self.max_delay} if self.max_delay else {}),  # as monitoring
                 **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {}),  # absent when the default
-                **({"transform": dict(self.transform)} if self.transform else {})}  # absent when unset
+                **({"transform": dict(self.transform)} if self.transform else {}),  # absent when unset
+                **_on_miss_dict(self.on_miss)}  # absent when unset
+
+
+def _on_miss_dict(on_miss: Any) -> dict[str, Any]:
+    from .request_time import on_miss_dict  # it builds on this module
+    return on_miss_dict(on_miss)
 
 
 @dataclass

@@ -8,8 +8,9 @@ of its source code (``inspect.getsource``). The hash makes a changed body a chan
 with runpy, as the reader runs definitions).
 
 The one helper for every kind of declared function (batch transformations, request-time
-functions): ``declare`` stores one, ``load_function`` finds it, and both name the file
-and the function in every error.
+functions and on_miss fills): ``declare`` / ``declare_named`` store one, ``load_function`` /
+``load`` find it again, and every error names the file and the function (FunctionNotFound,
+an InvalidDefinition).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import runpy
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import InvalidDefinition
+from ..errors import FunctionNotFound, InvalidDefinition
 
 #: the attribute ``@transformation`` sets on a function: its declared options
 ATTR = "__fstore_transformation__"
@@ -55,7 +56,7 @@ def source_hash(fn: Callable[..., Any]) -> str:
         text = inspect.getsource(fn)
     except (OSError, TypeError) as exc:
         raise InvalidDefinition(f"cannot read the source of {getattr(fn, '__name__', fn)!r}: {exc}") from None
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def declare(fn: Any, root: Path, *, obj: str, field: str) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def find_declared(name: str, files: list[Path], root: Path, *, obj: str, field: 
             found.append(fn)
     if not found:
         where = ", ".join(_rel(p, root) for p in files if p.suffix == ".py") or "no Python definition file"
-        raise InvalidDefinition(f"no function {name!r} in the definitions (searched {where})", obj=obj, field=field)
+        raise FunctionNotFound(f"no function {name!r} in the definitions (searched {where})", obj=obj, field=field)
     if len({source_hash(f) for f in found}) > 1:
         raise InvalidDefinition(f"function {name!r} is defined differently in two definition files", obj=obj,
                                 field=field)
@@ -102,16 +103,49 @@ def load_function(ref: dict[str, Any], root: Path, *, what: str) -> Callable[...
     path = root / ref["file"]
     name = ref["function"]
     if not path.is_file():
-        raise InvalidDefinition(f"{what}: file {ref['file']} of function {name!r} is missing",
-                                file=ref["file"])
+        raise FunctionNotFound(f"{what}: file {ref['file']} of function {name!r} is missing",
+                               file=ref["file"])
     fn = _namespace(path).get(name)
     if not callable(fn):
-        raise InvalidDefinition(f"{what}: function {name!r} is no longer defined in {ref['file']}", file=ref["file"])
+        raise FunctionNotFound(f"{what}: function {name!r} is no longer defined in {ref['file']}", file=ref["file"])
     if source_hash(fn) != ref["source_sha256"]:
-        raise InvalidDefinition(f"{what}: function {name!r} in {ref['file']} changed since it was applied "
+        raise FunctionNotFound(f"{what}: function {name!r} in {ref['file']} changed since it was applied "
                                 "(`fstore plan` shows the change; a changed transformation needs a new "
                                 "version or `fstore backfill`)", file=ref["file"])
     return fn
+
+
+def function_name(value: Any, *, obj: str, field: str) -> str:
+    """The name a definition gives for a function: a callable's ``__name__``, or the text."""
+    name = getattr(value, "__name__", value) if callable(value) else value
+    if not isinstance(name, str) or not name.isidentifier():
+        raise FunctionNotFound(f"expected a function defined in features/*.py or its name, got {value!r}",
+                               obj=obj, field=field)
+    return name
+
+
+def declare_named(config: Any, name: str, *, obj: str, field: str,
+                  fn: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """The stored reference of the function ``name``: ``fn`` when a Python definition gave it
+    and it lives in the repository, else found by name in the definitions' Python files."""
+    if fn is not None:
+        try:
+            return declare(fn, config.root, obj=obj, field=field)
+        except FunctionNotFound:
+            raise
+        except InvalidDefinition:
+            pass  # defined outside the repository: look for it by name in the definitions
+    from .reader import definition_files  # the reader imports this module's callers
+    found = find_declared(name, definition_files(config), config.root, obj=obj, field=field)
+    return declare(found, config.root, obj=obj, field=field)
+
+
+def load(config: Any, record: dict[str, Any], *, obj: str, field: str = "function") -> Callable[..., Any]:
+    """``load_function`` for a repository's configuration, the error naming the object too."""
+    try:
+        return load_function(record, config.root, what=obj)
+    except FunctionNotFound as exc:
+        raise FunctionNotFound(exc.detail, file=exc.file, obj=obj, field=field) from None
 
 
 _CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}

@@ -17,6 +17,7 @@ from .names import split_ref, unversioned, view_name
 from .reader import Defined, RepoContents, definition_files
 from .transform_run import view_transform
 from .transforms import transform_change
+from .request_time import check_request_time
 from .resolve import check_reference, find_view, resolve
 
 #: reads a source's columns and types (the offline engine's loaders do, see fstore.offline)
@@ -148,13 +149,15 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
     # so a service naming it must not also be told the view does not exist
     referable = {**all_views, **{v: d.obj.to_dict() for v, d in views.items() if v not in new_views}}
 
+    request_views = check_request_time(config, contents, referable, new_views, err)
     for sname, d in services.items():
-        problems = [check_reference(ref, referable) for ref in d.obj.features]
+        problems = [check_reference(ref, referable, request_views) for ref in d.obj.features]
         for i, (ref, problem) in enumerate(zip(d.obj.features, problems)):
-            if problem and _ref_view_name(ref) not in rejected.get("feature_views", set()):
+            if problem and _ref_view_name(ref) not in rejected.get("feature_views", set()) | \
+                    rejected.get("request_views", set()) | {d.obj.name for d in contents.request_views}:
                 err.add(problem, file=d.file, obj=f"feature_service {sname}", field=f"features[{i}]")
         if not any(problems):
-            _check_name_clash(d, referable, err)
+            _check_name_clash(d, referable, err, request_views)
 
     if err.errors:
         raise DefinitionErrors(err.errors)
@@ -174,6 +177,7 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
         "sources": dict(sorted(src_out.items())),
         "feature_views": dict(sorted(all_views.items())),
         "feature_services": {n: d.obj.to_dict() for n, d in sorted(services.items())},
+        **({"request_views": request_views} if request_views else {}),  # absent when none
     }
 
 
@@ -195,15 +199,18 @@ def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
                     file=d.file, obj=f"source {src.name}", field=fld)
 
 
-def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector) -> None:
+def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector,
+                      request_views: dict[str, Any] | None = None) -> None:
     """Two views giving a feature of one name make a service that every read would refuse:
     refused here instead, unless the service reads with full feature names."""
     svc = d.obj
     try:
-        resolve({"feature_views": views, "feature_services": {svc.name: svc.to_dict()}}, feature_service=svc.name)
+        resolve({"feature_views": views, "feature_services": {svc.name: svc.to_dict()},
+                 "request_views": request_views or {}}, feature_service=svc.name, computed=[])
     except FeatureNameClash as exc:
         first, second = exc.refs
-        view_a, view_b = (view_name(find_view(split_ref(r)[0], views)) for r in exc.refs)  # type: ignore[arg-type]
+        view_a, view_b = (split_ref(r)[0] if split_ref(r)[0] in (request_views or {}) else
+                          view_name(find_view(split_ref(r)[0], views)) for r in exc.refs)  # type: ignore[arg-type]
         err.add(f"{first!r} (view {view_a}) and {second!r} (view {view_b}) both give the feature column "
                 f"{exc.column!r}; set full_feature_names: true on the service (columns named view__feature), "
                 "or keep only one of them", file=d.file, obj=f"feature_service {svc.name}", field="features")
