@@ -34,7 +34,7 @@ extensions = [
         extra_compile_args=compile_args,
     )
     for name in ["_constants", "_response", "_record", "_asof", "_online", "_wire", "_protocol", "_serve", "_hdr",
-                 "_replies", "_loadgen", "_drift", "_logbuf"]
+                 "_replies", "_loadgen", "_drift", "_logbuf", "_window"]
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=DEBUG))

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from ..errors import InvalidDefinition
 from ..times import parse_duration
+from .aggregations import split_aggregations
 from .names import NAME_RE, SECTIONS, VERSION_SUFFIX_RE, versioned_name
 
 #: canonical dtype name -> Arrow type of the stored column
@@ -338,6 +339,7 @@ class FeatureView:
     monitoring: Any = None  # drift thresholds of every feature of the view (parse_monitoring)
     max_delay: Any = None  # the latest a row may be created after its event time (rule L1)
     as_of: Any = None  # AS_OF_CHOICES; None means AS_OF_EVENT
+    aggregations: Any = None  # windowed aggregations (fstore.repo.aggregations); None: a plain view
 
     def __post_init__(self) -> None:
         obj = f"feature_view {self.name}"
@@ -358,8 +360,9 @@ class FeatureView:
             self.source = self._source_obj.name
         if not isinstance(self.source, str) or not self.source:
             raise InvalidDefinition("a source name is required", obj=obj, field="source")
+        split_aggregations(self, obj)
         self.features = [_as_feature(f, obj=obj, index=i) for i, f in enumerate(_listify(self.features))]
-        if not self.features:
+        if not self.features and not self.aggregations:
             raise InvalidDefinition("at least one feature is required", obj=obj, field="features")
         seen: set[str] = set()
         for f in self.features:
@@ -392,7 +395,8 @@ class FeatureView:
                 "description": self.description, "tags": dict(self.tags), "online": self.online,
                 **({"monitoring": dict(self.monitoring)} if self.monitoring else {}),  # absent when unset
                 **({"max_delay_us": self.max_delay} if self.max_delay else {}),  # as monitoring
-                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {})}  # absent when the default
+                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {}),  # absent when the default
+                **({"aggregations": [dict(a) for a in self.aggregations]} if self.aggregations else {})}  # as monitoring
 
 
 @dataclass
