@@ -266,3 +266,36 @@ def test_last_ties_nulls_and_ttl(tmp_path: Path) -> None:
     assert out.column("n").to_pylist() == [3, 2, 1, 0, 0]  # cid 3 at 14m: newest event (null) at 5m is within 10m
     assert out.column("s").to_pylist() == [60, 9, 9, None, None]
     fs.close()
+
+
+def test_online_materialize_and_push_match_training_sets(tmp_path: Path) -> None:
+    """Materialization writes each entity's aggregates as of END, equal to a training row at
+    END; a push of raw events recomputes the pushed entity as of now, equal to a training row
+    at now (and the events are in the offline store for training)."""
+    root = _repo(tmp_path / "r", "      - {column: v, function: sum, window: 1d, name: s}\n"
+                                 "      - {column: v, function: count, window: 1d, name: n}\n"
+                                 "      - {column: v, function: max, window: 2h, name: mx}\n",
+                 feature_lines="    features:\n      - {name: mx, default: -1}\n")
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    h = lambda x: now - dt.timedelta(hours=x)
+    pq.write_table(pa.table({"cid": [1, 1, 1, 2], "ts": [h(30), h(5), h(1), h(3)], "created": [h(30)] * 4,
+                             "v": [100, 2, 3, 40]}), root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    end = h(0.5)
+    fs.materialize(h(48), end)
+    names = ["agg:s", "agg:n", "agg:mx"]
+    online = fs.get_online_features(names, entity_rows=[{"cid": 1}, {"cid": 2}]).to_dict()
+    offline = fs.get_historical_features(pa.table({"cid": [1, 2], "event_timestamp": [end, end]}), names)
+    assert online["s"] == offline.column("s").to_pylist() == [5, 40]
+    assert online["n"] == offline.column("n").to_pylist() == [2, 1]
+    assert online["mx"] == offline.column("mx").to_pylist() == [3, -1]  # cid 2: nothing in 2h -> default
+    assert fs.push("agg", {"cid": [2, 2], "ts": [h(0.25), h(0.2)], "created": [h(0.1)] * 2, "v": [7, None]}) == 1
+    online = fs.get_online_features(names, entity_rows=[{"cid": 2}]).to_dict()
+    at = dt.datetime.now(UTC)
+    offline = fs.get_historical_features(pa.table({"cid": [2], "event_timestamp": [at]}), names)
+    assert online["s"] == offline.column("s").to_pylist() == [47]
+    assert online["n"] == offline.column("n").to_pylist() == [2]  # the null value is not counted
+    assert online["mx"] == offline.column("mx").to_pylist() == [7]
+    fs.close()
