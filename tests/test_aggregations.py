@@ -299,3 +299,35 @@ def test_online_materialize_and_push_match_training_sets(tmp_path: Path) -> None
     assert online["n"] == offline.column("n").to_pylist() == [2]  # the null value is not counted
     assert online["mx"] == offline.column("mx").to_pylist() == [7]
     fs.close()
+
+
+def test_server_push_of_raw_events_updates_the_served_aggregate(tmp_path: Path) -> None:
+    """Through a real server process: PUSH raw events to an aggregation view, GET the
+    aggregates, and they equal the training set at the same time."""
+    from fstore.client import Client
+    from server_util import HOST, Server
+
+    root = _repo(tmp_path / "r", "      - {column: v, function: sum, window: 1d, name: s}\n"
+                                 "      - {column: v, function: last, window: 1d, name: last}\n")
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    pq.write_table(pa.table({"cid": [5], "ts": [now - dt.timedelta(hours=2)], "created": [now], "v": [1.5]}),
+                   root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    fs.materialize(now - dt.timedelta(days=2), now)
+    fs.close()
+    server = Server(root)
+    try:
+        with Client(HOST, server.port, timeout=10) as c:
+            assert c.get_online_features(["agg:s"], entity_rows=[{"cid": 5}]).values("s") == [1.5]
+            t = now - dt.timedelta(minutes=1)
+            assert c.push("agg", {"cid": [5, 6], "ts": [t, t], "created": [t, t], "v": [2.0, 4.0]}) == 2
+            got = c.get_online_features(["agg:s", "agg:last"], entity_rows=[{"cid": 5}, {"cid": 6}])
+            assert got.values("s") == [3.5, 4.0] and got.values("last") == [2.0, 4.0]
+    finally:
+        server.stop()
+    with FeatureStore(root) as fs:
+        at = dt.datetime.now(UTC)
+        out = fs.get_historical_features(pa.table({"cid": [5, 6], "event_timestamp": [at, at]}), ["agg:s", "agg:last"])
+        assert out.column("s").to_pylist() == [3.5, 4.0] and out.column("last").to_pylist() == [2.0, 4.0]
