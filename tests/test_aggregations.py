@@ -331,3 +331,19 @@ def test_server_push_of_raw_events_updates_the_served_aggregate(tmp_path: Path) 
         at = dt.datetime.now(UTC)
         out = fs.get_historical_features(pa.table({"cid": [5, 6], "event_timestamp": [at, at]}), ["agg:s", "agg:last"])
         assert out.column("s").to_pylist() == [3.5, 4.0] and out.column("last").to_pylist() == [2.0, 4.0]
+
+
+def test_changing_a_window_in_place_needs_a_new_version(tmp_path: Path) -> None:
+    root = _repo(tmp_path / "r", "      - {column: v, function: sum, window: 1h, name: s}\n")
+    pq.write_table(pa.table({"cid": [1], "ts": [T0], "created": [T0], "v": [1]}), root / "data/ev/a.parquet")
+    with FeatureStore(root) as fs:
+        fs.apply()
+        assert fs.plan().changes == []  # the typed record is stable across plans
+    defs = root / "features/defs.yaml"
+    defs.write_text(defs.read_text().replace("window: 1h", "window: 2h"))
+    with pytest.raises(DefinitionErrors, match="aggregations changed"):
+        FeatureStore(root).plan()
+    defs.write_text(defs.read_text().replace("    source: ev\n", "    source: ev\n    version: 2\n"))
+    with FeatureStore(root) as fs:
+        fs.apply()
+        assert fs.get_feature_view("agg")["aggregations"][0]["window_us"] == 7200 * S

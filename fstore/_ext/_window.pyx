@@ -25,31 +25,39 @@ cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
     return q
 
 
-cdef inline int key_cmp(const int64_t[:, ::1] a, Py_ssize_t i, const int64_t[:, ::1] b, Py_ssize_t j,
-                        Py_ssize_t k) noexcept nogil:
+cdef inline int key_cmp(const int64_t* a, const int64_t* b, Py_ssize_t k) noexcept nogil:
+    """Compare two key rows of width k (raw pointers: a memoryview argument would cost an
+    atomic reference count per call in the binary searches)."""
     cdef Py_ssize_t c
     for c in range(k):
-        if a[i, c] < b[j, c]:
+        if a[c] < b[c]:
             return -1
-        if a[i, c] > b[j, c]:
+        if a[c] > b[c]:
             return 1
     return 0
 
 
-cdef inline Py_ssize_t lower_bound(const int64_t[:, ::1] keys, const int64_t[::1] ts, Py_ssize_t n,
-                                   const int64_t[:, ::1] qk, Py_ssize_t q, int64_t x,
-                                   Py_ssize_t k) noexcept nogil:
-    """The first index whose (key, ts) >= (qk[q], x); n if none."""
+cdef inline Py_ssize_t lower_bound(const int64_t* keys, const int64_t* ts, Py_ssize_t n,
+                                   const int64_t* qk, int64_t x, Py_ssize_t k) noexcept nogil:
+    """The first index whose (key, ts) >= (qk, x); n if none."""
     cdef Py_ssize_t lo = 0, hi = n, mid
     cdef int c
     while lo < hi:
         mid = (lo + hi) >> 1
-        c = key_cmp(keys, mid, qk, q, k)
+        c = key_cmp(keys + mid * k, qk, k)
         if c < 0 or (c == 0 and ts[mid] < x):
             lo = mid + 1
         else:
             hi = mid
     return lo
+
+
+cdef inline const int64_t* rows_ptr(const int64_t[:, ::1] m):
+    return NULL if m.shape[0] == 0 else &m[0, 0]
+
+
+cdef inline const int64_t* vec_ptr(const int64_t[::1] v):
+    return NULL if v.shape[0] == 0 else &v[0]
 
 
 cdef inline bint newer(int64_t ts, int64_t cr, num v, int64_t bts, int64_t bcr, num bv) noexcept nogil:
@@ -63,11 +71,12 @@ cdef inline bint newer(int64_t ts, int64_t cr, num v, int64_t bts, int64_t bcr, 
 
 def _check_sorted(const int64_t[:, ::1] keys, const int64_t[::1] ts, str what):
     cdef Py_ssize_t i, n = ts.shape[0], k = keys.shape[1]
+    cdef const int64_t* kp = rows_ptr(keys)
     cdef int c
     cdef bint bad = False
     with nogil:
         for i in range(1, n):
-            c = key_cmp(keys, i - 1, keys, i, k)
+            c = key_cmp(kp + (i - 1) * k, kp + i * k, k)
             if c > 0 or (c == 0 and ts[i - 1] > ts[i]):
                 bad = True
                 break
@@ -96,10 +105,11 @@ def build_tiles(const int64_t[:, ::1] keys, const int64_t[::1] ts, const int64_t
     cdef num[::1] s = sum_np, mn = min_np, mx = max_np, last = last_np
     cdef int64_t tile
     cdef num v
+    cdef const int64_t* kp = rows_ptr(keys)
     with nogil:
         for i in range(n):
             tile = floor_div(ts[i], grain) * grain
-            if m == 0 or tile != start[m - 1] or key_cmp(keys, i, keys, first[m - 1], k) != 0:
+            if m == 0 or tile != start[m - 1] or key_cmp(kp + i * k, kp + first[m - 1] * k, k) != 0:
                 first[m] = i
                 start[m] = tile
                 m += 1
@@ -152,16 +162,23 @@ def window_aggregate(const int64_t[:, ::1] ev_keys, const int64_t[::1] ev_ts, co
     cdef num v, acc, vmin, vmax, best
     cdef Py_ssize_t[4] ranges
     cdef int r
+    cdef const int64_t* ekp = rows_ptr(ev_keys)
+    cdef const int64_t* etp = vec_ptr(ev_ts)
+    cdef const int64_t* tkp = rows_ptr(tile_keys)
+    cdef const int64_t* tsp = vec_ptr(tile_start)
+    cdef const int64_t* qkp = rows_ptr(q_keys)
+    cdef const int64_t* qrow
     with nogil:
         for q in range(n_q):
             if not q_valid[q]:
                 continue
             hi_t = q_ts[q]
             lo_t = hi_t - window  # exclusive
+            qrow = qkp + q * k
             full_lo = floor_div(lo_t + grain, grain) * grain  # first tile start > lo_t
             full_hi = floor_div(hi_t + 1, grain) * grain      # tiles ending at or before hi_t + 1
-            a = lower_bound(ev_keys, ev_ts, n_e, q_keys, q, lo_t + 1, k)
-            d = lower_bound(ev_keys, ev_ts, n_e, q_keys, q, hi_t + 1, k)
+            a = lower_bound(ekp, etp, n_e, qrow, lo_t + 1, k)
+            d = lower_bound(ekp, etp, n_e, qrow, hi_t + 1, k)
             cnt = 0
             acc = 0
             vmin = 0
@@ -170,11 +187,11 @@ def window_aggregate(const int64_t[:, ::1] ev_keys, const int64_t[::1] ev_ts, co
             bts = NO_TIME
             bcr = NO_TIME
             if full_lo < full_hi:
-                b = lower_bound(ev_keys, ev_ts, n_e, q_keys, q, full_lo, k)
-                c = lower_bound(ev_keys, ev_ts, n_e, q_keys, q, full_hi, k)
+                b = lower_bound(ekp, etp, n_e, qrow, full_lo, k)
+                c = lower_bound(ekp, etp, n_e, qrow, full_hi, k)
                 # whole tiles [full_lo, full_hi): duplicates of a (key, tile) from several runs add up
-                i = lower_bound(tile_keys, tile_start, n_t, q_keys, q, full_lo, k)
-                while i < n_t and tile_start[i] < full_hi and key_cmp(tile_keys, i, q_keys, q, k) == 0:
+                i = lower_bound(tkp, tsp, n_t, qrow, full_lo, k)
+                while i < n_t and tile_start[i] < full_hi and key_cmp(tkp + i * k, qrow, k) == 0:
                     if tile_count[i] > 0:
                         if cnt == 0:
                             vmin = tile_min[i]
@@ -234,12 +251,15 @@ def newest_in_window(const int64_t[:, ::1] ev_keys, const int64_t[::1] ev_ts, co
     _check_sorted(ev_keys, ev_ts, "events")
     out_np = np.full(n_q, NO_TIME, dtype=np.int64)
     cdef int64_t[::1] out = out_np
+    cdef const int64_t* ekp = rows_ptr(ev_keys)
+    cdef const int64_t* etp = vec_ptr(ev_ts)
+    cdef const int64_t* qkp = rows_ptr(q_keys)
     with nogil:
         for q in range(n_q):
             if not q_valid[q]:
                 continue
-            a = lower_bound(ev_keys, ev_ts, n_e, q_keys, q, q_ts[q] - window + 1, k)
-            d = lower_bound(ev_keys, ev_ts, n_e, q_keys, q, q_ts[q] + 1, k)
+            a = lower_bound(ekp, etp, n_e, qkp + q * k, q_ts[q] - window + 1, k)
+            d = lower_bound(ekp, etp, n_e, qkp + q * k, q_ts[q] + 1, k)
             if d > a:
                 out[q] = ev_ts[d - 1]
     return out_np

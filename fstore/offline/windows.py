@@ -113,22 +113,32 @@ def bucket_aggregates(store: OfflineStore, view: dict[str, Any], manifest: dict[
     ek, tk, qk = key_matrices(view, [events, tiles, q_table])
     ets = as_int64(events.column(EVENT_TS))
     ecr = as_int64(events.column(CREATED_TS), fill=NO_TIME)
-    q_valid = np.ascontiguousarray(q_valid, dtype=np.uint8)
-    q_ts = np.ascontiguousarray(q_ts, dtype=np.int64)
+    # the queries in (key, time) order, so that the kernel's binary searches walk memory
+    # forward (cache-warm) instead of jumping: about twice as fast on a big bucket
+    order = np.lexsort((q_ts, *qk.T[::-1]))
+    qk = np.ascontiguousarray(qk[order])
+    q_valid = np.ascontiguousarray(q_valid[order], dtype=np.uint8)
+    q_ts = np.ascontiguousarray(q_ts[order], dtype=np.int64)
+    back = pa.array(np.argsort(order))
     grain = grain_of(view)
     ttl = view.get("ttl_us") or 0
     dtypes = {f["name"]: f["dtype"] for f in ev["features"]}
     results: dict[tuple[str, int], tuple] = {}
     newest: dict[int, np.ndarray] = {}
     out: dict[str, pa.Array] = {}
+    inputs: dict[str, tuple] = {}  # per column: its values and tiles as the kernel takes them
+    tile_start = as_int64(tiles.column(TILE_START))
     for a in wanted:
         col, w = a["column"], a["window_us"]
-        if (col, w) not in results:
+        if col not in inputs:
             vals, evalid = kernel_values(events.column(col), dtypes[col])
-            t = [tiles.column(f"{col}__{p}").to_numpy() for p in PARTS]
-            t = [np.ascontiguousarray(x.astype(vals.dtype) if i in (0, 2, 3, 4) else x) for i, x in enumerate(t)]
-            results[(col, w)] = window_aggregate(ek, ets, ecr, vals, evalid, tk,
-                                                 as_int64(tiles.column(TILE_START)), *t, qk, q_ts, q_valid, w, grain)
+            t = [as_int64(tiles.column(f"{col}__{p}")) if p in ("count", "last_ts", "last_cr") else
+                 np.ascontiguousarray(tiles.column(f"{col}__{p}").to_numpy(), dtype=vals.dtype) for p in PARTS]
+            inputs[col] = (vals, evalid, t)
+        if (col, w) not in results:
+            vals, evalid, t = inputs[col]
+            results[(col, w)] = window_aggregate(ek, ets, ecr, vals, evalid, tk, tile_start, *t, qk, q_ts, q_valid,
+                                                 w, grain)
         s, count, mn, mx, last = results[(col, w)]
         count = count.copy()
         if ttl:
@@ -146,4 +156,4 @@ def bucket_aggregates(store: OfflineStore, view: dict[str, Any], manifest: dict[
         else:
             vals = (s, count, mn, mx, last)[_PICK[fn]]
             out[a["name"]] = pa.array(vals, mask=none).cast(dtype)
-    return out
+    return {name: col.take(back) for name, col in out.items()}
