@@ -15,12 +15,15 @@ import pyarrow as pa
 from ..config import PROJECT_FILE, RepoConfig
 from ..errors import BadRows, InvalidConfig
 from ..progress import Reporter
+from ..repo.aggregations import is_aggregation_view
 from ..repo.definitions import Source
 from ..repo.resolve import ViewRequest
 from .backfill import BackfillResult, backfill
 from .historical import get_historical_features
 from .loaders import get_loader
 from .store import IngestResult, OfflineStore
+from .tiles import events_view, sync_tiles
+from .windows import one_matrix
 
 
 class OfflineEngine(Protocol):
@@ -54,6 +57,10 @@ class LocalEngine:
         self.store = OfflineStore(config)
 
     def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None = None) -> IngestResult:
+        if is_aggregation_view(view):  # the events, then the tiles of the new runs (fstore.offline.tiles)
+            result = self.store.ingest(events_view(view), source, progress)
+            sync_tiles(self.store, view, one_matrix(view))
+            return result
         return self.store.ingest(view, source, progress)
 
     def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from .._ext._asof import asof_indices
 from ..errors import EntityDataError, FeatureNameClash, OfflineStoreError
 from ..progress import Reporter, Silent
+from ..repo.aggregations import is_aggregation_view
 from ..repo.definitions import AS_OF_CREATED, DTYPES
 from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
@@ -39,6 +40,7 @@ from .asof_created import created_asof_indices
 from .casting import CastFailure, as_int64, to_dtype, to_timestamp
 from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, bucket_ids, sort_indices
 from .store import OfflineStore
+from .windows import join_aggregations
 
 
 
@@ -111,7 +113,12 @@ def get_historical_features(store: OfflineStore, requests: list[ViewRequest], en
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
             for r in requests:
-                for pos, name, col in _join_view(store, r, manifests[r.key], entities, ts, pool, progress):
+                if is_aggregation_view(r.view):
+                    key_table, valid = entity_keys(r.view, entities, len(ts))
+                    joined = join_aggregations(store, r, manifests[r.key], key_table, valid, ts, pool, progress)
+                else:
+                    joined = _join_view(store, r, manifests[r.key], entities, ts, pool, progress)
+                for pos, name, col in joined:
                     columns[pos] = (name, col)
     finally:
         progress.stop()
@@ -152,21 +159,7 @@ def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], ent
     won, and with ``stamps`` its event time (int64 microseconds, undefined where none)."""
     view = req.view
     keys = view["join_keys"]
-    key_cols = {}
-    for k in keys:
-        if k not in entities.column_names:
-            raise EntityDataError(f"the entity rows have no {k!r} column, a join key of feature view "
-                                  f"{view_name(view)} (columns: {', '.join(entities.column_names)})")
-        try:
-            key_cols[k] = to_dtype(entities.column(k), KEY_TYPES[view["key_dtypes"][k]])
-        except CastFailure as exc:
-            raise EntityDataError(_cast_problem(entities.column(k), k, exc, f"the {view['key_dtypes'][k]} key of "
-                                                f"feature view {view_name(view)}")) from None
-    key_table = pa.table(key_cols)
-    valid = np.ones(len(ts), dtype=np.uint8)
-    for k in keys:
-        if key_cols[k].null_count:
-            valid &= ~np.asarray(key_cols[k].is_null().to_numpy(zero_copy_only=False))
+    key_table, valid = entity_keys(view, entities, len(ts))
     n_buckets = manifest["buckets"]
     buckets = bucket_ids(key_table, keys, n_buckets)
     order = np.argsort(buckets, kind="stable")
@@ -203,6 +196,26 @@ def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], ent
     hit = np.concatenate(parts_hit)[inverse] if parts_hit else np.zeros(0, dtype=bool)
     times = as_int64(taken.column(EVENT_TS), fill=NO_TIME) if stamps else None
     return taken, hit, times
+
+
+def entity_keys(view: dict[str, Any], entities: pa.Table, n: int) -> tuple[pa.Table, np.ndarray]:
+    """The view's join key columns of the entity rows, cast to the stored key types, and
+    which rows have every key (uint8: a null key matches nothing)."""
+    key_cols = {}
+    for k in view["join_keys"]:
+        if k not in entities.column_names:
+            raise EntityDataError(f"the entity rows have no {k!r} column, a join key of feature view "
+                                  f"{view_name(view)} (columns: {', '.join(entities.column_names)})")
+        try:
+            key_cols[k] = to_dtype(entities.column(k), KEY_TYPES[view["key_dtypes"][k]])
+        except CastFailure as exc:
+            raise EntityDataError(_cast_problem(entities.column(k), k, exc, f"the {view['key_dtypes'][k]} key of "
+                                                f"feature view {view_name(view)}")) from None
+    valid = np.ones(n, dtype=np.uint8)
+    for k in view["join_keys"]:
+        if key_cols[k].null_count:
+            valid &= ~np.asarray(key_cols[k].is_null().to_numpy(zero_copy_only=False))
+    return pa.table(key_cols), valid
 
 
 def _with_defaults(req: ViewRequest, taken: pa.Table, hit: np.ndarray):

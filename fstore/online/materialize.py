@@ -33,9 +33,11 @@ from ..offline.layout import EVENT_TS, sort_table
 from ..offline.problems import RowProblems
 from ..offline.store import OfflineStore
 from ..progress import Reporter, Silent
+from ..repo.aggregations import is_aggregation_view
 from ..repo.names import view_name
 from ..offline.casting import as_int64
 from ..times import format_duration, from_us, now_us
+from .aggregates import materialize_aggregates
 from .codec import write_table
 from .consumed import Consumed, Plan, after_incremental, after_window, incremental_plan, window_plan
 from .files import read_files
@@ -102,6 +104,9 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
     progress = progress or Silent()
     results = []
     for view in views:
+        if is_aggregation_view(view):  # every entity as of END (fstore.online.aggregates)
+            results.append(materialize_aggregates(offline, online, view, end_us))
+            continue
         name = view_name(view)
         manifest = offline.manifest(view)
         if manifest is None:

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from ..config import RepoConfig
 from ..errors import DefinitionErrors, FeatureNameClash, FstoreError, InvalidDefinition, SchemaChangeRefused
-from .definitions import AS_OF_CREATED, Source
+from .aggregations import resolve_aggregations
+from .definitions import AS_OF_CREATED, Source, coerce_default
 from .names import split_ref, unversioned, view_name
 from .reader import Defined, RepoContents, definition_files
 from .transform_run import view_transform
@@ -65,7 +66,9 @@ def view_schema(record: dict[str, Any]) -> dict[str, Any]:
     """The part of a view version that may never change in place."""
     return {"entities": record["entities"], "join_keys": record["join_keys"],
             "key_dtypes": record["key_dtypes"],
-            "features": [(f["name"], f["dtype"]) for f in record["features"]]}
+            "features": [(f["name"], f["dtype"]) for f in record["features"]],
+            # an aggregation's column, function, window or grain changes what its values mean
+            **({"aggregations": record["aggregations"]} if record.get("aggregations") else {})}
 
 
 class _Collector:
@@ -296,6 +299,10 @@ def _view_record(config: RepoConfig, d: Defined, entities: dict[str, Defined], s
         err.add(f"as_of: {AS_OF_CREATED} needs a created timestamp, and source {src.name} declares no "
                 "created_timestamp_field", file=d.file, obj=obj, field="as_of")
         ok = False
+    if view.aggregations and view.as_of == AS_OF_CREATED:
+        err.add(f"as_of: {AS_OF_CREATED} is not supported for aggregations (the created time only breaks "
+                "ties of last)", file=d.file, obj=obj, field="as_of")
+        ok = False
     if not ok:
         return None
     record = view.to_dict()
@@ -303,6 +310,10 @@ def _view_record(config: RepoConfig, d: Defined, entities: dict[str, Defined], s
     record["key_dtypes"] = key_dtypes
     if transform is not None:
         record["transform"] = transform
+    if view.aggregations and not resolve_aggregations(
+            record, schema, reserved, where, coerce_default,
+            lambda msg, fld: err.add(msg, file=d.file, obj=obj, field=fld)):
+        return None
     return record
 
 
@@ -321,4 +332,6 @@ def _schema_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
             parts.append(f"feature {name}: {of[name]} -> {nf[name]}")
     if not parts and old["features"] != new["features"]:
         parts.append("feature order changed")
+    if not parts and old.get("aggregations") != new.get("aggregations"):
+        parts.append("aggregations changed (column, function, window or tile)")
     return "; ".join(parts)
