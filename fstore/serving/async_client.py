@@ -309,9 +309,11 @@ class AsyncClient:
     async def _run(self, op: int, args: dict[str, Any], retry: bool, rows: int = 0) -> Any:
         """One request's result within the call's deadline; a GET of more ``rows`` than the
         server's max_rows is sent in parts on the connection, pipelined, and joined."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._adopt(loop)
+        loop = self._loop
+        if loop is None or not loop.is_running():  # (one loop at a time: while ours runs, we run in it;
+            loop = asyncio.get_running_loop()  # asyncio.get_running_loop costs a getpid system call)
+            if loop is not self._loop:
+                self._adopt(loop)
         deadline = loop.time() + self._s.timeout
         attempts = 1 + self._s.retries
         for attempt in range(attempts):
