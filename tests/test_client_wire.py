@@ -81,6 +81,10 @@ def test_decoder_reuses_a_repeated_shape_and_fails_as_unpack() -> None:
     assert two[2]["names"] is one[2]["names"] and two[2]["values"] is not one[2]["values"]
     other = decode(_packer.pack([3, True, dict(result, names=["a", "c"])]))
     assert other[2]["names"] == ["a", "c"]
+    info = _packer.pack([5, True, {"keys": ["a"], "names": ["b"]}])  # not a GET: nothing shared
+    first = decode(info)
+    first[2]["keys"].append("changed by the caller")
+    assert decode(info) == [5, True, {"keys": ["a"], "names": ["b"]}]
     body = _packer.pack([4, True, result])
     for bad in (body[:-1], body + b"\x00", body[:3], b"\x93\x04\xc3\x81\xc1"):
         with pytest.raises(Exception) as want:

@@ -113,8 +113,9 @@ cdef class ReplyDecoder:
     view_of, keys: half the decoding of a 20-feature reply) are decoded once and reused,
     the same list objects, while their bytes do not change (so the response's plan is found
     by identity); a bin entry (status, ts) becomes bytes without a generic decoder call;
-    other entries go through ``unpack`` one by one. An error reply, a result that is not a
-    map, or anything unusual is handed to ``unpack`` whole, which decides (and raises) as before.
+    other entries go through ``unpack`` one by one. Shared lists are handed out only in a
+    GET's result (names and values both there). An error reply, a result that is not a map,
+    or anything unusual is handed to ``unpack`` whole, which decides (and raises) as before.
     """
 
     cdef object _unpack
@@ -134,6 +135,7 @@ cdef class ReplyDecoder:
         cdef const uint8_t* v
         cdef const uint8_t* s
         cdef Py_ssize_t n, i, klen, vlen, slen, at
+        cdef int seen = 0  # shape entries (bits 0-3) and values (bit 4) met
         cdef uint64_t rid
         cdef dict result
         cdef bytes raw
@@ -180,7 +182,10 @@ cdef class ReplyDecoder:
                     self._val[at] = self._unpack(raw)
                     self._raw[at] = raw
                 result[_SHAPE[at]] = self._val[at]
+                seen |= 1 << at
                 continue
+            if klen == 6 and memcmp(k, b"values", 6) == 0:
+                seen |= 16
             key = PyUnicode_DecodeUTF8(<const char*>k, klen, NULL)
             if 0xc4 <= v[0] <= 0xc6:
                 _str(v, p, 1, &s, &slen)
@@ -190,6 +195,8 @@ cdef class ReplyDecoder:
             else:
                 result[key] = self._unpack(PyBytes_FromStringAndSize(<const char*>v, vlen))
         if p != end:  # bytes after the reply: let unpack say so
+            return self._unpack(body)
+        if seen & 15 and (seen & 17) != 17:  # not a GET's values: hand out no shared list
             return self._unpack(body)
         return [rid, True, result]
 
