@@ -1,5 +1,7 @@
 """Framing of the fstore wire protocol (docs/protocol.md): u32 big-endian length + MessagePack body."""
 
+from typing import Any, Callable
+
 PREFIX: int
 
 class FrameReader:
@@ -19,3 +21,18 @@ class FrameReader:
 
 def frame(body: bytes) -> bytes:
     """``body`` with its 4-byte big-endian length prefix."""
+
+class ReplyDecoder:
+    """``unpack`` for one connection's replies: a GET's shape entries (names, dtypes, view_of,
+    keys) decoded once and reused (the same lists) while their bytes repeat; anything
+    unusual decoded by ``unpack`` whole, so errors are the same."""
+
+    def __init__(self, unpack: Callable[[bytes], Any]) -> None: ...
+    def __call__(self, body: bytes) -> Any: ...
+
+class RequestFramer:
+    """``frame(pack([op, rid, args]))`` for one connection's requests: a list of strings
+    equal to the last one sent under its key is not packed again."""
+
+    def __init__(self, pack: Callable[[Any], bytes]) -> None: ...
+    def __call__(self, op: int, rid: int, args: dict[str, Any]) -> bytes: ...

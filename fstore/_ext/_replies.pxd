@@ -7,3 +7,8 @@ cdef int mp_reply(const uint8_t* p, const uint8_t* end, uint64_t* rid, int* ok,
 cdef Py_ssize_t resp_reply(const uint8_t* p, const uint8_t* end, const int32_t* weights, Py_ssize_t nweights,
                            int64_t* present, int64_t* missing, const uint8_t** err,
                            Py_ssize_t* err_len) noexcept nogil
+
+# MessagePack stepping, shared with the client's reply decoder (_protocol.ReplyDecoder)
+cdef const uint8_t* _skip(const uint8_t* p, const uint8_t* end) noexcept nogil
+cdef const uint8_t* _str(const uint8_t* p, const uint8_t* end, bint binary, const uint8_t** s,
+                         Py_ssize_t* n) noexcept nogil

@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 
 from .._ext._constants import Op
-from .._ext._protocol import PREFIX, FrameReader, frame
+from .._ext._protocol import PREFIX, FrameReader, ReplyDecoder, RequestFramer, frame
 
 VERSION = 1
 MAX_REQUEST_ID = 128   # characters of a GET's optional ``request_id`` (the caller's own id, echoed)
@@ -22,7 +22,7 @@ HELLO, GET, PUSH, HEALTH, INFO = (int(Op.OP_HELLO), int(Op.OP_GET), int(Op.OP_PU
                                   int(Op.OP_INFO))
 
 __all__ = ["GET", "HEALTH", "HELLO", "INFO", "MAX_CLIENT_NAME", "MAX_REQUEST_ID", "OPS", "PREFIX", "PUSH",
-           "VERSION", "FrameReader", "frame", "pack", "unpack"]
+           "VERSION", "FrameReader", "decoder", "frame", "framer", "pack", "unpack"]
 
 _packer = msgpack.Packer(datetime=True, use_bin_type=True)
 
@@ -35,3 +35,15 @@ def pack(obj: Any) -> bytes:
 def unpack(body: bytes) -> Any:
     """A frame body decoded; timestamps come back as aware datetimes."""
     return msgpack.unpackb(body, raw=False, timestamp=3, strict_map_key=False)
+
+
+def framer() -> RequestFramer:
+    """``pack([op, rid, args])`` for one connection's requests, reusing the bytes of a
+    feature list sent before (fstore._ext._protocol.RequestFramer)."""
+    return RequestFramer(_packer.pack)
+
+
+def decoder() -> ReplyDecoder:
+    """``unpack`` for one connection's replies, decoding a GET's shape once
+    (fstore._ext._protocol.ReplyDecoder)."""
+    return ReplyDecoder(unpack)
