@@ -1,24 +1,28 @@
-"""The offline engine: the small interface behind which ingest and training-set builds run.
+"""The offline engine: the small interface behind which ingest, training-set builds and
+the reads of materialization run.
 
-The local engine (Parquet files, the Cython as-of join, a thread pool) is the
-default. A Spark engine for teams that outgrow one machine implements the same
-three methods over the same offline layout and is chosen in fstore.yaml with
-``offline_store: {engine: package.module:Class}``.
+The local engine (Parquet files, the Cython as-of join, a thread pool) is the default.
+The Spark engine (fstore.offline.spark, ``offline_store: {engine: spark}``) implements
+the same methods over the same offline layout, for work past one machine; another is
+chosen with ``offline_store: {engine: package.module:Class}``. Every engine gives the
+same results: the point-in-time rule is fstore.offline.historical's, the newest-row
+rule fstore.offline.newest's.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
 from ..config import PROJECT_FILE, RepoConfig
-from ..errors import BadRows, InvalidConfig
+from ..errors import BadRows, InvalidConfig, MissingDependency
 from ..progress import Reporter
 from ..repo.definitions import Source
 from ..repo.resolve import ViewRequest
 from .historical import get_historical_features
 from .loaders import get_loader
+from .newest import Reads, newest_by_bucket
 from .store import IngestResult, OfflineStore
 
 
@@ -40,6 +44,12 @@ class OfflineEngine(Protocol):
     def source_schema(self, source: Source) -> pa.Schema:
         """The columns and types of a source, which plan and apply check views against."""
 
+    def newest(self, view: dict[str, Any], reads: Reads, end_us: int,
+               buckets: list[int]) -> Iterator[tuple[int, pa.Table]]:
+        """(bucket, the newest row per entity of the rows ``reads`` names in that bucket, event
+        time <= ``end_us``), for each of ``buckets`` in that order; the rule is in
+        fstore.offline.newest. Materialization writes the online store from these rows."""
+
 
 class LocalEngine:
     """Parquet on the local file system, joined in process by the compiled kernel."""
@@ -59,6 +69,10 @@ class LocalEngine:
 
     def source_schema(self, source: Source) -> pa.Schema:
         return get_loader(source, self.store.config.root, self.store.config.store_paths).schema()
+
+    def newest(self, view: dict[str, Any], reads: Reads, end_us: int,
+               buckets: list[int]) -> Iterator[tuple[int, pa.Table]]:
+        return newest_by_bucket(self.store, view, reads, end_us, buckets)
 
 
 def ingest_views(engine: OfflineEngine, views: list[tuple[dict[str, Any], dict[str, Any]]],
@@ -86,6 +100,14 @@ def make_engine(config: RepoConfig) -> OfflineEngine:
     name = config.offline_engine
     if name == "local":
         return LocalEngine(config)
+    if name == "spark":
+        try:
+            import pyspark  # noqa: F401  (only to say clearly what is missing)
+        except ImportError:
+            raise MissingDependency("offline_store.engine is spark but pyspark is not installed: "
+                               "pip install 'fstore[spark]' (pyspark 4 and a Java 17 runtime)") from None
+        from .spark import SparkEngine
+        return SparkEngine(config)
     module, _, cls = str(name).partition(":")
     try:
         return getattr(importlib.import_module(module), cls)(config)
