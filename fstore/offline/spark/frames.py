@@ -30,7 +30,8 @@ def read_stored(spark: Any, view: dict[str, Any], paths: list[Path], columns: li
     from pyspark.sql import functions as F
 
     keys = view["join_keys"]
-    df = spark.read.schema(_spark_schema(view)).parquet(*[str(p) for p in paths])
+    # file: URIs, as a cluster's default file system may be another (the store is a shared mount)
+    df = spark.read.schema(_spark_schema(view)).parquet(*["file://" + str(Path(p).absolute()) for p in paths])
     path = F.col("_metadata.file_path")
     df = df.select(
         *dict.fromkeys([*keys, EVENT_TS, CREATED_TS, *columns]),
@@ -66,6 +67,12 @@ def _spark_schema(view: dict[str, Any]) -> Any:
     fields += [pa.field(EVENT_TS, TS_TYPE), pa.field(CREATED_TS, TS_TYPE), pa.field(UNIT, pa.int32())]
     fields += [pa.field(f["name"], DTYPES[f["dtype"]]) for f in view["features"]]
     return from_arrow_schema(pa.schema(fields))
+
+
+def bucket_partitions(spark: Any, n_buckets: int) -> int:
+    """Tasks of a stage partitioned by bucket: the session's shuffle partitions, never more
+    than there are buckets (a bucket is the unit of work: one key's rows are never split)."""
+    return max(1, min(int(spark.conf.get("spark.sql.shuffle.partitions")), n_buckets))
 
 
 def to_arrow(df: Any) -> pa.Table:

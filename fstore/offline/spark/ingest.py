@@ -30,7 +30,7 @@ from ..loaders import Loader, SourceUnit, get_loader
 from ..problems import RowProblems
 from ..rows import read_typed
 from ..store import OfflineStore, part_path, write_part
-from .frames import BUCKET, POS, read_stored
+from .frames import BUCKET, POS, bucket_partitions, read_stored
 
 SEQ, KIND, BAD, ROWS, NULL_ROWS, NULL_COLS = "__seq", "__kind", "__bad", "__rows", "__null_rows", "__null_cols"
 DATA, STATS = 0, 1  # a task's rows: typed rows, then one row of counts per unit
@@ -74,7 +74,7 @@ class SparkStore(OfflineStore):
                                   [UNIT, *(f["name"] for f in view["features"])])
                 old = old.where(~F.col(UNIT).isin(sorted(gone))).withColumn(SEQ, F.lit(len(todo) + i))
                 rows = rows.unionByName(old.select(*columns))
-            parts = _write_parts(spark, rows, view, vdir, run_id)
+            parts = _write_parts(spark, rows, view, vdir, run_id, manifest["buckets"])
             written.extend(vdir / p["rel"] for p in parts)
             n = sum(p["rows"] for p in parts)
             events = [min(p["min"] for p in parts), max(p["max"] for p in parts)] if n else None
@@ -146,15 +146,15 @@ def _stats(schema: pa.Schema, seq: int, bad: bool, rows: int, problems: RowProbl
     return pa.RecordBatch.from_pydict({f.name: pa.array([values.get(f.name)], f.type) for f in schema}, schema=schema)
 
 
-def _write_parts(spark: Any, rows: Any, view: dict[str, Any], vdir: Path, run_id: str) -> list[dict[str, Any]]:
+def _write_parts(spark: Any, rows: Any, view: dict[str, Any], vdir: Path, run_id: str,
+                 n_buckets: int) -> list[dict[str, Any]]:
     """Sort each bucket's rows as the local engine does and write it as one part of
     ``run_id``; (bucket, path, rows, min and max event time) of each part written."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
     keys = view["join_keys"]
-    tasks = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    ordered = rows.repartition(tasks, BUCKET).sortWithinPartitions(
+    ordered = rows.repartition(bucket_partitions(spark, n_buckets), BUCKET).sortWithinPartitions(
         BUCKET, *keys, F.col(EVENT_TS).asc_nulls_first(), F.col(CREATED_TS).asc_nulls_first(), SEQ, POS)
     stored = [f.name for f in offline_schema(view)]
     schema = offline_schema(view)

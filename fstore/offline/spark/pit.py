@@ -28,7 +28,7 @@ from ...repo.resolve import ViewRequest
 from ..historical import entity_keys, require_manifest
 from ..layout import bucket_ids
 from ..store import OfflineStore
-from .frames import BUCKET, CR, EV, POS, RUN, read_parts, to_arrow
+from .frames import BUCKET, CR, EV, NULL_CREATED, POS, RUN, bucket_partitions, read_parts, to_arrow
 
 ROW, T, KIND, WIN = "__row", "__t", "__kind", "__win"
 VIEW_ROW, ENTITY_ROW = 0, 1  # at equal times a view row sorts first: the bound is inclusive
@@ -70,7 +70,7 @@ def _winners(spark: Any, view: dict[str, Any], ent: pa.Table, paths: list, wante
     keys = view["join_keys"]
     rows = read_parts(spark, view, paths, wanted)
     if view.get("as_of") == AS_OF_CREATED:  # ready time: available (created, or event) and happened
-        t = F.greatest(F.when(F.col(CR) == F.lit(-(2**63)), F.col(EV)).otherwise(F.col(CR)), F.col(EV))
+        t = F.greatest(F.when(F.col(CR) == F.lit(NULL_CREATED), F.col(EV)).otherwise(F.col(CR)), F.col(EV))
     else:
         t = F.col(EV)
     win = F.struct(F.col(EV).alias(EV), F.col(CR).alias(CR), F.col(RUN).alias(RUN), F.col(POS).alias(POS),
@@ -80,7 +80,7 @@ def _winners(spark: Any, view: dict[str, Any], ent: pa.Table, paths: list, wante
     ent_df = spark.createDataFrame(ent)
     ent_side = ent_df.select(*keys, F.col(BUCKET), F.col(T), F.lit(ENTITY_ROW).alias(KIND), F.col(ROW),
                              F.lit(None).cast(win_type(view_side)).alias(WIN))
-    both = view_side.unionByName(ent_side).repartition(_partitions(spark, n_buckets), BUCKET)
+    both = view_side.unionByName(ent_side).repartition(bucket_partitions(spark, n_buckets), BUCKET)
     sweep = Window.partitionBy(BUCKET, *keys).orderBy(T, KIND).rowsBetween(Window.unboundedPreceding, 0)
     best = both.withColumn("__best", F.max(WIN).over(sweep)).where(F.col(KIND) == ENTITY_ROW)
     ttl = view.get("ttl_us") or 0
@@ -94,9 +94,3 @@ def _winners(spark: Any, view: dict[str, Any], ent: pa.Table, paths: list, wante
 
 def win_type(df: Any) -> Any:
     return df.schema[WIN].dataType
-
-
-def _partitions(spark: Any, n_buckets: int) -> int:
-    """Tasks per join: the session's shuffle partitions, never more than there are buckets
-    (a bucket is the unit of work: one key's rows are never split)."""
-    return max(1, min(int(spark.conf.get("spark.sql.shuffle.partitions")), n_buckets))
