@@ -26,7 +26,8 @@ from pathlib import Path
 def stages_from_log(log_dir: Path) -> dict[int, dict]:
     """Per stage id: name, task run times (s), input rows/bytes, shuffle read/write bytes."""
     stages: dict[int, dict] = {}
-    for path in log_dir.iterdir():
+    for path in sorted(p for p in log_dir.rglob("*") if p.is_file() and p.name.startswith("events_")
+                       or p.is_file() and p.parent == log_dir):  # Spark 4: a folder of rolled files
         for line in path.read_text().splitlines():
             ev = json.loads(line)
             if ev.get("Event") == "SparkListenerStageCompleted":
@@ -54,6 +55,15 @@ def stages_from_log(log_dir: Path) -> dict[int, dict]:
     return stages
 
 
+def print_stages(stages: dict[int, dict]) -> None:
+    for sid in sorted(stages):
+        st = stages[sid]
+        print(f"stage {sid:3d} {st.get('name', '?')[:28]:28s} tasks {st['tasks']:4d}  median {st['task_s_median']:7.2f}s"
+              f"  max {st['task_s_max']:7.2f}s  sum {st['task_s_sum']:8.2f}s  wall {st.get('stage_wall_s', 0):7.2f}s"
+              f"  in {st.get('input_rows', 0):>11,} rows  shuffle w {st.get('shuffle_write_rows', 0):>11,}"
+              f" r {st.get('shuffle_read_rows', 0):>11,} rows")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="a shape folder of bench_historical.py (with fstore_spark_repo)")
@@ -71,7 +81,7 @@ def main() -> int:
     t0 = time.perf_counter()
     spark_session({"master": args.master, "conf": {
         "spark.driver.memory": "8g", "spark.sql.shuffle.partitions": args.partitions,
-        "spark.sql.adaptive.enabled": "false", "spark.eventLog.enabled": "true",
+        "spark.sql.adaptive.enabled": "false", "spark.eventLog.enabled": "true", "spark.eventLog.compress": "false",
         "spark.eventLog.dir": logs.as_uri()}})
     calls = {"session_start_s": time.perf_counter() - t0}
     shutil.rmtree(repo / "data", ignore_errors=True)
@@ -85,6 +95,7 @@ def main() -> int:
         call()
         calls[f"{name}_s"] = time.perf_counter() - t
         marks.append(name)
+    print(json.dumps(calls), flush=True)
     from pyspark.sql import SparkSession
     SparkSession.getActiveSession().stop()  # flushes the event log
     stages = stages_from_log(logs)
@@ -92,12 +103,7 @@ def main() -> int:
     report = {"data": str(data), "master": args.master, "partitions": args.partitions,
               "entity_rows": spec["entity_rows"], "view_rows": [v["rows"] for v in spec["views"]],
               "calls": calls, "stages": stages}
-    for sid in sorted(stages):
-        st = stages[sid]
-        print(f"stage {sid:3d} {st.get('name', '?')[:28]:28s} tasks {st['tasks']:4d}  median {st['task_s_median']:7.2f}s"
-              f"  max {st['task_s_max']:7.2f}s  sum {st['task_s_sum']:8.2f}s  in {st.get('input_rows', 0):>11,} rows"
-              f"  shuffle w {st.get('shuffle_write_rows', 0):>11,} r {st.get('shuffle_read_rows', 0):>11,} rows")
-    print(json.dumps(calls))
+    print_stages(stages)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     return 0
