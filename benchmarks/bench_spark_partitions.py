@@ -55,6 +55,26 @@ def stages_from_log(log_dir: Path) -> dict[int, dict]:
     return stages
 
 
+def driver_transfer(spark, n: int = 1_000_000, rounds: int = 3) -> dict[str, float]:
+    """The driver's serial part, alone: seconds to send ``n`` entity-like rows into Spark
+    (and count them), and for a round trip of ``n`` result-like rows; the best of ``rounds``."""
+    import numpy as np
+    import pyarrow as pa
+
+    ent = pa.table({"k": np.arange(n), "__row": np.arange(n), "__t": np.arange(n), "__bucket": np.zeros(n, np.int32)})
+    res = pa.table({"__row": np.arange(n), "__hit": np.ones(n, bool), "a": np.random.default_rng(1).random(n),
+                    "b": np.arange(n), "c": pa.array(["gold"] * n)})
+    send, trip = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        spark.createDataFrame(ent).count()
+        send.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        spark.createDataFrame(res).toArrow()
+        trip.append(time.perf_counter() - t)
+    return {"send_1m_rows_s": min(send), "round_trip_1m_rows_s": min(trip)}
+
+
 def print_stages(stages: dict[int, dict]) -> None:
     for sid in sorted(stages):
         st = stages[sid]
@@ -95,6 +115,7 @@ def main() -> int:
         call()
         calls[f"{name}_s"] = time.perf_counter() - t
         marks.append(name)
+    calls.update(driver_transfer(fs.engine.spark()))
     print(json.dumps(calls), flush=True)
     from pyspark.sql import SparkSession
     SparkSession.getActiveSession().stop()  # flushes the event log

@@ -1,6 +1,6 @@
 """SparkEngine: the OfflineEngine interface (fstore.offline.engine) run by Spark.
 
-Each method is one Spark job, or two, over the offline layout the local engine uses, and
+Each method runs a few Spark jobs over the offline layout the local engine uses, and
 returns what the local engine returns, exactly (its tests run both and compare). The
 session is made on first use (fstore.offline.spark.session), so commands that need no
 offline work (plan, serve) start no JVM.
