@@ -245,7 +245,7 @@ class FeatureStore:
             raise InvalidArgument(f"start {start} is after end {end}")
         if not allow_future:
             check_end(end, end_us, self.config.materialize["clock_skew_us"])
-        results = materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
+        results = materialize(self.engine, self.online, self.online_views(views), start_us, end_us,
                               progress=progress)
         self.readiness(online=[r.view for r in results if r.rows_written])
         return results
@@ -259,7 +259,7 @@ class FeatureStore:
         end_us = to_us(end, what="end")
         if not allow_future:
             check_end(end, end_us, self.config.materialize["clock_skew_us"])
-        results = materialize(self.offline, self.online, self.online_views(views), None, end_us,
+        results = materialize(self.engine, self.online, self.online_views(views), None, end_us,
                               incremental=True, progress=progress)
         self.readiness(online=[r.view for r in results if r.rows_written])
         return results

@@ -93,45 +93,69 @@ def get_historical_features(store: OfflineStore, requests: list[ViewRequest], en
                             event_timestamp_column: str, progress: Reporter | None = None) -> pa.Table:
     """The training set: ``entity_df`` with one column per requested feature (see module doc)."""
     progress = progress or Silent()
+    entities, ts = prepare_entities(entity_df, event_timestamp_column, requests)
+    manifests = {r.key: require_manifest(store, r.view) for r in requests}
+    total = sum(manifests[r.key]["buckets"] for r in requests)
+    joined: list[tuple[pa.Table, np.ndarray] | None] = []
+    done: dict[int, tuple[str, pa.ChunkedArray]] = {}  # aggregation views' outputs, defaults applied
+    progress.start("point-in-time join", total)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            for r in requests:
+                if is_aggregation_view(r.view):  # over tiles and edge events (fstore.offline.windows)
+                    key_table, valid = entity_keys(r.view, entities)
+                    for pos, name, col in join_aggregations(store, r, manifests[r.key], key_table, valid, ts,
+                                                            pool, progress):
+                        done[pos] = (name, col)
+                    joined.append(None)
+                    continue
+                taken, hit, _ = _gather(store, r, manifests[r.key], entities, ts, pool, progress, stamps=False)
+                joined.append((taken, hit))
+    finally:
+        progress.stop()
+    return assemble(entities, requests, joined, done)
+
+
+def prepare_entities(entity_df: Any, event_timestamp_column: str,
+                     requests: list[ViewRequest]) -> tuple[pa.Table, np.ndarray]:
+    """The entity rows as a Table and their times (UTC microseconds), checked as every
+    engine checks them: a time per row, no feature name that clashes with a column."""
     entities = load_entity_df(entity_df)
     ts = entity_timestamps(entities, event_timestamp_column)
-    n_out = sum(len(r.outputs) for r in requests)
     for r in requests:
         for out in r.outputs:
             if out in entities.column_names:
                 raise FeatureNameClash(f"feature column {out!r} clashes with an entity_df column of that name; "
                                        "rename the column or pass full_feature_names=True")
-    columns: list[tuple[str, pa.ChunkedArray] | None] = [None] * n_out
-    manifests = {}
-    for r in requests:
-        manifests[r.key] = store.manifest(r.view)
-        if manifests[r.key] is None:
-            raise OfflineStoreError(f"feature view {view_name(r.view)} has no offline data: run "
-                                    f"`fstore ingest {r.view['name']}` first")
-    total = sum(manifests[r.key]["buckets"] for r in requests)
-    progress.start("point-in-time join", total)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            for r in requests:
-                if is_aggregation_view(r.view):
-                    key_table, valid = entity_keys(r.view, entities, len(ts))
-                    joined = join_aggregations(store, r, manifests[r.key], key_table, valid, ts, pool, progress)
-                else:
-                    joined = _join_view(store, r, manifests[r.key], entities, ts, pool, progress)
-                for pos, name, col in joined:
-                    columns[pos] = (name, col)
-    finally:
-        progress.stop()
+    return entities, ts
+
+
+def require_manifest(store: OfflineStore, view: dict[str, Any]) -> dict[str, Any]:
+    manifest = store.manifest(view)
+    if manifest is None:
+        raise OfflineStoreError(f"feature view {view_name(view)} has no offline data: run "
+                                f"`fstore ingest {view['name']}` first")
+    return manifest
+
+
+def assemble(entities: pa.Table, requests: list[ViewRequest], joined: list[tuple[pa.Table, np.ndarray] | None],
+             done: dict[int, tuple[str, pa.ChunkedArray]] | None = None) -> pa.Table:
+    """The training set from each request's winning rows: ``joined[i]``, for ``requests[i]``, holds the
+    winner's ``req.features`` per entity row (in entity order, nulls where none won) and
+    whether one won. Defaults fill the misses; every engine ends here. ``done``: output
+    position -> (name, column) of requests already complete (aggregation views; their
+    ``joined`` entry is None)."""
+    columns: list[tuple[str, pa.ChunkedArray] | None] = [None] * sum(len(r.outputs) for r in requests)
+    for r, pair in zip(requests, joined):
+        if pair is None:
+            continue
+        for i, _, col in _with_defaults(r, *pair):
+            columns[r.positions[i]] = (r.outputs[i], col)
+    for pos, named in (done or {}).items():
+        columns[pos] = named
     names = entities.column_names + [name for name, _ in columns]  # type: ignore[misc]
     arrays = list(entities.columns) + [col for _, col in columns]  # type: ignore[misc]
     return pa.Table.from_arrays(arrays, names=names)
-
-
-def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], entities: pa.Table,
-               ts: np.ndarray, pool: ThreadPoolExecutor, progress: Reporter):
-    taken, hit, _ = _gather(store, req, manifest, entities, ts, pool, progress, stamps=False)
-    for i, name, col in _with_defaults(req, taken, hit):
-        yield req.positions[i], req.outputs[i], col
 
 
 def point_in_time_view(store: OfflineStore, req: ViewRequest, entities: pa.Table,
@@ -142,10 +166,7 @@ def point_in_time_view(store: OfflineStore, req: ViewRequest, entities: pa.Table
     qualified and the default or null was used). ``entities`` holds the view's join keys;
     ``ts`` the entity times. Skew checks (fstore.monitoring.skew) compare served values
     with these."""
-    manifest = store.manifest(req.view)
-    if manifest is None:
-        raise OfflineStoreError(f"feature view {view_name(req.view)} has no offline data: run "
-                                f"`fstore ingest {req.view['name']}` first")
+    manifest = require_manifest(store, req.view)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         taken, hit, stamps = _gather(store, req, manifest, entities, ts, pool, Silent(), stamps=True)
     columns = [col for _, _, col in _with_defaults(req, taken, hit)]
@@ -158,10 +179,9 @@ def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], ent
     """The winning row's ``req.features`` per entity row (nulls where none), whether one
     won, and with ``stamps`` its event time (int64 microseconds, undefined where none)."""
     view = req.view
-    keys = view["join_keys"]
-    key_table, valid = entity_keys(view, entities, len(ts))
+    key_table, valid = entity_keys(view, entities)
     n_buckets = manifest["buckets"]
-    buckets = bucket_ids(key_table, keys, n_buckets)
+    buckets = bucket_ids(key_table, view["join_keys"], n_buckets)
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
     by_name = {f["name"]: f for f in view["features"]}
@@ -198,11 +218,12 @@ def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], ent
     return taken, hit, times
 
 
-def entity_keys(view: dict[str, Any], entities: pa.Table, n: int) -> tuple[pa.Table, np.ndarray]:
-    """The view's join key columns of the entity rows, cast to the stored key types, and
-    which rows have every key (uint8: a null key matches nothing)."""
+def entity_keys(view: dict[str, Any], entities: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The view's join keys of the entity rows, cast to the stored key types (a value that
+    does not cast is an EntityDataError naming it), and which rows have no null key."""
+    keys = view["join_keys"]
     key_cols = {}
-    for k in view["join_keys"]:
+    for k in keys:
         if k not in entities.column_names:
             raise EntityDataError(f"the entity rows have no {k!r} column, a join key of feature view "
                                   f"{view_name(view)} (columns: {', '.join(entities.column_names)})")
@@ -211,8 +232,8 @@ def entity_keys(view: dict[str, Any], entities: pa.Table, n: int) -> tuple[pa.Ta
         except CastFailure as exc:
             raise EntityDataError(_cast_problem(entities.column(k), k, exc, f"the {view['key_dtypes'][k]} key of "
                                                 f"feature view {view_name(view)}")) from None
-    valid = np.ones(n, dtype=np.uint8)
-    for k in view["join_keys"]:
+    valid = np.ones(entities.num_rows, dtype=np.uint8)
+    for k in keys:
         if key_cols[k].null_count:
             valid &= ~np.asarray(key_cols[k].is_null().to_numpy(zero_copy_only=False))
     return pa.table(key_cols), valid

@@ -13,6 +13,14 @@ import pyarrow.parquet as pq
 from .layout import CREATED_TS, EVENT_TS, bucket_ids, sort_indices
 
 
+PART_PATTERN = r"/b([0-9]+)/r([0-9]+)\.parquet$"  # a part's bucket and run number, from its path
+
+
+def part_path(bucket: int, run_id: str) -> str:
+    """A part's path inside its view's folder (PART_PATTERN reads it back)."""
+    return f"b{bucket:04d}/{run_id}.parquet"
+
+
 def write_parts(vdir: Path, view: dict[str, Any], n_buckets: int, table: pa.Table, run_id: str,
                 written: list[Path]) -> dict[str, str]:
     """Write ``table``'s rows as run ``run_id``'s parts, one per bucket, sorted by (keys, event
@@ -31,7 +39,7 @@ def write_parts(vdir: Path, view: dict[str, Any], n_buckets: int, table: pa.Tabl
         rows = order[lo:hi]
         local = sort_indices(narrow.take(pa.array(rows)), view).to_numpy()
         part = table.take(pa.array(rows[local]))
-        rel = f"b{b:04d}/{run_id}.parquet"
+        rel = part_path(b, run_id)
         (vdir / rel).parent.mkdir(exist_ok=True)
         written.append(vdir / rel)
         write_parquet(part, vdir / rel, view)
