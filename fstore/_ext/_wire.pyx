@@ -11,6 +11,9 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
+cdef extern from *:
+    uint64_t __builtin_bswap64(uint64_t x) nogil
+
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
 
@@ -27,11 +30,15 @@ cdef struct Buf:
     Py_ssize_t cap
 
 
-cdef int _reserve(Buf* b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap
-    cdef char* data
+cdef inline int _reserve(Buf* b, Py_ssize_t extra) except -1:
     if b.len + extra <= b.cap:
         return 0
+    return _grow(b, extra)
+
+
+cdef int _grow(Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap
+    cdef char* data
     cap = max(b.cap * 2, b.len + extra, 256)
     data = <char*>realloc(b.data, cap)
     if data == NULL:
@@ -55,18 +62,20 @@ cdef inline int _put1(Buf* b, uint8_t c) except -1:
 
 
 cdef inline int _put_n(Buf* b, uint64_t v, int width) except -1:
-    """``v`` big-endian in ``width`` bytes."""
-    cdef int i
-    _reserve(b, width)
-    for i in range(width):
-        b.data[b.len + i] = <char>((v >> (8 * (width - 1 - i))) & 0xFF)
+    """``v`` big-endian in ``width`` (1..8) bytes: one byte swap and one copy."""
+    cdef uint64_t be
+    _reserve(b, 8)
+    be = __builtin_bswap64(v << (8 * (8 - width)))
+    memcpy(b.data + b.len, &be, 8)
     b.len += width
     return 0
 
 
 cdef inline int _put_be(Buf* b, uint8_t head, uint64_t v, int width) except -1:
     """``head`` then ``v`` big-endian in ``width`` bytes."""
-    _put1(b, head)
+    _reserve(b, 9)
+    b.data[b.len] = <char>head
+    b.len += 1
     return _put_n(b, v, width)
 
 
@@ -99,7 +108,7 @@ cdef inline int _pack_double(Buf* b, double d) except -1:
     return _put_be(b, 0xcb, bits, 8)
 
 
-cdef int _pack_len(Buf* b, Py_ssize_t n, uint8_t fix, int fixmax, uint8_t h8, uint8_t h16, uint8_t h32) except -1:
+cdef inline int _pack_len(Buf* b, Py_ssize_t n, uint8_t fix, int fixmax, uint8_t h8, uint8_t h16, uint8_t h32) except -1:
     if fixmax and n < fixmax:
         return _put1(b, fix | <uint8_t>n)
     if h8 and n < 256:
@@ -275,7 +284,6 @@ cdef int _pack_obj(Buf* b, object x) except -1:
 
 cdef int _reply_head(Buf* b, object rid, object prepared, bint meta, object request_id) except -1:
     """The frame's length placeholder, ``[rid, true, {`` and the map's constant entries up to "values"."""
-    _reserve(b, 64)
     b.len = 4
     _put1(b, 0x93)
     _pack_obj(b, rid)
@@ -313,6 +321,7 @@ def get_reply(rid, prepared, bytes values, status, stamps, meta, request_id=None
     cdef Buf buf
     buf.data, buf.len, buf.cap = NULL, 0, 0
     try:
+        _reserve(&buf, 128 + PyBytes_GET_SIZE(values) + PyBytes_GET_SIZE(prepared.head_meta) + len(status) + len(stamps))
         _reply_head(&buf, rid, prepared, bool(meta), request_id)
         _put_bytes(&buf, values)
         return _reply_tail(&buf, status, stamps, bool(meta), request_id)
@@ -325,9 +334,11 @@ def read_reply(env, rid, prepared, dict rows, bint meta, request_id, tuple serve
     (frame, values_start, values_end, statuses, timestamps). What a served-read listener
     reads as the values is ``frame[values_start:values_end]``."""
     cdef Buf buf
-    cdef Py_ssize_t v0
+    cdef Py_ssize_t v0, n
     buf.data, buf.len, buf.cap = NULL, 0, 0
     try:
+        n = len(next(iter(rows.values()))) if rows else 0
+        _reserve(&buf, 1024 + 12 * n * len(prepared.plan.names))  # one allocation for the usual reply
         _reply_head(&buf, rid, prepared, meta, request_id)
         v0 = buf.len
         status, stamps = _read_into(&buf, env, prepared.plan, rows, _now_us(), served)
