@@ -338,7 +338,7 @@ def read_reply(env, rid, prepared, dict rows, bint meta, request_id, tuple serve
     buf.data, buf.len, buf.cap = NULL, 0, 0
     try:
         n = len(next(iter(rows.values()))) if rows else 0
-        _reserve(&buf, 1024 + 12 * n * len(prepared.plan.names))  # one allocation for the usual reply
+        _reserve(&buf, 1024 + 256 * n)  # one allocation for the usual reply (20 numeric features a row)
         _reply_head(&buf, rid, prepared, meta, request_id)
         v0 = buf.len
         status, stamps = _read_into(&buf, env, prepared.plan, rows, _now_us(), served)
