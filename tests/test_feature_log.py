@@ -111,7 +111,12 @@ def test_server_paths_are_logged_and_a_graceful_stop_flushes(tmp_path_factory: p
     finally:
         srv.stop()
     table = read_logs(repo, SERVICE)
-    assert table.column("path").to_pylist() == ["server", "server", "server_fast", "server_fast"]
+    paths = table.column("path").to_pylist()
+    # the first read of a shape takes the Python path; later ones the fast path, unless the
+    # registry check (due once a second) fell between them on a slow machine: then that one
+    # read takes the Python path again and the next the fast path
+    assert paths[:2] == ["server", "server"] and "server_fast" in paths[2:], paths
+    assert set(paths) == {"server", "server_fast"}, paths
     assert table.column("caller_request_id").to_pylist() == ["a", "a", "b", None]
     assert set(table.column("worker").to_pylist()) == {srv.proc.pid}
     check_rows_match(table.slice(0, 2), first, [1, 2], "a")

@@ -493,15 +493,19 @@ cdef class ViewReader:
     cdef list _keys_for_columns(self, dict columns, Py_ssize_t n):
         cdef Py_ssize_t i, c
         cdef list out = [None] * n
-        cdef list cols = [columns[k] for k in self.key_columns]
+        cdef list cols
+        if self.single_int:  # the common case, without a list of columns
+            col0 = columns[self.key_columns[0]]
+            if len(col0) != n:
+                raise ValueError(f"entity columns differ in length ({len(col0)} vs {n})")
+            for i in range(n):
+                out[i] = _int_key(col0[i])
+            return out
+        cols = [columns[k] for k in self.key_columns]
         for col in cols:
             if len(col) != n:
                 raise ValueError(f"entity columns differ in length ({len(col)} vs {n})")
-        if self.single_int:
-            col0 = cols[0]
-            for i in range(n):
-                out[i] = _int_key(col0[i])
-        elif len(cols) == 1:
+        if len(cols) == 1:
             col0 = cols[0]
             for i in range(n):
                 out[i] = _key_of((col0[i],), self.key_kinds)

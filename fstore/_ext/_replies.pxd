@@ -12,3 +12,11 @@ cdef Py_ssize_t resp_reply(const uint8_t* p, const uint8_t* end, const int32_t* 
 cdef const uint8_t* _skip(const uint8_t* p, const uint8_t* end) noexcept nogil
 cdef const uint8_t* _str(const uint8_t* p, const uint8_t* end, bint binary, const uint8_t** s,
                          Py_ssize_t* n) noexcept nogil
+
+# a big-endian unsigned integer of ``n`` bytes (MessagePack's widths), for every C decoder
+cdef inline uint64_t _be(const uint8_t* p, int n) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(n):
+        v = (v << 8) | p[i]
+    return v

@@ -11,14 +11,6 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memchr, memcmp
 
 
-cdef inline uint64_t _be(const uint8_t* p, int n) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(n):
-        v = (v << 8) | p[i]
-    return v
-
-
 cdef const uint8_t* _skip(const uint8_t* p, const uint8_t* end) noexcept nogil:
     """The byte after the MessagePack object at ``p`` (any depth); NULL if malformed or cut."""
     cdef Py_ssize_t pending = 1, head, size

@@ -23,6 +23,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 import msgpack
 
 from fstore._ext._constants cimport OP_GET
+from fstore._ext._replies cimport _be
 
 cdef object _unpackb = msgpack.unpackb
 
@@ -39,14 +40,6 @@ cdef struct Rd:
 
 cdef inline bint _need(Rd* r, Py_ssize_t k) noexcept nogil:
     return r.at + k <= r.n
-
-
-cdef inline uint64_t _be(const uint8_t* p, int width) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int i
-    for i in range(width):
-        v = (v << 8) | p[i]
-    return v
 
 
 cdef int _int(Rd* r, int64_t* out, uint64_t* big) noexcept nogil:

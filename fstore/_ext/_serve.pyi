@@ -43,7 +43,4 @@ class FastGet:
         fstore._ext._conn's C decoder), else None (the read failed: the Python path explains);
         counted in the worker's GET metrics from ``start`` (monotonic seconds; 0: from now)."""
 
-def get_reply(rid: int, prepared: Any, values: bytes, status: bytes | bytearray, stamps: bytes | bytearray,
-              meta: Any, request_id: str | None = None) -> bytes:
-    """The frame of a GET's reply for both the fast and the Python path; ``request_id``
-    (already checked) is echoed as the map's last entry."""
+from ._wire import get_reply as get_reply  # the reply frame, shared with the Python path

@@ -23,13 +23,9 @@ import msgpack
 
 from fstore._ext._constants cimport OP_GET
 from fstore._ext._counters cimport GetCounters
-from fstore._ext._wire import read_packed
+from fstore._ext._wire import get_reply, read_reply
 
 cdef object _unpackb = msgpack.unpackb
-cdef object _packb = msgpack.Packer(datetime=True, use_bin_type=True).pack
-cdef bytes _STATUS_KEY = msgpack.packb("status")
-cdef bytes _TS_KEY = msgpack.packb("ts")
-cdef bytes _REQUEST_ID_KEY = msgpack.packb("request_id")
 
 
 cdef double _monotonic() noexcept nogil:
@@ -50,8 +46,11 @@ cdef class FastGet:
     cdef public Py_ssize_t max_rows
     cdef public Py_ssize_t max_request_id  # characters of a caller's request_id (protocol.MAX_REQUEST_ID)
     # the last GET answered: its id, args, shape, rows and what was read (for listeners)
-    cdef public object rid, args, last, values, status, stamps
+    cdef public object rid, args, last, status, stamps
     cdef public Py_ssize_t rows
+    # the last reply frame and where its values sit in it (``values`` slices them when asked)
+    cdef object frame
+    cdef Py_ssize_t v0, v1
     # the served-read hook (its ``recorders`` are handed each read) and this path's name in it
     cdef public object hook, path
     # the worker's GET metrics (None: no metrics), counted for every GET answered here
@@ -65,8 +64,15 @@ cdef class FastGet:
         self.max_rows = max_rows
         self.max_request_id = max_request_id
         self.rows = 0
+        self.frame, self.v0, self.v1 = b"", 0, 0
         self.hook, self.path = hook, path
         self.counters = counters
+
+    @property
+    def values(self):
+        """The last GET's values as MessagePack (read_packed's bytes), cut from its reply frame:
+        only a listener asks, so a worker without one pays no copy."""
+        return self.frame[self.v0:self.v1]
 
     def answer(self, bytes body):
         """The reply frame of a GET the fast path can answer, else None."""
@@ -125,54 +131,12 @@ cdef class FastGet:
         if start == 0.0 and self.counters is not None:
             start = _monotonic()
         try:
-            values, status, stamps = read_packed(self.env, prepared.plan, entities, None, served)
+            reply, v0, v1, status, stamps = read_reply(self.env, rid, prepared, entities, meta, request_id, served)
         except Exception:
             return None  # the Python path reads again and explains what is wrong
         self.rid, self.args, self.last, self.rows = rid, args, prepared, n
-        self.values, self.status, self.stamps = values, status, stamps
-        reply = get_reply(rid, prepared, values, status, stamps, meta, request_id)
+        self.frame, self.v0, self.v1, self.status, self.stamps = reply, v0, v1, status, stamps
         if self.counters is not None:
             self.counters.count(prepared.plan, n, <const uint8_t*>PyByteArray_AS_STRING(<bytearray>status),
                                 PyByteArray_GET_SIZE(<bytearray>status), _monotonic() - start)
         return reply
-
-
-def get_reply(rid, prepared, bytes values, status, stamps, meta, request_id=None):
-    """The frame of a GET's reply, ``[rid, true, {...}]``, for both paths: the map's constant
-    part (names, dtypes, view_of, keys) was packed with the prepared shape, ``values`` is
-    read_packed's MessagePack, and status and ts follow when ``meta`` is true. A caller's
-    ``request_id`` (a checked str) is echoed last; the map then has one entry more."""
-    if request_id is not None:
-        return _reply_with_id(rid, prepared, values, status, stamps, meta, request_id)
-    if meta:
-        return _frame((b"\x93", _packb(rid), prepared.head_meta, values, _STATUS_KEY, _packb(status),
-                       _TS_KEY, _packb(stamps)))
-    return _frame((b"\x93", _packb(rid), prepared.head_bare, values))
-
-
-cdef bytes _reply_with_id(rid, prepared, bytes values, status, stamps, meta, str request_id):
-    """get_reply's frame with ``request_id`` echoed: true and a fixmap of 8 (6 without meta)."""
-    tail = _REQUEST_ID_KEY + _packb(request_id)
-    if meta:
-        return _frame((b"\x93", _packb(rid), b"\xc3\x88", prepared.entries, values, _STATUS_KEY, _packb(status),
-                       _TS_KEY, _packb(stamps), tail))
-    return _frame((b"\x93", _packb(rid), b"\xc3\x86", prepared.entries, values, tail))
-
-
-cdef bytes _frame(tuple parts):
-    """The parts joined behind a 4-byte big-endian length: one allocation, one copy."""
-    cdef Py_ssize_t total = 0, at = 4
-    cdef bytes part, out
-    cdef char* p
-    for part in parts:
-        total += PyBytes_GET_SIZE(part)
-    out = PyBytes_FromStringAndSize(NULL, total + 4)
-    p = PyBytes_AS_STRING(out)
-    p[0] = <char>((total >> 24) & 0xFF)
-    p[1] = <char>((total >> 16) & 0xFF)
-    p[2] = <char>((total >> 8) & 0xFF)
-    p[3] = <char>(total & 0xFF)
-    for part in parts:
-        memcpy(p + at, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
-        at += PyBytes_GET_SIZE(part)
-    return out
