@@ -35,7 +35,7 @@ extensions = [
     )
     for name in ["_constants", "_counters", "_response", "_record", "_asof", "_online", "_wire", "_protocol", "_serve",
                  "_request", "_conn", "_hdr",
-                 "_replies", "_loadgen", "_drift", "_logbuf"]
+                 "_replies", "_loadgen", "_drift", "_logbuf", "_window"]
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=DEBUG))

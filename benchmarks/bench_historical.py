@@ -67,7 +67,9 @@ T0_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 DAY_US = 86_400_000_000
 SPAN_DAYS = 90
 
-ENGINES = ("fstore", "duckdb", "polars", "pandas")
+ENGINES = ("fstore", "duckdb", "polars", "pandas", "spark")
+# the Spark engine's session in the benchmark (local[2] on the measuring machine; --spark-master changes it)
+SPARK_CONF = {"spark.driver.memory": "8g", "spark.sql.shuffle.partitions": 8, "spark.sql.adaptive.enabled": "false"}
 MODES = ("join", "ingest_join")
 
 # ----------------------------------------------------------------------------------------
@@ -336,6 +338,64 @@ def worker_fstore(spec: dict, data: Path, mode: str, plan: str, clock):
     return result
 
 
+def write_spark_repo(data: Path, master: str, buckets: int | None) -> Path:
+    """fstore's repository again, with ``engine: spark``: its own offline store."""
+    repo, twin = data / "fstore_repo", data / "fstore_spark_repo"
+    (twin / "features").mkdir(parents=True, exist_ok=True)
+    shutil.copy(repo / "features" / "defs.yaml", twin / "features" / "defs.yaml")
+    conf = {**SPARK_CONF, "spark.sql.shuffle.partitions": max(2, buckets or 8)}
+    (twin / "fstore.yaml").write_text(json.dumps({"project": "bench", "offline_store": {
+        **({"buckets": int(buckets)} if buckets else {}), "engine": "spark",
+        "spark": {"master": master, "conf": conf}}}))
+    return twin
+
+
+def worker_spark(spec: dict, data: Path, mode: str, plan: str, clock):
+    """fstore with the Spark engine. The session (a JVM) is started, and warmed up by a small
+    job through Python workers, before the clock: a cluster's session outlives one job. In
+    *join* the first (cold) join is run untimed and reported apart (``cold_join_s``)."""
+    import pyarrow as pa
+
+    from fstore import FeatureStore
+    repo = data / "fstore_spark_repo"
+    if mode == "ingest_join":
+        shutil.rmtree(repo / "data", ignore_errors=True)
+    t0 = time.perf_counter()
+    fs = FeatureStore(repo)
+    spark = fs.engine.spark()
+    small = spark.createDataFrame(pa.table({"a": list(range(10_000))}))
+    small.mapInArrow(lambda batches: batches, small.schema).groupBy("a").count().toArrow()
+    clock.extra = {"session_start_s": time.perf_counter() - t0}
+    refs = feature_refs(spec)
+    entity = str(data / "entity.parquet")
+    if mode == "join":
+        t0 = time.perf_counter()
+        fs.get_historical_features(entity, features=refs, full_feature_names=True)
+        clock.extra["cold_join_s"] = time.perf_counter() - t0
+    clock.start()
+    if mode == "ingest_join":
+        fs.apply()
+        fs.ingest()
+    result = fs.get_historical_features(entity, features=refs, full_feature_names=True)
+    clock.stop()
+    clock.extra["jvm_hwm_mib"] = _children_hwm_mib()
+    return result
+
+
+def _children_hwm_mib() -> float | None:
+    """Peak resident memory of this process's children (the Spark JVM), while they run."""
+    import psutil
+    peak = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            for line in Path(f"/proc/{child.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return peak or None
+
+
 def _sql_literal(value, dtype: str) -> str:
     if value is None:
         return "NULL"
@@ -573,7 +633,7 @@ def worker_pandas(spec: dict, data: Path, mode: str, plan: str, clock):
 
 
 WORKERS = {"fstore": worker_fstore, "duckdb": worker_duckdb, "duckdb_prep": worker_duckdb_prep,
-           "polars": worker_polars, "pandas": worker_pandas}
+           "polars": worker_polars, "pandas": worker_pandas, "spark": worker_spark}
 
 
 class Clock:
@@ -612,7 +672,8 @@ def run_worker(args) -> int:
     peak = _peak_rss_mib()
     hwm = _vm_hwm_mib()
     metrics = {"engine": args.engine, "plan": args.plan, "mode": args.mode, "seconds": clock.t1 - clock.t0,
-               "cpu_seconds": clock.cpu1 - clock.cpu0, "peak_rss_mib": peak, "vm_hwm_mib": hwm}
+               "cpu_seconds": clock.cpu1 - clock.cpu0, "peak_rss_mib": peak, "vm_hwm_mib": hwm,
+               **getattr(clock, "extra", {})}
     if profiler is not None:
         profiler.dump_stats(args.profile)
     if result is not None:
@@ -722,7 +783,7 @@ def _sub(cmd: list[str], timeout: float, log: Path, cwd: Path) -> tuple[str, flo
 
 def _peer_available(name: str) -> bool:
     import importlib.util  # found without importing it: the parent stays small
-    return name == "fstore" or importlib.util.find_spec(name) is not None
+    return name == "fstore" or importlib.util.find_spec({"spark": "pyspark"}.get(name, name)) is not None
 
 
 def _machine() -> dict:
@@ -793,6 +854,8 @@ def run_shape(shape: str, scale: float, args, root: Path, runners: list[str]) ->
             raise SystemExit(f"data generation failed ({st}); see {logs / 'generate.log'}")
         _log(f"{shape}: generated in {secs:.1f}s")
     write_repo(spec, data, args.buckets)
+    if "spark" in runners:
+        write_spark_repo(data, args.spark_master, args.buckets)
     results = data / "results"
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir()
@@ -801,7 +864,8 @@ def run_shape(shape: str, scale: float, args, root: Path, runners: list[str]) ->
     if any(r.startswith("duckdb-") for r in runners):
         plan.append(("duckdb_prep", "prep"))
     for r in runners:
-        plan += [(r, "join"), (r, "ingest_join")]
+        # the Spark engine joins over its own store, which its ingest_join run writes
+        plan += [(r, "ingest_join"), (r, "join")] if r == "spark" else [(r, "join"), (r, "ingest_join")]
     crashed = []
     skip = set()
     for engine, mode in plan:
@@ -978,7 +1042,9 @@ def main(argv: list[str] | None = None) -> int:
                          "wide: 17k entity rows x 10 views x 100k rows x 100 features)")
     ap.add_argument("--wide-scale", type=float, default=None, help="scale of the wide shape (default: --scale)")
     ap.add_argument("--peers", default="duckdb,polars,pandas",
-                    help="comma-separated peers: duckdb, polars, pandas (fstore always runs)")
+                    help="comma-separated peers: duckdb, polars, pandas, spark (fstore's Spark engine; "
+                         "fstore's local engine always runs)")
+    ap.add_argument("--spark-master", default="local[2]", help="the Spark engine's master (default local[2])")
     ap.add_argument("--out", default=None, help="write the results as JSON to this path")
     ap.add_argument("--keep-data", default=None, metavar="DIR",
                     help="generate data into DIR and keep it (reused when it matches); default: a temp dir, removed")
@@ -1008,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     for p in peers:
         if p not in ENGINES or p == "fstore":
-            ap.error(f"unknown peer {p!r}; expected duckdb, polars, pandas")
+            ap.error(f"unknown peer {p!r}; expected duckdb, polars, pandas, spark")
     skipped = []
     for p in list(peers):
         if not _peer_available(p):
@@ -1020,7 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
     for x in plans:
         if x not in ("narrow", "direct"):
             ap.error(f"unknown peer plan {x!r}; expected narrow, direct")
-    runners = [f"{p}-{x}" for p in peers for x in plans]
+    runners = [f"{p}-{x}" for p in peers if p != "spark" for x in plans] + (["spark"] if "spark" in peers else [])
     if not _peer_available("pyarrow"):
         ap.error("pyarrow is required")
 

@@ -14,7 +14,8 @@ from ._version import __version__
 
 _EXPORTS = {
     "Entity": ".repo.definitions", "Feature": ".repo.definitions", "FeatureService": ".repo.definitions",
-    "FeatureView": ".repo.definitions", "Source": ".repo.definitions",
+    "FeatureView": ".repo.definitions", "Source": ".repo.definitions", "transformation": ".repo.functions",
+    "RequestView": ".repo.request_time",
     "FeatureStore": ".feature_store",
     "FstoreError": ".errors",
     "OnlineResponse": ".online.response", "Status": ".online.response",
@@ -28,4 +29,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .feature_store import FeatureStore
     from .online.response import OnlineResponse, Status
     from .repo.definitions import Entity, Feature, FeatureService, FeatureView, Source
+    from .repo.functions import transformation
+    from .repo.request_time import RequestView
     from .serving.client import AsyncClient, Client

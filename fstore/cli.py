@@ -191,19 +191,55 @@ def history(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("views", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: per view, files read and rows, the mode and why.")
 @click.pass_context
-def ingest(ctx: click.Context, views: tuple[str, ...]) -> None:
-    """Load new and changed source files into the offline store (all views, or VIEWS)."""
+def ingest(ctx: click.Context, views: tuple[str, ...], as_json: bool) -> None:
+    """Load new and changed source files into the offline store (all views, or VIEWS).
+
+    A view with a transformation runs it: on the new and changed files alone when it is
+    row-wise (incremental), else over every file, replacing the view's history (full)."""
     start = time.perf_counter()
     results = _store(ctx).ingest(list(views) or None, progress=RichReporter(err_console))
+    if as_json:
+        click.echo(json.dumps([{"view": r.view, "files_read": r.units_read, "files_unchanged": r.units_skipped,
+                                "files_replaced": r.replaced_units, "rows": r.rows, "mode": r.mode, "why": r.why,
+                                "null_key_rows": r.null_key_rows} for r in results], indent=1))
+        return
     t = Table(title="ingest")
-    for col in ("view", "files read", "files unchanged", "files replaced", "rows"):
+    for col in ("view", "files read", "files unchanged", "files replaced", "rows", "mode"):
         t.add_column(col)
     for r in results:
-        t.add_row(r.view, str(r.units_read), str(r.units_skipped), str(r.replaced_units), f"{r.rows:,}")
+        t.add_row(r.view, str(r.units_read), str(r.units_skipped), str(r.replaced_units), f"{r.rows:,}", r.mode)
     console.print(t)
+    for r in results:
+        if r.why and r.mode != "plain":
+            console.print(f"{r.view}: {r.mode}: {r.why}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"done in {time.perf_counter() - start:.2f} s")
     _warn_null_keys(results)
+
+
+@main.command()
+@click.argument("view")
+@click.argument("start")
+@click.argument("end")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def backfill(ctx: click.Context, view: str, start: str, end: str, as_json: bool) -> None:
+    """Recompute VIEW's history with event time in [START, END) (ISO 8601) with its current
+    transformation, as a NEW view version: rows outside the window are copied from the newest
+    applied version, which stays as it was (models trained on it keep their lineage)."""
+    t0 = time.perf_counter()
+    r = _store(ctx).backfill(view, start, end, progress=RichReporter(err_console))
+    if as_json:
+        click.echo(json.dumps({"view": r.view, "from_view": r.from_view, "mode": r.mode,
+                               "rows_copied": r.rows_copied, "rows_recomputed": r.rows_recomputed,
+                               "files_read": r.files_read, "start": start, "end": end}, indent=1))
+        return
+    console.print(f"backfill: registered {r.view} ({r.mode}): {r.rows_recomputed:,} rows recomputed in "
+                  f"[{start}, {end}), {r.rows_copied:,} copied from {r.from_view}, {r.files_read} source files "
+                  f"read, in {time.perf_counter() - t0:.2f} s", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"set version: {r.view.rpartition('_v')[2]} in the view's definition so that plan agrees; "
+                  "then `fstore materialize` it to serve it", highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command("build-dataset")

@@ -31,6 +31,8 @@ def print_plan(p: Any) -> None:
     """A plan: its warnings, each change with its changed fields, and the effects on reads."""
     for warning in p.warnings:
         console.print(f"warning: {warning}", highlight=False, markup=False)
+    for line in getattr(p, "ingest", []):  # views with a transformation: incremental or full
+        console.print(f"ingest {line}", highlight=False, markup=False, soft_wrap=True)
     changes = [c for c in p.changes if c.action != "keep"]
     if not changes:
         console.print(f"no changes (registry version {p.current_version})")
@@ -58,7 +60,8 @@ def view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
             "online": view["online"], "owner": view["owner"], "description": view["description"],
             "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
             "max_delay": format_duration(view.get("max_delay_us")), "as_of": view.get("as_of", AS_OF_EVENT),
-            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]]}
+            "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]],
+            **({"transform": view["transform"]} if view.get("transform") else {})}  # absent when unset
 
 
 def print_record(kind: str, record: dict[str, Any]) -> None:

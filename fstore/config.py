@@ -23,7 +23,14 @@ PROJECT_FILE = "fstore.yaml"
 OFFLINE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "path": ((str,), "data/offline"),
     "buckets": ((int,), 8),
-    "engine": ((str,), "local"),
+    "engine": ((str,), "local"),              # local | spark | package.module:Class (offline/engine.py)
+    "spark": ((dict, type(None)), None),      # SPARK_KEYS: the Spark engine's session (offline/spark/session.py)
+}
+# offline_store.spark, one level down; read only when engine is spark
+SPARK_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "master": ((str, type(None)), None),      # None: local[N] with this machine's cores
+    "app_name": ((str,), "fstore"),
+    "conf": ((dict,), {}),                    # spark.* settings passed to the session builder as given
 }
 ONLINE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "path": ((str,), "data/online"),
@@ -135,6 +142,19 @@ def _monitoring_section(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _spark_section(offline: dict[str, Any]) -> dict[str, Any]:
+    """``offline_store.spark`` filled in from SPARK_KEYS; its ``conf`` values must be scalars
+    (Spark takes every setting as a string)."""
+    if offline["spark"] is not None and offline["engine"] != "spark":
+        raise _bad(f"a spark section needs engine: spark (engine is {offline['engine']!r})", "offline_store.spark")
+    spark = _section({"offline_store.spark": offline["spark"]}, "offline_store.spark", SPARK_KEYS)
+    for key, value in spark["conf"].items():
+        if not isinstance(key, str) or isinstance(value, (dict, list)) or value is None:
+            raise _bad(f"expected a setting name and a string, number or boolean, got {key!r}: {value!r}",
+                       f"offline_store.spark.conf.{key}")
+    return spark
+
+
 def _server_security(server: dict[str, Any]) -> None:
     """``server.auth`` and ``server.tls`` checked and filled in, in place. The secrets
     themselves are read only by the server (serving/auth.py): a repository whose token
@@ -178,6 +198,7 @@ class RepoConfig:
     offline_path: Path
     offline_buckets: int = 8
     offline_engine: str = "local"
+    offline_spark: dict[str, Any] = field(default_factory=lambda: defaults(SPARK_KEYS))
     online_path: Path | None = None
     online: dict[str, Any] = field(default_factory=lambda: defaults(ONLINE_KEYS))
     definitions: list[Path] = field(default_factory=list)
@@ -220,6 +241,7 @@ class RepoConfig:
             raise _bad(f"must be a number of milliseconds >= 0, or null (off), got {server['slow_request_ms']!r}",
                        "server.slow_request_ms")
         _server_security(server)
+        spark = _spark_section(offline)
         for key, least in (("map_size", 1), ("write_buffer_mb", 0), ("max_dbs", 1)):  # write_buffer_mb 0: per bucket
             if online[key] is not None and online[key] < least:
                 raise _bad(f"must be at least {least}, got {online[key]!r}", f"online_store.{key}")
@@ -238,6 +260,7 @@ class RepoConfig:
             offline_path=root / offline["path"],
             offline_buckets=offline["buckets"],
             offline_engine=offline["engine"],
+            offline_spark=spark,
             online_path=root / online["path"],
             online=online,
             definitions=[root / str(d) for d in defs],

@@ -142,6 +142,17 @@ class BadRows(IngestError, code="BAD_ROWS"):
         self.count = count
 
 
+class TransformError(IngestError, code="TRANSFORM_ERROR"):
+    """A view's batch transformation failed or gave output that does not fit the view: names
+    the view, and the column and what is wrong with it (or DuckDB's / the function's message)."""
+    view: str | None = None
+
+    def __init__(self, message: str, *, view: str | None = None, column: str | None = None) -> None:
+        super().__init__(message, column=column)
+        self.view = view
+        self.field = column
+
+
 class EntityDataError(FstoreError, ValueError, code="ENTITY_DATA_ERROR"):
     """The entity dataframe of a training-set request is unusable (missing key, null time)."""
 
@@ -162,6 +173,22 @@ class OnlineStoreError(FstoreError, RuntimeError, code="ONLINE_STORE_ERROR"):
 
 class EntityRowError(FstoreError, ValueError, code="BAD_ENTITY_ROW"):
     """An entity row of an online request lacks a key or has a key of the wrong type."""
+
+
+class MissingRequestData(EntityRowError, EntityDataError, code="MISSING_REQUEST_DATA"):
+    """A request-time feature's request field is missing: from the entity rows of an online
+    read, or from the entity frame of a training set. ``field`` names the column."""
+
+
+class ComputedFeatureError(FstoreError, ValueError, code="COMPUTED_FEATURE_ERROR"):
+    """A request-time function raised, or gave an output that is not what it declares
+    (a missing column, a wrong length, a value not of the feature's dtype); ``field``
+    names the feature."""
+
+
+class FunctionNotFound(InvalidDefinition, code="FUNCTION_NOT_FOUND"):
+    """A function the definitions name is not in their Python files (or no longer the code
+    that was applied); names the file and the function."""
 
 
 class KeyTooLong(FstoreError, ValueError, code="KEY_TOO_LONG"):

@@ -17,6 +17,7 @@ from .config import RepoConfig
 from .errors import FstoreError, InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, dataset_writer, read_lineage, write_dataset, write_lineage
 from .offline.engine import OfflineEngine, ingest_views, make_engine
+from .offline.request_time import historical as request_time_historical
 from .monitoring.logging import FeatureLog
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
@@ -28,6 +29,8 @@ from .online.service import OnlineService
 from .online.status import view_status
 from .online.store import OnlineStore
 from .progress import Reporter
+from .offline.backfill import BackfillResult
+from .repo.backfill import backfill_versions
 from .repo.names import view_name
 from .repo.readiness import Readiness
 from .repo.models import ModelRegistry
@@ -113,6 +116,20 @@ class FeatureStore:
         self.readiness()
         return results
 
+    def backfill(self, view: str, start: Any, end: Any, progress: Reporter | None = None) -> BackfillResult:
+        """Recompute view history with event time in [start, end) with the current transformation
+        (as the definitions give it) and register the result as a NEW view version: rows
+        outside the window copied from the newest applied version, inside recomputed. The old
+        version is untouched, so models trained on it keep their lineage."""
+        start_us, end_us = to_us(start, what="start"), to_us(end, what="end")
+        if start_us >= end_us:
+            raise InvalidArgument(f"START {start} is not before END {end}: the window [START, END) is empty")
+        old, new, source = backfill_versions(self.config, self.registry.require(), view, self.engine.source_schema)
+        result = self.engine.backfill(old, new, source, start_us, end_us, progress)
+        self.registry.add_view_version(new)
+        self.readiness(offline=[view_name(new)])
+        return result
+
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None, *,
                                 feature_service: str | None = None, full_feature_names: bool = False,
                                 event_timestamp_column: str | None = None,
@@ -127,10 +144,9 @@ class FeatureStore:
         timestamp; with no such row, the feature's default (or null). Rows keep their
         input order and columns; features are named ``feature`` or ``view__feature``.
         """
-        requests = resolve(self.registry.require(), features, feature_service, full_feature_names,
-                           self.readiness(publish=False).offline)
-        return self.engine.historical(requests, entity_df,
-                                      event_timestamp_column or self.config.entity_timestamp_column, progress)
+        return request_time_historical(self.engine, self.registry.require(), self.config, features, feature_service,
+                                       full_feature_names, self.readiness(publish=False).offline, entity_df,
+                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
 
     def build_dataset(self, entity_df: Any, out: str | Path, features: Sequence[str] | None = None, *,
                       feature_service: str | None = None, full_feature_names: bool = False,
@@ -145,9 +161,11 @@ class FeatureStore:
         out = Path(out)
         dataset_writer(out)
         registry = self.registry.require()
-        requests = resolve(registry, features, feature_service, full_feature_names, self.readiness(publish=False).offline)
-        table = self.engine.historical(requests, entity_df,
-                                       event_timestamp_column or self.config.entity_timestamp_column, progress)
+        ready = self.readiness(publish=False).offline
+        requests = resolve(registry, features, feature_service, full_feature_names, ready)  # the stored ones: lineage
+        table = request_time_historical(self.engine, registry, self.config, features, feature_service,
+                                        full_feature_names, ready, entity_df,
+                                        event_timestamp_column or self.config.entity_timestamp_column, progress)
         write_dataset(table, out)
         record = dataset_lineage(registry=registry, offline=self.engine, requests=requests, table=table,
                                  dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))
@@ -227,7 +245,7 @@ class FeatureStore:
             raise InvalidArgument(f"start {start} is after end {end}")
         if not allow_future:
             check_end(end, end_us, self.config.materialize["clock_skew_us"])
-        results = materialize(self.offline, self.online, self.online_views(views), start_us, end_us,
+        results = materialize(self.engine, self.online, self.online_views(views), start_us, end_us,
                               progress=progress)
         self.readiness(online=[r.view for r in results if r.rows_written])
         return results
@@ -241,7 +259,7 @@ class FeatureStore:
         end_us = to_us(end, what="end")
         if not allow_future:
             check_end(end, end_us, self.config.materialize["clock_skew_us"])
-        results = materialize(self.offline, self.online, self.online_views(views), None, end_us,
+        results = materialize(self.engine, self.online, self.online_views(views), None, end_us,
                               incremental=True, progress=progress)
         self.readiness(online=[r.view for r in results if r.rows_written])
         return results
@@ -306,12 +324,14 @@ class FeatureStore:
                             now: Any = None, request_id: str | None = None, model: str | None = None) -> OnlineResponse:
         """Feature vectors for ``entity_rows`` (a list of dicts of join key values).
 
-        Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED) and the
+        Each value comes with a status (PRESENT, NOT_FOUND, EXPIRED, DEFAULTED, COMPUTED) and the
         event timestamp of its row; see fstore.online.plan for the exact rule, which is the
         training-set rule with ``now`` as the entity timestamp. ``request_id``, the
         caller's own id for the request, is handed to served-read listeners. ``model``
         ('name' for its production version, or 'name:N'), instead of features or a
-        service, reads that model version's feature service (fstore.repo.models).
+        service, reads that model version's feature service (fstore.repo.models). Request
+        fields of request-time features travel in the entity rows, beside the join keys
+        (docs/transformations.md, "Request-time transformations").
         """
         service = self._service or self.online_service
         return service.read(features, entity_rows, feature_service, full_feature_names, now, request_id, model)

@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,bench]'
+.venv/bin/python -m pip install -q -e '.[test,bench,spark]'
 # Debian packages the tests use: promtool (the prometheus package) checks deploy/prometheus/alerts.yml
-# (tests/test_deploy.py); redis-server is what fstore bench --redis is tested against (tests/test_bench_redis.py)
+# (tests/test_deploy.py); redis-server is what fstore bench --redis is tested against (tests/test_bench_redis.py);
+# java (a Java 17 runtime) runs the Spark engine's tests (tests/test_spark_engine.py, marked spark)
 apt_install() {  # PACKAGE COMMAND: install PACKAGE unless COMMAND is there
     if ! command -v "$2" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -19,6 +20,7 @@ apt_install() {  # PACKAGE COMMAND: install PACKAGE unless COMMAND is there
 }
 apt_install prometheus promtool
 apt_install redis-server redis-server
+apt_install openjdk-17-jre-headless java
 .venv/bin/python -m pytest -q "$@"
 # the full run (no arguments) ends with the benchmark gate (docs/benchmarks.md, "Benchmark gate"):
 # 2-3 minutes, ratios to floors measured in the same run against benchmarks/gate.toml

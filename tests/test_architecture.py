@@ -171,7 +171,7 @@ def test_shared_constants_come_from_one_place() -> None:
     from fstore.serving.protocol import OPS
 
     assert ResponseStatus is Status
-    assert [s.name for s in Status] == ["PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED", "UNAVAILABLE"]
+    assert [s.name for s in Status] == ["PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED", "UNAVAILABLE", "COMPUTED"]
     assert set(KIND_OF) == set(DTYPES) and sorted(KIND_OF.values()) == sorted(int(k) for k in Kind)
     assert set(OPS) == {int(op) for op in Op} == set(HANDLERS)
     # the literals live in the .pxd only: no other source file spells a status's value

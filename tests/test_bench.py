@@ -58,7 +58,7 @@ def test_closed_loop_report(server: Server, repo: Path) -> None:
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"] * 1.01
     # every value of every measured reply has its status counted: 2 features x 1 entity each
     assert sum(doc["statuses"].values()) == doc["requests"] * FRAUD_VALUES
-    assert set(doc["statuses"]) == {"PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED"}
+    assert set(doc["statuses"]) == {"PRESENT", "NOT_FOUND", "EXPIRED", "DEFAULTED", "COMPUTED"}
     assert doc["statuses"]["PRESENT"] > 0  # keys drawn from the online store: rows exist
     assert doc["sla"] == {"p99_ms": None, "min_rps": None, "met": None, "source": None, "missed": []}
     # the server runs here: its process found by its listening socket, its CPU measured
@@ -121,7 +121,7 @@ def test_keys_from_a_parquet_file_that_miss_are_counted_by_status(server: Server
     assert code == 0, err
     n = doc["requests"] * 3
     # no row: txn_count_7d has no default (NOT_FOUND), avg_amount_7d has one (DEFAULTED)
-    assert doc["statuses"] == {"PRESENT": 0, "NOT_FOUND": n, "EXPIRED": 0, "DEFAULTED": n}
+    assert doc["statuses"] == {"PRESENT": 0, "NOT_FOUND": n, "EXPIRED": 0, "DEFAULTED": n, "COMPUTED": 0}
     assert doc["hit_rate"] == 0 and doc["keys"]["source"] == str(keys)
 
 

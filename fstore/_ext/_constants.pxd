@@ -9,6 +9,7 @@ cpdef enum Status:
     EXPIRED = 2       # the row is older than the view's ttl, no default
     DEFAULTED = 3     # no usable row: the feature's declared default
     UNAVAILABLE = 4   # a client's fallback: the server could not be reached, the declared default (or None)
+    COMPUTED = 5      # no usable row, no default: the view's request-time function computed it (on_miss: compute)
 
 # The dtype of a stored column; the name after K_ is the dtype's name in definitions.
 cpdef enum Kind:

@@ -10,6 +10,7 @@ class Status(enum.IntEnum):
     EXPIRED: int
     DEFAULTED: int
     UNAVAILABLE: int
+    COMPUTED: int
 
 class Kind(enum.IntEnum):
     """The dtype of a stored column: the name after ``K_`` is the dtype's name."""

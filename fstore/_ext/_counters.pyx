@@ -13,9 +13,9 @@ from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memset
 
-from fstore._ext._constants cimport UNAVAILABLE
+from fstore._ext._constants cimport COMPUTED
 
-cdef Py_ssize_t N_STATUS = UNAVAILABLE + 1  # every Status is a byte below it
+cdef Py_ssize_t N_STATUS = COMPUTED + 1  # every Status is a byte below it (COMPUTED is the last code)
 cdef Py_ssize_t MAX_PLANS_KEPT = 1024       # plans' view maps kept (the server keeps at most MAX_PLANS shapes)
 
 

@@ -96,7 +96,7 @@ cdef class FastGet:
             prepared = self.prepared.get(key)
         except TypeError:
             return None
-        if prepared is None:
+        if prepared is None or prepared.request is not None:  # request-time features: the Python path's
             return None
         entities = (<dict>args).get("entities")
         if type(entities) is not dict or not entities:

@@ -67,8 +67,8 @@ def file_keys(path: str | Path, resolved: Resolved | None, n: int) -> dict[str, 
     """``n`` entity rows from a Parquet file of keys, in file order (wrapping around).
 
     With a repository, its columns must include every join key the request needs, with a
-    matching type (integers for int keys, strings for string keys); other columns are left
-    out. Without one, every column is a join key. Errors name the file and the column."""
+    matching type (integers for int keys, strings for string keys), and every request field
+    its request-time features read; other columns are left out. Without one, every column is a join key. Errors name the file and the column."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -82,7 +82,15 @@ def file_keys(path: str | Path, resolved: Resolved | None, n: int) -> dict[str, 
         if missing:
             raise InvalidArgument(f"{where}: no column {missing[0]!r}, a join key of the request (it needs "
                                   f"{', '.join(resolved.join_keys)}; the file has {', '.join(table.column_names)})")
+        fields = [f for f in resolved.request_fields if f not in resolved.join_keys]
+        absent = [f for f in fields if f not in table.column_names]
+        if absent:
+            raise InvalidArgument(f"{where}: no column {absent[0]!r}, a request field of the request's request-time "
+                                  f"features (the file has {', '.join(table.column_names)})")
+        request = {f: table.column(f).to_pylist() for f in fields}
         table = table.select(resolved.join_keys)
+    else:
+        request = {}
     if table.num_columns == 0 or table.num_rows == 0:
         raise InvalidArgument(f"{where}: no keys in it (columns: {', '.join(table.column_names) or 'none'}, "
                               f"rows: {table.num_rows})")
@@ -100,4 +108,6 @@ def file_keys(path: str | Path, resolved: Resolved | None, n: int) -> dict[str, 
         values = col.to_pylist()
         reps = -(-n // len(values))
         out[name] = (values * reps)[:n]
+    for name, values in request.items():  # request data travel with the keys, as a client sends them
+        out[name] = (values * -(-n // len(values)))[:n]
     return out

@@ -62,6 +62,8 @@ class Resolved:
     key_dtypes: dict[str, str]
     service: str | None
     sla: dict[str, Any] = field(default_factory=dict)
+    #: the request fields its request-time features read (name -> dtype): sent from ``--keys``'s columns
+    request_fields: dict[str, str] = field(default_factory=dict)
 
 
 class Repository:
@@ -93,7 +95,10 @@ class Repository:
     def resolve(self, ask: Ask) -> Resolved:
         snap = self.snapshot
         service = serving_service(snap.doc, ask.model) if ask.model is not None else ask.service
-        requests = resolve(snap.doc, ask.features, service, False, snap.ready.online)
+        computed: list[Any] = []
+        requests = resolve(snap.doc, ask.features, service, False, snap.ready.online, computed)
+        fields = {k: d for r in computed for k, d in r.view["request"].items()}
+        fields.update({k: d for r in requests for k, d in (r.view.get("on_miss") or {}).get("request", {}).items()})
         views, keys, dtypes = [], [], {}
         for req in requests:
             v = req.view
@@ -103,7 +108,7 @@ class Repository:
                     keys.append(k)
                     dtypes[k] = v["key_dtypes"][k]
         sla = dict(snap.services[service].get("sla") or {}) if service is not None else {}
-        return Resolved(views, keys, dtypes, service, sla)
+        return Resolved(views, keys, dtypes, service, sla, fields)
 
     def resolve_loosely(self, ask: Ask) -> Resolved | None:
         """For a feature list the repository refuses (an unknown feature, a name clash): the

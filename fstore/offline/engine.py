@@ -1,25 +1,33 @@
-"""The offline engine: the small interface behind which ingest and training-set builds run.
+"""The offline engine: the small interface behind which ingest, training-set builds and
+the reads of materialization run.
 
-The local engine (Parquet files, the Cython as-of join, a thread pool) is the
-default. A Spark engine for teams that outgrow one machine implements the same
-three methods over the same offline layout and is chosen in fstore.yaml with
-``offline_store: {engine: package.module:Class}``.
+The local engine (Parquet files, the Cython as-of join, a thread pool) is the default.
+The Spark engine (fstore.offline.spark, ``offline_store: {engine: spark}``) implements
+the same methods over the same offline layout, for work past one machine; another is
+chosen with ``offline_store: {engine: package.module:Class}``. Every engine gives the
+same results: the point-in-time rule is fstore.offline.historical's, the newest-row
+rule fstore.offline.newest's.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
 from ..config import PROJECT_FILE, RepoConfig
-from ..errors import BadRows, InvalidConfig
+from ..errors import BadRows, InvalidConfig, MissingDependency
 from ..progress import Reporter
+from ..repo.aggregations import is_aggregation_view
 from ..repo.definitions import Source
 from ..repo.resolve import ViewRequest
+from .backfill import BackfillResult, backfill
 from .historical import get_historical_features
 from .loaders import get_loader
+from .newest import Reads, newest_by_bucket
 from .store import IngestResult, OfflineStore
+from .tiles import events_view, sync_tiles
+from .windows import one_matrix
 
 
 class OfflineEngine(Protocol):
@@ -40,6 +48,17 @@ class OfflineEngine(Protocol):
     def source_schema(self, source: Source) -> pa.Schema:
         """The columns and types of a source, which plan and apply check views against."""
 
+    def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
+                 end_us: int, progress: Reporter | None) -> BackfillResult:
+        """Write view version ``new``'s history: ``old``'s rows outside [start, end) and the
+        transformation's output inside (fstore.offline.backfill)."""
+
+    def newest(self, view: dict[str, Any], reads: Reads, end_us: int,
+               buckets: list[int]) -> Iterator[tuple[int, pa.Table]]:
+        """(bucket, the newest row per entity of the rows ``reads`` names in that bucket, event
+        time <= ``end_us``), for each of ``buckets`` in that order; the rule is in
+        fstore.offline.newest. Materialization writes the online store from these rows."""
+
 
 class LocalEngine:
     """Parquet on the local file system, joined in process by the compiled kernel."""
@@ -48,6 +67,8 @@ class LocalEngine:
         self.store = OfflineStore(config)
 
     def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None = None) -> IngestResult:
+        if is_aggregation_view(view):
+            return ingest_aggregation(self.store, view, source, progress)
         return self.store.ingest(view, source, progress)
 
     def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
@@ -57,8 +78,25 @@ class LocalEngine:
     def fingerprint(self, view: dict[str, Any]) -> str | None:
         return self.store.fingerprint(view)
 
+    def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
+                 end_us: int, progress: Reporter | None = None) -> BackfillResult:
+        return backfill(self.store, old, new, source, start_us, end_us, progress)
+
     def source_schema(self, source: Source) -> pa.Schema:
         return get_loader(source, self.store.config.root, self.store.config.store_paths).schema()
+
+    def newest(self, view: dict[str, Any], reads: Reads, end_us: int,
+               buckets: list[int]) -> Iterator[tuple[int, pa.Table]]:
+        return newest_by_bucket(self.store, view, reads, end_us, buckets)
+
+
+def ingest_aggregation(store: OfflineStore, view: dict[str, Any], source: dict[str, Any],
+                       progress: Reporter | None = None) -> IngestResult:
+    """An aggregation view's ingest: its raw events (by the store's own ingest, so a Spark
+    store loads them in Spark), then the tiles of the new runs, in process (fstore.offline.tiles)."""
+    result = store.ingest(events_view(view), source, progress)
+    sync_tiles(store, view, one_matrix(view))
+    return result
 
 
 def ingest_views(engine: OfflineEngine, views: list[tuple[dict[str, Any], dict[str, Any]]],
@@ -86,6 +124,14 @@ def make_engine(config: RepoConfig) -> OfflineEngine:
     name = config.offline_engine
     if name == "local":
         return LocalEngine(config)
+    if name == "spark":
+        try:
+            import pyspark  # noqa: F401  (only to say clearly what is missing)
+        except ImportError:
+            raise MissingDependency("offline_store.engine is spark but pyspark is not installed: "
+                               "pip install 'fstore[spark]' (pyspark 4 and a Java 17 runtime)") from None
+        from .spark import SparkEngine
+        return SparkEngine(config)
     module, _, cls = str(name).partition(":")
     try:
         return getattr(importlib.import_module(module), cls)(config)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from .._ext._asof import asof_indices
 from ..errors import EntityDataError, FeatureNameClash, OfflineStoreError
 from ..progress import Reporter, Silent
+from ..repo.aggregations import is_aggregation_view
 from ..repo.definitions import AS_OF_CREATED, DTYPES
 from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
@@ -39,6 +40,7 @@ from .asof_created import created_asof_indices
 from .casting import CastFailure, as_int64, to_dtype, to_timestamp
 from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, bucket_ids, sort_indices
 from .store import OfflineStore
+from .windows import join_aggregations
 
 
 
@@ -91,40 +93,69 @@ def get_historical_features(store: OfflineStore, requests: list[ViewRequest], en
                             event_timestamp_column: str, progress: Reporter | None = None) -> pa.Table:
     """The training set: ``entity_df`` with one column per requested feature (see module doc)."""
     progress = progress or Silent()
+    entities, ts = prepare_entities(entity_df, event_timestamp_column, requests)
+    manifests = {r.key: require_manifest(store, r.view) for r in requests}
+    total = sum(manifests[r.key]["buckets"] for r in requests)
+    joined: list[tuple[pa.Table, np.ndarray] | None] = []
+    done: dict[int, tuple[str, pa.ChunkedArray]] = {}  # aggregation views' outputs, defaults applied
+    progress.start("point-in-time join", total)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            for r in requests:
+                if is_aggregation_view(r.view):  # over tiles and edge events (fstore.offline.windows)
+                    key_table, valid = entity_keys(r.view, entities)
+                    for pos, name, col in join_aggregations(store, r, manifests[r.key], key_table, valid, ts,
+                                                            pool, progress):
+                        done[pos] = (name, col)
+                    joined.append(None)
+                    continue
+                taken, hit, _ = _gather(store, r, manifests[r.key], entities, ts, pool, progress, stamps=False)
+                joined.append((taken, hit))
+    finally:
+        progress.stop()
+    return assemble(entities, requests, joined, done)
+
+
+def prepare_entities(entity_df: Any, event_timestamp_column: str,
+                     requests: list[ViewRequest]) -> tuple[pa.Table, np.ndarray]:
+    """The entity rows as a Table and their times (UTC microseconds), checked as every
+    engine checks them: a time per row, no feature name that clashes with a column."""
     entities = load_entity_df(entity_df)
     ts = entity_timestamps(entities, event_timestamp_column)
-    n_out = sum(len(r.outputs) for r in requests)
     for r in requests:
         for out in r.outputs:
             if out in entities.column_names:
                 raise FeatureNameClash(f"feature column {out!r} clashes with an entity_df column of that name; "
                                        "rename the column or pass full_feature_names=True")
-    columns: list[tuple[str, pa.ChunkedArray] | None] = [None] * n_out
-    manifests = {}
-    for r in requests:
-        manifests[r.key] = store.manifest(r.view)
-        if manifests[r.key] is None:
-            raise OfflineStoreError(f"feature view {view_name(r.view)} has no offline data: run "
-                                    f"`fstore ingest {r.view['name']}` first")
-    total = sum(manifests[r.key]["buckets"] for r in requests)
-    progress.start("point-in-time join", total)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            for r in requests:
-                for pos, name, col in _join_view(store, r, manifests[r.key], entities, ts, pool, progress):
-                    columns[pos] = (name, col)
-    finally:
-        progress.stop()
+    return entities, ts
+
+
+def require_manifest(store: OfflineStore, view: dict[str, Any]) -> dict[str, Any]:
+    manifest = store.manifest(view)
+    if manifest is None:
+        raise OfflineStoreError(f"feature view {view_name(view)} has no offline data: run "
+                                f"`fstore ingest {view['name']}` first")
+    return manifest
+
+
+def assemble(entities: pa.Table, requests: list[ViewRequest], joined: list[tuple[pa.Table, np.ndarray] | None],
+             done: dict[int, tuple[str, pa.ChunkedArray]] | None = None) -> pa.Table:
+    """The training set from each request's winning rows: ``joined[i]``, for ``requests[i]``, holds the
+    winner's ``req.features`` per entity row (in entity order, nulls where none won) and
+    whether one won. Defaults fill the misses; every engine ends here. ``done``: output
+    position -> (name, column) of requests already complete (aggregation views; their
+    ``joined`` entry is None)."""
+    columns: list[tuple[str, pa.ChunkedArray] | None] = [None] * sum(len(r.outputs) for r in requests)
+    for r, pair in zip(requests, joined):
+        if pair is None:
+            continue
+        for i, _, col in _with_defaults(r, *pair):
+            columns[r.positions[i]] = (r.outputs[i], col)
+    for pos, named in (done or {}).items():
+        columns[pos] = named
     names = entities.column_names + [name for name, _ in columns]  # type: ignore[misc]
     arrays = list(entities.columns) + [col for _, col in columns]  # type: ignore[misc]
     return pa.Table.from_arrays(arrays, names=names)
-
-
-def _join_view(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], entities: pa.Table,
-               ts: np.ndarray, pool: ThreadPoolExecutor, progress: Reporter):
-    taken, hit, _ = _gather(store, req, manifest, entities, ts, pool, progress, stamps=False)
-    for i, name, col in _with_defaults(req, taken, hit):
-        yield req.positions[i], req.outputs[i], col
 
 
 def point_in_time_view(store: OfflineStore, req: ViewRequest, entities: pa.Table,
@@ -135,10 +166,7 @@ def point_in_time_view(store: OfflineStore, req: ViewRequest, entities: pa.Table
     qualified and the default or null was used). ``entities`` holds the view's join keys;
     ``ts`` the entity times. Skew checks (fstore.monitoring.skew) compare served values
     with these."""
-    manifest = store.manifest(req.view)
-    if manifest is None:
-        raise OfflineStoreError(f"feature view {view_name(req.view)} has no offline data: run "
-                                f"`fstore ingest {req.view['name']}` first")
+    manifest = require_manifest(store, req.view)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         taken, hit, stamps = _gather(store, req, manifest, entities, ts, pool, Silent(), stamps=True)
     columns = [col for _, _, col in _with_defaults(req, taken, hit)]
@@ -151,24 +179,9 @@ def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], ent
     """The winning row's ``req.features`` per entity row (nulls where none), whether one
     won, and with ``stamps`` its event time (int64 microseconds, undefined where none)."""
     view = req.view
-    keys = view["join_keys"]
-    key_cols = {}
-    for k in keys:
-        if k not in entities.column_names:
-            raise EntityDataError(f"the entity rows have no {k!r} column, a join key of feature view "
-                                  f"{view_name(view)} (columns: {', '.join(entities.column_names)})")
-        try:
-            key_cols[k] = to_dtype(entities.column(k), KEY_TYPES[view["key_dtypes"][k]])
-        except CastFailure as exc:
-            raise EntityDataError(_cast_problem(entities.column(k), k, exc, f"the {view['key_dtypes'][k]} key of "
-                                                f"feature view {view_name(view)}")) from None
-    key_table = pa.table(key_cols)
-    valid = np.ones(len(ts), dtype=np.uint8)
-    for k in keys:
-        if key_cols[k].null_count:
-            valid &= ~np.asarray(key_cols[k].is_null().to_numpy(zero_copy_only=False))
+    key_table, valid = entity_keys(view, entities)
     n_buckets = manifest["buckets"]
-    buckets = bucket_ids(key_table, keys, n_buckets)
+    buckets = bucket_ids(key_table, view["join_keys"], n_buckets)
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
     by_name = {f["name"]: f for f in view["features"]}
@@ -203,6 +216,27 @@ def _gather(store: OfflineStore, req: ViewRequest, manifest: dict[str, Any], ent
     hit = np.concatenate(parts_hit)[inverse] if parts_hit else np.zeros(0, dtype=bool)
     times = as_int64(taken.column(EVENT_TS), fill=NO_TIME) if stamps else None
     return taken, hit, times
+
+
+def entity_keys(view: dict[str, Any], entities: pa.Table) -> tuple[pa.Table, np.ndarray]:
+    """The view's join keys of the entity rows, cast to the stored key types (a value that
+    does not cast is an EntityDataError naming it), and which rows have no null key."""
+    keys = view["join_keys"]
+    key_cols = {}
+    for k in keys:
+        if k not in entities.column_names:
+            raise EntityDataError(f"the entity rows have no {k!r} column, a join key of feature view "
+                                  f"{view_name(view)} (columns: {', '.join(entities.column_names)})")
+        try:
+            key_cols[k] = to_dtype(entities.column(k), KEY_TYPES[view["key_dtypes"][k]])
+        except CastFailure as exc:
+            raise EntityDataError(_cast_problem(entities.column(k), k, exc, f"the {view['key_dtypes'][k]} key of "
+                                                f"feature view {view_name(view)}")) from None
+    valid = np.ones(entities.num_rows, dtype=np.uint8)
+    for k in keys:
+        if key_cols[k].null_count:
+            valid &= ~np.asarray(key_cols[k].is_null().to_numpy(zero_copy_only=False))
+    return pa.table(key_cols), valid
 
 
 def _with_defaults(req: ViewRequest, taken: pa.Table, hit: np.ndarray):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +37,14 @@ from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
 from ..progress import Reporter, Silent
 from ..repo.definitions import Source
 from ..repo.names import view_name
-from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, bucket_ids, offline_schema, sort_indices, sort_table
-from .loaders import SourceUnit, get_loader
+from .layout import CREATED_TS, EVENT_TS, FORMAT, MANIFEST, UNIT, offline_schema, sort_table
+from .loaders import Loader, SourceUnit, get_loader
 from .log import LogRun, event_range, log_runs
+from .parts import write_parts
 from .problems import RowProblems
 from .rows import read_typed
+from .transform import ingest_full, unit_reader
+from ..repo.transforms import FULL, PLAIN, ingest_mode
 
 MAX_ROWS_PER_RUN = 20_000_000  # rows one ingest run writes at most (bounded memory)
 
@@ -56,6 +58,8 @@ class IngestResult:
     replaced_units: int
     null_key_rows: int = 0          # rows skipped: a null join key can never be joined
     null_key_columns: list[str] = field(default_factory=list)
+    mode: str = PLAIN               # plain, incremental or full (fstore.repo.transforms.ingest_mode)
+    why: str = ""
 
     @property
     def up_to_date(self) -> bool:
@@ -137,9 +141,15 @@ class OfflineStore:
             self._remove_orphans(vdir, manifest)
             loader = get_loader(Source(**source), self.config.root, self.config.store_paths)
             units = loader.units()
+            mode, why = ingest_mode(view)
+            if mode == FULL:
+                problems = RowProblems(f"ingest of {view_name(view)}")
+                read, rows = ingest_full(self, view, source, manifest, loader, units, problems)
+                return IngestResult(view_name(view), read, len(units) - read, rows, 0, problems.null_key_rows,
+                                    problems.null_key_columns, mode, why)
             todo = [u for u in units if manifest["units"].get(u.id, {}).get("fingerprint") != u.fingerprint]
             changed = [u for u in todo if u.id in manifest["units"]]
-            result = IngestResult(view_name(view), len(todo), len(units) - len(todo), 0, len(changed))
+            result = IngestResult(view_name(view), len(todo), len(units) - len(todo), 0, len(changed), mode=mode, why=why)
             if not todo:
                 return result
             problems = RowProblems(f"ingest of {view_name(view)}")
@@ -147,22 +157,7 @@ class OfflineStore:
             replaced: list[Path] = []  # parts the new manifest no longer references
             progress.start(f"ingest {view_name(view)}", len(todo))
             try:
-                batch: list[tuple[SourceUnit, pa.Table]] = []
-                rows = 0
-                for seq, unit in enumerate(todo):
-                    table = read_typed(view, source, loader, unit, problems, seq)
-                    progress.advance(1, info=f"{rows:,} rows")
-                    if table is None or problems:  # bad rows: read on to find them all, write no more
-                        batch = []
-                        continue
-                    batch.append((unit, table))
-                    rows += table.num_rows
-                    if rows >= MAX_ROWS_PER_RUN:
-                        result.rows += self._write_run(view, manifest, batch, written, replaced)
-                        batch, rows = [], 0
-                problems.check()
-                if batch:
-                    result.rows += self._write_run(view, manifest, batch, written, replaced)
+                result.rows += self._load(view, source, loader, todo, manifest, problems, written, replaced, progress)
             except BaseException:
                 for part in written:  # never referenced: the old manifest is still in force
                     part.unlink(missing_ok=True)
@@ -176,6 +171,34 @@ class OfflineStore:
                 part.unlink(missing_ok=True)
             result.null_key_rows, result.null_key_columns = problems.null_key_rows, problems.null_key_columns
             return result
+
+    def _load(self, view: dict[str, Any], source: dict[str, Any], loader: Loader, todo: list[SourceUnit],
+              manifest: dict[str, Any], problems: RowProblems, written: list[Path], replaced: list[Path],
+              progress: Reporter) -> int:
+        """Read, type and write the units of ``todo`` as runs (added to ``manifest`` in memory);
+        the rows written. Bad rows are recorded in ``problems`` and raised (BadRows) once all
+        units are read. Another engine replaces this step (fstore.offline.spark.ingest). A view
+        with a row-wise transformation reads each unit through it (fstore.offline.transform)."""
+        reader = unit_reader(view, source, loader, self.config.root) if view.get("transform") else \
+            (lambda u, p, s: read_typed(view, source, loader, u, p, s))
+        total = 0
+        batch: list[tuple[SourceUnit, pa.Table]] = []
+        rows = 0
+        for seq, unit in enumerate(todo):
+            table = reader(unit, problems, seq)
+            progress.advance(1, info=f"{rows:,} rows")
+            if table is None or problems:  # bad rows: read on to find them all, write no more
+                batch = []
+                continue
+            batch.append((unit, table))
+            rows += table.num_rows
+            if rows >= MAX_ROWS_PER_RUN:
+                total += self._write_run(view, manifest, batch, written, replaced)
+                batch, rows = [], 0
+        problems.check()
+        if batch:
+            total += self._write_run(view, manifest, batch, written, replaced)
+        return total
 
     def append_rows(self, view: dict[str, Any], table: pa.Table, label: str) -> int:
         """Append typed rows (e.g. pushed to the server) as a new run, so training sees what
@@ -202,44 +225,45 @@ class OfflineStore:
         file). The parts written are added to ``written``, the parts the run replaces (to
         delete once the manifest is swapped) to ``dropped``."""
         vdir = self.view_dir(view)
-        run_id = f"r{manifest['next_run']:06d}"
-        tables, unit_ids = [], {}
-        for unit, table in batch:
-            old = manifest["units"].get(unit.id)
-            uid = old["id"] if old else manifest["next_unit"]
-            if not old:
-                manifest["next_unit"] += 1
-            unit_ids[unit.id] = uid
-            tables.append(table.set_column(table.schema.get_field_index(UNIT), UNIT,
-                                           pa.array(np.full(table.num_rows, uid, dtype=np.int32))))
+        run_id, unit_ids, replaced, affected = self.begin_run(manifest, [u for u, _ in batch])
+        tables = [table.set_column(table.schema.get_field_index(UNIT), UNIT,
+                                   pa.array(np.full(table.num_rows, unit_ids[unit.id], dtype=np.int32)))
+                  for unit, table in batch]
         # a changed unit replaces its rows: keep the other rows of the runs it was in
-        replaced = {manifest["units"][u]["id"] for u in unit_ids if u in manifest["units"]}
-        affected = [r for r in manifest["runs"] if replaced & set(r["units"])]
         for run in affected:
             for part in run["parts"].values():
                 old_rows = pq.read_table(vdir / part)
                 keep = pc.invert(pc.is_in(old_rows.column(UNIT), pa.array(sorted(replaced), pa.int32())))
                 tables.append(old_rows.filter(keep).cast(self.schema(view)))
         table = pa.concat_tables(tables)
-        n_buckets = manifest["buckets"]
-        buckets = bucket_ids(table, view["join_keys"], n_buckets).astype(np.int16)  # int16: radix sort
-        order = np.argsort(buckets, kind="stable")
-        bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
-        narrow = table.select([*view["join_keys"], EVENT_TS, CREATED_TS])
-        parts: dict[str, str] = {}
-        for b in range(n_buckets):
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            if hi == lo:
-                continue
-            # sort the bucket on its narrow sort columns, then gather every column once
-            rows = order[lo:hi]
-            local = sort_indices(narrow.take(pa.array(rows)), view).to_numpy()
-            part = table.take(pa.array(rows[local]))
-            rel = f"b{b:04d}/{run_id}.parquet"
-            (vdir / rel).parent.mkdir(exist_ok=True)
-            written.append(vdir / rel)
-            _write_parquet(part, vdir / rel, view)
-            parts[str(b)] = rel
+        parts = write_parts(vdir, view, manifest["buckets"], table, run_id, written)
+        self.end_run(view, manifest, run_id, unit_ids, affected, [(u, t.num_rows) for u, t in batch], parts,
+                     table.num_rows, event_range(table), dropped)
+        return sum(t.num_rows for _, t in batch)
+
+    def begin_run(self, manifest: dict[str, Any], units: list[SourceUnit]
+                  ) -> tuple[str, dict[str, int], set[int], list[dict[str, Any]]]:
+        """A new run's id, the number of each of its units (new units get the next ones, in
+        ``manifest``), the numbers of the units it replaces, and the runs holding those: the
+        run must keep those runs' other rows, after its own (the order an exact tie keeps)."""
+        run_id = f"r{manifest['next_run']:06d}"
+        unit_ids = {}
+        for unit in units:
+            old = manifest["units"].get(unit.id)
+            uid = old["id"] if old else manifest["next_unit"]
+            if not old:
+                manifest["next_unit"] += 1
+            unit_ids[unit.id] = uid
+        replaced = {manifest["units"][u]["id"] for u in unit_ids if u in manifest["units"]}
+        affected = [r for r in manifest["runs"] if replaced & set(r["units"])]
+        return run_id, unit_ids, replaced, affected
+
+    def end_run(self, view: dict[str, Any], manifest: dict[str, Any], run_id: str, unit_ids: dict[str, int],
+                affected: list[dict[str, Any]], unit_rows: list[tuple[SourceUnit, int]], parts: dict[str, str],
+                rows: int, events: list[int] | None, dropped: list[Path]) -> None:
+        """Record a written run in ``manifest`` (in memory: the caller swaps the file); the
+        parts of the runs it replaces are added to ``dropped``, to delete once it is swapped."""
+        vdir = self.view_dir(view)
         run_units = sorted({*unit_ids.values(), *(u for r in affected for u in r["units"])})
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         manifest["runs"] = [r for r in manifest["runs"] if r not in affected]
@@ -248,14 +272,52 @@ class OfflineStore:
             if entry["run"] in gone:
                 entry["run"] = run_id
         manifest["runs"].append({"id": run_id, "units": run_units, "parts": parts,
-                                 "rows": table.num_rows, "at": now, "events": event_range(table)})
-        for unit, t in batch:
+                                 "rows": rows, "at": now, "events": events})
+        for unit, n in unit_rows:
             manifest["units"][unit.id] = {"id": unit_ids[unit.id], "fingerprint": unit.fingerprint,
-                                          "rows": t.num_rows, "run": run_id, "at": now}
+                                          "rows": n, "run": run_id, "at": now}
         manifest["next_run"] += 1
         manifest["rows"] = sum(r["rows"] for r in manifest["runs"])
         dropped.extend(vdir / part for run in affected for part in run["parts"].values())
-        return sum(t.num_rows for _, t in batch)
+
+    def replace_history(self, view: dict[str, Any], table: pa.Table, units: dict[str, dict[str, Any]],
+                        extra: dict[str, Any] | None = None) -> None:
+        """Replace a view version's whole history by ``table`` (typed, ``__unit`` set), one
+        run; ``units``: the manifest's unit entries (without run and time), ``extra``: other
+        manifest keys (a full recompute's inputs). Used by backfill."""
+        vdir = self.view_dir(view)
+        vdir.mkdir(parents=True, exist_ok=True)
+        with file_lock(vdir / ".lock"):
+            manifest = self.manifest(view) or self._new_manifest(view)
+            self._remove_orphans(vdir, manifest)
+            self.replace_locked(view, manifest, table, units, extra or {})
+
+    def replace_locked(self, view: dict[str, Any], old: dict[str, Any], table: pa.Table,
+                       units: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
+        """``replace_history`` under the view's lock (held by the caller): the new manifest is
+        swapped in once the parts are written, then the old parts are deleted."""
+        vdir = self.view_dir(view)
+        manifest = {**self._new_manifest(view), "next_run": old["next_run"], **extra}
+        run_id = f"r{manifest['next_run']:06d}"
+        written: list[Path] = []
+        try:
+            parts = write_parts(self.view_dir(view), view, manifest["buckets"], table, run_id, written)
+        except BaseException:
+            for part in written:
+                part.unlink(missing_ok=True)
+            raise
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        manifest["units"] = {u: {**e, "run": run_id, "at": now} for u, e in units.items()}
+        manifest["next_unit"] = max([old["next_unit"], *(e["id"] + 1 for e in units.values())])
+        manifest["runs"] = [{"id": run_id, "units": sorted({e["id"] for e in units.values()}), "parts": parts,
+                             "rows": table.num_rows, "at": now, "events": event_range(table)}]
+        manifest["next_run"] += 1
+        manifest["rows"] = table.num_rows
+        write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
+        for run in old["runs"]:
+            for part in run["parts"].values():
+                if (vdir / part) not in written:
+                    (vdir / part).unlink(missing_ok=True)
 
     def _remove_orphans(self, vdir: Path, manifest: dict[str, Any]) -> None:
         """Delete part files no run references (left by a crashed ingest)."""
@@ -269,15 +331,3 @@ class OfflineStore:
 
     def drop(self, view: dict[str, Any]) -> None:
         shutil.rmtree(self.view_dir(view), ignore_errors=True)
-
-
-def _write_parquet(table: pa.Table, path: Path, view: dict[str, Any]) -> None:
-    """Write a part: dictionary encoding only where it pays (text), statistics only where
-    they can prune a read (keys and times); both cost a lot on wide numeric views."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, tmp, compression="snappy", row_group_size=1 << 20, use_dictionary=text,
-                   write_statistics=[*view["join_keys"], EVENT_TS])
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

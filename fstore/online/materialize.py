@@ -23,19 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._ext._online import row_times
 from ..errors import FutureEnd, OfflineStoreError
-from ..offline.layout import EVENT_TS, sort_table
+from ..offline.engine import OfflineEngine
 from ..offline.problems import RowProblems
-from ..offline.store import OfflineStore
 from ..progress import Reporter, Silent
+from ..repo.aggregations import is_aggregation_view
 from ..repo.names import view_name
-from ..offline.casting import as_int64
 from ..times import format_duration, from_us, now_us
+from .aggregates import materialize_aggregates
 from .codec import write_table
 from .consumed import Consumed, Plan, after_incremental, after_window, incremental_plan, window_plan
 from .files import read_files
@@ -59,26 +58,6 @@ class WriteResult:
         return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
 
-def latest_rows(table: pa.Table, view: dict[str, Any], start_us: int | None, end_us: int) -> pa.Table:
-    """The newest row per entity with start <= event time <= end, from rows sorted as stored."""
-    ts = as_int64(table.column(EVENT_TS))
-    mask = ts <= end_us
-    if start_us is not None:
-        mask &= ts >= start_us
-    if not mask.all():
-        table = table.filter(pa.array(mask))
-    n = table.num_rows
-    if n < 2:
-        return table
-    boundary = np.zeros(n - 1, dtype=bool)
-    for k in view["join_keys"]:
-        col = table.column(k).combine_chunks()
-        ne = pc.fill_null(pc.not_equal(col.slice(0, n - 1), col.slice(1)), True)
-        boundary |= ne.to_numpy(zero_copy_only=False)
-    last = np.append(boundary, True)
-    return table.filter(pa.array(last))
-
-
 def check_end(end: Any, end_us: int, skew_us: int, now: int | None = None) -> None:
     """Refuse an END later than now plus the clock-skew allowance (a typo like 2099 for 2026):
     rows dated after now would hide older ones online until then, and END would claim them."""
@@ -90,7 +69,7 @@ def check_end(end: Any, end_us: int, skew_us: int, now: int | None = None) -> No
                         "in fstore.yaml); if you mean it, pass --allow-future (allow_future=True)", field="end")
 
 
-def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict[str, Any]],
+def materialize(engine: OfflineEngine, online: OnlineStore, views: Sequence[dict[str, Any]],
                 start_us: int | None, end_us: int, *, incremental: bool = False,
                 progress: Reporter | None = None) -> list[WriteResult]:
     """Write the newest row per entity with event time in [start, end] of each view.
@@ -102,11 +81,14 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
     progress = progress or Silent()
     results = []
     for view in views:
+        if is_aggregation_view(view):  # every entity as of END (fstore.online.aggregates)
+            results.append(materialize_aggregates(engine.store, online, view, end_us))
+            continue
         name = view_name(view)
-        manifest = offline.manifest(view)
+        manifest = engine.store.manifest(view)
         if manifest is None:
             raise OfflineStoreError(f"feature view {name} has no offline data: run `fstore ingest {view['name']}`")
-        runs = offline.log(view, manifest)
+        runs = engine.store.log(view, manifest)
         consumed = Consumed.from_doc(online.consumed(name))
         if incremental:
             plan = incremental_plan(consumed, runs, end_us)
@@ -114,7 +96,7 @@ def materialize(offline: OfflineStore, online: OnlineStore, views: Sequence[dict
         else:
             plan = window_plan(runs, start_us, end_us)
             job = _Job([start_us, end_us], end_us, plan, after_window(consumed, runs, start_us, end_us))
-        results.append(_materialize_view(offline, online, view, job, progress))
+        results.append(_materialize_view(engine, online, view, job, progress))
     return results
 
 
@@ -138,9 +120,9 @@ class _Job:
         return sorted({b for run, _ in self.plan for b in run.parts})
 
 
-def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], job: _Job,
+def _materialize_view(engine: OfflineEngine, online: OnlineStore, view: dict[str, Any], job: _Job,
                       progress: Reporter) -> WriteResult:
-    """Buckets are read one at a time and reduced to their newest rows; the rows of as many
+    """Buckets are reduced to their newest rows by the engine; the rows of as many
     buckets as fit in ``online.write_buffer`` bytes are then sorted together and written in
     one transaction. The buckets partition the entities by hash, so only a global key
     order lets LMDB append (compact pages, no lookups): with one group, a backfill into an
@@ -154,7 +136,6 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
     stored = online.job(name)
     done: set[int] = set(stored["done"]) if stored and stored["interval"] == job.interval \
         and stored.get("log") == key else set()
-    features = [f["name"] for f in view["features"]]
     group: list[int] = []
     tables: list[pa.Table] = []
     held = 0
@@ -191,16 +172,16 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
 
     progress.start(f"materialize {name}", len(todo))
     try:
-        for i, b in enumerate(todo):
-            if b in done:
-                progress.advance(1, info="already done")
-                continue
-            rows = _read_bucket(offline, view, job, b, features)
+        left = [b for b in todo if b not in done]
+        for _ in range(len(todo) - len(left)):
+            progress.advance(1, info="already done")
+        # the engine reduces each bucket to its newest rows (fstore.offline.newest's rule)
+        for i, (b, rows) in enumerate(engine.newest(view, job.plan, job.end_us, left)):
             result.rows_read += rows.num_rows
             group.append(b)
             tables.append(rows)
             held += rows.nbytes
-            if held >= online.write_buffer or i == len(todo) - 1:
+            if held >= online.write_buffer or i == len(left) - 1:
                 flush()
                 group, tables, held = [], [], 0
             progress.advance(1, info=f"{result.rows_read:,} rows read, {result.rows_written:,} written")
@@ -213,19 +194,6 @@ def _materialize_view(offline: OfflineStore, online: OnlineStore, view: dict[str
     result.seconds = time.perf_counter() - t0
     result.watermark = online.watermark(name)
     return result
-
-
-def _read_bucket(offline: OfflineStore, view: dict[str, Any], job: _Job, bucket: int,
-                 features: list[str]) -> pa.Table:
-    """The newest row per entity among the rows the job reads in one bucket. Each part is
-    reduced to its newest rows first (parts are sorted as stored), so only those are sorted
-    together; a later run wins an exact tie, as in one sort of every part in log order."""
-    tables = [latest_rows(offline.read_part(view, run.parts[bucket], features), view, lo, job.end_us)
-              for run, lo in job.plan if bucket in run.parts]
-    tables = [t for t in tables if t.num_rows] or tables[:1]
-    if len(tables) == 1:
-        return tables[0]
-    return latest_rows(sort_table(pa.concat_tables(tables), view), view, None, job.end_us)
 
 
 def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dict[str, Any],

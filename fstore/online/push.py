@@ -27,10 +27,13 @@ from ..offline.problems import RowProblems
 from ..offline.rows import source_columns, type_rows
 from ..offline.store import OfflineStore
 from ..progress import Reporter
+from ..offline.tiles import events_view
+from ..repo.aggregations import is_aggregation_view
 from ..repo.names import view_name
 from ..repo.registry import Snapshot
 from ..repo.resolve import find_view
 from ..times import from_us
+from .aggregates import refresh_after_push
 from .codec import encode_table, write_batch
 from .files import read_files
 from .store import OnlineStore
@@ -73,7 +76,10 @@ def push_group(snapshot: Callable[[], Snapshot], online: OnlineStore, offline: O
     for i, args in enumerate(group):
         try:
             prepared = prepare_push(online, registry, args)
-            if prepared.offline:
+            if is_aggregation_view(prepared.view):  # raw events in, the entities' aggregates out
+                prepared = prepare_table(online, prepared.view, refresh_after_push(offline, prepared.view,
+                                                                                   prepared.table), False)
+            elif prepared.offline:
                 append_offline(offline, prepared)
         except Exception as exc:  # noqa: BLE001 - refuses this PUSH alone; the server maps it to an error
             outcomes[i] = exc
@@ -174,6 +180,9 @@ def prepare_push(online: OnlineStore, registry: Snapshot, args: dict[str, Any]) 
     view = find_view(view_ref, registry.views)
     if view is None:
         raise UnknownObject(f"unknown feature view {view_ref!r}")
+    if is_aggregation_view(view):  # typed as raw events; push_group aggregates them
+        table = _typed_table(events_view(view), registry.source_of(view), rows)
+        return PreparedPush(view, view_name(view), online.db(view_name(view)), table, [], [], True, None)
     return prepare_table(online, view, _typed_table(view, registry.source_of(view), rows), offline)
 
 

@@ -5,9 +5,12 @@ Statuses (fstore._ext._constants.Status; the rule is in fstore.online.plan):
 - PRESENT: the stored row's value (a stored null is PRESENT with value None);
 - NOT_FOUND: no row for the entity (or a null key part), no default: value None;
 - EXPIRED: the row is older than the view's ttl, no default: value None;
-- DEFAULTED: no usable row, and the declared default was returned.
+- DEFAULTED: no usable row, and the declared default was returned;
+- COMPUTED: no usable row and no default, and the view's ``on_miss: compute`` function
+  gave the value (fstore.online.request).
 The event timestamp is that of the entity's stored row (also for EXPIRED, and for
-a DEFAULTED that replaced an expired row); None where there is no row.
+a DEFAULTED or COMPUTED that replaced an expired row); None where there is no row.
+Request-time features (request views) are PRESENT, with no event timestamp.
 
 This module imports neither LMDB nor pyarrow (``to_arrow`` imports pyarrow and
 ``to_pandas`` pandas when called), so that ``import fstore.client`` stays light.
@@ -220,7 +223,7 @@ class OnlineResponse(ResponseBase):
 
         With ``mask``, ``(matrix, missing)``: ``missing`` is a bool matrix of the same shape,
         True where the value is not a stored row's (status other than PRESENT: NOT_FOUND,
-        EXPIRED, DEFAULTED, UNAVAILABLE), so a model can tell a default from a value."""
+        EXPIRED, DEFAULTED, COMPUTED, UNAVAILABLE), so a model can tell a default from a value."""
         names = list(features) if features is not None else \
             [n for n, d in zip(self.plan.names, self.plan.dtypes) if d in _NUMERIC]
         index = [self.plan.names.index(name) for name in names]

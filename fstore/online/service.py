@@ -12,12 +12,14 @@ import time
 from typing import Any, Sequence
 
 from .._ext._online import read
+from ..errors import ComputedFeatureError, EntityRowError
 from ..monitoring.events import IN_PROCESS, ServedRead, hook, worker_id
 from ..repo.models import model_service
 from ..repo.registry import Registry, Snapshot
 from ..times import now_us, to_us
 from .entities import entity_rows as as_rows
 from .plan import build_plan, explain_bad_rows
+from .request import RequestPlan, build_request_plan, read_request
 from .response import OnlinePlan, OnlineResponse
 from .store import OnlineStore
 
@@ -43,7 +45,7 @@ class OnlineService:
         return self.registry.snapshot()
 
     def plan(self, features: Sequence[str] | None, feature_service: str | None,
-             full_feature_names: bool = False) -> OnlinePlan:
+             full_feature_names: bool = False) -> OnlinePlan | RequestPlan:
         """The compiled read plan of a request shape under the current registry (cached)."""
         snap = self.registry.snapshot()
         if snap is not self._plans_for:
@@ -54,7 +56,9 @@ class OnlineService:
         if plan is None:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            plan = self._plans[key] = build_plan(snap.doc, self.store, features, feature_service,
+            plan = self._plans[key] = build_request_plan(
+                snap.doc, self.store, self.registry.config, features, feature_service, full_feature_names,
+                snap.ready.online) or build_plan(snap.doc, self.store, features, feature_service,
                                                  full_feature_names, snap.ready.online)
         self._last = (snap, list(features) if features is not None else None, feature_service,
                       full_feature_names, plan)
@@ -86,9 +90,15 @@ class OnlineService:
         served = (recorders, IN_PROCESS, self, feature_service, full_feature_names, snap.version, request_id,
                   model) if recorders else None
         try:
-            resp = read(self.store.env, plan, rows, at, OnlineResponse, False, served)
+            if plan.__class__ is RequestPlan:  # request-time features (fstore.online.request)
+                resp = read_request(read, self.store.env, plan, rows, at)  # type: ignore[arg-type]
+                plan = plan.plan  # type: ignore[attr-defined]
+            else:
+                resp = read(self.store.env, plan, rows, at, OnlineResponse, False, served)
+        except (ComputedFeatureError, EntityRowError):  # a request-time function's, already named
+            raise
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-            raise explain_bad_rows(rows, plan, exc) from None
+            raise explain_bad_rows(rows, getattr(plan, "inner", plan), exc) from None
         if active:
             # the time the read was answered as of: ``now`` when given, so a log of it is checked
             # against training at that instant (fstore skew)

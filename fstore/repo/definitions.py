@@ -16,7 +16,9 @@ import pyarrow as pa
 
 from ..errors import InvalidDefinition
 from ..times import parse_duration
+from .aggregations import split_aggregations
 from .names import NAME_RE, SECTIONS, VERSION_SUFFIX_RE, versioned_name
+from .transforms import parse_transform
 
 #: canonical dtype name -> Arrow type of the stored column
 DTYPES: dict[str, pa.DataType] = {
@@ -338,6 +340,9 @@ class FeatureView:
     monitoring: Any = None  # drift thresholds of every feature of the view (parse_monitoring)
     max_delay: Any = None  # the latest a row may be created after its event time (rule L1)
     as_of: Any = None  # AS_OF_CHOICES; None means AS_OF_EVENT
+    transform: Any = None  # {sql: ...}, {python: name} or a function (fstore.repo.transforms)
+    on_miss: Any = None  # {compute: fn, request: {...}, inputs: [...]} (fstore.repo.request_time)
+    aggregations: Any = None  # windowed aggregations (fstore.repo.aggregations); None: a plain view
 
     def __post_init__(self) -> None:
         obj = f"feature_view {self.name}"
@@ -358,8 +363,9 @@ class FeatureView:
             self.source = self._source_obj.name
         if not isinstance(self.source, str) or not self.source:
             raise InvalidDefinition("a source name is required", obj=obj, field="source")
+        split_aggregations(self, obj)
         self.features = [_as_feature(f, obj=obj, index=i) for i, f in enumerate(_listify(self.features))]
-        if not self.features:
+        if not self.features and not self.aggregations:
             raise InvalidDefinition("at least one feature is required", obj=obj, field="features")
         seen: set[str] = set()
         for f in self.features:
@@ -376,6 +382,9 @@ class FeatureView:
         self.monitoring = parse_monitoring(self.monitoring, obj=obj)
         self.max_delay = parse_duration(self.max_delay, obj=obj, field="max_delay")
         self.as_of = parse_as_of(self.as_of, obj=obj)
+        self.transform, self._transform_fn = parse_transform(self.transform, obj=obj)
+        from .request_time import parse_on_miss  # it builds on this module
+        self.on_miss = parse_on_miss(self.on_miss, self.features, obj=obj)
 
     @property
     def versioned_name(self) -> str:
@@ -392,7 +401,15 @@ class FeatureView:
                 "description": self.description, "tags": dict(self.tags), "online": self.online,
                 **({"monitoring": dict(self.monitoring)} if self.monitoring else {}),  # absent when unset
                 **({"max_delay_us": self.max_delay} if self.max_delay else {}),  # as monitoring
-                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {})}  # absent when the default
+                **({"as_of": self.as_of} if self.as_of != AS_OF_EVENT else {}),  # absent when the default
+                **({"transform": dict(self.transform)} if self.transform else {}),  # absent when unset
+                **_on_miss_dict(self.on_miss),  # absent when unset
+                **({"aggregations": [dict(a) for a in self.aggregations]} if self.aggregations else {})}  # as monitoring
+
+
+def _on_miss_dict(on_miss: Any) -> dict[str, Any]:
+    from .request_time import on_miss_dict  # it builds on this module
+    return on_miss_dict(on_miss)
 
 
 @dataclass

@@ -12,7 +12,7 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VERSION_SUFFIX_RE = re.compile(r"^(?P<name>.+)_v(?P<version>[0-9]+)$")
 #: the sections of a definitions file and of the registry, with the singular that names one object
 SECTIONS: dict[str, str] = {"entities": "entity", "sources": "source", "feature_views": "feature_view",
-                            "feature_services": "feature_service"}
+                            "feature_services": "feature_service", "request_views": "request_view"}
 
 
 def versioned_name(name: str, version: int) -> str:

@@ -21,12 +21,14 @@ from ..config import PROJECT_FILE, RepoConfig
 from ..errors import DefinitionErrors, InvalidDefinition
 from .definitions import CLASSES, Entity, FeatureService, FeatureView, Source, _unknown_field_message
 from .names import SECTIONS
+from .request_time import RequestView
 
 _SKIP_DIRS = {"data", ".git", ".venv", "venv", "__pycache__", "node_modules", ".fstore"}
 #: fstore's own package: its frames are never the user's line
 _FSTORE_DIR = Path(__file__).resolve().parents[1]
 #: the keys a YAML mapping of each kind may hold (the dataclass fields)
-_FIELDS: dict[str, list[str]] = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in CLASSES.items()}
+_CLASSES: dict[str, type] = {**CLASSES, "request_views": RequestView}  # request_time builds on definitions
+_FIELDS: dict[str, list[str]] = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in _CLASSES.items()}
 
 
 @dataclass
@@ -45,6 +47,7 @@ class RepoContents:
     sources: list[Defined] = field(default_factory=list)
     feature_views: list[Defined] = field(default_factory=list)
     feature_services: list[Defined] = field(default_factory=list)
+    request_views: list[Defined] = field(default_factory=list)
     #: problems found while reading the files
     errors: list[InvalidDefinition] = field(default_factory=list)
     #: names (by kind) of the objects whose definitions were rejected while reading: they
@@ -147,7 +150,7 @@ def _yaml_object(kind: str, item: Any) -> Any:
         raise InvalidDefinition(f"unknown field {unknown[0]!r} in {SECTIONS[kind]}; "
                                 f"known: {', '.join(_FIELDS[kind])}", field=unknown[0])
     try:
-        return CLASSES[kind](**item)
+        return _CLASSES[kind](**item)
     except TypeError as exc:
         raise InvalidDefinition(_unknown_field_message(exc, SECTIONS[kind])) from None
 
@@ -218,6 +221,8 @@ def _load_python(path: Path, rel: str, contents: RepoContents, errors: list[Inva
                 collect(value._source_obj)
         elif isinstance(value, FeatureService):
             contents.add("feature_services", value, rel)
+        elif isinstance(value, RequestView):
+            contents.add("request_views", value, rel)
 
     for name, value in namespace.items():
         if name.startswith("__"):

@@ -26,6 +26,7 @@ from .impact import Impact, model_impacts
 from .names import SECTIONS, unversioned, view_name
 from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
 from .reader import read_definitions
+from .transforms import ingest_mode
 from .validation import SchemaReader, build_registry
 
 FORMAT = 1
@@ -54,6 +55,8 @@ class Plan:
     effects: list[str] = field(default_factory=list)  # what the apply does to live reads and training
     warnings: list[str] = field(default_factory=list)  # legal, but likely not what was meant
     impacts: list[Impact] = field(default_factory=list)  # changes a production model reads (repo.impact)
+    #: how ``fstore ingest`` runs each view with a transformation: "view_vN: mode (why)"
+    ingest: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -177,7 +180,7 @@ class Registry:
         ready = self.readiness() if ready is None else ready
         return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state),
                     version_effects(current or {}, new_state, ready), store_warnings(self.config, new_state),
-                    model_impacts(current or {}, new_state))
+                    model_impacts(current or {}, new_state), transform_modes(new_state))
 
     def apply(self, ready: Readiness | None = None) -> tuple[Plan, int]:
         """Validate and store the definitions; returns the plan and the registry version now in force."""
@@ -204,6 +207,20 @@ class Registry:
             state = {k: v for k, v in current.items() if k not in _STAMP_KEYS}
             self._write(current["version"], {**state, "models": models})
             return result
+
+    def add_view_version(self, record: dict[str, Any]) -> int:
+        """Register one new view version (``fstore backfill``'s result) as a new registry
+        version, everything else unchanged; returns the registry version now in force."""
+        with file_lock(self.path.parent / ".registry.lock"):
+            remove_stale_tmp(self.path)
+            remove_stale_tmp(self.history_dir / "*.json")
+            current = self.require()
+            name = view_name(record)
+            if name in current["feature_views"]:
+                raise RegistryError(f"view version {name} is already applied")
+            state = {k: v for k, v in current.items() if k not in _STAMP_KEYS}
+            state["feature_views"] = dict(sorted({**current["feature_views"], name: record}.items()))
+            return self._write(current["version"], state)
 
     def _write(self, current_version: int, state: dict[str, Any]) -> int:
         """Store ``state`` as the next registry version (history copy first); returns it."""
@@ -266,6 +283,16 @@ def version_effects(old: dict[str, Any], new: dict[str, Any], ready: Readiness) 
                                f"{path} data ({'`fstore ingest`' if path == 'offline' else '`fstore materialize`'}); "
                                f"{newest_name} {state}")
     return effects
+
+
+def transform_modes(state: dict[str, Any]) -> list[str]:
+    """Per view version with a transformation: whether ingest runs it incrementally or in full, and why."""
+    out = []
+    for name, record in state.get("feature_views", {}).items():
+        if record.get("transform"):
+            mode, why = ingest_mode(record)
+            out.append(f"{name}: {mode} ({why})")
+    return out
 
 
 def store_warnings(config: RepoConfig, state: dict[str, Any]) -> list[str]:

@@ -24,10 +24,14 @@ def find_view(view_ref: str, views: dict[str, Any], ready: frozenset[str] | None
     return live_version(view_ref, views, ready, feature)
 
 
-def check_reference(ref: str, views: dict[str, Any]) -> str | None:
-    """None when ``ref`` ('view', 'view:feature', 'view_vN[:feature]') names something applied,
-    else what is wrong with it."""
+def check_reference(ref: str, views: dict[str, Any], request_views: dict[str, Any] | None = None) -> str | None:
+    """None when ``ref`` ('view', 'view:feature', 'view_vN[:feature]', or a request view's
+    'name[:feature]') names something applied, else what is wrong with it."""
     view_ref, feat = split_ref(ref)
+    if request_views and view_ref in request_views:
+        if feat and feat not in {f["name"] for f in request_views[view_ref]["features"]}:
+            return f"request view {view_ref!r} has no feature {feat!r}"
+        return None
     record = find_view(view_ref, views)
     if record is None:
         return f"unknown feature view {view_ref!r} in reference {ref!r}"
@@ -70,11 +74,16 @@ def service_refs(registry: dict[str, Any], feature_service: str) -> list[str]:
 
 def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
             feature_service: str | None = None, full_feature_names: bool = False,
-            ready: frozenset[str] | None = None) -> list[ViewRequest]:
+            ready: frozenset[str] | None = None, computed: list[ViewRequest] | None = None) -> list[ViewRequest]:
     """Views and output names for a request, in the order the features were asked for.
 
     An unpinned reference reads the newest version in ``ready`` (the versions that have
     data for this path: offline for training sets, online for serving), else the newest.
+
+    References to request views (features computed at read time, fstore.repo.request_time)
+    are put in ``computed``, one ViewRequest per request view, their positions among all
+    outputs; a caller that passes no list sees only the stored features (its positions
+    count those alone).
 
     Output names are ``feature`` or, with full_feature_names, ``view__feature`` where
     ``view`` is spelled as in the reference. Two features with one output name raise
@@ -93,14 +102,21 @@ def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
             raise InvalidArgument("no features requested")
     requests: dict[str, ViewRequest] = {}
     owner: dict[str, str] = {}
+    rviews = registry.get("request_views") or {}
     for ref in refs:
-        problem = check_reference(ref, views)
+        problem = check_reference(ref, views, rviews)
         if problem:
             raise UnknownObject(problem)
         view_ref, feat = split_ref(ref)
-        record = find_view(view_ref, views, ready, feat)
-        assert record is not None
-        req = requests.setdefault(view_name(record), ViewRequest(record))
+        if view_ref in rviews:
+            if computed is None:
+                continue
+            record = rviews[view_ref]
+            req = requests.setdefault("\0" + view_ref, ViewRequest(record))  # not a versioned name
+        else:
+            record = find_view(view_ref, views, ready, feat)
+            assert record is not None
+            req = requests.setdefault(view_name(record), ViewRequest(record))
         for name in [feat] if feat else [f["name"] for f in record["features"]]:
             if name in req.features:
                 continue
@@ -115,4 +131,6 @@ def resolve(registry: dict[str, Any], features: Sequence[str] | None = None,
             req.features.append(name)
             req.outputs.append(out)
             req.positions.append(len(owner) - 1)
-    return list(requests.values())
+    if computed is not None:
+        computed.extend(r for k, r in requests.items() if k.startswith("\0"))
+    return [r for k, r in requests.items() if not k.startswith("\0")]

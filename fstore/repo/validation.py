@@ -12,9 +12,13 @@ import pyarrow as pa
 
 from ..config import RepoConfig
 from ..errors import DefinitionErrors, FeatureNameClash, FstoreError, InvalidDefinition, SchemaChangeRefused
-from .definitions import AS_OF_CREATED, Source
+from .aggregations import resolve_aggregations
+from .definitions import AS_OF_CREATED, Source, coerce_default
 from .names import split_ref, unversioned, view_name
-from .reader import Defined, RepoContents
+from .reader import Defined, RepoContents, definition_files
+from .transform_run import view_transform
+from .transforms import transform_change
+from .request_time import check_request_time
 from .resolve import check_reference, find_view, resolve
 
 #: reads a source's columns and types (the offline engine's loaders do, see fstore.offline)
@@ -62,7 +66,9 @@ def view_schema(record: dict[str, Any]) -> dict[str, Any]:
     """The part of a view version that may never change in place."""
     return {"entities": record["entities"], "join_keys": record["join_keys"],
             "key_dtypes": record["key_dtypes"],
-            "features": [(f["name"], f["dtype"]) for f in record["features"]]}
+            "features": [(f["name"], f["dtype"]) for f in record["features"]],
+            # an aggregation's column, function, window or grain changes what its values mean
+            **({"aggregations": record["aggregations"]} if record.get("aggregations") else {})}
 
 
 class _Collector:
@@ -123,7 +129,7 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
 
     new_views: dict[str, Any] = {}
     for vname, d in views.items():
-        record = _view_record(d, entities, sources, schemas, err, rejected)
+        record = _view_record(config, d, entities, sources, schemas, err, rejected)
         if record is None:
             continue
         old = old_views.get(vname)
@@ -133,19 +139,28 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
                     f"give the view a new version (version: {d.obj.version + 1}) instead",
                     file=d.file, obj=f"feature_view {d.obj.name}", field="version", cls=SchemaChangeRefused)
             continue
+        changed = None if old is None else transform_change(old.get("transform"), record.get("transform"))
+        if changed:  # its stored history was computed by the old transformation
+            err.add(f"the transformation of applied version {d.obj.version} changed ({changed}); recompute "
+                    f"history with `fstore backfill {d.obj.name} START END` (registers version "
+                    f"{d.obj.version + 1}) or give the view a new version (version: {d.obj.version + 1})",
+                    file=d.file, obj=f"feature_view {d.obj.name}", field="transform", cls=SchemaChangeRefused)
+            continue
         new_views[vname] = record
     all_views = {**old_views, **new_views}
     # a view that failed validation is still defined: its own error is reported above,
     # so a service naming it must not also be told the view does not exist
     referable = {**all_views, **{v: d.obj.to_dict() for v, d in views.items() if v not in new_views}}
 
+    request_views = check_request_time(config, contents, referable, new_views, err)
     for sname, d in services.items():
-        problems = [check_reference(ref, referable) for ref in d.obj.features]
+        problems = [check_reference(ref, referable, request_views) for ref in d.obj.features]
         for i, (ref, problem) in enumerate(zip(d.obj.features, problems)):
-            if problem and _ref_view_name(ref) not in rejected.get("feature_views", set()):
+            if problem and _ref_view_name(ref) not in rejected.get("feature_views", set()) | \
+                    rejected.get("request_views", set()) | {d.obj.name for d in contents.request_views}:
                 err.add(problem, file=d.file, obj=f"feature_service {sname}", field=f"features[{i}]")
         if not any(problems):
-            _check_name_clash(d, referable, err)
+            _check_name_clash(d, referable, err, request_views)
 
     if err.errors:
         raise DefinitionErrors(err.errors)
@@ -165,6 +180,7 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
         "sources": dict(sorted(src_out.items())),
         "feature_views": dict(sorted(all_views.items())),
         "feature_services": {n: d.obj.to_dict() for n, d in sorted(services.items())},
+        **({"request_views": request_views} if request_views else {}),  # absent when none
     }
 
 
@@ -186,15 +202,18 @@ def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
                     file=d.file, obj=f"source {src.name}", field=fld)
 
 
-def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector) -> None:
+def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector,
+                      request_views: dict[str, Any] | None = None) -> None:
     """Two views giving a feature of one name make a service that every read would refuse:
     refused here instead, unless the service reads with full feature names."""
     svc = d.obj
     try:
-        resolve({"feature_views": views, "feature_services": {svc.name: svc.to_dict()}}, feature_service=svc.name)
+        resolve({"feature_views": views, "feature_services": {svc.name: svc.to_dict()},
+                 "request_views": request_views or {}}, feature_service=svc.name, computed=[])
     except FeatureNameClash as exc:
         first, second = exc.refs
-        view_a, view_b = (view_name(find_view(split_ref(r)[0], views)) for r in exc.refs)  # type: ignore[arg-type]
+        view_a, view_b = (split_ref(r)[0] if split_ref(r)[0] in (request_views or {}) else
+                          view_name(find_view(split_ref(r)[0], views)) for r in exc.refs)  # type: ignore[arg-type]
         err.add(f"{first!r} (view {view_a}) and {second!r} (view {view_b}) both give the feature column "
                 f"{exc.column!r}; set full_feature_names: true on the service (columns named view__feature), "
                 "or keep only one of them", file=d.file, obj=f"feature_service {svc.name}", field="features")
@@ -205,7 +224,7 @@ def _ref_view_name(ref: str) -> str:
     return unversioned(split_ref(ref)[0])
 
 
-def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
+def _view_record(config: RepoConfig, d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
                  schemas: dict[str, pa.Schema | None], err: _Collector,
                  rejected: dict[str, set[str]]) -> dict[str, Any] | None:
     """The view's registry record, or None after reporting why it cannot have one.
@@ -235,6 +254,21 @@ def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, De
         return None
     src = sources[view.source].obj
     where = f"source {src.name} ({src.path})"
+    transform = None
+    if view.transform:  # keys, times and features are the transformation's output columns
+        try:
+            transform, schema = view_transform(view, schema, config.root, definition_files(config), obj=obj)
+        except InvalidDefinition as exc:
+            err.add(exc.detail, file=d.file, obj=obj, field=exc.field or "transform")
+            return None
+        where = f"the output of the transformation of source {src.name}"
+        lost = [c for c in (src.timestamp_field, src.created_timestamp_field)
+                if c is not None and (c not in schema.names or not is_time_like(schema.field(c).type))]
+        if lost:
+            err.add(f"the transformation's output must keep the source's timestamp column {lost[0]!r} "
+                    f"(output: {', '.join(f'{f.name} {f.type}' for f in schema)})", file=d.file, obj=obj,
+                    field="transform")
+            ok = False
     key_dtypes: dict[str, str] = {}
     for k in join_keys:
         if k not in schema.names:
@@ -265,11 +299,21 @@ def _view_record(d: Defined, entities: dict[str, Defined], sources: dict[str, De
         err.add(f"as_of: {AS_OF_CREATED} needs a created timestamp, and source {src.name} declares no "
                 "created_timestamp_field", file=d.file, obj=obj, field="as_of")
         ok = False
+    if view.aggregations and view.as_of == AS_OF_CREATED:
+        err.add(f"as_of: {AS_OF_CREATED} is not supported for aggregations (the created time only breaks "
+                "ties of last)", file=d.file, obj=obj, field="as_of")
+        ok = False
     if not ok:
         return None
     record = view.to_dict()
     record["join_keys"] = join_keys
     record["key_dtypes"] = key_dtypes
+    if transform is not None:
+        record["transform"] = transform
+    if view.aggregations and not resolve_aggregations(
+            record, schema, reserved, where, coerce_default,
+            lambda msg, fld: err.add(msg, file=d.file, obj=obj, field=fld)):
+        return None
     return record
 
 
@@ -288,4 +332,6 @@ def _schema_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
             parts.append(f"feature {name}: {of[name]} -> {nf[name]}")
     if not parts and old["features"] != new["features"]:
         parts.append("feature order changed")
+    if not parts and old.get("aggregations") != new.get("aggregations"):
+        parts.append("aggregations changed (column, function, window or tile)")
     return "; ".join(parts)

@@ -34,13 +34,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import msgpack
 
 from .._ext._serve import get_reply
+from .._ext._online import read
 from .._ext._wire import read_packed
 from .._version import __version__
-from ..errors import (BadFrame, BadRequest, EntityRowError, FstoreError, HandshakeRequired, Overloaded,
-                      PermissionDenied, ProtocolError, ShuttingDown, TooManyRows, Unauthenticated, UnknownOp,
-                      UnsupportedVersion, as_fstore_error)
+from ..errors import (BadFrame, BadRequest, ComputedFeatureError, EntityRowError, FstoreError, HandshakeRequired,
+                      Overloaded, PermissionDenied, ProtocolError, ShuttingDown, TooManyRows, Unauthenticated,
+                      UnknownOp, UnsupportedVersion, as_fstore_error)
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
 from ..online.plan import explain_bad_rows
+from ..online.request import read_request
 from ..repo.models import model_service
 from ..times import now_us
 from .protocol import GET, HELLO, MAX_CLIENT_NAME, MAX_REQUEST_ID, OPS, VERSION, FrameReader
@@ -236,7 +238,9 @@ class ConnectionBase:
             raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
         request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
-        if entities:
+        if prepared.request is not None and entities:  # request-time features (fstore.online.request)
+            values, status, stamps = self._get_request(prepared.request, entities, n)
+        elif entities:
             recorders = hook.recorders  # the feature log: handed the read inside the compiled call
             served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
                       model if type(model) is str else None) if recorders else None
@@ -250,6 +254,21 @@ class ConnectionBase:
             values, status, stamps = st._packer.pack([[] for _ in plan.names]), bytearray(), bytearray()
         self._served = (args, prepared, values, status, stamps)
         return get_reply(rid, prepared, values, status, stamps, args.get("meta", True), request_id)
+
+    def _get_request(self, rplan: Any, entities: dict[str, list[Any]], n: int) -> tuple[bytes, bytearray, bytearray]:
+        """A GET of a shape with request-time features: the compiled read of its stored
+        features, then the functions (request fields are columns of ``entities``)."""
+        st = self.state
+        rows = [{k: col[i] for k, col in entities.items()} for i in range(n)]
+        try:
+            resp = read_request(read, st.online.store.env, rplan, rows, None)
+        except (ComputedFeatureError, EntityRowError):
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise EntityRowError(str(explain_bad_rows(rows, rplan.inner, EntityRowError("bad entity rows")))) from None
+        flat = resp._values
+        values = st._packer.pack([flat[i * n:(i + 1) * n] for i in range(len(rplan.plan.names))])
+        return values, resp._raw_status, resp._raw_ts
 
     def op_health(self, rid: int, args: dict[str, Any], start: float) -> bytes:
         st = self.state

@@ -26,6 +26,7 @@ from ..config import SERVER_KEYS, RepoConfig, defaults
 from ..errors import BadRequest
 from ..monitoring.events import FEATURE_LOG, SERVER_FAST, hook, load_listener
 from ..offline.store import OfflineStore
+from ..online.request import RequestPlan
 from ..online.service import MAX_PLANS, OnlineService
 from ..online.status import freshness_breached, online_newest
 from ..online.store import OnlineStore
@@ -78,15 +79,18 @@ class PreparedGet:
     full: bool = False
     entries: bytes = b""  # the map's entries alone: a reply echoing a request_id has one entry more
     version: int = -1     # the registry version the plan was built under (the served-read hook's)
+    request: Any = None   # a shape with request-time features: its RequestPlan (the fast path declines it)
 
 
 def prepare_get(plan: Any, features: list[str] | None = None, service: str | None = None,
                 full: bool = False, version: int = -1) -> PreparedGet:
+    request = plan if isinstance(plan, RequestPlan) else None
+    plan = request.plan if request is not None else plan
     entries = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in
                        (("names", plan.names), ("dtypes", plan.dtypes), ("view_of", plan.view_of),
                         ("keys", plan.key_columns))) + msgpack.packb("values")
     return PreparedGet(plan, b"\xc3\x87" + entries, b"\xc3\x85" + entries,  # true, fixmap of 7 / of 5
-                       features, service, full, entries, version)
+                       features, service, full, entries, version, request)
 
 
 class ServerState:

@@ -1,0 +1,92 @@
+"""SparkEngine: the OfflineEngine interface (fstore.offline.engine) run by Spark.
+
+Each method runs a few Spark jobs over the offline layout the local engine uses, and
+returns what the local engine returns, exactly (its tests run both and compare). The
+session is made on first use (fstore.offline.spark.session), so commands that need no
+offline work (plan, serve) start no JVM.
+
+A transformation (issue 14, part 1) plugs in as one more method: it turns the source's
+DataFrame into the view's rows (Spark SQL over a temporary view ``source``, or a Python
+function through ``mapInArrow``), and its output goes through the same typing, bucketing
+and part writing as ``ingest`` (fstore.offline.spark.ingest, from ``_write_parts`` on).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from ...config import RepoConfig
+from ...progress import Reporter, Silent
+from ...repo.definitions import Source
+from ...repo.resolve import ViewRequest
+from ...repo.aggregations import is_aggregation_view
+from ..backfill import BackfillResult, backfill
+from ..engine import ingest_aggregation
+from ..historical import assemble, entity_keys, prepare_entities, require_manifest
+from ..windows import join_aggregations
+from ..loaders import get_loader
+from ..newest import Reads
+from ..store import IngestResult
+from .ingest import SparkStore
+from .newest import newest
+from .pit import join_view
+from .session import spark_session
+
+
+class SparkEngine:
+    """Offline work in Spark: ``offline_store: {engine: spark, spark: {master, conf}}``."""
+
+    def __init__(self, config: RepoConfig) -> None:
+        self.settings = config.offline_spark
+        self.store = SparkStore(config, self.spark)
+
+    def spark(self) -> Any:
+        """The SparkSession (started on first use, then shared by the process)."""
+        return spark_session(self.settings)
+
+    def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None = None) -> IngestResult:
+        if is_aggregation_view(view):  # events loaded by Spark, tiles made in process (docs/scaling.md)
+            return ingest_aggregation(self.store, view, source, progress)
+        return self.store.ingest(view, source, progress)
+
+    def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
+                 end_us: int, progress: Reporter | None = None) -> BackfillResult:
+        """In process on the driver, over the same store (fstore.offline.backfill)."""
+        return backfill(self.store, old, new, source, start_us, end_us, progress)
+
+    def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
+                   progress: Reporter | None = None) -> pa.Table:
+        progress = progress or Silent()
+        entities, ts = prepare_entities(entity_df, event_timestamp_column, requests)
+        joined: list[Any] = []
+        done: dict[int, Any] = {}  # aggregation views: joined over their tiles in process, for now
+        progress.start("point-in-time join (Spark)", len(requests))
+        try:
+            for r in requests:
+                if is_aggregation_view(r.view):
+                    key_table, valid = entity_keys(r.view, entities)
+                    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+                        for pos, name, col in join_aggregations(self.store, r, require_manifest(self.store, r.view),
+                                                                key_table, valid, ts, pool, Silent()):
+                            done[pos] = (name, col)
+                    joined.append(None)
+                else:
+                    joined.append(join_view(self.spark(), self.store, r, entities, ts))
+                progress.advance(1, info=r.view["name"])
+        finally:
+            progress.stop()
+        return assemble(entities, requests, joined, done)
+
+    def fingerprint(self, view: dict[str, Any]) -> str | None:
+        return self.store.fingerprint(view)
+
+    def source_schema(self, source: Source) -> pa.Schema:
+        # the schema is a footer read: no job is worth starting for it
+        return get_loader(source, self.store.config.root, self.store.config.store_paths).schema()
+
+    def newest(self, view: dict[str, Any], reads: Reads, end_us: int,
+               buckets: list[int]) -> Iterator[tuple[int, pa.Table]]:
+        return newest(self.spark(), self.store, view, reads, end_us, buckets)

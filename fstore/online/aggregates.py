@@ -1,0 +1,117 @@
+"""Aggregation views online: the aggregate as of a time, written by materialization and
+refreshed by every push of raw events (docs/transformations.md, "Windowed aggregations").
+
+An online row of an aggregation view holds every aggregate of one entity as of a time
+``a``: the window (a - w, a] exactly, computed by the offline kernel
+(fstore.offline.windows). Its event time is the entity's newest event at or before
+``a`` (what a ttl is compared with, as for a plain row) and its created time is ``a``
+itself, so the newer-only rule keeps the most recent computation: a later ``a`` never
+has an older newest event. Materialization computes every entity as of END; a push
+appends the raw events to the offline store (always: the aggregate needs the history),
+adds their tiles, and recomputes the pushed entities as of now.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._ext._window import newest_in_window
+from ..offline.casting import TS_TYPE, as_int64
+from ..offline.layout import CREATED_TS, EVENT_TS, UNIT, bucket_ids, offline_schema
+from ..offline.store import OfflineStore
+from ..offline.tiles import events_view, sync_tiles
+from ..offline.windows import bucket_aggregates, key_matrices, one_matrix
+from ..repo.names import view_name
+from ..times import now_us
+from .codec import write_table
+from .store import OnlineStore
+
+
+def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
+                   keys: pa.Table | None = None) -> pa.Table:
+    """Online rows (the offline schema of ``view``) of every entity with an event at or
+    before ``as_of_us`` (or only of ``keys``), sorted by key."""
+    ev = events_view(view)
+    manifest = offline.manifest(ev)
+    if manifest is None:
+        return offline_schema(view).empty_table()
+    n_buckets = manifest["buckets"]
+    wanted_buckets = range(n_buckets) if keys is None else sorted(set(bucket_ids(keys, view["join_keys"], n_buckets)))
+    no_ttl = {**view, "ttl_us": None}  # the reader applies the ttl at read time
+    tables = []
+    for b in wanted_buckets:
+        events = offline.read_bucket(ev, manifest, b, [])
+        if keys is None:
+            q = _distinct_keys(events, view)
+        else:
+            q = keys.filter(pa.array(bucket_ids(keys, view["join_keys"], n_buckets) == b))
+        if not q.num_rows or not events.num_rows:
+            continue
+        ek, qk = key_matrices(view, [events, q])
+        ets = as_int64(events.column(EVENT_TS))
+        valid = np.ones(q.num_rows, dtype=np.uint8)
+        q_ts = np.full(q.num_rows, as_of_us, dtype=np.int64)
+        newest = newest_in_window(ek, ets, qk, q_ts, valid, max(1, as_of_us - int(ets.min()) + 1))
+        has = newest > np.iinfo(np.int64).min
+        if not has.any():
+            continue
+        q = q.filter(pa.array(has))
+        values = bucket_aggregates(offline, no_ttl, manifest, b, view["aggregations"], q, q_ts[has], valid[has])
+        cols = {k: q.column(k) for k in view["join_keys"]}
+        cols[EVENT_TS] = pa.array(newest[has], pa.int64()).cast(TS_TYPE)
+        cols[CREATED_TS] = pa.array(q_ts[has], pa.int64()).cast(TS_TYPE)
+        cols[UNIT] = pa.nulls(q.num_rows, pa.int32())
+        cols |= {f["name"]: _with_default(values[f["name"]], f) for f in view["features"]}
+        tables.append(pa.table(cols, schema=offline_schema(view)))
+    if not tables:
+        return offline_schema(view).empty_table()
+    table = pa.concat_tables(tables)
+    return table.sort_by([(k, "ascending") for k in view["join_keys"]])
+
+
+def _with_default(col: pa.Array, feature: dict[str, Any]) -> pa.Array:
+    """A null aggregate (no event) as the declared default, as training sets give it."""
+    if feature["default"] is None or not col.null_count:
+        return col
+    from ..offline.historical import _default_scalar  # the one rule for default values
+    return pc.fill_null(col, _default_scalar(feature["default"], feature["dtype"]))
+
+
+def _distinct_keys(events: pa.Table, view: dict[str, Any]) -> pa.Table:
+    """The keys of events sorted by key, once each."""
+    keys = events.select(view["join_keys"])
+    if keys.num_rows < 2:
+        return keys
+    m = key_matrices(view, [keys])[0]
+    first = np.ones(len(m), dtype=bool)
+    first[1:] = (m[1:] != m[:-1]).any(axis=1)
+    return keys.filter(pa.array(first))
+
+
+def materialize_aggregates(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], end_us: int) -> Any:
+    """Write every entity's aggregates as of ``end_us`` (newer-only); a WriteResult."""
+    from .materialize import WriteResult  # materialize routes aggregation views here
+
+    t0 = time.perf_counter()
+    name = view_name(view)
+    table = aggregate_rows(offline, view, end_us)
+    db = online.db(name)
+    online.reserve(int(table.nbytes * 1.2) + (1 << 20))
+    written = online.write(lambda txn: write_table(txn, db, view, table))
+    return WriteResult(name, rows_read=table.num_rows, rows_written=written, seconds=time.perf_counter() - t0,
+                       watermark=None)
+
+
+def refresh_after_push(offline: OfflineStore, view: dict[str, Any], events: pa.Table) -> pa.Table:
+    """Append pushed raw ``events`` (typed as the events view) offline with their tiles, and
+    return the online rows of their entities recomputed as of now."""
+    ev = events_view(view)
+    offline.append_rows(ev, events, f"push:{uuid.uuid4().hex}")
+    sync_tiles(offline, view, one_matrix(view))
+    keys = _distinct_keys(events.sort_by([(k, "ascending") for k in view["join_keys"]]), view)
+    return aggregate_rows(offline, view, now_us(), keys)

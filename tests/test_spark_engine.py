@@ -1,0 +1,214 @@
+"""The Spark engine (engine: spark, on local[2]) against the local engine: the same stores,
+the same training sets and the same online rows, exactly, on the point-in-time test data
+of tests/test_historical.py and tests/test_asof_created.py (their oracles too)."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fstore import FeatureStore
+from fstore.errors import BadRows
+from spark_util import needs_spark, spark_twin, stored, sync_sources
+from test_asof_created import _created_repo, _source
+from test_asof_created import oracle as created_oracle
+from test_asof_created import scenario as created_scenario
+from test_historical import T0, make_repo, oracle, scenario, ts, write_source
+
+pytestmark = [pytest.mark.spark, needs_spark]
+SLOW = settings(max_examples=6, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def twins(root: Path) -> tuple[FeatureStore, FeatureStore]:
+    """(local, spark) stores of one repository, applied."""
+    pair = FeatureStore(root), FeatureStore(spark_twin(root))
+    for fs in pair:
+        fs.apply()
+    return pair
+
+
+def ingest_both(local: FeatureStore, spark: FeatureStore) -> None:
+    sync_sources(local.config.root, spark.config.root)
+    assert [r.__dict__ for r in local.ingest()] == [r.__dict__ for r in spark.ingest()]
+
+
+def same_training_set(local: FeatureStore, spark: FeatureStore, ent: pa.Table, *args, **kw) -> pa.Table:
+    want = local.get_historical_features(ent, *args, **kw)
+    got = spark.get_historical_features(ent, *args, **kw)
+    assert got.schema == want.schema and got.equals(want), (got.to_pylist(), want.to_pylist())
+    return got
+
+
+def test_engine_is_spark(tmp_path):
+    root = make_repo(tmp_path / "r", {"v": {"keys": [("k", "int")], "features": [("x", "int64", None)]}})
+    write_source(root, "v", pa.table({"k": [1], "ts": ts(0), "created": ts(0), "x": [1]}))
+    local, spark = twins(root)
+    assert type(spark.engine).__name__ == "SparkEngine" and type(local.engine).__name__ == "LocalEngine"
+
+
+@SLOW
+@given(scenario(), st.booleans())
+def test_matches_local_engine_and_oracle(tmp_path_factory, case, full_ties):
+    """The PIT scenarios of test_historical (two ingest runs, 1 or 3 buckets, composite
+    and null keys, ttl edges, created ties); with ``full_ties`` rows also repeat a whole
+    (key, event, created) with another value, which the engines break the same way."""
+    composite, ttl, rows, ents, split, buckets = case
+    if full_ties and rows:
+        rows = rows + [dict(r, v=(r["v"] or 0) + 1) for r in rows[::3]]
+    root = tmp_path_factory.mktemp("repo") / "r"
+    keys = [("k1", "int")] + ([("k2", "string")] if composite else [])
+    make_repo(root, {"v": {"keys": keys, "ttl": f"{ttl / 1e6:.6f}" if ttl else None,
+                           "features": [("v", "int64", 42)]}}, buckets=buckets)
+
+    def table(part):
+        cols = {"k1": pa.array([r["k1"] for r in part], pa.int64())}
+        if composite:
+            cols["k2"] = pa.array([r["k2"] for r in part], pa.string())
+        cols |= {"ts": ts(*[r["ts"] for r in part]), "created": ts(*[r["created"] for r in part]),
+                 "v": pa.array([r["v"] for r in part], pa.int64())}
+        return pa.table(cols)
+
+    write_source(root, "v", table(rows[:split]), 0)
+    local, spark = twins(root)
+    ingest_both(local, spark)
+    if split < len(rows):
+        write_source(root, "v", table(rows[split:]), 1)
+        ingest_both(local, spark)
+    assert stored(spark, "v_v1") == stored(local, "v_v1")  # the same layout, byte for byte in content
+    ent = {"k1": pa.array([e["k1"] for e in ents], pa.int64()), "event_timestamp": ts(*[e["ts"] for e in ents]),
+           "label": pa.array(range(len(ents)))}
+    if composite:
+        ent["k2"] = pa.array([e["k2"] for e in ents], pa.string())
+    got = same_training_set(local, spark, pa.table(ent), ["v:v"])
+    if not full_ties:
+        assert got.column("v").to_pylist() == oracle(rows, ents, [k for k, _ in keys], "v", ttl, 42)
+
+
+@SLOW
+@given(created_scenario(), st.data())
+def test_as_of_created_matches_local_engine_and_oracle(tmp_path_factory, case, data):
+    ttl, rows, ents = case
+    root = _created_repo(tmp_path_factory.mktemp("repo") / "r", ttl)
+    split = data.draw(st.integers(0, len(rows)))
+    write_source(root, "v", _source(rows[:split]), 0)
+    local, spark = twins(root)
+    ingest_both(local, spark)
+    if split < len(rows):
+        write_source(root, "v", _source(rows[split:]), 1)
+        ingest_both(local, spark)
+    ent = pa.table({"k": pa.array([e["k"] for e in ents], pa.int64()), "event_timestamp": ts(*[e["ts"] for e in ents])})
+    got = same_training_set(local, spark, ent, ["v:v"])
+    assert got.column("v").to_pylist() == created_oracle(rows, ents, ttl, 42)
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> tuple[FeatureStore, FeatureStore]:
+    """test_historical's explicit store: ttl 10s, defaults, stored nulls, created ties, a
+    composite string key without created times, and every dtype."""
+    root = make_repo(tmp_path / "repo", {
+        "stats": {"keys": [("customer_id", "int")], "ttl": "10s",
+                  "features": [("amount", "float64", 0.0), ("n", "int64", None), ("seg", "string", "none"),
+                               ("f32", "float32", 1.5), ("i32", "int32", 7), ("ok", "bool", True),
+                               ("raw", "bytes", "zz"), ("when", "timestamp", "2024-01-01T00:00:00+00:00")]},
+        "pair": {"keys": [("customer_id", "int"), ("driver_id", "string")], "ttl": None, "created": False,
+                 "features": [("trips", "int64", 0)]},
+    }, services="feature_services:\n  - name: svc\n    features: [stats:amount, pair]\n")
+    s = 1_000_000
+    write_source(root, "stats", pa.table({
+        "customer_id": [1, 1, 1, 1, 2, 3], "ts": ts(0, 5 * s, 5 * s, 20 * s, 0, 0), "created": ts(0, 1, 2, 0, None, 0),
+        "amount": [1.0, 2.0, 3.0, 4.0, None, 6.0], "n": [1, 2, 3, 4, 5, None], "seg": ["a", "b", "c", "d", "e", None],
+        "f32": pa.array([0.5, None, 2.5, 3.5, 4.5, 5.5], pa.float32()),
+        "i32": pa.array([1, 2, None, 4, 5, 6], pa.int32()), "ok": [True, False, None, True, False, True],
+        "raw": [b"a", None, b"c", b"d", b"e", b"f"], "when": ts(1, 2, None, 4, 5, 6)}))
+    write_source(root, "pair", pa.table({"customer_id": [1, 1, None], "driver_id": ["x", "y", "z"],
+                                         "ts": ts(0, 0, 0), "trips": [7, 8, 9]}))
+    local, spark = twins(root)
+    ingest_both(local, spark)
+    return local, spark
+
+
+def test_explicit_cases_equal_the_local_engine(pair):
+    local, spark = pair
+    every = ["stats:amount", "stats:n", "stats:seg", "stats:f32", "stats:i32", "stats:ok", "stats:raw", "stats:when"]
+    ents = pa.table({"customer_id": pa.array([1, 1, 1, 1, 1, 1, 2, 3, 99, None], pa.int64()),
+                     "event_timestamp": ts(-1, 0, 5_000_000, 15_000_000, 15_000_001, 20_000_000, 0, 0, 0, 0)})
+    got = same_training_set(local, spark, ents, every)
+    assert got.column("amount").to_pylist() == [0.0, 1.0, 3.0, 3.0, 0.0, 4.0, None, 6.0, 0.0, 0.0]
+    ent = pa.table({"customer_id": [1, 1, 2, 1], "driver_id": ["y", "x", "x", None],
+                    "event_timestamp": ts(1, 1, 1, 1), "label": [True, False, True, False]})
+    got = same_training_set(local, spark, ent, feature_service="svc")
+    assert got.column("trips").to_pylist() == [8, 7, 0, 0]
+    same_training_set(local, spark, ent, ["stats:amount", "pair:trips"], full_feature_names=True)
+
+
+def test_each_engine_reads_the_others_store(pair):
+    """Swap the offline stores: each engine joins the other's parts to the same table."""
+    local, spark = pair
+    ents = pa.table({"customer_id": pa.array([1, 2, 3, 1], pa.int64()), "event_timestamp": ts(0, 0, 0, 9_000_000)})
+    want = local.get_historical_features(ents, ["stats:amount", "stats:seg"])
+    local.engine.store.root, spark.engine.store.root = spark.engine.store.root, local.engine.store.root
+    assert spark.get_historical_features(ents, ["stats:amount", "stats:seg"]).equals(want)
+    assert local.get_historical_features(ents, ["stats:amount", "stats:seg"]).equals(want)
+
+
+def online_rows(fs: FeatureStore, view: str) -> dict[bytes, bytes]:
+    """Every stored key and encoded row of a view version in the online store."""
+    with fs.online.read() as txn:
+        return {bytes(k): bytes(v) for k, v in txn.cursor(fs.online.db(view)).iternext()}
+
+
+def test_materialize_writes_the_same_online_rows(pair):
+    """The online stores the two engines fill are equal byte for byte, after a window and
+    after an incremental run that reads only the new ingest run."""
+    local, spark = pair
+    at = "2024-03-01T00:00:30+00:00"
+    for fs in pair:
+        [r] = [r for r in fs.materialize("2024-02-01T00:00:00+00:00", at, views=["stats"])]
+        assert r.rows_written == 3
+    assert online_rows(spark, "stats_v1") == online_rows(local, "stats_v1") and len(online_rows(local, "stats_v1")) == 3
+    write_source(local.config.root, "stats", pa.table({
+        "customer_id": [1, 5], "ts": ts(25_000_000, 1), "created": ts(0, 0), "amount": [9.0, 5.0], "n": [9, 5],
+        "seg": ["z", "y"], "f32": pa.array([1.0, 2.0], pa.float32()), "i32": pa.array([1, 2], pa.int32()),
+        "ok": [True, True], "raw": [b"q", b"r"], "when": ts(0, 0)}), part=1)
+    ingest_both(local, spark)
+    results = [fs.materialize_incremental(at) for fs in pair]
+    assert [r.rows_written for r in results[0]] == [r.rows_written for r in results[1]]
+    for view in ("stats_v1", "pair_v1"):
+        assert online_rows(spark, view) == online_rows(local, view)
+    ents = [{"customer_id": k} for k in (1, 2, 3, 4, 5)]
+    now = T0 + dt.timedelta(seconds=26)  # ttl 10s: only customer 1's 25 s row is fresh
+    assert spark.get_online_features(["stats:amount", "stats:seg"], entity_rows=ents, now=now).to_dict() == \
+        {"customer_id": [1, 2, 3, 4, 5], "amount": [9.0, 0.0, 0.0, 0.0, 0.0], "seg": ["z", "none", "none", "none", "none"]}
+
+
+def test_changed_file_replaces_its_rows_like_the_local_engine(pair):
+    local, spark = pair
+    write_source(local.config.root, "pair", pa.table({"customer_id": [1, 2], "driver_id": ["x", "x"],
+                                                      "ts": ts(0, 0), "trips": [70, 20]}))
+    write_source(local.config.root, "pair", pa.table({"customer_id": [3], "driver_id": ["w"], "ts": ts(0),
+                                                      "trips": [30]}), part=1)
+    ingest_both(local, spark)
+    assert stored(spark, "pair_v1") == stored(local, "pair_v1")
+    ent = pa.table({"customer_id": [1, 1, 2, 3], "driver_id": ["x", "y", "x", "w"], "event_timestamp": ts(1, 1, 1, 1)})
+    assert same_training_set(local, spark, ent, ["pair:trips"]).column("trips").to_pylist() == [70, 0, 20, 30]
+
+
+def test_bad_rows_are_named_as_the_local_engine_names_them(tmp_path):
+    root = make_repo(tmp_path / "r", {"v": {"keys": [("k", "int")], "features": [("x", "int32", None)]}})
+    write_source(root, "v", pa.table({"k": [1, 2], "ts": ts(0, 0), "created": ts(0, 0), "x": [1, 2]}), 0)
+    write_source(root, "v", pa.table({"k": [1, 2, None], "ts": ts(0, None, 0), "created": ts(0, 0, 0),
+                                      "x": [1, 2**40, 3]}), 1)
+    local, spark = twins(root)
+    sync_sources(root, spark.config.root)
+    with pytest.raises(BadRows) as want:
+        local.ingest()
+    with pytest.raises(BadRows) as got:
+        spark.ingest()
+    assert str(got.value) == str(want.value) and "row 2" in str(got.value)
+    assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["v_v1"]) is None  # nothing written
+    assert not list(spark.engine.store.view_dir(spark.registry.load()["feature_views"]["v_v1"]).glob("b*/*.parquet"))
