@@ -82,7 +82,7 @@ def materialize(engine: OfflineEngine, online: OnlineStore, views: Sequence[dict
     results = []
     for view in views:
         if is_aggregation_view(view):  # every entity as of END (fstore.online.aggregates)
-            results.append(materialize_aggregates(offline, online, view, end_us))
+            results.append(materialize_aggregates(engine.store, online, view, end_us))
             continue
         name = view_name(view)
         manifest = engine.store.manifest(view)
