@@ -4,7 +4,7 @@
 - stored rows whose event time is later than the ingest run that wrote them (warning: a value
   from the future, usually a time-zone mistake; scheduled values are legitimate);
 - rows with equal keys, event time and created time but different values (error: which one
-  a training set gets is arbitrary);
+  a training set gets is arbitrary; not for an aggregation view, whose rows are events);
 - a join key column of one entity stored with different dtypes by different views (error: the
   same entity id cannot match in both).
 """
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..offline.layout import CREATED_TS, EVENT_TS
+from ..repo.aggregations import is_aggregation_view
 from ..repo.names import view_name
 from ..repo.resolve import resolve
 from ..times import from_us, to_us
@@ -33,7 +34,9 @@ _ALL = pc.CountOptions(mode="all")  # a null counts as a value: null vs 1.0 is a
 def check_hygiene(ctx: Context) -> list[Finding]:
     findings = no_ttl(ctx) + key_dtypes(ctx)
     for view in ctx.ingested():
-        findings += future_events(ctx, view) + duplicates(ctx, view)
+        # an aggregation view stores events, not snapshots: two events at one time are two
+        # events, and its features are computed, not stored (so only their times are checked)
+        findings += future_events(ctx, view) + ([] if is_aggregation_view(view) else duplicates(ctx, view))
     return findings
 
 
