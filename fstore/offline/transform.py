@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import IngestError, TransformError
+from ..repo.functions import load_function
 from ..repo.names import view_name
 from ..repo.transform_run import run_transform
 from ..repo.validation import compatible
@@ -57,6 +58,9 @@ def unit_reader(view: dict[str, Any], source: dict[str, Any], loader: Loader,
     """Reads one source file through the view's (row-wise) transformation, typed for the store."""
     columns = loader.schema().names
     name = view_name(view)
+    transform = view["transform"]
+    # the function is found and checked once per ingest, not once per file
+    fn = load_function(transform["python"], root, what=f"feature view {name}") if "python" in transform else None
 
     def read(unit: SourceUnit, problems: RowProblems, seq: int) -> pa.Table | None:
         try:
@@ -64,7 +68,7 @@ def unit_reader(view: dict[str, Any], source: dict[str, Any], loader: Loader,
         except IngestError as exc:
             problems.add_error(seq, exc)
             return None
-        out = run_transform(view["transform"], raw, root, view=name)
+        out = run_transform(transform, raw, root, view=name, fn=fn)
         check_output(view, source, out)
         return type_rows(view, source, out, f"{unit.id} (transformed)",
                          lambda i: f"output row {i + 1}", problems, seq)
