@@ -6,12 +6,15 @@ Timestamps always come out as UTC microseconds; a naive timestamp is read as UTC
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ..repo.definitions import DTYPES
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 # a zone offset ends the *time* part: the "-01" of a bare date "2024-01-01" is no offset
@@ -214,3 +217,13 @@ def as_int64(col: pa.ChunkedArray | pa.Array, fill: int | None = None) -> np.nda
     if fill is not None and arr.null_count:
         arr = pc.fill_null(arr, fill)
     return np.ascontiguousarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def default_scalar(default: Any, dtype: str) -> pa.Scalar:
+    """A feature's declared default (its registry form: timestamps ISO 8601, bytes as text) as
+    an Arrow scalar of its dtype: the one rule for defaults, offline and for aggregates online."""
+    if dtype == "timestamp":
+        return pa.scalar(dt.datetime.fromisoformat(default), type=DTYPES[dtype])
+    if dtype == "bytes" and isinstance(default, str):
+        return pa.scalar(default.encode(), type=DTYPES[dtype])
+    return pa.scalar(default, type=DTYPES[dtype])

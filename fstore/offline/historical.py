@@ -16,7 +16,6 @@ feature columns are gathered with ``take``.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
 from ..times import NO_TIME
 from .asof_created import created_asof_indices
-from .casting import CastFailure, as_int64, to_dtype, to_timestamp
+from .casting import CastFailure, as_int64, default_scalar, to_dtype, to_timestamp
 from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, bucket_ids, sort_indices
 from .store import OfflineStore
 from .windows import join_aggregations
@@ -248,7 +247,7 @@ def _with_defaults(req: ViewRequest, taken: pa.Table, hit: np.ndarray):
         default = by_name[name]["default"]
         if default is not None and not hit.all():
             hit_arr = hit_arr if hit_arr is not None else pa.array(hit)
-            col = pc.if_else(hit_arr, col, _default_scalar(default, by_name[name]["dtype"]))
+            col = pc.if_else(hit_arr, col, default_scalar(default, by_name[name]["dtype"]))
         yield i, name, col
 
 
@@ -292,11 +291,3 @@ def _key_matrices(keys: Sequence[str], data: pa.Table, ent: pa.Table,
     if len(keys) == 1:
         return vcols[0].reshape(-1, 1), ecols[0].reshape(-1, 1)
     return np.ascontiguousarray(np.column_stack(vcols)), np.ascontiguousarray(np.column_stack(ecols))
-
-
-def _default_scalar(default: Any, dtype: str) -> pa.Scalar:
-    if dtype == "timestamp":
-        return pa.scalar(dt.datetime.fromisoformat(default), type=DTYPES[dtype])
-    if dtype == "bytes" and isinstance(default, str):
-        return pa.scalar(default.encode(), type=DTYPES[dtype])
-    return pa.scalar(default, type=DTYPES[dtype])

@@ -27,7 +27,7 @@ from ..repo.definitions import DTYPES
 from ..repo.names import view_name
 from ..repo.resolve import ViewRequest
 from ..times import NO_TIME
-from .casting import as_int64
+from .casting import as_int64, default_scalar
 from .layout import CREATED_TS, EVENT_TS, bucket_ids
 from .store import OfflineStore
 from .tiles import PARTS, TILE_START, events_view, grain_of, kernel_values, read_tiles
@@ -97,8 +97,7 @@ def join_aggregations(store: OfflineStore, req: ViewRequest, manifest: dict[str,
         chunks = [p[name] for p in parts_vals]
         col = pa.concat_arrays(chunks).take(pa.array(inverse)) if chunks else pa.array([], DTYPES[f["dtype"]])
         if f["default"] is not None and col.null_count:
-            from .historical import _default_scalar  # one rule for defaults (historical imports this module)
-            col = pc.fill_null(col, _default_scalar(f["default"], f["dtype"]))
+            col = pc.fill_null(col, default_scalar(f["default"], f["dtype"]))
         yield req.positions[i], req.outputs[i], pa.chunked_array([col], type=DTYPES[f["dtype"]])
 
 

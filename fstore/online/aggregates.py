@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._ext._window import newest_in_window
-from ..offline.casting import TS_TYPE, as_int64
+from ..offline.casting import TS_TYPE, as_int64, default_scalar
 from ..offline.layout import CREATED_TS, EVENT_TS, UNIT, bucket_ids, offline_schema
 from ..offline.store import OfflineStore
 from ..offline.tiles import events_view, sync_tiles
@@ -78,8 +78,7 @@ def _with_default(col: pa.Array, feature: dict[str, Any]) -> pa.Array:
     """A null aggregate (no event) as the declared default, as training sets give it."""
     if feature["default"] is None or not col.null_count:
         return col
-    from ..offline.historical import _default_scalar  # the one rule for default values
-    return pc.fill_null(col, _default_scalar(feature["default"], feature["dtype"]))
+    return pc.fill_null(col, default_scalar(feature["default"], feature["dtype"]))
 
 
 def _distinct_keys(events: pa.Table, view: dict[str, Any]) -> pa.Table:
