@@ -7,6 +7,7 @@ from fstore._ext._constants cimport K_FLOAT32, K_INT32
 
 cdef enum:
     C_ROW_FORMAT = 1
+    C_ROW_UNTIL = 2     # an aggregation view's row: i64 valid-until appended (see _online.pyx)
     C_HEADER = 17
     C_MAX_KEY = 511
 

@@ -29,9 +29,12 @@ def key_of(values: Sequence[Any], kinds: Sequence[int]) -> bytes | None:
     """The key of one entity from Python values (the same encoding as encode_keys)."""
 
 def encode_rows(event_ts: npt.NDArray[np.int64], created_ts: npt.NDArray[np.int64],
-                columns: list[pa.Array], kinds: list[int]) -> list[bytes]:
+                columns: list[pa.Array], kinds: list[int],
+                valid_until: npt.NDArray[np.int64] | None = None) -> list[bytes]:
     """One encoded row per index; created_ts uses INT64_MIN for null. Columns are int32,
-    int64, float32, float64, bool, int64 (timestamps in us), string or binary arrays."""
+    int64, float32, float64, bool, int64 (timestamps in us), string or binary arrays.
+    With ``valid_until`` the rows are format 2 (an aggregation view's): a read at or
+    after a row's time answers EXPIRED."""
 
 def row_times(value: bytes) -> tuple[int, int]:
     """(event_ts_us, created_ts_us) of an encoded row; ValueError if it is not one."""

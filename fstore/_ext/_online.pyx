@@ -14,13 +14,15 @@ value u8 ROW_FORMAT | i64 event_ts_us | i64 created_ts_us (INT64_MIN = null) |
       the fixed-width features in declared order (int32/float32 4 bytes,
       int64/float64/timestamp 8, bool 1; zeros when null) |
       the variable-width features in declared order (u32 length, bytes).
+      ROW_FORMAT 2 (an aggregation view's row) adds i64 valid_until_us as the last 8
+      bytes: from that time the row is EXPIRED (its window has moved past an event).
 Fixed-width features sit at constant offsets, so a read decodes only what it needs.
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
-from libc.stdint cimport INT64_MIN, int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 from libc.stdint cimport uintptr_t
@@ -224,14 +226,22 @@ def key_of(values, kinds):
 
 # ---- rows ---------------------------------------------------------------------------
 
-def encode_rows(const int64_t[::1] event_ts, const int64_t[::1] created_ts, list columns, list kinds):
+def encode_rows(const int64_t[::1] event_ts, const int64_t[::1] created_ts, list columns, list kinds,
+                object valid_until=None):
     """One encoded value per row from pyarrow arrays typed as the features' kinds.
 
     ``columns`` hold int32, int64, float32, float64, bool, timestamp[us] (int64
     values), string or binary arrays (32-bit offsets), one per feature in
-    declared order.
+    declared order. With ``valid_until`` (int64 microseconds per row) the rows are
+    ROW_FORMAT 2: the time is appended, and a read at or after it is EXPIRED.
     """
     cdef Py_ssize_t n = event_ts.shape[0], f, nf = len(columns), i, size, fixed_end, row
+    cdef const int64_t[::1] until
+    cdef bint has_until = valid_until is not None
+    if has_until:
+        until = valid_until
+        if until.shape[0] != n:
+            raise ValueError("valid-until times and timestamps differ in length")
     cdef list out = [None] * n
     offsets_l, ranks_l, fixed_end = layout(kinds)
     if created_ts.shape[0] != n:
@@ -261,10 +271,15 @@ def encode_rows(const int64_t[::1] event_ts, const int64_t[::1] created_ts, list
                     row = i + cols[f].base
                     if _bit(cols[f].valid, row):
                         size += cols[f].offs[row + 1] - cols[f].offs[row]
+            if has_until:
+                size += 8
             value = PyBytes_FromStringAndSize(NULL, size)
             p = <uint8_t*>PyBytes_AS_STRING(value)
             memset(p, 0, fixed_end)
             p[0] = C_ROW_FORMAT
+            if has_until:
+                p[0] = C_ROW_UNTIL
+                memcpy(p + size - 8, &until[i], 8)
             memcpy(p + 1, &event_ts[i], 8)
             memcpy(p + 9, &created_ts[i], 8)
             q = p + fixed_end
@@ -298,7 +313,7 @@ def row_times(bytes value):
     """(event_ts_us, created_ts_us) of an encoded row; raises ValueError on a foreign format."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(value)
     cdef int64_t ts, cr
-    if PyBytes_GET_SIZE(value) < C_HEADER or p[0] != C_ROW_FORMAT:
+    if PyBytes_GET_SIZE(value) < C_HEADER or (p[0] != C_ROW_FORMAT and p[0] != C_ROW_UNTIL):
         raise ValueError("not a row of online format %d" % C_ROW_FORMAT)
     memcpy(&ts, p + 1, 8)
     memcpy(&cr, p + 9, 8)
@@ -559,7 +574,8 @@ cdef class ViewReader:
         cdef Py_ssize_t i, j
         cdef bytes raw
         cdef const uint8_t* p
-        cdef int64_t t
+        cdef int64_t t, until
+        cdef Py_ssize_t size
         cdef bint future
         cdef uint8_t st
         cdef list defaults = self.defaults
@@ -569,12 +585,17 @@ cdef class ViewReader:
             raw = None if k is None else get(k, None, db)
             if raw is not None:
                 p = <const uint8_t*>PyBytes_AS_STRING(raw)
-                if PyBytes_GET_SIZE(raw) < self.fixed_end or p[0] != C_ROW_FORMAT:
+                size = PyBytes_GET_SIZE(raw)
+                if size < self.fixed_end or (p[0] != C_ROW_FORMAT and
+                                             (p[0] != C_ROW_UNTIL or size < self.fixed_end + 8)):
                     raise ValueError("a stored row has an unknown format")
                 memcpy(&t, p + 1, 8)
                 future = t > now_us
                 ts[i] = INT64_MIN if future else t
-                if not (future or (self.ttl_us > 0 and t < now_us - self.ttl_us)):
+                until = INT64_MAX
+                if p[0] == C_ROW_UNTIL:
+                    memcpy(&until, p + size - 8, 8)
+                if not (future or (self.ttl_us > 0 and t < now_us - self.ttl_us) or now_us >= until):
                     raws[i] = raw
                     for j in range(self.n_want):
                         status[self.pos[j] * n + i] = PRESENT

@@ -50,3 +50,11 @@ def newest_in_window(
 ) -> npt.NDArray[np.int64]:
     """The newest event time in (t - window, t] per query row (every event, whatever its
     values), NO_TIME where there is none: what a ttl is compared with."""
+
+def valid_until(
+    ev_keys: npt.NDArray[np.int64], ev_ts: npt.NDArray[np.int64], q_keys: npt.NDArray[np.int64],
+    q_ts: npt.NDArray[np.int64], q_valid: npt.NDArray[np.uint8], windows: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """Per query row, the first time its aggregates as of t can differ from the value at t:
+    the oldest event in a window leaving it (oldest + window) or the key's next event after
+    t; INT64_MAX when neither exists (and where q_valid is 0)."""

@@ -7,7 +7,7 @@ is two binary searches, at most w/grain tiles and at most two tiles' worth of ev
 never a scan of the key's history. The exact contracts live in _window.pyi.
 """
 
-from libc.stdint cimport INT64_MIN, int64_t, uint8_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint8_t
 
 import numpy as np
 
@@ -262,4 +262,39 @@ def newest_in_window(const int64_t[:, ::1] ev_keys, const int64_t[::1] ev_ts, co
             d = lower_bound(ekp, etp, n_e, qkp + q * k, q_ts[q] + 1, k)
             if d > a:
                 out[q] = ev_ts[d - 1]
+    return out_np
+
+
+def valid_until(const int64_t[:, ::1] ev_keys, const int64_t[::1] ev_ts, const int64_t[:, ::1] q_keys,
+                const int64_t[::1] q_ts, const uint8_t[::1] q_valid, const int64_t[::1] windows):
+    """Per row, until when its aggregates as of t are exact (INT64_MAX: no event can change them).
+
+    An aggregate over (t - w, t] changes when its oldest event leaves the window (at oldest
+    + w) or when the key's next event after t enters it; the earliest of these over the
+    view's windows. Rows with q_valid 0 get INT64_MAX.
+    """
+    cdef Py_ssize_t n_e = ev_ts.shape[0], n_q = q_ts.shape[0], k = ev_keys.shape[1], nw = windows.shape[0]
+    cdef Py_ssize_t q, a, d, w
+    cdef int64_t until
+    if q_keys.shape[1] != k:
+        raise ValueError("key widths differ")
+    _check_sorted(ev_keys, ev_ts, "events")
+    out_np = np.full(n_q, INT64_MAX, dtype=np.int64)
+    cdef int64_t[::1] out = out_np
+    cdef const int64_t* ekp = rows_ptr(ev_keys)
+    cdef const int64_t* etp = vec_ptr(ev_ts)
+    cdef const int64_t* qkp = rows_ptr(q_keys)
+    with nogil:
+        for q in range(n_q):
+            if not q_valid[q]:
+                continue
+            d = lower_bound(ekp, etp, n_e, qkp + q * k, q_ts[q] + 1, k)
+            until = INT64_MAX
+            if d < n_e and key_cmp(ekp + d * k, qkp + q * k, k) == 0:
+                until = ev_ts[d]  # the next event enters every window
+            for w in range(nw):
+                a = lower_bound(ekp, etp, n_e, qkp + q * k, q_ts[q] - windows[w] + 1, k)
+                if d > a and ev_ts[a] + windows[w] < until:
+                    until = ev_ts[a] + windows[w]
+            out[q] = until
     return out_np

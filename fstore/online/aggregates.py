@@ -8,7 +8,10 @@ An online row of an aggregation view holds every aggregate of one entity as of a
 itself, so the newer-only rule keeps the most recent computation: a later ``a`` never
 has an older newest event. Materialization computes every entity as of END; a push
 appends the raw events to the offline store (always: the aggregate needs the history),
-adds their tiles, and recomputes the pushed entities as of now.
+adds their tiles, and recomputes the pushed entities as of now. Each row also carries
+the time its value stops being exact (VALID_UNTIL: an event leaves a window or the next
+one enters), after which the compiled reader answers EXPIRED rather than a moved window's
+old value.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._ext._window import newest_in_window
+from .._ext._window import newest_in_window, valid_until
 from ..offline.casting import TS_TYPE, as_int64, default_scalar
 from ..offline.layout import CREATED_TS, EVENT_TS, UNIT, bucket_ids, offline_schema
 from ..offline.store import OfflineStore
@@ -28,21 +31,27 @@ from ..offline.tiles import events_view, sync_tiles
 from ..offline.windows import bucket_aggregates, key_matrices, one_matrix
 from ..repo.names import view_name
 from ..times import now_us
-from .codec import write_table
+from .codec import VALID_UNTIL, write_table
 from .store import OnlineStore
 
 
 def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
                    keys: pa.Table | None = None) -> pa.Table:
-    """Online rows (the offline schema of ``view``) of every entity with an event at or
-    before ``as_of_us`` (or only of ``keys``), sorted by key."""
+    """Online rows (the offline schema of ``view`` and ``VALID_UNTIL``) of every entity with
+    an event at or before ``as_of_us`` (or only of ``keys``), sorted by key.
+
+    A row's VALID_UNTIL is when its value stops being exact (fstore._ext._window.valid_until):
+    the reader answers EXPIRED from then on, so a window that has moved is never served as
+    if it had not."""
     ev = events_view(view)
     manifest = offline.manifest(ev)
     if manifest is None:
-        return offline_schema(view).empty_table()
+        return offline_schema(view).append(pa.field(VALID_UNTIL, pa.int64())).empty_table()
     n_buckets = manifest["buckets"]
     wanted_buckets = range(n_buckets) if keys is None else sorted(set(bucket_ids(keys, view["join_keys"], n_buckets)))
     no_ttl = {**view, "ttl_us": None}  # the reader applies the ttl at read time
+    windows = np.array(sorted({a["window_us"] for a in view["aggregations"]}), dtype=np.int64)
+    schema = offline_schema(view).append(pa.field(VALID_UNTIL, pa.int64()))
     tables = []
     for b in wanted_buckets:
         events = offline.read_bucket(ev, manifest, b, [])
@@ -60,6 +69,7 @@ def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
         has = newest > np.iinfo(np.int64).min
         if not has.any():
             continue
+        until = valid_until(ek, ets, qk, q_ts, valid, windows)[has]
         q = q.filter(pa.array(has))
         values = bucket_aggregates(offline, no_ttl, manifest, b, view["aggregations"], q, q_ts[has], valid[has])
         cols = {k: q.column(k) for k in view["join_keys"]}
@@ -67,9 +77,10 @@ def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
         cols[CREATED_TS] = pa.array(q_ts[has], pa.int64()).cast(TS_TYPE)
         cols[UNIT] = pa.nulls(q.num_rows, pa.int32())
         cols |= {f["name"]: _with_default(values[f["name"]], f) for f in view["features"]}
-        tables.append(pa.table(cols, schema=offline_schema(view)))
+        cols[VALID_UNTIL] = pa.array(until, pa.int64())
+        tables.append(pa.table(cols, schema=schema))
     if not tables:
-        return offline_schema(view).empty_table()
+        return schema.empty_table()
     table = pa.concat_tables(tables)
     return table.sort_by([(k, "ascending") for k in view["join_keys"]])
 

@@ -28,6 +28,10 @@ _STRING = int(Kind.K_STRING)
 _EMPTY_STRING_KEY = key_of(("",), [_STRING])  # "" as the only key part (LMDB refuses an empty key)
 _SIGN = 1 << 63
 
+# An aggregation view's online rows carry the time their value stops being exact (the
+# oldest event in a window leaves it); the reader answers EXPIRED from then on.
+VALID_UNTIL = "__valid_until"
+
 
 def feature_kinds(view: dict[str, Any]) -> list[int]:
     return [KIND_OF[f["dtype"]] for f in view["features"]]
@@ -77,11 +81,14 @@ def key_sizes(view: dict[str, Any], table: pa.Table) -> np.ndarray:
 
 
 def encode_table(view: dict[str, Any], table: pa.Table) -> tuple[list[bytes | None], list[bytes]]:
-    """Keys and values of a table with the offline store's columns."""
+    """Keys and values of a table with the offline store's columns (and, for an aggregation
+    view's rows, ``VALID_UNTIL``: the time each row's window moves past one of its events)."""
     keys = encode_keys([plain(table.column(k)) for k in view["join_keys"]], key_kinds(view))
     ts = as_int64(table.column(EVENT_TS))
     created = as_int64(table.column(CREATED_TS), fill=NO_TIME)
-    values = encode_rows(ts, created, [plain(table.column(f["name"])) for f in view["features"]], feature_kinds(view))
+    until = as_int64(table.column(VALID_UNTIL)) if VALID_UNTIL in table.column_names else None
+    values = encode_rows(ts, created, [plain(table.column(f["name"])) for f in view["features"]], feature_kinds(view),
+                         until)
     return keys, values
 
 
