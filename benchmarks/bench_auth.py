@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +164,18 @@ def summarize_cases(per_req: int, conns: int, runs: dict[str, list[dict]]) -> di
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
-    def ratio(name: str, key: str) -> float:
-        return statistics.median(a[key] / b[key] for a, b in zip(runs[name], runs["plain"]))
+    def ratio(name: str, key: str) -> float | None:
+        """The median over rounds of name's value / plain's. A round whose plain value is 0 is
+        left out, said on stderr: on a loaded machine the server's CPU time can read 0 (no
+        tick of it sampled in the window). None when no round is left."""
+        pairs = list(zip(runs[name], runs["plain"]))
+        kept = [a[key] / b[key] for a, b in pairs if b[key] > 0]
+        if len(kept) < len(pairs):
+            print(f"bench_auth: {per_req} entities x {conns} conns, {name}: plain's {key} was 0 in "
+                  f"{len(pairs) - len(kept)} of {len(pairs)} rounds (its CPU time not sampled: is the machine "
+                  f"loaded?); {'those rounds are left out of' if kept else 'no'} {name}'s {key} ratio",
+                  file=sys.stderr)
+        return statistics.median(kept) if kept else None
 
     cases = {name: {"requests_per_s": med(name, "requests_per_s"), "p50_ms": med(name, "p50_ms"),
                     "p99_ms": med(name, "p99_ms"), "server_cpu_us_per_request": med(name, "server_cpu_us_per_request"),
@@ -172,6 +183,11 @@ def summarize_cases(per_req: int, conns: int, runs: dict[str, list[dict]]) -> di
     ratios = {name: {"throughput_ratio": ratio(name, "requests_per_s"), "p99_ratio": ratio(name, "p99_ms"),
                      "server_cpu_ratio": ratio(name, "server_cpu_us_per_request")} for name in runs if name != "plain"}
     return {"entities_per_request": per_req, "connections": conns, "cases": cases, "vs_plain": ratios}
+
+
+def times(x: float | None) -> str:
+    """A ratio as printed: "n/a" when every round's plain value was 0 (see summarize_cases)."""
+    return "n/a" if x is None else f"{x:.3f}x"
 
 
 def print_compare(rows: list[dict]) -> None:
@@ -187,6 +203,5 @@ def print_compare(rows: list[dict]) -> None:
             v = row["vs_plain"].get(name)
             t.add_row(str(row["entities_per_request"]), str(row["connections"]), name, f"{c['requests_per_s']:,.0f}",
                       f"{c['p50_ms']:.3f}", f"{c['p99_ms']:.3f}", f"{c['server_cpu_us_per_request']:.1f}",
-                      f"{v['throughput_ratio']:.3f}x" if v else "", f"{v['p99_ratio']:.3f}x" if v else "",
-                      f"{v['server_cpu_ratio']:.3f}x" if v else "")
+                      *(times(v[k]) if v else "" for k in ("throughput_ratio", "p99_ratio", "server_cpu_ratio")))
     Console(width=140).print(t)

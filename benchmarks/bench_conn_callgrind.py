@@ -2,8 +2,10 @@
 noisy machine, where timings are not): ``fstore serve`` under valgrind, a warm-up, the
 counters zeroed, N GETs (one at a time on one connection, or PIPELINE per packet), dumped.
 
-usage: python benchmarks/bench_conn_callgrind.py REPO TREE [N] [PIPELINE] [ENTITIES]
-(TREE: a checkout with built extensions, put first on PYTHONPATH)
+usage: python benchmarks/bench_conn_callgrind.py [REPO [TREE [N [PIPELINE [ENTITIES]]]]]
+REPO: the bench repository (default: bench-data/loadgen/repo of the checkout this script sits in,
+made by ``python benchmarks/bench_loadgen.py --keep bench-data/loadgen``); TREE: a checkout with
+built extensions, put first on PYTHONPATH (default: the checkout this script sits in).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import tempfile
 import time
 
 import msgpack
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout this script sits in
+DEFAULT_REPO = os.path.join(HERE, "bench-data", "loadgen", "repo")
 
 
 def frame(obj: object) -> bytes:
@@ -39,8 +44,12 @@ def read_replies(sock: socket.socket, k: int, buf: bytearray) -> None:
 
 
 def main() -> None:
-    args = sys.argv[1:] + [None] * 3
-    repo, tree, n, pipe, ents = args[0], args[1], int(args[2] or 3000), int(args[3] or 1), int(args[4] or 1)
+    args = sys.argv[1:] + [None] * 5
+    repo, tree = args[0] or DEFAULT_REPO, args[1] or HERE
+    n, pipe, ents = int(args[2] or 3000), int(args[3] or 1), int(args[4] or 1)
+    if not os.path.isfile(os.path.join(repo, "fstore.yaml")):
+        sys.exit(f"no bench repository at {repo}: make it with python benchmarks/bench_loadgen.py "
+                 f"--keep {os.path.dirname(DEFAULT_REPO)}, or name one")
     out = tempfile.mkdtemp(prefix="cg-")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import _split, main
+from .cli_group import main, split_list
 from .cli_output import console, err_console
 from .errors import FstoreError
 
@@ -77,7 +77,7 @@ def bench(ctx: click.Context, host: str | None, port: int | None, service: str |
             _fail(f"--token-env {token_env}: the environment variable {token_env} is not set")
     tls = "tls" if (tls_ca or tls_cert or tls_key) else None
     try:
-        result = run(ctx.obj, host=host, port=port, service=service, features=_split(features), model=model,
+        result = run(ctx.obj, host=host, port=port, service=service, features=split_list(features), model=model,
                      entities=entities, connections=connections, duration=duration, warmup=warmup, rate=rate,
                      keys=keys_file, threads=threads, redis=redis, token=token, tls=tls, sla_p99_ms=sla_p99_ms,
                      sla_min_rps=sla_min_rps, seed=seed, timeout=timeout)

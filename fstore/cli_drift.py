@@ -12,7 +12,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import _store, main
+from .cli_group import main, open_store
 from .cli_output import console, when
 
 _STYLE = {"ok": "green", "warn": "yellow", "alert": "bold red"}
@@ -41,7 +41,7 @@ def drift(ctx: click.Context, service: str, reference: str | None, reference_win
           since: str | None, until: str | None, current: str, as_json: bool, html_out: str | None,
           model: str | None) -> None:
     """PSI, null rates and statistics of a service's features: reference vs current; exit 1 on an alert."""
-    result = _store(ctx).drift(service, reference=reference, reference_window=reference_window or None,
+    result = open_store(ctx).drift(service, reference=reference, reference_window=reference_window or None,
                                since=since, until=until, current=current, model=model)
     if html_out:
         from .monitoring.report import write_html
@@ -75,7 +75,7 @@ def _print_drift(result: object, html_out: str | None) -> None:
 @click.pass_context
 def freshness_(ctx: click.Context, all_views: bool, as_json: bool) -> None:
     """Views whose newest data (online, offline) is older than their freshness_sla; exit 1 on a breach."""
-    result = _store(ctx).freshness()
+    result = open_store(ctx).freshness()
     doc = result.to_json(all_views)
     if as_json:
         click.echo(json.dumps(doc, indent=1))

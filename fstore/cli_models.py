@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from .cli import _store, main
+from .cli_group import main, open_store
 from .cli_output import console
 from .repo.models import PROMOTE_STAGES, parse_model_ref, parse_scalar
 
@@ -52,7 +52,7 @@ def register(ctx: click.Context, name: str, dataset: str, service: str | None, a
     """Register a new version of model NAME, trained on the training set FILE."""
     if mlflow_tracking_uri and not mlflow_run:
         raise click.UsageError("--mlflow-tracking-uri needs --mlflow-run")
-    rec = _store(ctx).models.register(name, dataset, service=service, artifact=artifact,
+    rec = open_store(ctx).models.register(name, dataset, service=service, artifact=artifact,
                                       metrics=_pairs(metrics, "metric"), params=_pairs(params, "param"),
                                       description=description, mlflow_run=mlflow_run,
                                       mlflow_tracking_uri=mlflow_tracking_uri)
@@ -71,7 +71,7 @@ def register(ctx: click.Context, name: str, dataset: str, service: str | None, a
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List the registered models and their versions."""
-    models = _store(ctx).models.list()
+    models = open_store(ctx).models.list()
     if as_json:
         click.echo(json.dumps(models, indent=1))
         return
@@ -91,7 +91,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 def describe(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show one model version (default: the newest)."""
     name, version = parse_model_ref(ref)
-    rec = _store(ctx).models.get(name, version)
+    rec = open_store(ctx).models.get(name, version)
     if as_json:
         click.echo(json.dumps(rec, indent=1))
         return
@@ -109,7 +109,7 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
     name, version = parse_model_ref(ref)
     if version is None:
         raise click.UsageError(f"{ref!r}: name the version, NAME:N")
-    rec = _store(ctx).models.promote(name, version, stage)
+    rec = open_store(ctx).models.promote(name, version, stage)
     console.print(f"{escape(name)}:{rec['version']} is now {stage}", highlight=False)
 
 
@@ -120,7 +120,7 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
 @click.pass_context
 def model_lineage(ctx: click.Context, ref: str, as_json: bool, dot: bool) -> None:
     """Model version -> training set -> feature service -> view versions -> sources and files."""
-    _show(_store(ctx).model_lineage(ref), as_json, dot, _model_dot, _model_tree)
+    _show(open_store(ctx).model_lineage(ref), as_json, dot, _model_dot, _model_tree)
 
 
 @main.command()
@@ -130,7 +130,7 @@ def model_lineage(ctx: click.Context, ref: str, as_json: bool, dot: bool) -> Non
 @click.pass_context
 def lineage(ctx: click.Context, target: str, as_json: bool, dot: bool) -> None:
     """What reads a view or source: feature services, training sets and model versions."""
-    _show(_store(ctx).lineage(target), as_json, dot, _up_dot, _up_tree)
+    _show(open_store(ctx).lineage(target), as_json, dot, _up_dot, _up_tree)
 
 
 def _show(doc: dict[str, Any], as_json: bool, dot: bool, to_dot: Callable[[dict[str, Any]], str],

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .cli import main
+from .cli_group import main
 from rich.markup import escape
 
 from .cli_output import err_console

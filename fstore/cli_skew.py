@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import _store, main
+from .cli_group import main, open_store
 from .cli_output import console, err_console
 
 _AGAINST = ("offline", "logged", "both")
@@ -35,7 +35,7 @@ def skew(ctx: click.Context, service: str, since: str | None, until: str | None,
     """Compare what a feature service served with what training sees (and what the model got)."""
     from .monitoring.skew import worst_rate
 
-    report = _store(ctx).skew(service, since, until, against, examples, model=model)
+    report = open_store(ctx).skew(service, since, until, against, examples, model=model)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

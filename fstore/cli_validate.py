@@ -7,7 +7,7 @@ import sys
 import click
 from rich.markup import escape
 
-from .cli import main
+from .cli_group import main
 from .cli_output import console
 
 

@@ -23,7 +23,7 @@ PROJECT_FILE = "fstore.yaml"
 OFFLINE_KEYS: dict[str, tuple[tuple[type, ...], Any]] = {
     "path": ((str,), "data/offline"),
     "buckets": ((int,), 8),
-    "engine": ((str,), "local"),              # local | spark | package.module:Class (offline/engine.py)
+    "engine": ((str,), "local"),              # local | spark | package.module:Class (offline/engines.py)
     "spark": ((dict, type(None)), None),      # SPARK_KEYS: the Spark engine's session (offline/spark/session.py)
 }
 # offline_store.spark, one level down; read only when engine is spark

@@ -16,7 +16,8 @@ import pyarrow as pa
 from .config import RepoConfig
 from .errors import FstoreError, InvalidArgument, UnknownObject
 from .offline.datasets import dataset_lineage, dataset_writer, read_lineage, write_dataset, write_lineage
-from .offline.engine import OfflineEngine, ingest_views, make_engine
+from .offline.engine import OfflineEngine, ingest_views
+from .offline.engines import make_engine
 from .offline.request_time import historical as request_time_historical
 from .monitoring.logging import FeatureLog
 from .offline.store import IngestResult, OfflineStore

@@ -1,9 +1,11 @@
 """The house keeps its shape: layers import only downward (the table in docs/architecture.md),
-package faces stay lazy, the network client stays light, compiled modules that others
-cimport have their .pxd, and the shared constants have one home."""
+no module imports one that imports it (no circle, not even through a function-level or
+TYPE_CHECKING import), package faces stay lazy, the network client stays light, compiled
+modules that others cimport have their .pxd, and the shared constants have one home."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -66,13 +68,27 @@ def imported(module: str, source: str, is_package: bool = False) -> list[tuple[i
                 target = node.module or ""
             if target.split(".")[0] != "fstore":
                 continue
-            # "from . import x" / "from .pkg import mod": the name may itself be a module
+            # "from . import x" / "from .pkg import mod": the name may itself be a module;
+            # "from .pkg import Name" of a lazy package face: the module that defines Name
             for alias in node.names:
                 candidate = f"{target}.{alias.name}"
                 is_module = (ROOT / Path(*candidate.split("."))).with_suffix(".py").exists() or \
                     (ROOT / Path(*candidate.split("."))).is_dir()
-                out.append((node.lineno, candidate if is_module else target))
+                lazy = lazy_exports_of(target).get(alias.name)
+                out.append((node.lineno, candidate if is_module else lazy or target))
     return out
+
+
+@functools.cache
+def lazy_exports_of(package: str) -> dict[str, str]:
+    """Name -> module of a package face's ``_EXPORTS`` (fstore._lazy), empty for a module."""
+    init = ROOT / Path(*package.split(".")) / "__init__.py"
+    if not init.exists():
+        return {}
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets):
+            return {name: package + module for name, module in ast.literal_eval(node.value).items()}
+    return {}
 
 
 def violations(module: str, source: str, is_package: bool = False) -> list[str]:
@@ -128,6 +144,103 @@ def test_a_downward_import_is_no_violation() -> None:
     assert violations("fstore.serving.client", "from ..online.response import OnlineResponse\n"
                       "from ..errors import FstoreError\nfrom .protocol import GET\n") == []
     assert violations("fstore.online.service", "from ..monitoring.events import hook\n") == []
+
+
+#: the import edges that still close a circle, each with why it is not removed yet. Only
+#: in files other engineers are changing in this round (not to be edited under them); once
+#: an edge is gone, its line here must go too (test_every_exempt_import_still_exists).
+CIRCLE_EXEMPT: dict[tuple[str, str], str] = {
+    ("fstore.repo.definitions", "fstore.repo.request_time"):
+        "definitions' function-level imports of parse_on_miss / on_miss_dict, which request_time "
+        "builds on definitions' classes; definitions.py and request_time.py are being changed elsewhere",
+    ("fstore.repo.aggregations", "fstore.repo.definitions"):
+        "aggregations' function-level import of check_name, while definitions imports aggregations; "
+        "aggregations.py and definitions.py are being changed elsewhere",
+    ("fstore.online.aggregates", "fstore.online.materialize"):
+        "aggregates' function-level import of WriteResult, while materialize routes aggregation views "
+        "to aggregates; both are being changed elsewhere",
+}
+
+
+def import_graph(modules: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """module -> the modules it imports (at the top, in a function or under TYPE_CHECKING),
+    from ``modules``: name -> (source, is a package's __init__)."""
+    return {m: {t for _, t in imported(m, source, is_package) if t != m and t in modules}
+            for m, (source, is_package) in modules.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan): each a circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def fstore_graph() -> dict[str, set[str]]:
+    return import_graph({module_name(p): (p.read_text(), p.name == "__init__.py") for p in python_modules()})
+
+
+def test_no_module_imports_one_that_imports_it() -> None:
+    """A function-level (or TYPE_CHECKING) import that closes a circle hides that two modules
+    are one concept, or that a shared piece belongs lower: move it down instead."""
+    graph = fstore_graph()
+    for importer, target in CIRCLE_EXEMPT:
+        graph[importer].discard(target)
+    found = circles(graph)
+    assert not found, "import circles (move the shared piece to a lower module):\n" + \
+        "\n".join(" <-> ".join(group) for group in found)
+
+
+def test_every_exempt_import_still_exists() -> None:
+    graph = fstore_graph()
+    stale = [edge for edge in CIRCLE_EXEMPT if edge[1] not in graph[edge[0]]]
+    assert not stale, f"no longer imported: drop from CIRCLE_EXEMPT: {stale}"
+
+
+@pytest.mark.parametrize("sources", [
+    # a function-level import back
+    {"fstore.serving.a": ("from .b import B\n", False), "fstore.serving.b": ("def f():\n    from .a import A\n", False)},
+    # a TYPE_CHECKING import back, through a third module
+    {"fstore.repo.a": ("from .b import B\n", False), "fstore.repo.b": ("from . import c\n", False),
+     "fstore.repo.c": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n", False)},
+])
+def test_the_circle_check_catches_a_hidden_circle(sources: dict[str, tuple[str, bool]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # the made-up modules exist for imported()'s "is this name a module" question
+    monkeypatch.setattr(Path, "exists", lambda self, _real=Path.exists: _real(self) or
+                        any(str(self).endswith("/".join(m.split(".")) + ".py") for m in sources))
+    assert circles(import_graph(sources)) == [sorted(sources)]
+
+
+def test_an_import_going_one_way_is_no_circle() -> None:
+    graph = import_graph({"fstore.serving.a": ("from .b import B\ndef f():\n    from .c import C\n", False),
+                          "fstore.serving.b": ("from .c import C\n", False), "fstore.serving.c": ("", False)})
+    assert graph["fstore.serving.a"] == {"fstore.serving.b", "fstore.serving.c"} and circles(graph) == []
 
 
 def test_package_faces_are_lazy() -> None:

@@ -80,7 +80,7 @@ def test_engine_spark_without_pyspark_says_what_to_install(tmp_path: Path, monke
     import sys
 
     from fstore.errors import MissingDependency
-    from fstore.offline.engine import make_engine
+    from fstore.offline.engines import make_engine
 
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark now raises ImportError
     conf = config(tmp_path, {"offline_store": {"engine": "spark"}})

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..errors import InvalidArgument
-from ..offline.engine import make_engine
+from ..offline.engines import make_engine
 from ..online.store import OnlineStore
 from ..repo.registry import Registry
 from .checks import CheckContext, Sample

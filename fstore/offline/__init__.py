@@ -8,7 +8,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "OfflineStore": ".store", "IngestResult": ".store", "LogRun": ".log",
-    "OfflineEngine": ".engine", "LocalEngine": ".engine", "make_engine": ".engine",
+    "OfflineEngine": ".engine", "LocalEngine": ".engine", "make_engine": ".engines",
     "Loader": ".loaders", "SourceUnit": ".loaders", "get_loader": ".loaders",
     "get_historical_features": ".historical", "load_entity_df": ".historical",
     "dataset_lineage": ".datasets", "write_lineage": ".datasets", "write_dataset": ".datasets",

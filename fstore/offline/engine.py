@@ -4,19 +4,18 @@ the reads of materialization run.
 The local engine (Parquet files, the Cython as-of join, a thread pool) is the default.
 The Spark engine (fstore.offline.spark, ``offline_store: {engine: spark}``) implements
 the same methods over the same offline layout, for work past one machine; another is
-chosen with ``offline_store: {engine: package.module:Class}``. Every engine gives the
-same results: the point-in-time rule is fstore.offline.historical's, the newest-row
+chosen with ``offline_store: {engine: package.module:Class}`` (fstore.offline.engines picks
+one). Every engine gives the same results: the point-in-time rule is fstore.offline.historical's, the newest-row
 rule fstore.offline.newest's.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Iterator, Protocol
 
 import pyarrow as pa
 
-from ..config import PROJECT_FILE, RepoConfig
-from ..errors import BadRows, InvalidConfig, MissingDependency
+from ..config import RepoConfig
+from ..errors import BadRows
 from ..progress import Reporter
 from ..repo.aggregations import is_aggregation_view
 from ..repo.definitions import Source
@@ -118,23 +117,3 @@ def ingest_views(engine: OfflineEngine, views: list[tuple[dict[str, Any], dict[s
         text += f"\nthe other views were ingested: {', '.join(r.view for r in results) or 'none'}"
     first = failed[0]
     raise BadRows(text, file=first.file, row=first.row, column=first.column, count=sum(e.count for e in failed))
-
-
-def make_engine(config: RepoConfig) -> OfflineEngine:
-    name = config.offline_engine
-    if name == "local":
-        return LocalEngine(config)
-    if name == "spark":
-        try:
-            import pyspark  # noqa: F401  (only to say clearly what is missing)
-        except ImportError:
-            raise MissingDependency("offline_store.engine is spark but pyspark is not installed: "
-                               "pip install 'fstore[spark]' (pyspark 4 and a Java 17 runtime)") from None
-        from .spark import SparkEngine
-        return SparkEngine(config)
-    module, _, cls = str(name).partition(":")
-    try:
-        return getattr(importlib.import_module(module), cls)(config)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise InvalidConfig(f"cannot load offline engine {name!r}: {exc}", file=PROJECT_FILE,
-                            field="offline_store.engine") from None

@@ -22,7 +22,7 @@ from ..errors import IngestError, TransformError
 from ..repo.functions import load_function
 from ..repo.names import view_name
 from ..repo.transform_run import run_transform
-from ..repo.validation import compatible
+from ..repo.columns import compatible
 from .layout import UNIT
 from .loaders import Loader, SourceUnit
 from .problems import RowProblems

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import FunctionNotFound, InvalidDefinition
+from .definition_files import definition_files
 
 #: the attribute ``@transformation`` sets on a function: its declared options
 ATTR = "__fstore_transformation__"
@@ -135,7 +136,6 @@ def declare_named(config: Any, name: str, *, obj: str, field: str,
             raise
         except InvalidDefinition:
             pass  # defined outside the repository: look for it by name in the definitions
-    from .reader import definition_files  # the reader imports this module's callers
     found = find_declared(name, definition_files(config), config.root, obj=obj, field=field)
     return declare(found, config.root, obj=obj, field=field)
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import yaml
 
-from ..config import PROJECT_FILE, RepoConfig
+from ..config import RepoConfig
 from ..errors import DefinitionErrors, InvalidDefinition
+from .definition_files import SKIP_DIRS, definition_files
 from .definitions import CLASSES, Entity, FeatureService, FeatureView, Source, _unknown_field_message
 from .names import SECTIONS
 from .request_time import RequestView
 
-_SKIP_DIRS = {"data", ".git", ".venv", "venv", "__pycache__", "node_modules", ".fstore"}
 #: fstore's own package: its frames are never the user's line
 _FSTORE_DIR = Path(__file__).resolve().parents[1]
 #: the keys a YAML mapping of each kind may hold (the dataclass fields)
@@ -58,24 +58,6 @@ class RepoContents:
 
     def add(self, kind: str, obj: Any, file: str) -> None:
         getattr(self, kind).append(Defined(obj, file))
-
-
-def definition_files(config: RepoConfig) -> list[Path]:
-    files: list[Path] = []
-    for base in config.definitions:
-        if base.is_file():
-            files.append(base)
-            continue
-        if not base.is_dir():
-            raise InvalidDefinition(f"definitions folder {config.rel(base)} does not exist",
-                                    file=PROJECT_FILE, field="definitions")
-        for path in sorted(base.rglob("*")):
-            rel_parts = path.relative_to(base).parts
-            if any(p in _SKIP_DIRS or p.startswith(".") for p in rel_parts[:-1]):
-                continue
-            if path.is_file() and path.suffix in (".yaml", ".yml", ".py") and path.name != PROJECT_FILE:
-                files.append(path)
-    return files
 
 
 def read_definitions(config: RepoConfig) -> RepoContents:
@@ -167,7 +149,7 @@ def _user_file(filename: str | None, config: RepoConfig) -> bool:
         parts = path.relative_to(config.root).parts
     except ValueError:
         return False
-    return not any(p in _SKIP_DIRS or p.startswith(".") or p == "site-packages" for p in parts[:-1])
+    return not any(p in SKIP_DIRS or p.startswith(".") or p == "site-packages" for p in parts[:-1])
 
 
 def _raised_at(exc: BaseException, config: RepoConfig) -> str:

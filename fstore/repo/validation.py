@@ -1,8 +1,11 @@
-"""Checking definitions against each other, against the sources' real schemas and
-against what is already applied, and producing the registry contents to store.
+"""Checking definitions against each other and against what is already applied, and
+producing the registry contents to store.
 
-Every problem is collected so that one ``fstore plan`` shows all of them, each
-naming the file, the object and the field.
+Each object is checked against its source's real columns in fstore.repo.columns; here
+the objects meet each other: unique names, the references of services, features of one
+name from two views, and an applied view version whose schema or transformation changed.
+Every problem is collected so that one ``fstore plan`` shows all of them, each naming the
+file, the object and the field.
 """
 from __future__ import annotations
 
@@ -12,54 +15,16 @@ import pyarrow as pa
 
 from ..config import RepoConfig
 from ..errors import DefinitionErrors, FeatureNameClash, FstoreError, InvalidDefinition, SchemaChangeRefused
-from .aggregations import resolve_aggregations
-from .definitions import AS_OF_CREATED, Source, coerce_default
+from .columns import Collector, check_source_times, view_record
+from .definitions import Source
 from .names import split_ref, unversioned, view_name
-from .reader import Defined, RepoContents, definition_files
-from .transform_run import view_transform
+from .reader import Defined, RepoContents
 from .transforms import transform_change
 from .request_time import check_request_time
 from .resolve import check_reference, find_view, resolve
 
 #: reads a source's columns and types (the offline engine's loaders do, see fstore.offline)
 SchemaReader = Callable[[Source], pa.Schema]
-
-
-def key_dtype(t: pa.DataType) -> str | None:
-    """The stored type of a join key column, or None when the type cannot be a key."""
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_integer(t):
-        return "int64"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "string"
-    return None
-
-
-def compatible(src: pa.DataType, dtype: str) -> bool:
-    """Whether a source column of type ``src`` can be ingested as a feature of ``dtype``."""
-    if pa.types.is_dictionary(src):
-        src = src.value_type
-    if pa.types.is_null(src):
-        return True
-    text = pa.types.is_string(src) or pa.types.is_large_string(src)
-    if dtype in ("int32", "int64"):
-        return pa.types.is_integer(src)
-    if dtype in ("float32", "float64"):
-        return pa.types.is_integer(src) or pa.types.is_floating(src) or pa.types.is_decimal(src)
-    if dtype == "bool":
-        return pa.types.is_boolean(src)
-    if dtype == "string":
-        return text
-    if dtype == "bytes":
-        return pa.types.is_binary(src) or pa.types.is_large_binary(src) or text
-    if dtype == "timestamp":
-        return pa.types.is_timestamp(src) or pa.types.is_date(src) or text
-    return False
-
-
-def is_time_like(src: pa.DataType) -> bool:
-    return compatible(src, "timestamp") and not pa.types.is_null(src)
 
 
 def view_schema(record: dict[str, Any]) -> dict[str, Any]:
@@ -71,16 +36,7 @@ def view_schema(record: dict[str, Any]) -> dict[str, Any]:
             **({"aggregations": record["aggregations"]} if record.get("aggregations") else {})}
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.errors: list[InvalidDefinition] = []
-
-    def add(self, msg: str, *, file: str | None, obj: str, field: str | None = None,
-            cls: type[InvalidDefinition] = InvalidDefinition) -> None:
-        self.errors.append(cls(msg, file=file, obj=obj, field=field))
-
-
-def _unique(items: list[Defined], kind: str, key, err: _Collector) -> dict[str, Defined]:
+def _unique(items: list[Defined], kind: str, key, err: Collector) -> dict[str, Defined]:
     out: dict[str, Defined] = {}
     for d in items:
         k = key(d.obj)
@@ -102,7 +58,7 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
     that did parse are still checked, unless a whole file could not be read. ``schema_of``
     reads a source's schema, so that every view is checked against its real columns.
     """
-    err = _Collector()
+    err = Collector()
     err.errors.extend(contents.errors)
     if not contents.complete:
         raise DefinitionErrors(err.errors)
@@ -125,11 +81,11 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
                     field=(exc.field if definition else None) or "path")
             schemas[name] = None
             continue
-        _check_source_times(d, schemas[name], err)
+        check_source_times(d, schemas[name], err)
 
     new_views: dict[str, Any] = {}
     for vname, d in views.items():
-        record = _view_record(config, d, entities, sources, schemas, err, rejected)
+        record = view_record(config, d, entities, sources, schemas, err, rejected)
         if record is None:
             continue
         old = old_views.get(vname)
@@ -184,25 +140,7 @@ def build_registry(config: RepoConfig, contents: RepoContents, current: dict[str
     }
 
 
-def _check_source_times(d: Defined, schema: pa.Schema, err: _Collector) -> None:
-    src = d.obj
-    for col in src.labels:  # a declared label must be a real column (docs/validation.md, L2)
-        if col not in schema.names:
-            err.add(f"label column {col!r} is missing from the source's schema (columns: {', '.join(schema.names)})",
-                    file=d.file, obj=f"source {src.name}", field="labels")
-    for fld in ("timestamp_field", "created_timestamp_field"):
-        col = getattr(src, fld)
-        if col is None:
-            continue
-        if col not in schema.names:
-            err.add(f"timestamp column {col!r} is missing from the source's schema "
-                    f"(columns: {', '.join(schema.names)})", file=d.file, obj=f"source {src.name}", field=fld)
-        elif not is_time_like(schema.field(col).type):
-            err.add(f"column {col!r} is {schema.field(col).type}, not a timestamp",
-                    file=d.file, obj=f"source {src.name}", field=fld)
-
-
-def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector,
+def _check_name_clash(d: Defined, views: dict[str, Any], err: Collector,
                       request_views: dict[str, Any] | None = None) -> None:
     """Two views giving a feature of one name make a service that every read would refuse:
     refused here instead, unless the service reads with full feature names."""
@@ -222,99 +160,6 @@ def _check_name_clash(d: Defined, views: dict[str, Any], err: _Collector,
 def _ref_view_name(ref: str) -> str:
     """The view name of a reference, without its version: 'customer_stats_v1:x' -> 'customer_stats'."""
     return unversioned(split_ref(ref)[0])
-
-
-def _view_record(config: RepoConfig, d: Defined, entities: dict[str, Defined], sources: dict[str, Defined],
-                 schemas: dict[str, pa.Schema | None], err: _Collector,
-                 rejected: dict[str, set[str]]) -> dict[str, Any] | None:
-    """The view's registry record, or None after reporting why it cannot have one.
-
-    An entity or source whose own definition was rejected is not reported again as unknown.
-    """
-    view = d.obj
-    obj = f"feature_view {view.name}"
-    ok = True
-    join_keys: list[str] = []
-    for e in view.entities:
-        if e not in entities:
-            if e not in rejected.get("entities", set()):
-                err.add(f"unknown entity {e!r}", file=d.file, obj=obj, field="entities")
-            ok = False
-        else:
-            join_keys.extend(entities[e].obj.join_keys)
-    if len(set(join_keys)) != len(join_keys):
-        err.add("two of the view's entities share a join key column", file=d.file, obj=obj, field="entities")
-        ok = False
-    if view.source not in sources:
-        if view.source not in rejected.get("sources", set()):
-            err.add(f"unknown source {view.source!r}", file=d.file, obj=obj, field="source")
-        return None
-    schema = schemas.get(view.source)
-    if schema is None or not ok:
-        return None
-    src = sources[view.source].obj
-    where = f"source {src.name} ({src.path})"
-    transform = None
-    if view.transform:  # keys, times and features are the transformation's output columns
-        try:
-            transform, schema = view_transform(view, schema, config.root, definition_files(config), obj=obj)
-        except InvalidDefinition as exc:
-            err.add(exc.detail, file=d.file, obj=obj, field=exc.field or "transform")
-            return None
-        where = f"the output of the transformation of source {src.name}"
-        lost = [c for c in (src.timestamp_field, src.created_timestamp_field)
-                if c is not None and (c not in schema.names or not is_time_like(schema.field(c).type))]
-        if lost:
-            err.add(f"the transformation's output must keep the source's timestamp column {lost[0]!r} "
-                    f"(output: {', '.join(f'{f.name} {f.type}' for f in schema)})", file=d.file, obj=obj,
-                    field="transform")
-            ok = False
-    key_dtypes: dict[str, str] = {}
-    for k in join_keys:
-        if k not in schema.names:
-            err.add(f"join key column {k!r} is missing from {where}", file=d.file, obj=obj, field="entities")
-            ok = False
-            continue
-        kd = key_dtype(schema.field(k).type)
-        if kd is None:
-            err.add(f"join key column {k!r} in {where} is {schema.field(k).type}; keys must be integers "
-                    "or strings", file=d.file, obj=obj, field="entities")
-            ok = False
-        else:
-            key_dtypes[k] = kd
-    reserved = {src.timestamp_field, src.created_timestamp_field, *join_keys}
-    for f in view.features:
-        field_name = f"features[{f.name}]"
-        if f.name in reserved:
-            err.add(f"feature {f.name!r} is also a key or timestamp column", file=d.file, obj=obj, field=field_name)
-            ok = False
-        elif f.name not in schema.names:
-            err.add(f"feature {f.name!r} is missing from {where}", file=d.file, obj=obj, field=field_name)
-            ok = False
-        elif not compatible(schema.field(f.name).type, f.dtype):
-            err.add(f"feature {f.name!r} is declared {f.dtype} but column {f.name!r} in {where} is "
-                    f"{schema.field(f.name).type}", file=d.file, obj=obj, field=f"{field_name}.dtype")
-            ok = False
-    if view.as_of == AS_OF_CREATED and src.created_timestamp_field is None:
-        err.add(f"as_of: {AS_OF_CREATED} needs a created timestamp, and source {src.name} declares no "
-                "created_timestamp_field", file=d.file, obj=obj, field="as_of")
-        ok = False
-    if view.aggregations and view.as_of == AS_OF_CREATED:
-        err.add(f"as_of: {AS_OF_CREATED} is not supported for aggregations (the created time only breaks "
-                "ties of last)", file=d.file, obj=obj, field="as_of")
-        ok = False
-    if not ok:
-        return None
-    record = view.to_dict()
-    record["join_keys"] = join_keys
-    record["key_dtypes"] = key_dtypes
-    if transform is not None:
-        record["transform"] = transform
-    if view.aggregations and not resolve_aggregations(
-            record, schema, reserved, where, coerce_default,
-            lambda msg, fld: err.add(msg, file=d.file, obj=obj, field=fld)):
-        return None
-    return record
 
 
 def _schema_diff(old: dict[str, Any], new: dict[str, Any]) -> str:

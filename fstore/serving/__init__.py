@@ -8,7 +8,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "Client": ".client", "AsyncClient": ".async_client", "wait_until_ready": ".client", "DEFAULT_PORT": ".client",
-    "client_context": ".tls", "Limits": ".server", "ServerState": ".server", "serve": ".supervisor",
+    "client_context": ".tls", "Limits": ".state", "ServerState": ".state", "serve": ".supervisor",
     "serve_repo": ".supervisor",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,182 +1,27 @@
 """The asyncio client of the feature server (``AsyncClient``): a pool of pipelined
-connections, the same calls, deadlines and errors as the blocking ``Client``
-(fstore.serving.client, whose docstring states them). Imports neither pyarrow nor LMDB.
+connections (each an fstore.serving.async_conn.AsyncConn), the same calls, deadlines and
+errors as the blocking ``Client`` (fstore.serving.client, whose docstring states them).
+Imports neither pyarrow nor LMDB.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import ssl as _ssl
 import time
 from typing import Any, Sequence
 
-from ..errors import (CLOSING_CODES, BadFrame, FstoreError, ProtocolError, ServerUnreachable, ShuttingDown, Timeout,
-                      Unavailable)
-from .calls import (_CLOSED_BEFORE_HELLO, _MAX_REPLY, DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _check,
-                    _columns, _get_args, _response, _tls_failed, CLIENTS, fallback_response, join, located, lost, pool_limit,
-                    report, split, timed_out)
+from ..errors import CLOSING_CODES, FstoreError, ServerUnreachable, ShuttingDown, Timeout, Unavailable
+from .async_conn import AsyncConn
+from .calls import (_CLOSED_BEFORE_HELLO, DEFAULT_PORT, OnlineResponse, RequestHook, Settings, _columns, _get_args,
+                    _response, _tls_failed, CLIENTS, fallback_response, join, located, lost, pool_limit, report, split,
+                    timed_out)
 from .fallback import Defaults
-from .handshake import greeting, not_fstore, reason
-from .protocol import GET, HEALTH, HELLO, INFO, PUSH, FrameReader, decoder, framer
+from .handshake import greeting, reason
+from .protocol import GET, HEALTH, HELLO, INFO, PUSH
 
 
-_NEVER = float("inf")
-
-
-class _AsyncConn(asyncio.Protocol):
-    """One asyncio connection: many requests in flight, futures matched by id."""
-
-    def __init__(self, where: str = "") -> None:
-        self.where = where
-        self.head: bytes | None = b""  # the first bytes, until checked (fstore.serving.handshake)
-        self.reader = FrameReader(_MAX_REPLY)
-        self.decode = decoder()  # replies, their shape decoded once
-        self.frame = framer()  # requests, their feature list packed once
-        self.out: list[bytes] = []  # frames not yet written (see _flush)
-        self.waiters: dict[int, asyncio.Future] = {}
-        self.ids = itertools.count(1)
-        self.transport: asyncio.Transport | None = None
-        self.lost: Exception | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.max_rows: int | None = None  # from HELLO
-        self.deadlines: dict[int, float] = {}  # request id -> its deadline (the loop's clock)
-        self.watch: asyncio.TimerHandle | None = None
-        self.watch_at = _NEVER
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.loop = asyncio.get_running_loop()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        if self.head is not None:  # is this an fstore server at all?
-            self.head += data
-            if len(self.head) < 4:
-                return
-            data, self.head = self.head, None
-            bad = not_fstore(data, self.where)
-            if bad is not None:
-                self._abandon(bad)
-                return
-        self.reader.feed(data)
-        while True:
-            try:
-                body = self.reader.next()
-                reply = self.decode(body) if body is not None else None
-            except ProtocolError as exc:
-                self._abandon(exc)
-                return
-            except Exception:  # noqa: BLE001 - not MessagePack
-                self._abandon(BadFrame(f"the server at {self.where} sent a frame that is not MessagePack"))
-                return
-            if body is None:
-                return
-            rid = reply[0] if type(reply) is list and reply else 0
-            if rid == 0:  # the server could not tie an error to a request: fail them all
-                self._fail_all(FstoreError.from_wire(reply[2] if type(reply) is list and len(reply) == 3 else None))
-                continue
-            fut = self.waiters.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionError("the server closed the connection")
-        self._fail_all(ConnectionError(reason(self.lost)))
-
-    def _fail_all(self, exc: Exception) -> None:
-        for fut in self.waiters.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self.waiters.clear()
-        self.deadlines.clear()
-        if self.watch is not None:
-            self.watch.cancel()
-            self.watch, self.watch_at = None, _NEVER
-
-    def _abandon(self, exc: Exception) -> None:
-        """The stream cannot be trusted: fail every request and close."""
-        self.lost = exc
-        self._fail_all(exc)
-        if self.transport is not None:
-            self.transport.close()
-
-    async def request(self, op: int, args: dict[str, Any], deadline: float, check: bool = True) -> Any:
-        """The reply to one request, by the loop's clock ``deadline`` (a builtin TimeoutError after it)."""
-        transport = self.transport
-        if self.lost is not None or transport is None or transport.is_closing():
-            raise ConnectionError("connection lost")
-        rid = next(self.ids) % (2**32 - 1) + 1
-        fut = self.loop.create_future()  # type: ignore[union-attr]
-        self.waiters[rid] = fut
-        self.deadlines[rid] = deadline
-        out = self.out
-        out.append(self.frame(op, rid, args))
-        if len(out) == 1:
-            self.loop.call_soon(self._flush)  # type: ignore[union-attr]
-        if deadline < self.watch_at:
-            self._watch(deadline)
-        try:
-            reply = await fut
-        finally:
-            self.waiters.pop(rid, None)
-            self.deadlines.pop(rid, None)
-        return _check(reply, rid) if check else (rid, reply)
-
-    def _flush(self) -> None:
-        """Write the frames requested since the last flush, in one system call. Run by the loop
-        after the tasks it woke have run: the requesters a batch of replies woke send their next
-        requests together. A write per request was a third of the client's CPU (the kernel's
-        loopback send), more than all of fstore's own code."""
-        out, self.out = self.out, []
-        transport = self.transport
-        if out and self.lost is None and transport is not None and not transport.is_closing():
-            transport.writelines(out)  # (a lost connection has failed their futures already)
-
-    def _watch(self, at: float) -> None:
-        """One timer per connection, at the earliest deadline in flight, rather than one per
-        request: a uvloop timer started and stopped per request was a fifth of the client's
-        CPU. (asyncio.wait_for, a task per request, was a third.)"""
-        if self.watch is not None:
-            self.watch.cancel()
-        self.watch_at = at
-        self.watch = self.loop.call_at(at, self._sweep)  # type: ignore[union-attr]
-
-    def _sweep(self) -> None:
-        """Fail the requests whose deadline has passed; watch the next one."""
-        self.watch, self.watch_at = None, _NEVER
-        now = self.loop.time()  # type: ignore[union-attr]
-        for rid, deadline in list(self.deadlines.items()):
-            if deadline <= now:
-                fut = self.waiters.pop(rid, None)
-                del self.deadlines[rid]
-                if fut is not None and not fut.done():
-                    fut.set_exception(TimeoutError("timed out"))
-        if self.deadlines:
-            self._watch(min(self.deadlines.values()))
-
-    def kill(self) -> None:
-        """Close at once, even when the loop that made the connection is closed (an earlier
-        ``asyncio.run``): then asyncio's transport cannot close, so its socket is closed here."""
-        transport = self.transport
-        if transport is None:
-            return
-        self.lost = self.lost or ConnectionError("closed by the client")
-        try:
-            transport.abort()
-        except RuntimeError:  # "Event loop is closed"
-            sock = getattr(transport, "_sock", None)  # asyncio's selector transport keeps its socket here
-            if sock is not None:
-                sock.close()
-        try:
-            self._fail_all(ConnectionError("closed by the client"))
-        except RuntimeError:  # the futures of a closed loop: nobody awaits them any more
-            pass
-
-
-async def _split_get(conn: _AsyncConn, args: dict[str, Any], n: int, deadline: float) -> Any:
+async def _split_get(conn: AsyncConn, args: dict[str, Any], n: int, deadline: float) -> Any:
     parts = split(args, n, conn.max_rows)
     results = await asyncio.gather(*(conn.request(GET, a, deadline) for a, _ in parts))
     return join(list(results), [size for _, size in parts])
@@ -204,9 +49,9 @@ class AsyncClient:
         self.host, self.port, self.timeout, self.retries = host, port, timeout, retries
         self.max_connections = self._size = self._s.max_connections
         self.where = self._s.where
-        self._conns: list[_AsyncConn | None] = [None] * self._size
+        self._conns: list[AsyncConn | None] = [None] * self._size
         self._opening: list[asyncio.Task | None] = [None] * self._size
-        self._open: set[_AsyncConn] = set()  # every connection not yet closed
+        self._open: set[AsyncConn] = set()  # every connection not yet closed
         self._next = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._defaults: Defaults | None = None
@@ -222,14 +67,14 @@ class AsyncClient:
         self._opening = [None] * self._size
         self._loop = loop
 
-    def _drop(self, conn: _AsyncConn) -> None:
+    def _drop(self, conn: AsyncConn) -> None:
         conn.kill()
         self._open.discard(conn)
         for i, c in enumerate(self._conns):
             if c is conn:
                 self._conns[i] = None
 
-    async def _slot(self, slot: int, deadline: float) -> _AsyncConn:
+    async def _slot(self, slot: int, deadline: float) -> AsyncConn:
         """The slot's connection, opened by one task that every caller of the slot awaits
         within its own deadline."""
         loop = self._loop
@@ -247,7 +92,7 @@ class AsyncClient:
         except TimeoutError:
             raise timed_out(self._s, "no connection") from None
 
-    async def _open_slot(self, slot: int) -> _AsyncConn:
+    async def _open_slot(self, slot: int) -> AsyncConn:
         try:
             old = self._conns[slot]
             if old is not None:
@@ -264,11 +109,11 @@ class AsyncClient:
         finally:
             self._opening[slot] = None
 
-    async def _connect(self) -> _AsyncConn:
+    async def _connect(self) -> AsyncConn:
         s, loop = self._s, asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _AsyncConn(s.where), s.host, s.port, ssl=s.ssl,
+                lambda: AsyncConn(s.where), s.host, s.port, ssl=s.ssl,
                 server_hostname=s.host if s.ssl is not None else None), s.connect_timeout)
         except _ssl.SSLError as exc:
             raise _tls_failed(s.where, exc) from None
@@ -280,7 +125,7 @@ class AsyncClient:
                                     s.host, s.port) from None
         return conn
 
-    async def _greet(self, conn: _AsyncConn) -> None:
+    async def _greet(self, conn: AsyncConn) -> None:
         """HELLO (and INFO, for fallback="defaults") within ``timeout``."""
         s, loop = self._s, asyncio.get_running_loop()
         deadline = loop.time() + s.timeout

@@ -1,12 +1,12 @@
-"""One client connection of the feature server: framing, handshake, one handler per
-operation, back pressure, idle timeout, drain.
+"""One client connection of the feature server: framing, dispatch to a handler per
+operation (fstore.serving.handlers), replies, back pressure, idle timeout, drain.
 
 Bytes go into a compiled FrameReader; each whole frame is answered synchronously (an
 online read is a few microseconds of LMDB and never blocks the loop) and the reply is
 written at once. A GET of a known shape is answered by the compiled fast path
 (fstore._ext._serve); everything else is decoded here and dispatched through
 ``HANDLERS``, built from the protocol's table of operations (``OPS``): a handler per
-operation, ``op_<name>``. A handler raises an FstoreError to refuse its request; the
+operation, ``op_<name>`` (written in fstore.serving.handlers, methods of the connection). A handler raises an FstoreError to refuse its request; the
 error is answered for that request id and the connection goes on. A frame that cannot
 be tied to a request is answered with id 0 and the connection is closed. Nothing a
 client sends can stop the server.
@@ -29,46 +29,35 @@ import fcntl
 import struct
 import termios
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import msgpack
 
-from .._ext._serve import get_reply
-from .._ext._online import read
-from .._ext._wire import read_packed
-from .._version import __version__
-from ..errors import (BadFrame, BadRequest, ComputedFeatureError, EntityRowError, FstoreError, HandshakeRequired,
-                      Overloaded, PermissionDenied, ProtocolError, ShuttingDown, TooManyRows, Unauthenticated,
-                      UnknownOp, UnsupportedVersion, as_fstore_error)
+from ..errors import (BadFrame, BadRequest, FstoreError, HandshakeRequired, Overloaded, PermissionDenied,
+                      ProtocolError, ShuttingDown, Unauthenticated, UnknownOp, as_fstore_error)
 from ..monitoring.events import SERVER, SERVER_FAST, ServedRead, hook, worker_id
-from ..online.plan import explain_bad_rows
-from ..online.request import read_request
-from ..repo.models import model_service
 from ..times import now_us
-from .protocol import GET, HELLO, MAX_CLIENT_NAME, MAX_REQUEST_ID, OPS, VERSION, FrameReader
-from .info import info_result
-from .pushes import QueuedPush
+from .auth import Token
+from .handlers import Handlers
+from .protocol import GET, HELLO, OPS, FrameReader
 from .slowlog import describe_target, log_slow
-
-if TYPE_CHECKING:
-    from .auth import Token
-    from .server import PreparedGet, ServerState
+from .state import PreparedGet, ServerState
 
 Handler = Callable[["ConnectionBase", int, dict[str, Any], float], "bytes | None"]
 
 
-class ConnectionBase:
+class ConnectionBase(Handlers):
     """One client connection's logic, whichever asyncio protocol reads its bytes: ``Connection``
     (asyncio.Protocol, a bytes object per packet; TLS) or fstore.serving.fastconn's
     ``FastConnection`` (asyncio.BufferedProtocol, frames parsed and fast GETs answered in C).
     uvloop reads into a protocol's own buffer only if it is not an asyncio.Protocol, hence
     this base with none."""
 
-    def __init__(self, state: "ServerState") -> None:
+    def __init__(self, state: ServerState) -> None:
         self.state = state
         self.transport: asyncio.Transport | None = None
         self.greeted = False
-        self.token: "Token | None" = None  # the token HELLO showed (servers with tokens)
+        self.token: Token | None = None  # the token HELLO showed (servers with tokens)
         self.fast: Any = None              # the compiled GET path, once HELLO allowed this connection to read
         self.closing = False
         self.last_seen = time.monotonic()
@@ -176,7 +165,7 @@ class ConnectionBase:
         if slow is not None and seconds >= slow:
             self._log_slow("get", seconds, fast.args, fast.last)
 
-    def _emit(self, path: str, rid: int, args: dict[str, Any], prepared: "PreparedGet", values: Any,
+    def _emit(self, path: str, rid: int, args: dict[str, Any], prepared: PreparedGet, values: Any,
               status: Any, stamps: Any, seconds: float) -> None:
         """Hand a GET just answered to the served-read listeners."""
         caller = args.get("request_id")
@@ -186,7 +175,7 @@ class ConnectionBase:
                              prepared.plan, values, status, stamps, self.client,
                              model=args.get("model") if type(args.get("model")) is str else None))
 
-    def _log_slow(self, op: str, seconds: float, args: dict[str, Any], prepared: "PreparedGet | None") -> None:
+    def _log_slow(self, op: str, seconds: float, args: dict[str, Any], prepared: PreparedGet | None) -> None:
         """One slow-request line: a GET names its rows, service or features and request_id."""
         rows, target, caller = None, "", None
         if prepared is not None:
@@ -194,114 +183,6 @@ class ConnectionBase:
             rows = len(next(iter(ents.values()))) if ents else 0
             target, caller = describe_target(prepared.service, prepared.features), args.get("request_id")
         log_slow(op, rows, seconds, target, caller, self.client, self.transport)
-
-    def op_hello(self, rid: int, args: dict[str, Any], start: float) -> bytes | None:
-        if args.get("version") != VERSION:
-            self._fatal(rid, UnsupportedVersion(f"this server speaks version {VERSION}", "version"))
-            return None
-        st = self.state
-        client = args.get("client")
-        if type(client) is str:  # fstore's clients end it with CR LF CR LF (docs/protocol.md, "Handshake")
-            client = client.rstrip("\r\n")
-        self.client = checked_name(client, "client", MAX_CLIENT_NAME)
-        if st.tokens is not None:  # checked once per connection
-            self.token = st.tokens.check(args.get("token"))
-            if self.token is None:
-                self.greeted, self.fast = False, None
-                self._fatal(rid, Unauthenticated("this server needs a valid token in HELLO" if args.get("token")
-                                                 is None else "the token is not valid"))
-                return None
-        self.greeted = True
-        self.fast = st.fast if self.token is None or self.token.lacks(GET) is None else None
-        lim = st.limits
-        return st.pack([rid, True, {"version": VERSION, "server": f"fstore/{__version__}", "project": st.project,
-                                    "max_frame": lim.max_frame, "max_rows": lim.max_rows}])
-
-    def op_get(self, rid: int, args: dict[str, Any], start: float) -> bytes:
-        st = self.state
-        service, model = args.get("service"), args.get("model")
-        if model is not None:  # never on the compiled path: no prepared shape has neither features nor service
-            service = model_service(st.online.snapshot().doc, args.get("features"), service, model)
-        prepared = st.prepared_get(args.get("features"), service, args.get("full_names", False))
-        entities = args.get("entities")
-        if type(entities) is not dict:
-            raise BadRequest("entities must be a map of join key columns", "entities")
-        n = -1
-        for key, col in entities.items():
-            if type(col) is not list:
-                raise BadRequest("each entity column must be a list", f"entities.{key}")
-            if n >= 0 and len(col) != n:
-                raise BadRequest("entity columns differ in length", f"entities.{key}")
-            n = len(col)
-        n = max(n, 0)  # an empty map is zero rows, as entity_rows=[] in process (a client cannot name its columns)
-        if n > st.limits.max_rows:
-            raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
-        request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
-        plan = prepared.plan
-        if prepared.request is not None and entities:  # request-time features (fstore.online.request)
-            values, status, stamps = self._get_request(prepared.request, entities, n)
-        elif entities:
-            recorders = hook.recorders  # the feature log: handed the read inside the compiled call
-            served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
-                      model if type(model) is str else None) if recorders else None
-            try:
-                values, status, stamps = read_packed(st.online.store.env, plan, entities, None, served)
-            except (KeyError, TypeError, ValueError, OverflowError):
-                rows = [{k: entities[k][i] for k in entities} for i in range(n)]
-                err = explain_bad_rows(rows, plan, EntityRowError("bad entity rows"))
-                raise EntityRowError(str(err)) from None
-        else:
-            values, status, stamps = st._packer.pack([[] for _ in plan.names]), bytearray(), bytearray()
-        self._served = (args, prepared, values, status, stamps)
-        return get_reply(rid, prepared, values, status, stamps, args.get("meta", True), request_id)
-
-    def _get_request(self, rplan: Any, entities: dict[str, list[Any]], n: int) -> tuple[bytes, bytearray, bytearray]:
-        """A GET of a shape with request-time features: the compiled read of its stored
-        features, then the functions (request fields are columns of ``entities``)."""
-        st = self.state
-        rows = [{k: col[i] for k, col in entities.items()} for i in range(n)]
-        try:
-            resp = read_request(read, st.online.store.env, rplan, rows, None)
-        except (ComputedFeatureError, EntityRowError):
-            raise
-        except (KeyError, TypeError, ValueError, OverflowError):
-            raise EntityRowError(str(explain_bad_rows(rows, rplan.inner, EntityRowError("bad entity rows")))) from None
-        flat = resp._values
-        values = st._packer.pack([flat[i * n:(i + 1) * n] for i in range(len(rplan.plan.names))])
-        return values, resp._raw_status, resp._raw_ts
-
-    def op_health(self, rid: int, args: dict[str, Any], start: float) -> bytes:
-        st = self.state
-        return st.pack([rid, True, {"live": True, "ready": not st.draining, "draining": st.draining,
-                                    "registry_version": st.online.snapshot().version}])
-
-    def op_info(self, rid: int, args: dict[str, Any], start: float) -> bytes:
-        return self.state.pack([rid, True, info_result(self.state.online.snapshot())])
-
-    def op_push(self, rid: int, args: dict[str, Any], start: float) -> None:
-        """Queued for the writer thread; answered by ``push_done`` once its group is committed."""
-        self.state.inflight += 1
-        self.pushing += 1
-        self.state.pushes.add(QueuedPush(self, rid, args, start))
-        return None
-
-    def push_done(self, rid: int, outcome: Any, start: float) -> None:
-        """Answer a PUSH once its group is committed (or it was refused)."""
-        st = self.state
-        self.pushing -= 1
-        if isinstance(outcome, Exception):
-            self._reply_error(rid, as_fstore_error(outcome))
-            return
-        view, newest = outcome["view"], outcome["newest_us"]
-        if newest is not None:  # for the data age gauge
-            st.newest_pushed[view] = max(newest, st.newest_pushed.get(view, newest))
-        self._write(st.pack([rid, True, {"written": outcome["written"], "offline": outcome["offline"]}]))
-        seconds = time.perf_counter() - start
-        if st.metrics:
-            st.metrics.pushed(outcome["view"], outcome["written"])
-            st.metrics.observe("push", seconds)
-        if st.slow is not None and seconds >= st.slow:
-            log_slow("push", outcome["written"], seconds, f"view={view!r}", None, self.client, self.transport)
 
     # ---- replies ----------------------------------------------------------------------
 
@@ -342,7 +223,7 @@ class Connection(ConnectionBase, asyncio.Protocol):
     """A connection read through asyncio.Protocol: a bytes object per packet into the
     compiled FrameReader (used for TLS, whose uvloop transport copies anyway)."""
 
-    def __init__(self, state: "ServerState") -> None:
+    def __init__(self, state: ServerState) -> None:
         super().__init__(state)
         self.reader = FrameReader(state.limits.max_frame)
 
@@ -386,15 +267,6 @@ class Connection(ConnectionBase, asyncio.Protocol):
 
 #: op code -> its handler, from the protocol's table of operations: op "get" is op_get
 HANDLERS: dict[int, Handler] = {code: getattr(ConnectionBase, f"op_{name}") for code, name in OPS.items()}
-
-
-def checked_name(value: Any, field: str, limit: int) -> str | None:
-    """An optional caller-chosen name (a GET's request_id, HELLO's client): None, or a str of
-    1..``limit`` characters; BadRequest naming ``field`` otherwise (it goes into logs and events)."""
-    if value is None or (type(value) is str and 0 < len(value) <= limit):
-        return value
-    got = f"a string of {len(value)} characters" if type(value) is str else f"a {type(value).__name__}"
-    raise BadRequest(f"{field} must be a string of 1 to {limit} characters, got {got}", field)
 
 
 def unread(transport: asyncio.Transport) -> int:

@@ -10,19 +10,16 @@ the one TLS has always been tested with.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from .._ext._conn import FrameProtocol
 from .connection import ConnectionBase
-
-if TYPE_CHECKING:
-    from .server import ServerState
+from .state import ServerState
 
 
 class FastConnection(FrameProtocol, ConnectionBase, asyncio.BufferedProtocol):  # type: ignore[misc]
     """One plain-TCP client connection (see the module's docstring)."""
 
-    def __init__(self, state: "ServerState") -> None:
+    def __init__(self, state: ServerState) -> None:
         ConnectionBase.__init__(self, state)
         self._set_max_frame(state.limits.max_frame)
         self._set_raw(state.raw_gets)

@@ -1,24 +1,47 @@
-"""PUSHes waiting for the writer thread, written in groups (fstore.online.push)."""
+"""PUSHes waiting for the writer thread, written in groups (fstore.online.push).
+
+Below the connection and the worker's state in the package's imports: the connection
+queues PUSHes here and the state makes the queue, so what the queue needs of them is
+said here (``PushAnswer``, ``PushWorker``) rather than imported from them.
+"""
 from __future__ import annotations
 
 import asyncio
 import functools
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..online.push import push_group
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .server import ServerState
+    from ..offline.store import OfflineStore
+    from ..online.service import OnlineService
 
 MAX_PUSH_GROUP = 256  # PUSHes written in one transaction at most: bounds a group's latency
 
 
+class PushAnswer(Protocol):
+    """The connection a PUSH came from (fstore.serving.connection.ConnectionBase)."""
+
+    def push_done(self, rid: int, outcome: Any, start: float) -> None:
+        """Answer the PUSH ``rid``: ``outcome`` is its result, or the exception refusing it."""
+
+
+class PushWorker(Protocol):
+    """What the queue uses of its worker's state (fstore.serving.state.ServerState)."""
+
+    pusher: Executor         # the writer thread
+    online: "OnlineService"
+    offline: "OfflineStore"  # PUSHes with offline=true append here
+    metrics: Any
+    inflight: int            # requests received and not yet answered
+
+
 @dataclass
 class QueuedPush:
-    conn: "Connection"
+    conn: PushAnswer
     rid: int
     args: dict[str, Any]
     start: float
@@ -35,7 +58,7 @@ class PushQueue:
     the commit.
     """
 
-    def __init__(self, state: "ServerState") -> None:
+    def __init__(self, state: PushWorker) -> None:
         self.state = state
         self.waiting: list[QueuedPush] = []
         self.busy = False  # a group is scheduled or being written

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from ..config import RepoConfig
 from ..errors import InvalidArgument
-from ..offline.engine import make_engine
+from ..offline.engines import make_engine
 from ..repo.registry import Registry
 from .context import Context
 from .findings import Report
