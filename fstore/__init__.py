@@ -15,7 +15,7 @@ from ._version import __version__
 _EXPORTS = {
     "Entity": ".repo.definitions", "Feature": ".repo.definitions", "FeatureService": ".repo.definitions",
     "FeatureView": ".repo.definitions", "Source": ".repo.definitions", "transformation": ".repo.functions",
-    "RequestView": ".repo.request_time",
+    "RequestView": ".repo.request_time", "Aggregation": ".repo.aggregations",
     "FeatureStore": ".feature_store",
     "FstoreError": ".errors",
     "OnlineResponse": ".online.response", "Status": ".online.response",
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .errors import FstoreError
     from .feature_store import FeatureStore
     from .online.response import OnlineResponse, Status
+    from .repo.aggregations import Aggregation
     from .repo.definitions import Entity, Feature, FeatureService, FeatureView, Source
     from .repo.functions import transformation
     from .repo.request_time import RequestView

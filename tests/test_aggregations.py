@@ -347,3 +347,35 @@ def test_changing_a_window_in_place_needs_a_new_version(tmp_path: Path) -> None:
     with FeatureStore(root) as fs:
         fs.apply()
         assert fs.get_feature_view("agg")["aggregations"][0]["window_us"] == 7200 * S
+
+
+def test_python_definitions_from_the_top_level_package(tmp_path: Path) -> None:
+    """features/defs.py defines an aggregation view with ``fstore.Aggregation``: it applies to
+    the same registry record as the YAML spelling, and a training set reads it."""
+    import fstore
+
+    assert "Aggregation" in fstore.__all__ and fstore.Aggregation is Aggregation
+    yaml_root = _repo(tmp_path / "y", "      - {column: v, function: sum, window: 1h, name: s}\n"
+                                      "      - {column: v, function: max, window: 2h}\n")
+    root = _repo(tmp_path / "p", "      - {column: v, function: sum, window: 1h}\n")
+    (root / "features" / "defs.yaml").unlink()
+    (root / "features" / "defs.py").write_text('''
+from fstore import Aggregation, Entity, FeatureView, Source
+
+e_cid = Entity(name="e_cid", join_keys=["cid"])
+ev = Source(name="ev", path="data/ev", timestamp_field="ts", created_timestamp_field="created")
+agg = FeatureView(name="agg", entities=[e_cid], source=ev,
+                  aggregations=[Aggregation(column="v", function="sum", window="1h", name="s"),
+                                Aggregation(column="v", function="max", window="2h")])
+''')
+    data = pa.table({"cid": [1, 1], "ts": [T0, T0 + dt.timedelta(minutes=90)], "created": [T0, T0], "v": [3, 4]})
+    for r in (root, yaml_root):
+        pq.write_table(data, r / "data/ev/a.parquet")
+    with FeatureStore(root) as fs, FeatureStore(yaml_root) as fy:
+        fs.apply()
+        fy.apply()
+        assert fs.get_feature_view("agg")["aggregations"] == fy.get_feature_view("agg")["aggregations"]
+        fs.ingest()
+        ent = pa.table({"cid": [1], "event_timestamp": [T0 + dt.timedelta(minutes=100)]})
+        out = fs.get_historical_features(ent, ["agg:s", "agg:v_max_2h"])
+        assert out.column("s").to_pylist() == [4] and out.column("v_max_2h").to_pylist() == [4]

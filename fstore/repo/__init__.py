@@ -9,6 +9,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "Entity": ".definitions", "Feature": ".definitions", "FeatureService": ".definitions",
     "FeatureView": ".definitions", "Source": ".definitions", "DTYPES": ".definitions",
+    "Aggregation": ".aggregations",
     "Registry": ".registry", "Snapshot": ".registry", "Plan": ".registry", "Change": ".registry",
     "resolve": ".resolve", "find_view": ".resolve", "ViewRequest": ".resolve", "require_one": ".resolve",
     "versioned_name": ".names", "view_name": ".names",
