@@ -15,9 +15,8 @@ old value.
 """
 from __future__ import annotations
 
-import time
 import uuid
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,16 +28,17 @@ from ..offline.layout import CREATED_TS, EVENT_TS, UNIT, bucket_ids, offline_sch
 from ..offline.store import OfflineStore
 from ..offline.tiles import events_view, sync_tiles
 from ..offline.windows import bucket_aggregates, key_matrices, one_matrix
-from ..repo.names import view_name
-from ..times import now_us
-from .codec import VALID_UNTIL, write_table
-from .store import OnlineStore
+from ..times import NO_TIME, now_us
+from .codec import VALID_UNTIL
 
 
 def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
-                   keys: pa.Table | None = None) -> pa.Table:
+                   keys: pa.Table | None = None, *, buckets: Sequence[int] | None = None,
+                   start_us: int | None = None) -> pa.Table:
     """Online rows (the offline schema of ``view`` and ``VALID_UNTIL``) of every entity with
-    an event at or before ``as_of_us`` (or only of ``keys``), sorted by key.
+    an event at or before ``as_of_us`` (or only of ``keys``; only in ``buckets``; with
+    ``start_us``, only entities whose newest event at or before ``as_of_us`` is at or after
+    it), sorted by key.
 
     A row's VALID_UNTIL is when its value stops being exact (fstore._ext._window.valid_until):
     the reader answers EXPIRED from then on, so a window that has moved is never served as
@@ -49,6 +49,7 @@ def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
         return offline_schema(view).append(pa.field(VALID_UNTIL, pa.int64())).empty_table()
     n_buckets = manifest["buckets"]
     wanted_buckets = range(n_buckets) if keys is None else sorted(set(bucket_ids(keys, view["join_keys"], n_buckets)))
+    wanted_buckets = wanted_buckets if buckets is None else buckets
     no_ttl = {**view, "ttl_us": None}  # the reader applies the ttl at read time
     windows = np.array(sorted({a["window_us"] for a in view["aggregations"]}), dtype=np.int64)
     schema = offline_schema(view).append(pa.field(VALID_UNTIL, pa.int64()))
@@ -66,7 +67,7 @@ def aggregate_rows(offline: OfflineStore, view: dict[str, Any], as_of_us: int,
         valid = np.ones(q.num_rows, dtype=np.uint8)
         q_ts = np.full(q.num_rows, as_of_us, dtype=np.int64)
         newest = newest_in_window(ek, ets, qk, q_ts, valid, max(1, as_of_us - int(ets.min()) + 1))
-        has = newest > np.iinfo(np.int64).min
+        has = newest > NO_TIME if start_us is None else newest >= start_us
         if not has.any():
             continue
         until = valid_until(ek, ets, qk, q_ts, valid, windows)[has]
@@ -101,20 +102,6 @@ def _distinct_keys(events: pa.Table, view: dict[str, Any]) -> pa.Table:
     first = np.ones(len(m), dtype=bool)
     first[1:] = (m[1:] != m[:-1]).any(axis=1)
     return keys.filter(pa.array(first))
-
-
-def materialize_aggregates(offline: OfflineStore, online: OnlineStore, view: dict[str, Any], end_us: int) -> Any:
-    """Write every entity's aggregates as of ``end_us`` (newer-only); a WriteResult."""
-    from .materialize import WriteResult  # materialize routes aggregation views here
-
-    t0 = time.perf_counter()
-    name = view_name(view)
-    table = aggregate_rows(offline, view, end_us)
-    db = online.db(name)
-    online.reserve(int(table.nbytes * 1.2) + (1 << 20))
-    written = online.write(lambda txn: write_table(txn, db, view, table))
-    return WriteResult(name, rows_read=table.num_rows, rows_written=written, seconds=time.perf_counter() - t0,
-                       watermark=None)
 
 
 def refresh_after_push(offline: OfflineStore, view: dict[str, Any], events: pa.Table) -> pa.Table:

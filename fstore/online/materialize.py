@@ -31,10 +31,11 @@ from ..errors import FutureEnd, OfflineStoreError
 from ..offline.engine import OfflineEngine
 from ..offline.problems import RowProblems
 from ..progress import Reporter, Silent
+from ..offline.tiles import events_view
 from ..repo.aggregations import is_aggregation_view
 from ..repo.names import view_name
 from ..times import format_duration, from_us, now_us
-from .aggregates import materialize_aggregates
+from .aggregates import aggregate_rows
 from .codec import write_table
 from .consumed import Consumed, Plan, after_incremental, after_window, incremental_plan, window_plan
 from .files import read_files
@@ -81,15 +82,20 @@ def materialize(engine: OfflineEngine, online: OnlineStore, views: Sequence[dict
     progress = progress or Silent()
     results = []
     for view in views:
-        if is_aggregation_view(view):  # every entity as of END (fstore.online.aggregates)
-            results.append(materialize_aggregates(engine.store, online, view, end_us))
-            continue
         name = view_name(view)
-        manifest = engine.store.manifest(view)
+        stored = events_view(view) if is_aggregation_view(view) else view
+        manifest = engine.store.manifest(stored)
         if manifest is None:
             raise OfflineStoreError(f"feature view {name} has no offline data: run `fstore ingest {view['name']}`")
-        runs = engine.store.log(view, manifest)
+        runs = engine.store.log(stored, manifest)
         consumed = Consumed.from_doc(online.consumed(name))
+        if is_aggregation_view(view):  # entities as of END (docs/transformations.md, Online)
+            start = None if incremental else start_us
+            after = after_incremental(consumed, runs, end_us) if incremental else \
+                after_window(consumed, runs, start, end_us)
+            job = _Job([start, end_us], end_us, window_plan(runs, start, end_us), after)
+            results.append(_materialize_aggregates(engine, online, view, job, progress))
+            continue
         if incremental:
             plan = incremental_plan(consumed, runs, end_us)
             job = _Job([consumed.watermark, end_us], end_us, plan, after_incremental(consumed, runs, end_us))
@@ -133,9 +139,7 @@ def _materialize_view(engine: OfflineEngine, online: OnlineStore, view: dict[str
     db = online.db(name)
     todo = job.buckets
     key = job.key
-    stored = online.job(name)
-    done: set[int] = set(stored["done"]) if stored and stored["interval"] == job.interval \
-        and stored.get("log") == key else set()
+    done = _resumed(online, name, job)
     group: list[int] = []
     tables: list[pa.Table] = []
     held = 0
@@ -143,12 +147,8 @@ def _materialize_view(engine: OfflineEngine, online: OnlineStore, view: dict[str
     finished: list[bool] = []
 
     def finish(txn: Any) -> None:
-        """The last group's transaction: the job is over and the log is consumed."""
         finished.append(True)
-        online.set_job(txn, name, None)
-        after = job.after
-        after.at = now_us()
-        online.set_consumed(txn, name, after.to_doc(), after.watermark)
+        _finish(online, name, job, txn)
 
     def flush() -> None:
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
@@ -189,6 +189,67 @@ def _materialize_view(engine: OfflineEngine, online: OnlineStore, view: dict[str
             flush()
         if not finished:  # nothing (left) to read: the log is consumed all the same
             online.write(finish)
+    finally:
+        progress.stop()
+    result.seconds = time.perf_counter() - t0
+    result.watermark = online.watermark(name)
+    return result
+
+
+def _resumed(online: OnlineStore, name: str, job: _Job) -> set[int]:
+    """The buckets a killed run of this same job committed (none for another job)."""
+    stored = online.job(name)
+    return set(stored["done"]) if stored and stored["interval"] == job.interval \
+        and stored.get("log") == job.key else set()
+
+
+def _finish(online: OnlineStore, name: str, job: _Job, txn: Any) -> None:
+    """In the last write's transaction: the job is over and the log is consumed."""
+    online.set_job(txn, name, None)
+    after = job.after
+    after.at = now_us()
+    online.set_consumed(txn, name, after.to_doc(), after.watermark)
+
+
+def _materialize_aggregates(engine: OfflineEngine, online: OnlineStore, view: dict[str, Any], job: _Job,
+                            progress: Reporter) -> WriteResult:
+    """An aggregation view's entities computed as of END (fstore.online.aggregates), bucket
+    by bucket, each bucket written in a transaction of its own with the job's progress: a
+    killed run resumes after the last committed bucket when run again with the same
+    interval, and the last bucket's transaction records what was consumed, as for a plain
+    view. START (``job.interval[0]``) selects the entities whose newest event at or before
+    END is at or after START; their aggregates still count every event in the window."""
+    name = view_name(view)
+    t0 = time.perf_counter()
+    result = WriteResult(name)
+    db = online.db(name)
+    done = _resumed(online, name, job)
+    todo = job.buckets
+    written_any = False
+    progress.start(f"materialize {name}", len(todo))
+    try:
+        for b in todo:
+            if b in done:
+                progress.advance(1, info="already done")
+                continue
+            table = aggregate_rows(engine.store, view, job.end_us, buckets=[b], start_us=job.interval[0])
+            result.rows_read += table.num_rows
+            online.reserve(int(table.nbytes * 1.2) + (1 << 20))
+
+            def commit(txn: Any, table: pa.Table = table, b: int = b) -> int:
+                written = write_table(txn, db, view, table)
+                if done | {b} >= set(todo):
+                    _finish(online, name, job, txn)
+                else:
+                    online.set_job(txn, name, {"interval": job.interval, "log": job.key, "done": sorted(done | {b})})
+                return written
+
+            result.rows_written += online.write(commit)
+            done.add(b)
+            written_any = True
+            progress.advance(1, info=f"{result.rows_read:,} entities, {result.rows_written:,} written")
+        if not written_any:  # nothing (left) to compute: the log is consumed all the same
+            online.write(lambda txn: _finish(online, name, job, txn))
     finally:
         progress.stop()
     result.seconds = time.perf_counter() - t0
