@@ -447,3 +447,62 @@ def test_materialize_shows_progress_per_bucket_honours_start_and_resumes(tmp_pat
     assert other.online.watermark("agg_v1") == int((m(180) - dt.datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * S)
     assert other.get_online_features(["agg:s"], entity_rows=[{"cid": 1}], now=m(180)).values("s") == [100]
     other.close()
+
+
+def test_many_pushes_stay_exact_and_leave_few_files(tmp_path: Path) -> None:
+    """70 pushes to an aggregation view: pushed runs are compacted level by level, so each
+    bucket keeps a bounded number of event parts and tile files (not one per push); every
+    served row equals the training row as of its computation time, and a training set over
+    all the events equals the brute-force oracle. A late event (older than every window) and
+    one dated after now are recomputed from the whole history: their rows are still exact."""
+    root = _repo(tmp_path / "r", "      - {column: v, function: sum, window: 1h, name: s}\n"
+                                 "      - {column: v, function: count, window: 1d, name: n}\n"
+                                 "      - {column: v, function: last, window: 1d, name: last}\n")
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    rng = np.random.default_rng(7)
+    minutes = [m for m in rng.integers(1, 3000, 260).tolist() if abs(m - 60) > 2 and abs(m - 1440) > 2][:200]
+    hist = [{"cid": int(rng.integers(0, 6)), "t": now - dt.timedelta(minutes=m), "v": int(rng.integers(-9, 9))}
+            for m in minutes]
+    pq.write_table(pa.table({"cid": [e["cid"] for e in hist], "ts": [e["t"] for e in hist],
+                             "created": [e["t"] for e in hist], "v": [e["v"] for e in hist]}),
+                   root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    events = list(hist)
+    late = {"cid": 9, "t": now - dt.timedelta(days=3), "v": 5}        # older than every window
+    future = {"cid": 10, "t": now + dt.timedelta(days=1), "v": 6}     # counts from its time on
+    pushes = [[{"cid": int(rng.integers(0, 8)), "t": now - dt.timedelta(seconds=int(rng.integers(0, 600))),
+                "v": int(rng.integers(-9, 9))} for _ in range(int(rng.integers(1, 4)))] for _ in range(68)]
+    pushes[10] = [late]
+    pushes[40] = [future, {"cid": 1, "t": now - dt.timedelta(days=2), "v": 1}]
+    names = ["agg:s", "agg:n", "agg:last"]
+    for batch in pushes:
+        fs.push("agg", {"cid": [e["cid"] for e in batch], "ts": [e["t"] for e in batch],
+                        "created": [e["t"] for e in batch], "v": [e["v"] for e in batch]})
+        events.extend(batch)
+    vdir = root / "data/offline/agg_v1"
+    for b in range(3):
+        parts = list(vdir.glob(f"b{b:04d}/*.parquet"))
+        tiles = list(vdir.glob(f"tiles/b{b:04d}/*.parquet"))
+        # 1 ingest run + fewer than 8 (fstore.offline.compact.PUSH_FANOUT) runs on each of the
+        # levels 0, 1 and 2 (70 pushes < 8^3); without compaction, one per push touching the bucket
+        assert len(parts) == len(tiles) <= 1 + 3 * 7, (b, len(parts))
+    assert len(list(vdir.glob("b*/*.parquet"))) < 40  # without compaction: one per push and bucket touched
+    cids = sorted({e["cid"] for e in events})
+    pushed = sorted({e["cid"] for batch in pushes for e in batch})
+    online = fs.get_online_features(names, entity_rows=[{"cid": c} for c in pushed]).to_dict()
+    oev = [{"cid": e["cid"], "region": "x", "t": int((e["t"] - T0).total_seconds() * S), "c": 0, "v": e["v"]}
+           for e in events]
+    # each row was computed as of its last push, seconds after `now`; no history event lies
+    # within minutes of a window's edge, so the oracle at `now` is the oracle then
+    row = lambda c: {"cid": c, "region": "x", "t": int((now - T0).total_seconds() * S)}
+    for name, fn, w in (("s", "sum", 3600 * S), ("n", "count", 86400 * S), ("last", "last", 86400 * S)):
+        want = [None if c == future["cid"] else oracle(oev, row(c), fn, w, None, None) for c in pushed]
+        assert online[name] == want, name  # cid 10: no event at or before now, nothing written
+    assert online["n"][pushed.index(late["cid"])] == 0
+    ent = pa.table({"cid": cids, "event_timestamp": [now] * len(cids)})
+    out = fs.get_historical_features(ent, names)
+    assert out.column("s").to_pylist() == [oracle(oev, row(c), "sum", 3600 * S, None, None) for c in cids]
+    assert out.column("n").to_pylist() == [oracle(oev, row(c), "count", 86400 * S, None, None) for c in cids]
+    fs.close()

@@ -66,6 +66,19 @@ class IngestResult:
         return self.units_read == 0
 
 
+def of_keys(table: pa.Table, keys: pa.Table | None, join_keys: list[str]) -> pa.Table:
+    """The rows of ``table`` whose every key column is among ``keys``' values of it (with a
+    composite key, a superset of the rows of those exact keys: readers match keys exactly);
+    ``table`` itself when ``keys`` is None. Keeps the rows' order."""
+    if keys is None:
+        return table
+    mask = None
+    for k in join_keys:
+        m = pc.is_in(table.column(k), value_set=keys.column(k).combine_chunks())
+        mask = m if mask is None else pc.and_(mask, m)
+    return table.filter(mask)
+
+
 class OfflineStore:
     """Reads and writes the offline history of every view version of one repository."""
 
@@ -87,10 +100,12 @@ class OfflineStore:
         return [d / run["parts"][str(bucket)] for run in manifest["runs"] if str(bucket) in run["parts"]]
 
     def read_bucket(self, view: dict[str, Any], manifest: dict[str, Any], bucket: int,
-                    columns: list[str]) -> pa.Table:
-        """One bucket's rows, sorted by (keys, event time, created time), with ``columns``."""
+                    columns: list[str], keys: pa.Table | None = None) -> pa.Table:
+        """One bucket's rows, sorted by (keys, event time, created time), with ``columns``;
+        with ``keys``, only (at least) the rows of those keys (``of_keys``)."""
         wanted = list(dict.fromkeys([*view["join_keys"], EVENT_TS, CREATED_TS, *columns]))
-        tables = [pq.read_table(p, columns=wanted) for p in self.parts(view, manifest, bucket)]
+        tables = [of_keys(pq.read_table(p, columns=wanted), keys, view["join_keys"])
+                  for p in self.parts(view, manifest, bucket)]
         if not tables:
             return self.empty_table(view, wanted)
         if len(tables) == 1:

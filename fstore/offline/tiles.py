@@ -32,7 +32,7 @@ from ..files import file_lock, write_atomic
 from ..times import NO_TIME
 from .casting import as_int64
 from .layout import CREATED_TS, EVENT_TS
-from .store import OfflineStore
+from .store import OfflineStore, of_keys
 
 TILES_DIR = "tiles"
 TILES_DOC = "_tiles.json"
@@ -137,9 +137,10 @@ def sync_tiles(store: OfflineStore, view: dict[str, Any], key_matrix_of: Any) ->
 
 
 def read_tiles(store: OfflineStore, view: dict[str, Any], manifest: dict[str, Any], bucket: int,
-               key_matrix_of: Any) -> pa.Table:
-    """Every tile of one bucket, of the runs in ``manifest``, sorted by (keys, start); runs
-    without stored tiles are tiled here from their part."""
+               key_matrix_of: Any, keys: pa.Table | None = None) -> pa.Table:
+    """Every tile of one bucket, of the runs in ``manifest`` (with ``keys``, at least those
+    keys' tiles: ``of_keys``), sorted by (keys, start); runs without stored tiles are tiled
+    here from their part."""
     ev = events_view(view)
     vdir = store.view_dir(ev)
     path = vdir / TILES_DIR / TILES_DOC
@@ -153,9 +154,10 @@ def read_tiles(store: OfflineStore, view: dict[str, Any], manifest: dict[str, An
             continue
         stored = doc["runs"].get(run["id"], {}).get(str(bucket))
         if stored is not None and (vdir / stored).exists():
-            tables.append(pq.read_table(vdir / stored))
+            tables.append(of_keys(pq.read_table(vdir / stored), keys, view["join_keys"]))
         else:
-            events = store.read_part(ev, vdir / rel, [f["name"] for f in ev["features"]])
+            events = of_keys(store.read_part(ev, vdir / rel, [f["name"] for f in ev["features"]]), keys,
+                             view["join_keys"])
             tables.append(tile_table(view, events, key_matrix_of(events)))
     if not tables:
         return tile_table(view, store.empty_table(ev, [*view["join_keys"], EVENT_TS, CREATED_TS,

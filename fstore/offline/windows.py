@@ -103,12 +103,15 @@ def join_aggregations(store: OfflineStore, req: ViewRequest, manifest: dict[str,
 
 def bucket_aggregates(store: OfflineStore, view: dict[str, Any], manifest: dict[str, Any], bucket: int,
                       wanted: list[dict[str, Any]], q_table: pa.Table, q_ts: np.ndarray,
-                      q_valid: np.ndarray) -> dict[str, pa.Array]:
-    """The aggregates ``wanted`` for the query rows of one bucket (nulls where no event)."""
+                      q_valid: np.ndarray, only_query_keys: bool = False) -> dict[str, pa.Array]:
+    """The aggregates ``wanted`` for the query rows of one bucket (nulls where no event);
+    ``only_query_keys`` keeps only the query keys' events and tiles once read (a few keys
+    of a big bucket, as a push asks)."""
     ev = events_view(view)
     columns = list(dict.fromkeys(a["column"] for a in wanted))
-    events = store.read_bucket(ev, manifest, bucket, columns)
-    tiles = read_tiles(store, view, manifest, bucket, one_matrix(view))
+    keys = q_table.select(view["join_keys"]) if only_query_keys else None
+    events = store.read_bucket(ev, manifest, bucket, columns, keys)
+    tiles = read_tiles(store, view, manifest, bucket, one_matrix(view), keys)
     ek, tk, qk = key_matrices(view, [events, tiles, q_table])
     ets = as_int64(events.column(EVENT_TS))
     ecr = as_int64(events.column(CREATED_TS), fill=NO_TIME)
