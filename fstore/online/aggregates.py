@@ -135,7 +135,10 @@ def refresh_after_push(offline: OfflineStore, view: dict[str, Any], events: pa.T
     keys = _distinct_keys(events.sort_by([(k, "ascending") for k in view["join_keys"]]), view)
     at = now_us()
     window = max(a["window_us"] for a in view["aggregations"])
-    rows = aggregate_rows(offline, view, at, keys, start_us=at - window + 1, recent=True)
+    try:
+        rows = aggregate_rows(offline, view, at, keys, start_us=at - window + 1, recent=True)
+    except FileNotFoundError:  # another process compacted after our manifest read: read it again
+        rows = aggregate_rows(offline, view, at, keys, start_us=at - window + 1, recent=True)
     if rows.num_rows == keys.num_rows:
         return rows
     found = key_matrices(view, [rows, keys])
