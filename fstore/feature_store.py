@@ -317,7 +317,7 @@ class FeatureStore:
         source = self.registry.require()["sources"][record["source"]]
         result = push_files(self.online, self.offline, self.config.root, record, source, files, offline, progress)
         if result.rows_written:
-            self.readiness(online=[result.view], offline=[result.view] if offline else [])
+            self.readiness(online=[result.view], offline=[result.view] if result.offline else [])
         return result
 
     def get_online_features(self, features: Sequence[str] | None = None, *, entity_rows: Any,

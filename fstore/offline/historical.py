@@ -39,7 +39,7 @@ from .asof_created import created_asof_indices
 from .casting import CastFailure, as_int64, default_scalar, to_dtype, to_timestamp
 from .layout import CREATED_TS, EVENT_TS, KEY_TYPES, bucket_ids, sort_indices
 from .store import OfflineStore
-from .windows import join_aggregations
+from .windows import join_aggregations, newest_events
 
 
 
@@ -166,6 +166,11 @@ def point_in_time_view(store: OfflineStore, req: ViewRequest, entities: pa.Table
     ``ts`` the entity times. Skew checks (fstore.monitoring.skew) compare served values
     with these."""
     manifest = require_manifest(store, req.view)
+    if is_aggregation_view(req.view):  # the windowed aggregates at each time (fstore.offline.windows)
+        key_table, valid = entity_keys(req.view, entities)
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            cols = [col for _, _, col in join_aggregations(store, req, manifest, key_table, valid, ts, pool, Silent())]
+        return cols, newest_events(store, req.view, manifest, key_table, valid, ts)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         taken, hit, stamps = _gather(store, req, manifest, entities, ts, pool, Silent(), stamps=True)
     columns = [col for _, _, col in _with_defaults(req, taken, hit)]

@@ -159,3 +159,24 @@ def bucket_aggregates(store: OfflineStore, view: dict[str, Any], manifest: dict[
             vals = (s, count, mn, mx, last)[_PICK[fn]]
             out[a["name"]] = pa.array(vals, mask=none).cast(dtype)
     return {name: col.take(back) for name, col in out.items()}
+
+
+def newest_events(store: OfflineStore, view: dict[str, Any], manifest: dict[str, Any], key_table: pa.Table,
+                  valid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Each row's newest event at or before its time (NO_TIME where none; any event, null
+    values included): what an online row of the view records as its event time, so what a
+    skew check compares a served row's event time with."""
+    ev = events_view(view)
+    buckets = bucket_ids(key_table, view["join_keys"], manifest["buckets"])
+    out = np.full(len(ts), NO_TIME, dtype=np.int64)
+    for b in np.unique(buckets):
+        rows = np.flatnonzero(buckets == b)
+        events = store.read_bucket(ev, manifest, int(b), [])
+        if not events.num_rows:
+            continue
+        ek, qk = key_matrices(view, [events, key_table.take(pa.array(rows))])
+        ets = as_int64(events.column(EVENT_TS))
+        q_ts = np.ascontiguousarray(ts[rows], dtype=np.int64)
+        span = max(1, int(q_ts.max()) - int(ets.min()) + 1)  # every event at or before the row's time
+        out[rows] = newest_in_window(ek, ets, qk, q_ts, np.ascontiguousarray(valid[rows], dtype=np.uint8), span)
+    return out

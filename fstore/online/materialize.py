@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._ext._online import row_times
-from ..errors import FutureEnd, OfflineStoreError
+from ..errors import FutureEnd, InvalidArgument, OfflineStoreError
 from ..offline.engine import OfflineEngine
 from ..offline.problems import RowProblems
 from ..progress import Reporter, Silent
@@ -268,6 +268,10 @@ def bulk_load(online: OnlineStore, root: Path, view: dict[str, Any], source: dic
     """
     progress = progress or Silent()
     name = view_name(view)
+    if is_aggregation_view(view):
+        raise InvalidArgument(f"feature view {name} is an aggregation view: `fstore load` writes rows as they are, "
+                              "and its online rows are aggregates computed from events; push the events "
+                              f"(`fstore push {view['name']} FILE...`) or ingest them and materialize")
     t0 = time.perf_counter()
     problems = RowProblems(f"load into {name}")
     tables = read_files(root, view, source, files, problems, progress)

@@ -108,16 +108,22 @@ def push_files(online: OnlineStore, offline: OfflineStore, root: Path, view: dic
     """Push the rows of Parquet/CSV files to ``view`` as one PUSH does: newer-only online, and
     with ``to_offline`` appended to the offline store first. Every file is read and typed
     before anything is written (BadRows names every bad row); rows with a null key are
-    skipped and counted."""
+    skipped and counted. For an aggregation view the files hold raw events (the source's
+    columns), appended offline whatever ``to_offline`` says, and the rows written online are
+    their entities' aggregates as of now (``rows_written`` counts entities)."""
     problems = RowProblems(f"push into {view_name(view)}")
-    tables = read_files(root, view, source, files, problems, progress)
-    result = FilePush(view_name(view), offline=to_offline, null_key_rows=problems.null_key_rows,
+    agg = is_aggregation_view(view)  # raw events in (always appended offline), aggregates out
+    tables = read_files(root, events_view(view) if agg else view, source, files, problems, progress)
+    result = FilePush(view_name(view), offline=to_offline or agg, null_key_rows=problems.null_key_rows,
                       null_key_columns=problems.null_key_columns)
     table = pa.concat_tables(tables) if tables else None
     if table is None or not table.num_rows:
         return result
-    prepared = prepare_table(online, view, table, to_offline)
-    if to_offline:
+    if agg:
+        prepared = prepare_table(online, view, refresh_after_push(offline, view, table), False)
+    else:
+        prepared = prepare_table(online, view, table, to_offline)
+    if to_offline and not agg:
         append_offline(offline, prepared)
     [written], _ = commit_online(online, [prepared])
     if isinstance(written, Exception):
