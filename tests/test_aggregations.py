@@ -98,7 +98,11 @@ def test_plan_types_outputs_and_checks_columns(tmp_path: Path) -> None:
         FeatureStore(root).plan()
     fields = sorted((err.obj, err.field) for err in e.value.errors)
     assert fields == [("feature_view agg", "aggregations[0:x].column"), ("feature_view agg", "aggregations[1:y].column")]
-    assert "missing from source ev" in str(e.value) and "needs a numeric column" in str(e.value)
+    assert "missing from source ev" in str(e.value) and "max needs a numeric, timestamp or bool column" in str(e.value)
+    _repo(root, "      - {column: s, function: mean, window: 1h, name: z}\n")  # sum/mean: numbers only
+    pq.write_table(data, root / "data/ev/a.parquet")
+    with pytest.raises(DefinitionErrors, match=r"aggregations\[0:z\]\.column.*mean needs a numeric column"):
+        FeatureStore(root).plan()
 
 
 # ---- the kernel alone --------------------------------------------------------------------
@@ -548,3 +552,55 @@ def test_push_files_load_skew_and_validate_know_aggregation_views(tmp_path: Path
     assert tallies["s"]["mismatches"] == 0
     assert tallies["n"]["mismatches"] == 1 and tallies["n"]["reasons"] == {"default_differs": 1}  # cid 4
     assert validate_repository(root).ok
+
+
+def test_min_max_last_of_timestamps_and_bools_and_strings_refused(tmp_path: Path) -> None:
+    """min/max/last take timestamp and bool columns (typed as the column: a timestamp's max
+    is a timestamp), equal to the oracle in training sets and online; a string column is
+    refused at plan time naming the aggregation and the field (count takes it)."""
+    aggs = ("      - {column: seen, function: min, window: 1h, name: seen_min}\n"
+            "      - {column: seen, function: max, window: 1h, name: seen_max}\n"
+            "      - {column: seen, function: last, window: 1h, name: seen_last}\n"
+            "      - {column: flag, function: max, window: 1h, name: any_flag}\n"
+            "      - {column: flag, function: min, window: 1h, name: all_flag}\n"
+            "      - {column: flag, function: last, window: 1h, name: flag_last}\n"
+            "      - {column: label, function: count, window: 1h, name: labels}\n")
+    root = _repo(tmp_path / "r", aggs)
+    m = lambda x: T0 + dt.timedelta(minutes=x)
+    # cid 1: the newest event (30m) has the earliest `seen`; cid 2's newest flag is null
+    pq.write_table(pa.table({"cid": [1, 1, 1, 2, 2], "ts": [m(10), m(20), m(30), m(10), m(40)],
+                             "created": [m(0)] * 5, "seen": [m(-5), m(-9), m(-20), None, m(1)],
+                             "flag": [False, True, False, True, None], "label": ["a", None, "c", "d", "e"]}),
+                   root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    view = fs.get_feature_view("agg")
+    assert {f["name"]: f["dtype"] for f in view["features"]} == {
+        "seen_min": "timestamp", "seen_max": "timestamp", "seen_last": "timestamp", "any_flag": "bool",
+        "all_flag": "bool", "flag_last": "bool", "labels": "int64"}
+    fs.ingest()
+    names = ["seen_min", "seen_max", "seen_last", "any_flag", "all_flag", "flag_last", "labels"]
+    ent = pa.table({"cid": [1, 1, 2, 2], "event_timestamp": [m(35), m(75), m(45), m(15)]})
+    out = fs.get_historical_features(ent, [f"agg:{n}" for n in names])
+    assert out.column("seen_min").to_pylist() == [m(-20), m(-20), m(1), None]
+    assert out.column("seen_max").to_pylist() == [m(-5), m(-9), m(1), None]  # 75m: the 20m and 30m events
+    assert out.column("seen_last").to_pylist() == [m(-20), m(-20), m(1), None]
+    assert out.column("any_flag").to_pylist() == [True, True, True, True]
+    assert out.column("all_flag").to_pylist() == [False, False, True, True]
+    assert out.column("flag_last").to_pylist() == [False, False, True, True]  # cid 2: the null at 40m is skipped
+    assert out.column("labels").to_pylist() == [2, 1, 2, 1]
+    assert out.schema.field("seen_max").type == pa.timestamp("us", tz="UTC")
+    fs.materialize(m(0), m(45), allow_future=True)
+    online = fs.get_online_features([f"agg:{n}" for n in names], entity_rows=[{"cid": 1}, {"cid": 2}],
+                                    now=m(45)).to_dict()
+    at45 = fs.get_historical_features(pa.table({"cid": [1, 2], "event_timestamp": [m(45)] * 2}),
+                                      [f"agg:{n}" for n in names])
+    for n in names:
+        assert online[n] == at45.column(n).to_pylist(), n
+    fs.close()
+    _repo(root, "      - {column: label, function: last, window: 1h, name: lab}\n")
+    pq.write_table(pa.table({"cid": [1], "ts": [T0], "created": [T0], "label": ["x"]}), root / "data/ev/a.parquet")
+    with pytest.raises(DefinitionErrors) as e:
+        FeatureStore(root).plan()
+    assert [err.field for err in e.value.errors] == ["aggregations[0:lab].column"]
+    assert "last needs a numeric, timestamp or bool column" in str(e.value)

@@ -57,11 +57,12 @@ def grain_of(view: dict[str, Any]) -> int:
 
 def kernel_values(col: pa.ChunkedArray | pa.Array, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """A column as the kernels take it: (int64 or float64 values, validity as uint8). NaN is
-    not a value (ignored like null); a non-numeric column (count only) becomes zeros."""
+    not a value (ignored like null); timestamps are int64 microseconds and bools 0/1 (their
+    order is the int64 order); a string or bytes column (count only) becomes zeros."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=np.uint8)
-    if dtype.startswith("int"):
+    if dtype.startswith("int") or dtype in ("timestamp", "bool"):
         return as_int64(col, fill=0), valid
     if dtype.startswith("float"):
         vals = pc.fill_null(col.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)

@@ -23,8 +23,13 @@ from ..errors import InvalidDefinition
 from ..times import UNIT_US, format_duration, parse_duration
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max", "last")
-#: functions that need a numeric column (count takes any column: it counts non-null values)
-NUMERIC_FUNCTIONS = frozenset(FUNCTIONS) - {"count"}
+#: functions that add values up, so need a numeric column
+NUMERIC_FUNCTIONS = frozenset({"sum", "mean"})
+#: functions that compare values: numeric, timestamp or bool columns (the kernel holds each
+#: as int64 or float64; strings and bytes would need their values in the tiles); count takes
+#: any column (it counts non-null values)
+ORDERED_FUNCTIONS = frozenset({"min", "max", "last"})
+ORDERED_DTYPES = ("int32", "int64", "float32", "float64", "timestamp", "bool")
 #: keys of one aggregation entry
 KEYS = ("column", "function", "window", "name", "tile")
 #: tile grains tried by default, coarsest first: the first that divides every window and
@@ -165,7 +170,7 @@ def column_dtype(t: pa.DataType) -> str | None:
 
 def output_dtype(function: str, col: str) -> str:
     """count int64; sum int64 over integers, float64 over floats; mean float64; min, max and
-    last the column's own dtype."""
+    last the column's own dtype (a timestamp's min is a timestamp)."""
     if function == "count":
         return "int64"
     if function == "mean":
@@ -197,6 +202,12 @@ def resolve_aggregations(record: dict[str, Any], schema: pa.Schema, reserved: se
         numeric = cd is not None and cd.startswith(("int", "float"))
         if cd is None or (a["function"] in NUMERIC_FUNCTIONS and not numeric):
             add(f"{a['function']} needs a numeric column; {col!r} in {where} is {schema.field(col).type}",
+                f"{field}.column")
+            ok = False
+            continue
+        if a["function"] in ORDERED_FUNCTIONS and cd not in ORDERED_DTYPES:
+            add(f"{a['function']} needs a numeric, timestamp or bool column; {col!r} in {where} is "
+                f"{schema.field(col).type} (strings and bytes are not aggregated by {a['function']}; count takes them)",
                 f"{field}.column")
             ok = False
             continue
