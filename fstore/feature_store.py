@@ -22,7 +22,8 @@ from .offline.request_time import historical as request_time_historical
 from .monitoring.logging import FeatureLog
 from .offline.store import IngestResult, OfflineStore
 from .online.entities import entity_columns
-from .online.materialize import WriteResult, bulk_load, check_end, gc, materialize
+from .online.bulk import bulk_load, gc
+from .online.materialize import WriteResult, check_end, materialize
 from .online.push import FilePush, push_files, push_group
 from .online.readiness import find_readiness
 from .online.response import OnlinePlan, OnlineResponse

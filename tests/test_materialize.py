@@ -23,7 +23,7 @@ import pytest
 from conftest import make_views_repo, utc_ts, write_view_source
 from fstore import FeatureStore
 from fstore.errors import IngestError, InvalidArgument, OfflineStoreError, UnknownObject
-from fstore.online.materialize import bulk_load, gc
+from fstore.online.bulk import bulk_load, gc
 from fstore.offline.layout import bucket_ids
 from fstore.online.store import OnlineStore
 

@@ -10,7 +10,7 @@ _EXPORTS = {
     "OnlineStore": ".store",
     "OnlineResponse": ".response", "OnlinePlan": ".response", "Status": ".response",
     "OnlineService": ".service",
-    "WriteResult": ".materialize", "materialize": ".materialize", "bulk_load": ".materialize", "gc": ".materialize",
+    "WriteResult": ".materialize", "materialize": ".materialize", "bulk_load": ".bulk", "gc": ".bulk",
     "build_plan": ".plan",
     "view_status": ".status", "Consumed": ".consumed",
     "push_group": ".push",
