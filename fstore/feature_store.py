@@ -298,8 +298,8 @@ class FeatureStore:
                                   [{"view": view, "rows": entity_columns(rows), "offline": offline}])
         if isinstance(outcome, Exception):
             raise outcome
-        if outcome["written"] and self._unready(outcome["view"], offline):
-            self.readiness(online=[outcome["view"]], offline=[outcome["view"]] if offline else [])
+        if outcome["written"] and self._unready(outcome["view"], outcome["offline"]):
+            self.readiness(online=[outcome["view"]], offline=[outcome["view"]] if outcome["offline"] else [])
         return outcome["written"]
 
     def _unready(self, view: str, offline: bool) -> bool:

@@ -78,7 +78,7 @@ def push_group(snapshot: Callable[[], Snapshot], online: OnlineStore, offline: O
             prepared = prepare_push(online, registry, args)
             if is_aggregation_view(prepared.view):  # raw events in, the entities' aggregates out
                 prepared = prepare_table(online, prepared.view, refresh_after_push(offline, prepared.view,
-                                                                                   prepared.table), False)
+                                                                                   prepared.table), True)
             elif prepared.offline:
                 append_offline(offline, prepared)
         except Exception as exc:  # noqa: BLE001 - refuses this PUSH alone; the server maps it to an error
