@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 from .._ext._window import newest_in_window, valid_until
 from ..offline.casting import TS_TYPE, as_int64, default_scalar
 from ..offline.layout import CREATED_TS, EVENT_TS, UNIT, bucket_ids, offline_schema
-from ..offline.store import OfflineStore
 from ..offline.compact import PUSH_PREFIX, compact_pushes
+from ..offline.store import OfflineStore
 from ..offline.tiles import events_view, sync_tiles
 from ..offline.windows import bucket_aggregates, key_matrices, one_matrix
 from ..times import NO_TIME, now_us
@@ -114,7 +114,8 @@ def _runs_since(manifest: dict[str, Any], start_us: int | None) -> dict[str, Any
     """The manifest with only the runs holding an event at or after ``start_us`` (a run
     written before runs recorded their range is kept)."""
     keep = [r for r in manifest["runs"]
-            if "events" not in r or (r["events"] is not None and r["events"][1] >= (start_us or NO_TIME))]
+            if "events" not in r or (r["events"] is not None and r["events"][1] >= (NO_TIME if start_us is None
+                                                                                     else start_us))]
     return {**manifest, "runs": keep}
 
 
