@@ -156,9 +156,6 @@ CIRCLE_EXEMPT: dict[tuple[str, str], str] = {
     ("fstore.repo.aggregations", "fstore.repo.definitions"):
         "aggregations' function-level import of check_name, while definitions imports aggregations; "
         "aggregations.py and definitions.py are being changed elsewhere",
-    ("fstore.online.aggregates", "fstore.online.materialize"):
-        "aggregates' function-level import of WriteResult, while materialize routes aggregation views "
-        "to aggregates; both are being changed elsewhere",
 }
 
 
