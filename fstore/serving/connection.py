@@ -239,7 +239,10 @@ class ConnectionBase:
         request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
         if prepared.request is not None and entities:  # request-time features (fstore.online.request)
-            values, status, stamps = self._get_request(prepared.request, entities, n)
+            recorders = hook.recorders
+            served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
+                      model if type(model) is str else None) if recorders else None
+            values, status, stamps = self._get_request(prepared.request, entities, n, served)
         elif entities:
             recorders = hook.recorders  # the feature log: handed the read inside the compiled call
             served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
@@ -255,13 +258,14 @@ class ConnectionBase:
         self._served = (args, prepared, values, status, stamps)
         return get_reply(rid, prepared, values, status, stamps, args.get("meta", True), request_id)
 
-    def _get_request(self, rplan: Any, entities: dict[str, list[Any]], n: int) -> tuple[bytes, bytearray, bytearray]:
+    def _get_request(self, rplan: Any, entities: dict[str, list[Any]], n: int,
+                     served: tuple[Any, ...] | None) -> tuple[bytes, bytearray, bytearray]:
         """A GET of a shape with request-time features: the compiled read of its stored
         features, then the functions (request fields are columns of ``entities``)."""
         st = self.state
         rows = [{k: col[i] for k, col in entities.items()} for i in range(n)]
         try:
-            resp = read_request(read, st.online.store.env, rplan, rows, None)
+            resp = read_request(read, st.online.store.env, rplan, rows, None, served)
         except (ComputedFeatureError, EntityRowError):
             raise
         except (KeyError, TypeError, ValueError, OverflowError):

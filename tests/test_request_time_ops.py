@@ -1,0 +1,144 @@
+"""Request-time features in operations: the served-feature log and skew checks, describe /
+list / INFO, the client's fallback, model lineage, and ``fstore get`` request fields
+(docs/transformations.md, "Request-time transformations"; docs/monitoring.md).
+
+The repository is tests/test_request_time.py's (stats with on_miss, recent, the request
+views score and bad), with the service ``scored`` logged at rate 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from conftest import make_views_repo, utc_ts, write_view_source
+from server_util import HOST, Server
+from test_request_time import FUNCTIONS, H, ROWS, SERVICES, T0
+from fstore import FeatureStore
+from fstore._ext._constants import Status
+from fstore.client import Client
+from fstore.monitoring.logread import read_logs
+
+LOGGED = SERVICES.replace('features: ["stats:avg", "stats:count", "stats:tier", "score", "recent:last_amount"]',
+                          'features: ["stats:avg", "stats:count", "stats:tier", "score", "recent:last_amount"]\n'
+                          '    logging: {sample_rate: 1.0}')
+
+
+def build(root: Path) -> Path:
+    assert LOGGED != SERVICES
+    root = make_views_repo(root, {
+        "stats": {"keys": [("customer_id", "int")], "ttl": "7d", "created": False,
+                  "features": [("avg", "float64", None), ("count", "int64", None), ("tier", "string", "none")]},
+        "recent": {"keys": [("customer_id", "int")], "ttl": "1d", "created": False,
+                   "features": [("last_amount", "float64", None)]},
+    }, services=LOGGED)
+    project = yaml.safe_load((root / "fstore.yaml").read_text())
+    project["monitoring"] = {"logging": {"roll_seconds": 3600}}
+    (root / "fstore.yaml").write_text(yaml.safe_dump(project))
+    defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
+    stats = next(v for v in defs["feature_views"] if v["name"] == "stats")
+    stats["on_miss"] = {"compute": "fill_stats", "request": {"amount": "float64"}}
+    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+    (root / "features" / "fns.py").write_text(FUNCTIONS)
+    write_view_source(root, "stats", pa.table({
+        "customer_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "ts": utc_ts([T0 - 1 * H, T0 - 2 * H, T0 - 240 * H, T0 - 3 * H]),
+        "avg": pa.array([40.0, 100.0, 7.0, None]), "count": pa.array([4, 9, 1, 2], pa.int64()),
+        "tier": pa.array(["gold", None, "bronze", "silver"])}))
+    write_view_source(root, "recent", pa.table({
+        "customer_id": pa.array([1, 2, 3], pa.int64()), "ts": utc_ts([T0 - 0.5 * H, T0 - 0.5 * H, T0 - 120 * H]),
+        "last_amount": pa.array([12.5, 80.0, 3.0])}))
+    with FeatureStore(root) as fs:
+        fs.apply()
+        fs.ingest()
+        fs.materialize(T0 - 1000 * H, T0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("rtops") / "repo")
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[Server]:
+    srv = Server(repo)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _served(repo: Path, port: int) -> dict[str, Any]:
+    """One read in process (at T0) and one over the server, each logged; the server is left
+    running (its log is written when it stops)."""
+    with FeatureStore(repo) as fs:
+        local = fs.get_online_features(feature_service="scored", entity_rows=ROWS, now=T0, request_id="p-1")
+    with Client(HOST, port, timeout=10) as c:
+        remote = c.get_online_features(feature_service="scored", entity_rows=ROWS, request_id="s-1")
+    return {"local": local.to_dict(include_metadata=True), "remote": remote}
+
+
+def test_request_shapes_are_logged_with_request_fields_and_computed_values(repo: Path) -> None:
+    srv = Server(repo)
+    try:
+        got = _served(repo, srv.port)
+    finally:
+        srv.stop()  # a graceful stop writes the log
+    with FeatureStore(repo) as fs:
+        table = read_logs(fs.config, "scored")
+    assert sorted(set(table.column("caller_request_id").to_pylist())) == ["p-1", "s-1"]
+    meta = yaml.safe_load(table.schema.metadata[b"fstore.log"])
+    assert meta["request"] == [{"column": "amount", "field": "amount", "dtype": "float64"},
+                               {"column": "channel", "field": "channel", "dtype": "string"}]
+    flagged = {f["column"] for f in meta["features"] if f.get("request_view")}
+    assert flagged == {"ratio", "big", "label"}
+    for rid, expected in (("p-1", got["local"]), ("s-1", got["remote"].to_dict(include_metadata=True))):
+        rows = [r for r in table.to_pylist() if r["caller_request_id"] == rid]
+        assert [r["row"] for r in rows] == list(range(len(ROWS)))
+        assert [r["amount"] for r in rows] == [r["amount"] for r in ROWS]
+        assert [r["channel"] for r in rows] == [r["channel"] for r in ROWS]
+        for name in ("avg", "count", "ratio", "big", "label", "last_amount"):
+            assert [r[name] for r in rows] == expected[name], (rid, name)
+        # COMPUTED (5) is logged as served; a request view's value is PRESENT with no event time
+        assert [r["avg__status"] for r in rows] == [Status[s] for s in expected["avg__status"]]
+        assert [r["avg__status"] for r in rows].count(Status.COMPUTED) == 2
+        assert {r["ratio__status"] for r in rows} == {Status.PRESENT}
+        assert {r["ratio__event_timestamp"] for r in rows} == {None}
+
+
+def test_skew_recomputes_request_time_features_from_the_logged_request(repo: Path) -> None:
+    """An unchanged pipeline: zero mismatches, request views and on_miss fills included; then
+    a changed (and applied) function: its outputs and fills are ``computed_differs``."""
+    with FeatureStore(repo) as fs:
+        report = fs.skew("scored", against="offline")
+    [comp] = report["comparisons"]
+    tallies = {f["feature"]: f for f in comp["features"]}
+    assert comp["rows"] >= 2 * len(ROWS)
+    assert {"avg", "count", "tier", "ratio", "big", "label", "last_amount"} <= set(tallies)
+    assert {n: t["mismatches"] for n, t in tallies.items()} == dict.fromkeys(tallies, 0), comp["examples"]
+
+    fns = repo / "features" / "fns.py"
+    fns.write_text(FUNCTIONS.replace('pc.multiply(cols["amount"], 0.5)', 'pc.multiply(cols["amount"], 0.25)')
+                   .replace('pc.greater(cols["amount"], 100.0)', 'pc.greater(cols["amount"], 1000.0)'))
+    try:
+        with FeatureStore(repo) as fs:
+            fs.apply()
+            changed = fs.skew("scored", against="offline")
+    finally:
+        fns.write_text(FUNCTIONS)
+        with FeatureStore(repo) as fs:
+            fs.apply()
+    [comp] = changed["comparisons"]
+    tallies = {f["feature"]: f for f in comp["features"]}
+    # each read: avg COMPUTED for 2 rows (3, 5); big True for amounts 250 and 300; ratio reads the fill
+    reads = comp["rows"] // len(ROWS)
+    assert tallies["avg"]["mismatches"] == 2 * reads and tallies["avg"]["reasons"] == {"computed_differs": 2 * reads}
+    assert tallies["big"]["mismatches"] == 2 * reads and tallies["big"]["reasons"] == {"computed_differs": 2 * reads}
+    assert tallies["ratio"]["mismatches"] == 2 * reads  # rows 3 and 5 divide by the (changed) fill
+    assert tallies["last_amount"]["mismatches"] == 0 and tallies["tier"]["mismatches"] == 0
+    example = next(e for e in comp["examples"] if e["feature"] == "big")
+    assert example["served"] is True and example["expected"] is False and example["served_status"] == "PRESENT"
