@@ -7,6 +7,9 @@ views score and bad), with the service ``scored`` logged at rate 1.
 """
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,11 +18,12 @@ import pytest
 import yaml
 
 from conftest import make_views_repo, utc_ts, write_view_source
-from server_util import HOST, Server
+from server_util import FSTORE, HOST, REPO_ROOT, Server
 from test_request_time import FUNCTIONS, H, ROWS, SERVICES, T0
 from fstore import FeatureStore
 from fstore._ext._constants import Status
 from fstore.client import Client
+from fstore.errors import Unavailable
 from fstore.monitoring.logread import read_logs
 
 LOGGED = SERVICES.replace('features: ["stats:avg", "stats:count", "stats:tier", "score", "recent:last_amount"]',
@@ -142,3 +146,65 @@ def test_skew_recomputes_request_time_features_from_the_logged_request(repo: Pat
     assert tallies["last_amount"]["mismatches"] == 0 and tallies["tier"]["mismatches"] == 0
     example = next(e for e in comp["examples"] if e["feature"] == "big")
     assert example["served"] is True and example["expected"] is False and example["served_status"] == "PRESENT"
+
+
+# ---- describe / list / INFO / fallback ------------------------------------------------------
+
+def fstore(repo: Path, *args: str) -> str:
+    proc = subprocess.run([FSTORE, "-r", str(repo), *args], capture_output=True, text=True, timeout=120,
+                          cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_describe_and_list_show_request_views(repo: Path) -> None:
+    doc = json.loads(fstore(repo, "describe", "score", "--json"))
+    assert doc["kind"] == "request view" and doc["name"] == "score"
+    assert doc["function"]["function"] == "score" and doc["function"]["file"] == "features/fns.py"
+    assert re.fullmatch(r"[0-9a-f]{64}", doc["function"]["source_sha256"])
+    assert doc["request"] == {"amount": "float64", "channel": "string"}
+    assert doc["inputs"] == ["stats:avg", "recent:last_amount"]
+    assert doc["features"] == {"ratio": {"dtype": "float64", "default": None}, "big": {"dtype": "bool", "default": None},
+                               "label": {"dtype": "string", "default": None}}
+    text = fstore(repo, "describe", "score")
+    for part in ("request view score", "features/fns.py", doc["function"]["source_sha256"], "amount: float64",
+                 "channel: string", "stats:avg", "recent:last_amount", "ratio", "bool"):
+        assert part in text, part
+    listed = json.loads(fstore(repo, "list", "--json"))
+    assert [r["name"] for r in listed["request_views"]] == ["bad", "score"]
+    assert "score(amount: float64, channel: string, stats:avg, recent:last_amount) -> ratio: float64, big: bool, " \
+           "label: string" in fstore(repo, "list")
+    # a view's on_miss is shown with the view
+    stats = json.loads(fstore(repo, "describe", "stats", "--json"))
+    assert stats["on_miss"]["function"]["function"] == "fill_stats" and stats["on_miss"]["request"] == {"amount": "float64"}
+    assert "compute fill_stats(amount: float64)" in fstore(repo, "describe", "stats")
+
+
+def test_info_lists_request_views_and_the_fallback_answers_them(repo: Path) -> None:
+    srv = Server(repo)
+    feats = ["stats:avg", "score:ratio", "score:label", "recent:last_amount"]
+    c = Client(HOST, srv.port, timeout=0.5, fallback="defaults")
+    try:
+        info = c.info()
+        assert info["request_views"]["score"]["features"]["big"] == {"dtype": "bool", "default": None}
+        assert info["request_views"]["score"]["request"] == {"amount": "float64", "channel": "string"}
+        assert next(v for v in info["views"] if v["name"] == "stats")["on_miss"]["function"]["function"] == "fill_stats"
+        live = c.get_online_features(feats, entity_rows=ROWS)
+        assert live.values("ratio")[0] == 1.25 and live.statuses("ratio")[0] == Status.PRESENT
+    finally:
+        srv.stop()
+    try:
+        resp = c.get_online_features(feats, entity_rows=ROWS)
+        assert resp.feature_names == ["avg", "ratio", "label", "last_amount"]
+        for name in resp.feature_names:
+            assert resp.values(name) == [None] * len(ROWS), name
+            assert resp.statuses(name) == [Status.UNAVAILABLE] * len(ROWS), name
+            assert resp.event_timestamps(name) == [None] * len(ROWS), name
+        assert resp.to_dict()["customer_id"] == [r["customer_id"] for r in ROWS]
+        svc = c.get_online_features(feature_service="scored", entity_rows=ROWS, full_feature_names=True)
+        assert svc.values("score__big") == [None] * len(ROWS) and svc.values("stats__tier") == ["none"] * len(ROWS)
+        assert set(svc.statuses("score__big")) == {Status.UNAVAILABLE}
+        with pytest.raises(Unavailable):  # an output the request view does not have: no guess
+            c.get_online_features(["score:nosuch"], entity_rows=ROWS)
+    finally:
+        c.close()
