@@ -208,3 +208,46 @@ def test_info_lists_request_views_and_the_fallback_answers_them(repo: Path) -> N
             c.get_online_features(["score:nosuch"], entity_rows=ROWS)
     finally:
         c.close()
+
+
+# ---- lineage -----------------------------------------------------------------------------
+
+def test_a_model_trained_on_request_views_records_their_functions_and_inputs(repo: Path, tmp_path: Path) -> None:
+    frame = pa.table({"customer_id": pa.array([r["customer_id"] for r in ROWS], pa.int64()),
+                      "amount": [r["amount"] for r in ROWS], "channel": [r["channel"] for r in ROWS],
+                      "event_timestamp": utc_ts([T0] * len(ROWS))})
+    with FeatureStore(repo) as fs:
+        _, lineage_file = fs.build_dataset(frame, tmp_path / "train.parquet", feature_service="scored")
+        lineage = json.loads(lineage_file.read_text())
+        applied = fs.registry.require()["request_views"]["score"]["function"]
+        fs.models.register("scorer", tmp_path / "train.parquet")
+        rec = fs.models.get("scorer")
+        down = fs.model_lineage("scorer")
+    assert applied["function"] == "score" and re.fullmatch(r"[0-9a-f]{64}", applied["source_sha256"])
+    [score] = lineage["request_views"]
+    assert score == {"name": "score", "function": applied, "request": {"amount": "float64", "channel": "string"},
+                     "inputs": ["stats_v1:avg", "recent_v1:last_amount"], "features": ["ratio", "big", "label"],
+                     "columns": ["ratio", "big", "label"]}
+    views = {v["view"]: v for v in lineage["views"]}
+    assert views["stats_v1"]["on_miss"]["function"]["function"] == "fill_stats"
+    assert views["stats_v1"]["read_by"] == ["request_view score"]
+    assert views["recent_v1"]["read_by"] == ["request_view score"]
+    assert rec["request_views"] == [{k: score[k] for k in ("name", "function", "request", "inputs", "features")}]
+    assert {v["name"]: v.get("read_by") for v in rec["views"]} == {"stats": ["request_view score"],
+                                                                  "recent": ["request_view score"]}
+    assert down["request_views"] == rec["request_views"]
+    assert next(v for v in down["views"] if v["view"] == "stats_v1")["on_miss"]["function"]["function"] == "fill_stats"
+    tree = fstore(repo, "model", "lineage", "scorer")
+    assert "request view score: function score in features/fns.py" in tree and applied["source_sha256"][:12] in tree
+
+
+def test_an_input_only_view_is_in_the_lineage(repo: Path, tmp_path: Path) -> None:
+    """A training set asking only for a request view still names the views its function read."""
+    frame = pa.table({"customer_id": pa.array([1, 2], pa.int64()), "amount": [1.0, 2.0], "channel": ["a", "b"],
+                      "event_timestamp": utc_ts([T0] * 2)})
+    with FeatureStore(repo) as fs:
+        _, lineage_file = fs.build_dataset(frame, tmp_path / "only.parquet", ["score:label"])
+    lineage = json.loads(lineage_file.read_text())
+    assert [rv["name"] for rv in lineage["request_views"]] == ["score"]
+    assert {v["view"]: (v["features"], v["columns"], v["read_by"]) for v in lineage["views"]} == {
+        "stats_v1": (["avg"], [], ["request_view score"]), "recent_v1": (["last_amount"], [], ["request_view score"])}
