@@ -251,3 +251,72 @@ def test_an_input_only_view_is_in_the_lineage(repo: Path, tmp_path: Path) -> Non
     assert [rv["name"] for rv in lineage["request_views"]] == ["score"]
     assert {v["view"]: (v["features"], v["columns"], v["read_by"]) for v in lineage["views"]} == {
         "stats_v1": (["avg"], [], ["request_view score"]), "recent_v1": (["last_amount"], [], ["request_view score"])}
+
+
+# ---- docs/repository.md: the request_views section is the rule -------------------------------
+
+def test_repository_doc_has_every_request_view_key_and_on_miss_key() -> None:
+    import dataclasses
+
+    from fstore.repo.request_time import ON_MISS_KEYS, RequestView
+
+    doc = (REPO_ROOT / "docs" / "repository.md").read_text()
+    section = doc[doc.index("### Request views"):doc.index("### dtypes")]
+    for f in dataclasses.fields(RequestView):
+        assert f"| `{f.name}` |" in section, f.name
+    for key in ON_MISS_KEYS:
+        assert f"`{key}`" in section, key
+    assert "`request_views`" in doc[:doc.index("### Request views")]
+
+
+@pytest.mark.parametrize("change, field, message", [
+    (lambda rv: rv.update(name="stats"), "name", "a feature view is named 'stats' too"),
+    (lambda rv: rv["features"][0].update(default=1.0), "features[x].default", "a computed feature has no default"),
+    (lambda rv: (rv.pop("request"), rv.pop("inputs")), "request", "at least one request field or input"),
+    (lambda rv: rv.update(inputs=["stats:avg", "other:avg"]), "inputs", "two inputs of the function are named 'avg'"),
+    (lambda rv: rv.update(request={"avg": "float64"}), "inputs", "two inputs of the function are named 'avg'"),
+    (lambda rv: rv.update(features=[]), "features", "at least one feature is required"),
+])
+def test_documented_request_view_rules_are_enforced(tmp_path: Path, change: Any, field: str, message: str) -> None:
+    root = make_views_repo(tmp_path / "r", {
+        "stats": {"keys": [("customer_id", "int")], "created": False, "features": [("avg", "float64", None)]},
+        "other": {"keys": [("customer_id", "int")], "created": False, "features": [("avg", "float64", None)]}})
+    for view in ("stats", "other"):
+        write_view_source(root, view, pa.table({"customer_id": pa.array([1], pa.int64()), "ts": utc_ts([T0]),
+                                                "avg": pa.array([1.0])}))
+    (root / "features" / "fns.py").write_text("def f(cols):\n    return {'x': cols['amount']}\n")
+    rv: dict[str, Any] = {"name": "q", "function": "f", "request": {"amount": "float64"}, "inputs": ["stats:avg"],
+                          "features": [{"name": "x", "dtype": "float64"}]}
+    change(rv)
+    defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
+    defs["request_views"] = [rv]
+    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+    with FeatureStore(root) as fs, pytest.raises(Exception) as err:
+        fs.plan()
+    assert message in str(err.value) and f".{field}" in str(err.value), str(err.value)
+
+
+def test_a_request_view_cannot_be_pinned_and_leaves_with_its_definition(tmp_path: Path) -> None:
+    root = make_views_repo(tmp_path / "r", {"stats": {"keys": [("customer_id", "int")], "created": False,
+                                                      "features": [("avg", "float64", None)]}}, services="""
+request_views:
+  - name: q
+    function: f
+    request: {amount: float64}
+    features: [{name: x, dtype: float64}]
+""")
+    write_view_source(root, "stats", pa.table({"customer_id": pa.array([1], pa.int64()), "ts": utc_ts([T0]),
+                                               "avg": pa.array([1.0])}))
+    (root / "features" / "fns.py").write_text("def f(cols):\n    return {'x': cols['amount']}\n")
+    with FeatureStore(root) as fs:
+        fs.apply()
+        assert fs.get_online_features(["q:x"], entity_rows=[{"customer_id": 1, "amount": 2.0}]).values("x") == [2.0]
+        with pytest.raises(Exception, match="q_v1"):
+            fs.get_online_features(["q_v1:x"], entity_rows=[{"customer_id": 1, "amount": 2.0}])
+    defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
+    del defs["request_views"]
+    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+    with FeatureStore(root) as fs:
+        assert any(c.kind == "request_views" and c.action == "remove" for c in fs.plan().changes)
+        fs.apply()
+        assert "q" not in (fs.registry.require().get("request_views") or {})
