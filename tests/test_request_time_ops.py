@@ -320,3 +320,37 @@ request_views:
         assert any(c.kind == "request_views" and c.action == "remove" for c in fs.plan().changes)
         fs.apply()
         assert "q" not in (fs.registry.require().get("request_views") or {})
+
+
+# ---- fstore get: request fields as their declared dtype -------------------------------------
+
+def test_fstore_get_reads_request_fields_as_their_declared_dtype(repo: Path, server: Server) -> None:
+    args = ("get", "--features", "score:ratio,score:label", "customer_id=1", "amount=50.5", "channel=123",
+            "customer_id=5", "amount=3", "channel=web")
+    with FeatureStore(repo) as fs:  # what the library answers for the same typed rows
+        want = fs.get_online_features(["score:ratio", "score:label"], entity_rows=[
+            {"customer_id": 1, "amount": 50.5, "channel": "123"}, {"customer_id": 5, "amount": 3.0, "channel": "web"}])
+    assert want.values("ratio")[0] == 50.5 / 40.0 and want.values("label") == ["123:12.5", "web:-1"]
+    for extra in ((), ("--host", HOST, "--port", str(server.port))):
+        out = fstore(repo, *args, *extra)
+        for value in ("1.2625", "123:12.5", "web:-1"):  # amount a float, channel the text '123'
+            assert value in out, (extra, out)
+    bad = subprocess.run([FSTORE, "-r", str(repo), "get", "--features", "score:ratio", "customer_id=1",
+                          "amount=abc", "channel=w"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert bad.returncode == 2 and "request field 'amount' is declared float64" in bad.stderr, bad.stderr
+
+
+def test_parse_value_rules() -> None:
+    from fstore.cli_values import info_request_dtypes, parse_value
+
+    assert parse_value("k", "7", None) == 7 and parse_value("k", "-7", None) == -7 and parse_value("k", "x", None) == "x"
+    assert parse_value("t", "12.5", "float64") == 12.5 and parse_value("t", "3", "float32") == 3.0
+    assert parse_value("n", "12", "int32") == 12 and parse_value("s", "007", "string") == "007"
+    assert parse_value("b", "True", "bool") is True and parse_value("b", "0", "bool") is False
+    assert parse_value("w", "2026-01-02T03:04:05Z", "timestamp").isoformat() == "2026-01-02T03:04:05+00:00"
+    with pytest.raises(Exception, match="declared bool"):
+        parse_value("b", "maybe", "bool")
+    assert info_request_dtypes({"request_views": {"q": {"request": {"trip_km": "float64", "customer_id": "int64"}}},
+                                "views": [{"join_keys": ["customer_id"], "on_miss": {"request": {"x": "bool"}}}]}) == \
+        {"trip_km": "float64", "x": "bool"}
+    assert info_request_dtypes({"views": []}) == {}
