@@ -79,8 +79,11 @@ def server(repo: Path) -> Iterator[Server]:
 def _served(repo: Path, port: int) -> dict[str, Any]:
     """One read in process (at T0) and one over the server, each logged; the server is left
     running (its log is written when it stops)."""
+    rows = [dict(r) for r in ROWS]
     with FeatureStore(repo) as fs:
-        local = fs.get_online_features(feature_service="scored", entity_rows=ROWS, now=T0, request_id="p-1")
+        local = fs.get_online_features(feature_service="scored", entity_rows=rows, now=T0, request_id="p-1")
+        for r in rows:  # the caller reuses its rows: the log keeps what was read
+            r["amount"], r["channel"], r["customer_id"] = -1.0, "changed", 99
     with Client(HOST, port, timeout=10) as c:
         remote = c.get_online_features(feature_service="scored", entity_rows=ROWS, request_id="s-1")
     return {"local": local.to_dict(include_metadata=True), "remote": remote}

@@ -32,7 +32,8 @@ class Answered:
     caller: str | None
     version: int
     path: str
-    rows: list[Any]
+    n: int                           # entity rows
+    columns: list[list[Any]]         # the join keys', then the request fields' values (copied at the read)
     values: list[Any]                # flat, output-major (outputs x rows)
     status: bytes                    # outputs x rows
     stamps: bytes                    # views x rows, int64 (NO_TIME: none)
@@ -40,17 +41,15 @@ class Answered:
 
 def answered_table(a: Answered, pid: int) -> pa.Table:
     """The log rows of one answered read, in its shape's schema."""
-    n = len(a.rows)
+    n = a.n
     schema = a.shape.schema
     fixed = {"request_id": [f"{pid}-{a.seq}"] * n, "caller_request_id": [a.caller] * n,
              "request_time": [a.time_us] * n, "service": [a.service] * n, "model": [a.model] * n,
              "registry_version": [a.version] * n, "path": [a.path] * n, "worker": [pid] * n,
              "row": list(range(n))}
     cols: list[pa.Array] = [pa.array(fixed[name], pa.int64() if t == UTC_US else t).cast(t) for name, t in FIXED]
-    for key, t in a.shape.keys:
-        cols.append(_column([_get(r, key) for r in a.rows], t))
-    for field, column in a.shape.request:
-        cols.append(_column([_get(r, field) for r in a.rows], schema.field(column).type))
+    types = [t for _, t in a.shape.keys] + [schema.field(column).type for _, column in a.shape.request]
+    cols += [_column(values, t) for values, t in zip(a.columns, types)]
     stamps = memoryview(a.stamps).cast("q") if a.stamps else memoryview(b"").cast("q")
     for i, t in enumerate(a.shape.types):
         cols.append(_column(a.values[i * n:(i + 1) * n], t))
@@ -59,6 +58,12 @@ def answered_table(a: Answered, pid: int) -> pa.Table:
         cols.append(pa.array([None if s == NO_TIME else s for s in stamps[v * n:(v + 1) * n]], pa.int64())
                     .cast(UTC_US))
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def entity_columns(shape: LogShape, rows: list[Any]) -> list[list[Any]]:
+    """The join keys' and request fields' values of a read's rows, in the shape's order: taken
+    on the serving thread, as the caller's rows may change once the read returned."""
+    return [[_get(r, name) for r in rows] for name in [k for k, _ in shape.keys] + [f for f, _ in shape.request]]
 
 
 def _get(row: Any, name: str) -> Any:

@@ -36,7 +36,7 @@ from ..config import RepoConfig
 from ..repo.definitions import logged_services
 from ..repo.registry import Registry
 from .events import hook, worker_id
-from .logcomputed import Answered, answered_table
+from .logcomputed import Answered, answered_table, entity_columns
 from .logroll import GROUP_ROWS, Roll
 from .logs import log_dir
 from .logtable import LogShape, log_shape
@@ -146,8 +146,10 @@ class FeatureLog(LogBuffer):
             fields = {f: d for step in (*rplan.fills, *rplan.computes) for f, d in step.request.items()}
             found = self._request_shapes[key] = (plan, log_shape(plan, service, full, self._snapshots.get(version),
                                                                  fields))
-        self._answered.append(Answered(found[1], list(plan.view_of), seq, now_us, service, model, caller,
-                                       version, path, rows, values, bytes(status), bytes(stamps)))
+        shape = found[1]
+        self._answered.append(Answered(shape, list(plan.view_of), seq, now_us, service, model, caller, version,
+                                       path, len(rows), entity_columns(shape, rows), list(values), bytes(status),
+                                       bytes(stamps)))
 
     def _take_answered(self) -> None:
         """Make the held answered reads into tables, counted as collected (writer thread)."""
@@ -155,7 +157,7 @@ class FeatureLog(LogBuffer):
         rows: dict[str, int] = {}
         for a in held:
             self._made.setdefault(a.service, []).append(answered_table(a, worker_id()))
-            rows[a.service] = rows.get(a.service, 0) + len(a.rows)
+            rows[a.service] = rows.get(a.service, 0) + a.n
         self._collected(rows)
 
     # ---- the writer thread --------------------------------------------------------------
