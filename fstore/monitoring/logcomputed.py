@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..times import NO_TIME
@@ -39,24 +40,41 @@ class Answered:
     stamps: bytes                    # views x rows, int64 (NO_TIME: none)
 
 
-def answered_table(a: Answered, pid: int) -> pa.Table:
-    """The log rows of one answered read, in its shape's schema."""
-    n = a.n
-    schema = a.shape.schema
-    fixed = {"request_id": [f"{pid}-{a.seq}"] * n, "caller_request_id": [a.caller] * n,
-             "request_time": [a.time_us] * n, "service": [a.service] * n, "model": [a.model] * n,
-             "registry_version": [a.version] * n, "path": [a.path] * n, "worker": [pid] * n,
-             "row": list(range(n))}
-    cols: list[pa.Array] = [pa.array(fixed[name], pa.int64() if t == UTC_US else t).cast(t) for name, t in FIXED]
-    types = [t for _, t in a.shape.keys] + [schema.field(column).type for _, column in a.shape.request]
-    cols += [_column(values, t) for values, t in zip(a.columns, types)]
-    stamps = memoryview(a.stamps).cast("q") if a.stamps else memoryview(b"").cast("q")
-    for i, t in enumerate(a.shape.types):
-        cols.append(_column(a.values[i * n:(i + 1) * n], t))
-        cols.append(pa.array(list(a.status[i * n:(i + 1) * n]), pa.int8()))
-        v = a.view_of[i]
-        cols.append(pa.array([None if s == NO_TIME else s for s in stamps[v * n:(v + 1) * n]], pa.int64())
-                    .cast(UTC_US))
+def answered_tables(held: list[Answered], pid: int) -> list[tuple[str, pa.Table]]:
+    """The log rows of answered reads: one table per request shape (its schema), each column
+    built once for all its reads (an Arrow array per column and read would cost the writer
+    thread, and so the serving thread waiting for the GIL, tens of microseconds a read)."""
+    shapes: dict[int, list[Answered]] = {}
+    for a in held:
+        shapes.setdefault(id(a.shape), []).append(a)
+    return [(same[0].service, _table(same, pid)) for same in shapes.values()]
+
+
+def _table(same: list[Answered], pid: int) -> pa.Table:
+    shape = same[0].shape
+    schema = shape.schema
+    ns = np.fromiter((a.n for a in same), dtype=np.int64, count=len(same))
+    which = pa.array(np.repeat(np.arange(len(same)), ns))         # each row's read
+    starts = np.cumsum(ns) - ns
+    per_read = {"request_id": [f"{pid}-{a.seq}" for a in same], "caller_request_id": [a.caller for a in same],
+                "request_time": [a.time_us for a in same], "service": [a.service for a in same],
+                "model": [a.model for a in same], "registry_version": [a.version for a in same],
+                "path": [a.path for a in same], "worker": [pid] * len(same)}
+    cols: list[pa.Array] = []
+    for name, t in FIXED:
+        if name == "row":
+            cols.append(pa.array(np.arange(int(ns.sum()), dtype=np.int32) - np.repeat(starts, ns).astype(np.int32)))
+        else:
+            cols.append(pa.array(per_read[name], pa.int64() if t == UTC_US else t).cast(t).take(which))
+    types = [t for _, t in shape.keys] + [schema.field(column).type for _, column in shape.request]
+    cols += [_column([v for a in same for v in a.columns[c]], t) for c, t in enumerate(types)]
+    stamps = [np.frombuffer(a.stamps, dtype=np.int64).reshape(-1, a.n) for a in same]
+    for i, t in enumerate(shape.types):
+        v = same[0].view_of[i]
+        ts = np.concatenate([st[v] for st in stamps])
+        cols += [_column([x for a in same for x in a.values[i * a.n:(i + 1) * a.n]], t),
+                 pa.array(np.frombuffer(b"".join(a.status[i * a.n:(i + 1) * a.n] for a in same), dtype=np.int8)),
+                 pa.array(ts, mask=ts == NO_TIME).cast(UTC_US)]
     return pa.Table.from_arrays(cols, schema=schema)
 
 

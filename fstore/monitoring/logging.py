@@ -36,7 +36,7 @@ from ..config import RepoConfig
 from ..repo.definitions import logged_services
 from ..repo.registry import Registry
 from .events import hook, worker_id
-from .logcomputed import Answered, answered_table, entity_columns
+from .logcomputed import Answered, answered_tables, entity_columns
 from .logroll import GROUP_ROWS, Roll
 from .logs import log_dir
 from .logtable import LogShape, log_shape
@@ -156,8 +156,9 @@ class FeatureLog(LogBuffer):
         held, self._answered = self._answered, []
         rows: dict[str, int] = {}
         for a in held:
-            self._made.setdefault(a.service, []).append(answered_table(a, worker_id()))
             rows[a.service] = rows.get(a.service, 0) + a.n
+        for service, table in answered_tables(held, worker_id()):
+            self._made.setdefault(service, []).append(table)
         self._collected(rows)
 
     # ---- the writer thread --------------------------------------------------------------
