@@ -62,7 +62,7 @@ class FeatureLog(LogBuffer):
         self._snapshots: dict[int, Any] = {}           # registry version -> snapshot (log metadata)
         self._shapes: dict[tuple[int, str, int], tuple[Any, LogShape]] = {}
         self._rolls: dict[str, Roll] = {}              # service -> its rows since its last roll
-        self._answered: list[Answered] = []            # sampled reads of request shapes (record_computed)
+        self._answered: collections.deque[Answered] = collections.deque()  # request shapes' reads (record_computed)
         self._made: dict[str, list[Any]] = {}          # service -> their tables, collected, not yet written
         self._request_shapes: dict[tuple[int, str, int], tuple[Any, LogShape]] = {}
         self.records: collections.Counter[str] = collections.Counter()  # rows taken, per service
@@ -153,7 +153,7 @@ class FeatureLog(LogBuffer):
 
     def _take_answered(self) -> None:
         """Make the held answered reads into tables, counted as collected (writer thread)."""
-        held, self._answered = self._answered, []
+        held = [self._answered.popleft() for _ in range(len(self._answered))]  # appends go on meanwhile
         rows: dict[str, int] = {}
         for a in held:
             rows[a.service] = rows.get(a.service, 0) + a.n

@@ -238,15 +238,12 @@ class ConnectionBase:
             raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
         request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
+        recorders = hook.recorders  # the feature log: handed the read inside the compiled call (or its answer)
+        served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
+                  model if type(model) is str else None) if recorders and entities else None
         if prepared.request is not None and entities:  # request-time features (fstore.online.request)
-            recorders = hook.recorders
-            served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
-                      model if type(model) is str else None) if recorders else None
             values, status, stamps = self._get_request(prepared.request, entities, n, served)
         elif entities:
-            recorders = hook.recorders  # the feature log: handed the read inside the compiled call
-            served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
-                      model if type(model) is str else None) if recorders else None
             try:
                 values, status, stamps = read_packed(st.online.store.env, plan, entities, None, served)
             except (KeyError, TypeError, ValueError, OverflowError):

@@ -26,13 +26,14 @@ from ..repo.resolve import find_view
 def info_result(reg: Any) -> dict[str, Any]:
     """INFO's result for a registry snapshot."""
     views = reg.views
+    rviews = reg.doc.get("request_views") or {}
     return {"project": reg.project, "registry_version": reg.version, "server": f"fstore/{__version__}",
             "views": [_view(reg, v) for v in views.values()],
             "services": {s["name"]: list(s["features"]) for s in reg.services.values()},
             "features": {view_name(v): {f["name"]: {"dtype": f["dtype"], "default": python_default(f)}
                                         for f in v["features"]} for v in views.values()},
             "live": _live(views, reg.ready.online),
-            "request_views": {name: request_view_info(rv) for name, rv in (reg.doc.get("request_views") or {}).items()}}
+            **({"request_views": {name: request_view_info(rv) for name, rv in rviews.items()}} if rviews else {})}
 
 
 def _view(reg: Any, v: dict[str, Any]) -> dict[str, Any]:
