@@ -357,3 +357,29 @@ def test_parse_value_rules() -> None:
                                 "views": [{"join_keys": ["customer_id"], "on_miss": {"request": {"x": "bool"}}}]}) == \
         {"trip_km": "float64", "x": "bool"}
     assert info_request_dtypes({"views": []}) == {}
+
+
+def test_skew_reads_a_request_view_input_from_the_version_that_was_served(tmp_path: Path) -> None:
+    """stats v2 (other data) is applied and ingested but not materialized: serving read v1, so
+    the recomputation of score:ratio (input stats:avg) must read v1 too: zero mismatches."""
+    root = build(tmp_path / "repo")
+    with FeatureStore(root) as fs:
+        fs.get_online_features(feature_service="scored", entity_rows=ROWS, now=T0, request_id="v1-read")
+    defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
+    defs["sources"].append({"name": "stats2_src", "path": "data/stats2", "timestamp_field": "ts"})
+    stats = next(v for v in defs["feature_views"] if v["name"] == "stats")
+    stats["version"], stats["source"] = 2, "stats2_src"
+    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+    write_view_source(root, "stats2", pa.table({
+        "customer_id": pa.array([1, 2, 3, 4], pa.int64()), "ts": utc_ts([T0 - 1 * H] * 4),
+        "avg": pa.array([400.0, 1000.0, 70.0, 1.0]), "count": pa.array([1, 1, 1, 1], pa.int64()),
+        "tier": pa.array(["x", "x", "x", "x"])}))
+    with FeatureStore(root) as fs:
+        fs.apply()
+        fs.ingest()
+        assert fs.get_historical_features(pa.table({"customer_id": pa.array([1], pa.int64()), "amount": [1.0],
+                                                    "channel": ["w"], "event_timestamp": utc_ts([T0])}),
+                                          ["stats:avg"]).column("avg").to_pylist() == [400.0]  # training reads v2
+        [comp] = fs.skew("scored", against="offline")["comparisons"]
+    tallies = {f["feature"]: f["mismatches"] for f in comp["features"]}
+    assert comp["rows"] == len(ROWS) and tallies["ratio"] == 0 and tallies["avg"] == 0, comp["examples"]

@@ -11,8 +11,9 @@ same functions as serving (on_miss fills first, then request views). What that g
 the expected value, compared exactly with what was served (docs/monitoring.md, "Skew").
 
 The function is the one applied now: a function changed since the read (and applied again)
-shows up as skew, which is the point. Inputs of a request view that name a view without a
-version are read from the version training reads now.
+shows up as skew, which is the point. An input of a request view that names a view without a
+version is read from the version the same read served (the log names it for that view's
+columns), else from the newest applied version.
 """
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ def recomputed_columns(registry: dict[str, Any], store: OfflineStore, group: Log
         frame[r["field"]] = table.column(r["column"])
     frame[ENTITY_TS] = table.column(REQUEST_TIME)
     entities = pa.table(frame)
+    # an unpinned input reads the version the same read served (a logged column of that view), else the newest
+    served = frozenset(s["view"] for s in group.meta["features"] if not s.get("request_view"))
     got = historical(LocalEngine(store.config), registry, store.config, [f"{s['view']}:{s['feature']}" for s in specs],
-                     None, True, None, entities, ENTITY_TS)
+                     None, True, served, entities, ENTITY_TS)
     first = entities.num_columns
     return {s["column"]: got.column(first + i).combine_chunks() for i, s in enumerate(specs)}
