@@ -281,3 +281,29 @@ def test_parse_value_rules() -> None:
                                 "views": [{"join_keys": ["customer_id"], "on_miss": {"request": {"x": "bool"}}}]}) == \
         {"trip_km": "float64", "x": "bool"}
     assert info_request_dtypes({"views": []}) == {}
+
+
+def test_plan_names_a_production_model_s_request_view_change_and_only_that_breaks(tmp_path: Path) -> None:
+    """A model trained on a service with a request view: a harmless change of the service is
+    not breaking (the request view is no unknown view); a changed function is, named."""
+    root = build(tmp_path / "repo")
+    frame = pa.table({"customer_id": pa.array([1, 2], pa.int64()), "amount": [1.0, 2.0], "channel": ["a", "b"],
+                      "event_timestamp": utc_ts([T0] * 2)})
+    with FeatureStore(root) as fs:
+        fs.build_dataset(frame, tmp_path / "train.parquet", feature_service="scored")
+        fs.models.register("scorer", tmp_path / "train.parquet")
+        fs.models.promote("scorer", 1, "production")
+    defs_path = root / "features" / "defs.yaml"
+    defs = yaml.safe_load(defs_path.read_text())
+    next(s for s in defs["feature_services"] if s["name"] == "scored")["description"] = "now described"
+    defs_path.write_text(yaml.safe_dump(defs, sort_keys=False))
+    with FeatureStore(root) as fs:
+        [impact] = fs.plan().impacts
+        assert "feature service scored changed" in impact.message and not impact.breaking, impact.message
+        fs.apply()
+    (root / "features" / "fns.py").write_text(FUNCTIONS.replace("pc.greater(cols[\"amount\"], 100.0)",
+                                                                "pc.greater(cols[\"amount\"], 200.0)"))
+    with FeatureStore(root) as fs:
+        [impact] = fs.plan().impacts
+        assert impact.message.startswith("request view score changed: read by scorer:1 (production)")
+        assert impact.breaking
