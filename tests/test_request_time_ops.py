@@ -307,3 +307,17 @@ def test_plan_names_a_production_model_s_request_view_change_and_only_that_break
         [impact] = fs.plan().impacts
         assert impact.message.startswith("request view score changed: read by scorer:1 (production)")
         assert impact.breaking
+
+
+def test_lineage_up_finds_a_service_that_reads_a_view_only_through_a_request_view(tmp_path: Path) -> None:
+    root = build(tmp_path / "repo")
+    defs_path = root / "features" / "defs.yaml"
+    defs = yaml.safe_load(defs_path.read_text())
+    defs["feature_services"] += [{"name": "only_score", "features": ["score:ratio"]},
+                                 {"name": "only_bad", "features": ["bad:x"]}]  # bad reads no stored feature
+    defs_path.write_text(yaml.safe_dump(defs, sort_keys=False))
+    with FeatureStore(root) as fs:
+        fs.apply()
+        for view in ("recent", "stats_v1"):
+            services = fs.lineage(view)["services"]
+            assert "only_score" in services and "only_bad" not in services, (view, services)

@@ -146,11 +146,15 @@ def dependents(doc: dict[str, Any], target: str) -> dict[str, Any]:
 
 def _for_view(doc: dict[str, Any], name: str, version: int | None) -> dict[str, Any]:
     """The services, training sets and model versions that read view ``name`` (any version
-    when ``version`` is None). A service reads the view when one of its references names it."""
+    when ``version`` is None). A service reads the view when one of its references names it,
+    or names a request view whose inputs name it."""
     services = []
+    rviews = doc.get("request_views") or {}
     for svc in doc["feature_services"].values():
         refs = []
-        for ref in svc["features"]:
+        names = list(svc["features"])
+        names += [i for ref in svc["features"] for i in (rviews.get(split_ref(ref)[0]) or {}).get("inputs", [])]
+        for ref in names:
             view_ref = split_ref(ref)[0]
             record = doc["feature_views"].get(view_ref)
             refs.append((record["name"], record["version"]) if record else (view_ref, None))
