@@ -1,8 +1,10 @@
 """The cost of a request-time feature per GET on the server (1 entity): ``fstore bench`` drives
 one ``fstore serve`` worker with the same GET with and without a request view's output, in
 alternating rounds of one run; prints each round and the medians' ratio (docs/benchmarks.md).
+With ``--log``, the same request shape through two services, one logged at rate 1 (the served-
+feature log records it from its answer) and one not, alternating on one server.
 
-    PYTHONPATH=$PWD python benchmarks/bench_request_time.py [--rounds 5] [--duration 5]
+    PYTHONPATH=$PWD python benchmarks/bench_request_time.py [--rounds 5] [--duration 5] [--log]
 """
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ def make_repo(root: Path) -> None:
                            "features": [{"name": "avg", "dtype": "float64"}, {"name": "count", "dtype": "int64"}]}],
         "request_views": [{"name": "score", "function": "score", "request": {"amount": "float64"},
                            "inputs": ["stats:avg"], "features": [{"name": "ratio", "dtype": "float64"}]}],
+        "feature_services": [{"name": "scored", "features": ["stats:avg", "stats:count", "score:ratio"]},
+                             {"name": "scored_log", "features": ["stats:avg", "stats:count", "score:ratio"],
+                              "logging": {"sample_rate": 1.0}}],
     }, sort_keys=False))
     now = dt.datetime.now(dt.timezone.utc)
     pq.write_table(pa.table({"customer_id": pa.array(range(N), pa.int64()), "ts": pa.array([now] * N),
@@ -64,8 +69,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench(root: Path, port: int, features: str, duration: float) -> dict:
-    out = subprocess.run([FSTORE, "-r", str(root), "bench", "--port", str(port), "--features", features,
+def bench(root: Path, port: int, shape: str, duration: float) -> dict:
+    kind, _, name = shape.partition("=")
+    out = subprocess.run([FSTORE, "-r", str(root), "bench", "--port", str(port), f"--{kind}", name,
                           "--keys", str(root / "keys.parquet"), "--duration", str(duration), "--warmup", "1",
                           "--connections", "8", "--json"], capture_output=True, text=True, timeout=duration + 120)
     if out.returncode not in (0, 1):
@@ -77,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--log", action="store_true", help="A/B: the request shape logged at rate 1 vs not logged")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
@@ -86,7 +93,9 @@ def main() -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             time.sleep(3)
-            shapes = {"plain": "stats:avg,stats:count", "request": "stats:avg,stats:count,score:ratio"}
+            shapes = {"plain": "features=stats:avg,stats:count", "request": "features=stats:avg,stats:count,score:ratio"}
+            if a.log:  # "plain" is then the request shape unlogged, "request" the same shape logged
+                shapes = {"plain": "service=scored", "request": "service=scored_log"}
             got: dict[str, list[dict]] = {k: [] for k in shapes}
             for r in range(a.rounds):
                 for name in (shapes if r % 2 == 0 else list(shapes)[::-1]):

@@ -20,6 +20,7 @@ from rich.table import Table
 from .cli_output import console, err_console
 from .cli_output import print_plan as _print_plan, print_record as _print_record
 from .cli_output import view_doc as _view_doc, warn_null_keys as _warn_null_keys, when as _when
+from .cli_output import on_miss_summary, print_request_view, request_view_doc, request_view_summary
 from .cli_group import main, open_store, split_list
 # the other commands: each cli_* module registers its own on ``main`` (fstore.cli_group)
 from . import cli_bench, cli_drift, cli_models, cli_monitor, cli_online, cli_skew, cli_validate  # noqa: F401
@@ -58,16 +59,18 @@ def apply(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (each view with its state, as describe --json).")
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
-    """List entities, feature views (every applied version, with their state) and feature services."""
+    """List entities, feature views (every applied version, with their state), request views and feature services."""
     fs = open_store(ctx)
     reg = fs.registry.require()
     states = {view_name(v): fs.view_status(view_name(v)) for v in reg["feature_views"].values()}
+    rviews = reg.get("request_views") or {}
     if as_json:
         click.echo(json.dumps({"project": reg["project"], "registry_version": reg["version"],
                                "entities": list(reg["entities"].values()),
                                "feature_views": [_view_doc(v, states[view_name(v)])
                                                  for v in reg["feature_views"].values()],
-                               "feature_services": list(reg["feature_services"].values())}, indent=1))
+                               "feature_services": list(reg["feature_services"].values()),
+                               "request_views": [request_view_doc(n, rv) for n, rv in rviews.items()]}, indent=1))
         return
     t = Table(title=f"{reg['project']} - registry version {reg['version']}")
     for col in ("kind", "name", "version", "keys / features", "owner", "ttl", "freshness SLA"):
@@ -82,6 +85,8 @@ def list_(ctx: click.Context, as_json: bool) -> None:
                   f"{', '.join(v['join_keys'])} -> {len(v['features'])} features", v["owner"],
                   format_duration(v["ttl_us"]), format_duration(v["freshness_sla_us"]),
                   _when(st["watermark"]), f"{st['online_rows']:,}", _when(st["last_ingest"]))
+    for n, rv in rviews.items():
+        t.add_row("request view", n, "", request_view_summary(rv), "", "", "", "", "", "")
     for s in reg["feature_services"].values():
         t.add_row("feature service", s["name"], "", ", ".join(s["features"]), s["owner"], "", "", "", "", "")
     console.print(t)
@@ -92,7 +97,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a view: its definition summary and state).")
 @click.pass_context
 def describe(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show one entity, view (NAME or NAME_vN) or service with its metadata; a view with its
+    """Show one entity, view (NAME or NAME_vN), request view or service with its metadata; a view with its
     watermark, last materialization, online rows, last ingest and pending rows."""
     fs = open_store(ctx)
     reg = fs.registry.require()
@@ -104,6 +109,13 @@ def describe(ctx: click.Context, name: str, as_json: bool) -> None:
             else:
                 _print_record(label, reg[kind][name])
             return
+    rv = (reg.get("request_views") or {}).get(name)
+    if rv is not None:  # computed at read time: no state, a function
+        if as_json:
+            click.echo(json.dumps(request_view_doc(name, rv), indent=1))
+        else:
+            print_request_view(name, rv)
+        return
     view = fs.get_feature_view(name)
     state = fs.view_status(name)
     if as_json:
@@ -111,6 +123,7 @@ def describe(ctx: click.Context, name: str, as_json: bool) -> None:
         return
     manifest = fs.offline.manifest(view)
     _print_record("feature view", {**{k: v for k, v in view.items() if k != "features"},
+                                   **({"on_miss": on_miss_summary(view["on_miss"])} if view.get("on_miss") else {}),
                                    "ttl": format_duration(view["ttl_us"]),
                                    "freshness_sla": format_duration(view["freshness_sla_us"]),
                                    "max_delay": format_duration(view.get("max_delay_us")),

@@ -150,8 +150,15 @@ def _model_tree(doc: dict[str, Any]) -> Tree:
     data = root.add(escape(f"training set {ts['file']}: {ts['rows']} rows, sha256 {ts['sha256'][:12]}, "
                            f"entities sha256 {(ts['entities_sha256'] or '-')[:12]}, built {ts['built_at']}"))
     svc = data.add(escape(f"feature service {doc['service']}"))
+    for rv in doc.get("request_views", []):  # computed at read time: function, request fields, inputs
+        fn = rv["function"]
+        node = svc.add(escape(f"request view {rv['name']}: function {fn['function']} in {fn.get('file', '-')} "
+                              f"sha256 {fn.get('source_sha256', '-')[:12]}"))
+        node.add(escape(f"request {', '.join(f'{k}: {d}' for k, d in rv['request'].items()) or '-'}; "
+                        f"inputs {', '.join(rv['inputs']) or '-'}"))
     for v in doc["views"]:
-        node = svc.add(escape(f"view {v['view']} (offline fingerprint {v.get('offline_fingerprint') or '-'})"))
+        node = svc.add(escape(f"view {v['view']} (offline fingerprint {v.get('offline_fingerprint') or '-'})"
+                              + (f", read by {', '.join(v['read_by'])}" if v.get("read_by") else "")))
         for src in v["sources"]:
             s = node.add(escape(f"source {src['name']}: {src['path']}"))
             for f in src["files"]:
@@ -186,6 +193,10 @@ def _model_dot(doc: dict[str, Any]) -> str:
              f"  {_q('dataset')} [label={_q('training set ' + doc['dataset'])}];",
              f"  {_q('service')} [label={_q('service ' + doc['service'])}];",
              f"  {_q('model')} -> {_q('dataset')};", f"  {_q('dataset')} -> {_q('service')};"]
+    for rv in doc.get("request_views", []):
+        lines.append(f"  {_q('service')} -> {_q('request view ' + rv['name'])};")
+        for ref in rv["inputs"]:
+            lines.append(f"  {_q('request view ' + rv['name'])} -> {_q('view ' + ref.split(':')[0])};")
     for v in doc["views"]:
         lines.append(f"  {_q('view ' + v['view'])};")
         lines.append(f"  {_q('service')} -> {_q('view ' + v['view'])};")

@@ -14,8 +14,10 @@ from rich.table import Table
 
 from .cli_group import main, open_store, split_list
 from .cli_output import console, err_console, print_writes as _print_writes, warn_null_keys as _warn_null_keys
+from .cli_values import info_request_dtypes, raw_rows, typed_rows
 from .config import SERVER_KEYS
 from .progress import RichReporter
+from .repo.request_time import request_dtypes
 from .repo.resolve import require_one
 
 _ALLOW_FUTURE = click.option("--allow-future", is_flag=True,
@@ -105,14 +107,15 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
 
     A key given again starts another entity row: the n-th value of each key makes row n
     (customer_id=1 customer_id=2 reads two customers), so every key must be given as often
-    as the others.
+    as the others. A request field is read as the dtype its definition declares
+    (trip_km=12.5 is a float64); any other value as an integer if it is one, else as text.
     """
     refs = split_list(features)
     if model is not None and (refs is not None or service is not None):
         raise click.UsageError("give exactly one of --features, --service or --model")
     if model is None:
         require_one(refs, service, ("--features", "--service"))
-    rows = _entity_rows(keys)
+    values = raw_rows(keys)  # read as their declared types below (request fields: cli_values)
     if host is not None or port is not None:
         import os
 
@@ -126,28 +129,15 @@ def get(ctx: click.Context, service: str | None, features: tuple[str, ...], full
                 raise click.UsageError(f"--token-env {token_env}: the environment variable {token_env} is not set")
         tls = client_context(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert or tls_key) else None
         with Client(host or "127.0.0.1", port or DEFAULT_PORT, project=project, token=token, ssl=tls) as client:
+            rows = typed_rows(values, info_request_dtypes(client.info()))
             resp = client.get_online_features(refs, feature_service=service, entity_rows=rows,
                                               full_feature_names=full_feature_names, model=model)
     else:
-        resp = open_store(ctx).get_online_features(refs, feature_service=service, entity_rows=rows,
-                                               full_feature_names=full_feature_names, model=model)
+        fs = open_store(ctx)
+        rows = typed_rows(values, request_dtypes(fs.registry.require()))
+        resp = fs.get_online_features(refs, feature_service=service, entity_rows=rows,
+                                      full_feature_names=full_feature_names, model=model)
     _print_vector(resp)
-
-
-def _entity_rows(keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Entity rows from name=value arguments: the n-th value of each key goes to row n."""
-    values: dict[str, list[Any]] = {}
-    for item in keys:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.UsageError(f"{item!r}: write keys as name=value")
-        values.setdefault(name, []).append(int(value) if value.lstrip("-").isdigit() else value)
-    counts = {name: len(v) for name, v in values.items()}
-    if len(set(counts.values())) > 1:
-        given = ", ".join(f"{name} {n} time(s)" for name, n in counts.items())
-        raise click.UsageError(f"each entity row needs every key once, but the keys are given {given}: "
-                               "give every key as often as the others (the n-th values make row n)")
-    return [dict(zip(values, row)) for row in zip(*values.values())]
 
 
 def _print_vector(resp: Any) -> None:

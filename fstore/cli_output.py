@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .times import format_duration, from_us
 from .repo.definitions import AS_OF_EVENT
+from .repo.request_time import on_miss_info, request_view_info
 
 console = Console()
 if not console.is_terminal:  # piped: lines as long as they need, so no name is ever cut or wrapped
@@ -61,7 +62,41 @@ def view_doc(view: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
             "ttl": format_duration(view["ttl_us"]), "freshness_sla": format_duration(view["freshness_sla_us"]),
             "max_delay": format_duration(view.get("max_delay_us")), "as_of": view.get("as_of", AS_OF_EVENT),
             "features": [{k: f[k] for k in ("name", "dtype", "default")} for f in view["features"]],
-            **({"transform": view["transform"]} if view.get("transform") else {})}  # absent when unset
+            **({"transform": view["transform"]} if view.get("transform") else {}),  # absent when unset
+            **({"on_miss": on_miss_info(view["on_miss"])} if view.get("on_miss") else {})}
+
+
+def request_view_doc(name: str, rv: dict[str, Any]) -> dict[str, Any]:
+    """A request view as ``describe --json`` and ``list --json`` print it."""
+    return {"kind": "request view", "name": name, **request_view_info(rv)}
+
+
+def request_view_summary(rv: dict[str, Any]) -> str:
+    """One line: ``fn(request fields; inputs) -> features``, as ``fstore list`` shows it."""
+    args = [f"{k}: {d}" for k, d in rv["request"].items()] + list(rv["inputs"])
+    outs = ", ".join(f"{f['name']}: {f['dtype']}" for f in rv["features"])
+    return f"{rv['function']['function']}({', '.join(args)}) -> {outs}"
+
+
+def on_miss_summary(spec: dict[str, Any]) -> str:
+    """A view's on_miss in one line: ``compute fn(request fields; inputs)`` (fills NOT_FOUND/EXPIRED)."""
+    args = [f"{k}: {d}" for k, d in spec["request"].items()] + list(spec["inputs"])
+    return f"compute {spec['function']['function']}({', '.join(args)}) where the read finds no usable row"
+
+
+def print_request_view(name: str, rv: dict[str, Any]) -> None:
+    """``fstore describe`` of a request view: its function, request fields, inputs, features."""
+    fn = rv["function"]
+    print_record("request view", {"name": name, "function": fn["function"], "file": fn.get("file", ""),
+                                  "source_sha256": fn.get("source_sha256", ""),
+                                  "request": [f"{k}: {d}" for k, d in rv["request"].items()],
+                                  "inputs": list(rv["inputs"]), "description": rv.get("description", "")})
+    t = Table(title="features (computed at read time)")
+    for col in ("name", "dtype", "description"):
+        t.add_column(col)
+    for f in rv["features"]:
+        t.add_row(f["name"], f["dtype"], escape(f.get("description", "")))
+    console.print(t)
 
 
 def print_record(kind: str, record: dict[str, Any]) -> None:

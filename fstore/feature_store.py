@@ -164,7 +164,8 @@ class FeatureStore:
         dataset_writer(out)
         registry = self.registry.require()
         ready = self.readiness(publish=False).offline
-        requests = resolve(registry, features, feature_service, full_feature_names, ready)  # the stored ones: lineage
+        computed: list[Any] = []  # request views: their functions and inputs go into the lineage too
+        requests = resolve(registry, features, feature_service, full_feature_names, ready, computed)
         table = request_time_historical(self.engine, registry, self.config, features, feature_service,
                                         full_feature_names, ready, entity_df,
                                         event_timestamp_column or self.config.entity_timestamp_column, progress)
@@ -172,7 +173,7 @@ class FeatureStore:
         record = dataset_lineage(registry=registry, offline=self.engine, requests=requests, table=table,
                                  dataset=out, entity_source=str(entity_df) if isinstance(entity_df, (str, Path))
                                  else None, features=features, feature_service=feature_service,
-                                 full_feature_names=full_feature_names)
+                                 full_feature_names=full_feature_names, computed=computed, ready=ready)
         return table, write_lineage(out, record)
 
     # ---- online ----------------------------------------------------------------------

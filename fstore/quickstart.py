@@ -143,7 +143,7 @@ def run_quickstart(root: Path, *, customers: int = 2000, days: int = 30,
         console.print(online_table(served[service], rows))
     console.print(f"done in {time.perf_counter() - t0:.1f} s. Try: fstore -r {root} list; "
                   f"fstore -r {root} describe customer_stats; "
-                  f"fstore -r {root} get --service pricing_v1 driver_id=7 trip_km=12")
+                  f"fstore -r {root} get --service pricing_v1 driver_id=7 trip_km=12.5")
     fs.close()
     return served
 

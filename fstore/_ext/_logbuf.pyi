@@ -41,6 +41,8 @@ class LogBuffer(Recorder):
     wake: Any  # called with no argument once half the queue (at least WAKE_MIN reads) is held
     def __init__(self, queue_size: int, source: Any = None) -> None: ...
     def describe(self, plan: Any, path: str, service: str, full: bool, version: int) -> tuple[float, Any]: ...
+    def next_seq(self) -> int:
+        """The next read's sequence number (a read answered in Python takes one as a compiled read does)."""
     def dropped_rows(self) -> dict[str, int]:
         """Rows dropped since the last call, per service (the counts are reset)."""
     def collect(self) -> dict[str, int]:

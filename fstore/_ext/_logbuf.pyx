@@ -374,6 +374,13 @@ cdef class LogBuffer(Recorder):
     def describe(self, plan, path, service, full, version):
         raise NotImplementedError
 
+    def next_seq(self):
+        """The next read's sequence number: a read answered in Python (a request shape,
+        fstore.monitoring.logging) takes one as a compiled read does, so that ``<pid>-<seq>``
+        stays unique and sampled by the same rule."""
+        self.seq += 1
+        return self.seq
+
     def dropped_rows(self):
         """Rows dropped since the last call, per service (a dict; the counts are reset)."""
         out = {}

@@ -36,6 +36,7 @@ from ..config import RepoConfig
 from ..repo.definitions import logged_services
 from ..repo.registry import Registry
 from .events import hook, worker_id
+from .logcomputed import Answered, answered_tables, entity_columns
 from .logroll import GROUP_ROWS, Roll
 from .logs import log_dir
 from .logtable import LogShape, log_shape
@@ -61,6 +62,9 @@ class FeatureLog(LogBuffer):
         self._snapshots: dict[int, Any] = {}           # registry version -> snapshot (log metadata)
         self._shapes: dict[tuple[int, str, int], tuple[Any, LogShape]] = {}
         self._rolls: dict[str, Roll] = {}              # service -> its rows since its last roll
+        self._answered: collections.deque[Answered] = collections.deque()  # request shapes' reads (record_computed)
+        self._made: dict[str, list[Any]] = {}          # service -> their tables, collected, not yet written
+        self._request_shapes: dict[tuple[int, str, int], tuple[Any, LogShape]] = {}
         self.records: collections.Counter[str] = collections.Counter()  # rows taken, per service
         self.dropped: collections.Counter[str] = collections.Counter()  # rows dropped, per service
         self._reported: dict[tuple[str, str], int] = {}
@@ -115,6 +119,48 @@ class FeatureLog(LogBuffer):
             found = self._shapes[key] = (plan, log_shape(plan, service, full, self._snapshots.get(version)))
         return found[1]
 
+    def record_computed(self, served: tuple[Any, ...], rplan: Any, rows: list[Any], values: list[Any],
+                        status: Any, stamps: Any, now_us: int) -> None:
+        """Record a read of a request shape (fstore.online.request), answered in Python: there
+        is no stored row to copy for a computed value, so the answer itself is held (values,
+        statuses, event times, and the request fields sent) and made into log rows by the
+        writer thread. Same sampling rule, sequence and queue bound as a compiled read's."""
+        _, path, source, service, full, version, caller, model = served
+        if service is None or (self.source is not None and source is not self.source) or not rows:
+            return
+        rate = (self._rates if version == self._version else self._rates_for(version)).get(service) or 0.0
+        if rate <= 0.0:
+            return
+        seq = self.next_seq()
+        if rate < 1.0 and not sampled(caller if caller else f"{worker_id()}-{seq}", rate):
+            return
+        if len(self._answered) >= self.queue_size:
+            self.dropped[service] += len(rows)
+            return
+        plan = rplan.plan
+        key = (id(plan), service, version)
+        found = self._request_shapes.get(key)
+        if found is None or found[0] is not plan:
+            if len(self._request_shapes) > 1024:
+                self._request_shapes.clear()
+            fields = {f: d for step in (*rplan.fills, *rplan.computes) for f, d in step.request.items()}
+            found = self._request_shapes[key] = (plan, log_shape(plan, service, full, self._snapshots.get(version),
+                                                                 fields))
+        shape = found[1]
+        self._answered.append(Answered(shape, list(plan.view_of), seq, now_us, service, model, caller, version,
+                                       path, len(rows), entity_columns(shape, rows), list(values), bytes(status),
+                                       bytes(stamps)))
+
+    def _take_answered(self) -> None:
+        """Make the held answered reads into tables, counted as collected (writer thread)."""
+        held = [self._answered.popleft() for _ in range(len(self._answered))]  # appends go on meanwhile
+        rows: dict[str, int] = {}
+        for a in held:
+            rows[a.service] = rows.get(a.service, 0) + a.n
+        for service, table in answered_tables(held, worker_id()):
+            self._made.setdefault(service, []).append(table)
+        self._collected(rows)
+
     # ---- the writer thread --------------------------------------------------------------
 
     def _run(self) -> None:
@@ -135,6 +181,7 @@ class FeatureLog(LogBuffer):
             for service, n in self.dropped_rows().items():
                 self.dropped[service] += n
             self._collected(self.collect())
+            self._take_answered()
             now = time.monotonic()
             due = {s for s, r in self._rolls.items()
                    if not due_only or r.rows >= self.roll_rows or now - r.since >= self.roll_seconds}
@@ -160,9 +207,10 @@ class FeatureLog(LogBuffer):
             tables.setdefault(service, []).append(table)
         for service in services:
             roll = self._rolls[service]
+            made = self._made.pop(service, [])
             try:
                 if failed is None:
-                    roll.write(tables.get(service, []))
+                    roll.write(tables.get(service, []) + made)
                 if service in due:
                     del self._rolls[service]
                     if failed is None:

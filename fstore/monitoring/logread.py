@@ -216,14 +216,21 @@ def read_logs(config: Any, service: str, since_us: Any = None, until_us: Any = N
 
 
 def merge_meta(metas: Iterable[dict[str, Any]], service: str) -> dict[str, Any]:
-    """The ``fstore.log`` metadata of many files as one: every feature column and key once."""
+    """The ``fstore.log`` metadata of many files as one: every feature column, key and
+    request field (request shapes) once."""
     features: dict[str, dict[str, Any]] = {}
+    request: dict[str, dict[str, Any]] = {}
     keys: list[str] = []
     for m in metas:
         for f in m.get("features", []):
             features.setdefault(f["column"], f)
+        for r in m.get("request", []):
+            request.setdefault(r["column"], r)
         keys += [k for k in m.get("keys", []) if k not in keys]
-    return {"format": FORMAT, "service": service, "features": list(features.values()), "keys": keys}
+    out = {"format": FORMAT, "service": service, "features": list(features.values()), "keys": keys}
+    if request:
+        out["request"] = list(request.values())
+    return out
 
 
 def log_dir(config: RepoConfig, service: str, model: bool = False) -> Path:

@@ -29,6 +29,7 @@ from ..offline.store import OfflineStore
 from ..repo.resolve import ViewRequest
 from ..times import now_us
 from . import skew_compare as cmp
+from .skew_request import recomputed_columns
 from .logread import CALLER_ID, REQUEST_TIME, LogGroup, LogPart, group_parts, has_model_log, read_parts, service_dir
 
 OFFLINE = "offline"
@@ -132,6 +133,18 @@ def _against_offline(registry: dict[str, Any], store: OfflineStore, groups: list
         table = g.table
         rows += table.num_rows
         ts = cmp.times_us(table.column(REQUEST_TIME))
+        recomputed = recomputed_columns(registry, store, g)  # request-time features: training's recomputation
+        for spec in g.meta["features"]:
+            if spec.get("request_view"):
+                col = spec["column"]
+                tally = tallies.setdefault(col, cmp.FeatureTally(col))
+                served, status, served_ts = _served(table, col, g)
+                exp = recomputed[col]
+                equal = cmp.equal_mask(served, exp, spec["dtype"])
+                codes = cmp.computed_reasons(~equal, status, np.zeros(len(equal), dtype=np.int8))
+                tally.add(~equal, cmp.abs_diffs(served, exp, spec["dtype"], equal), codes)
+                shown += _examples(table, g, col, served, exp, status, served_ts, None, codes,
+                                   examples - sum(1 for e in shown if e["feature"] == col))
         for view, specs in _by_view(g, registry):
             req = ViewRequest(view, [s["feature"] for s in specs], [s["column"] for s in specs],
                               list(range(len(specs))))
@@ -139,10 +152,11 @@ def _against_offline(registry: dict[str, Any], store: OfflineStore, groups: list
             dtypes = {f["name"]: f["dtype"] for f in view["features"]}
             for spec, exp in zip(specs, expected):
                 col = spec["column"]
+                exp = recomputed.get(col, exp)  # an on_miss view's: what training fills where it misses
                 tally = tallies.setdefault(col, cmp.FeatureTally(col))
                 served, status, served_ts = _served(table, col, g)
                 equal = cmp.equal_mask(served, exp, dtypes[spec["feature"]])
-                codes = cmp.reasons(~equal, status, served_ts, offline_ts)
+                codes = cmp.computed_reasons(~equal, status, cmp.reasons(~equal, status, served_ts, offline_ts))
                 tally.add(~equal, cmp.abs_diffs(served, exp, dtypes[spec["feature"]], equal), codes)
                 shown += _examples(table, g, col, served, exp, status, served_ts, offline_ts, codes,
                                    examples - sum(1 for e in shown if e["feature"] == col))
@@ -155,6 +169,8 @@ def _by_view(group: LogGroup, registry: dict[str, Any]) -> list[tuple[dict[str, 
     views = registry["feature_views"]
     out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for spec in group.meta["features"]:
+        if spec.get("request_view"):
+            continue  # no stored row: compared with training's recomputation (skew_request)
         record = views.get(spec["view"])
         if record is None:
             raise UnknownObject(f"log file {group.files[0]} names feature view {spec['view']!r}, which is not in "

@@ -28,8 +28,9 @@ MISSING_ONLINE = "missing_online"
 NOT_IN_OFFLINE = "not_in_offline"
 DEFAULT_DIFFERS = "default_differs"
 VALUE_DIFFERS = "value_differs"
+COMPUTED_DIFFERS = "computed_differs"
 #: the reasons, by the code ``reasons`` returns (0: no mismatch)
-REASONS = (None, STALE_ONLINE, MISSING_ONLINE, NOT_IN_OFFLINE, DEFAULT_DIFFERS, VALUE_DIFFERS)
+REASONS = (None, STALE_ONLINE, MISSING_ONLINE, NOT_IN_OFFLINE, DEFAULT_DIFFERS, VALUE_DIFFERS, COMPUTED_DIFFERS)
 _CODE = {name: i for i, name in enumerate(REASONS) if name}
 _NUMERIC = ("int32", "int64", "float32", "float64")
 _FLOATS = ("float32", "float64")
@@ -89,6 +90,16 @@ def reasons(mismatch: np.ndarray, status: np.ndarray, served_ts: np.ndarray, off
         hit = left & cond
         out[hit] = _CODE[name]
         left &= ~hit
+    return out
+
+
+def computed_reasons(mismatch: np.ndarray, status: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``codes`` with ``computed_differs`` where a mismatching value was computed at read time:
+    a request view's output (the column is all computed: pass zeros) or an on_miss fill's
+    COMPUTED value. Training's recomputation from the logged request differs from it."""
+    out = codes.copy()
+    computed = status == int(Status.COMPUTED)
+    out[mismatch & (computed | (codes == 0))] = _CODE[COMPUTED_DIFFERS]
     return out
 
 

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..errors import InvalidArgument, MissingLineage
 from ..files import write_atomic
-from ..repo.names import view_name
-from ..repo.resolve import ViewRequest
+from ..repo.names import split_ref, view_name
+from ..repo.resolve import ViewRequest, find_view
 
 
 def lineage_path(dataset: Path) -> Path:
@@ -41,8 +41,14 @@ def file_sha256(path: Path) -> str:
 def dataset_lineage(*, registry: dict[str, Any], offline: Any, requests: list[ViewRequest],
                     table: pa.Table, dataset: Path, entity_source: str | None,
                     features: Sequence[str] | None, feature_service: str | None,
-                    full_feature_names: bool) -> dict[str, Any]:
-    """The lineage record of a dataset just written to ``dataset``."""
+                    full_feature_names: bool, computed: list[ViewRequest] | None = None,
+                    ready: frozenset[str] | None = None) -> dict[str, Any]:
+    """The lineage record of a dataset just written to ``dataset``. ``computed``: the request
+    views it holds (fstore.repo.resolve), recorded with their function (name, file, source
+    sha256), request fields and inputs pinned to the version read (``ready``: the versions
+    unpinned references read, offline); a view their functions read is in ``views`` too."""
+    request_views, read_by = _functions(registry, requests, computed or [], ready)
+    stored = {view_name(r.view) for r in requests}
     return {
         "dataset": str(dataset),
         "dataset_sha256": file_sha256(dataset),
@@ -59,10 +65,55 @@ def dataset_lineage(*, registry: dict[str, Any], offline: Any, requests: list[Vi
             feature_service and registry["feature_services"][feature_service].get("full_feature_names")),
         "entities": {"path": entity_source,
                      "sha256": file_sha256(Path(entity_source)) if entity_source else None},
-        "views": [{"view": view_name(r.view), "name": r.view["name"], "version": r.view["version"],
-                   "features": r.features, "columns": r.outputs, "ttl_us": r.view.get("ttl_us"),
-                   "offline_fingerprint": offline.fingerprint(r.view)} for r in requests],
+        "views": [_view_entry(r.view, r.features, r.outputs, offline, read_by) for r in requests] +
+        [_view_entry(v, feats, [], offline, read_by) for name, (v, feats) in _inputs(registry, read_by).items()
+         if name not in stored],
+        "request_views": request_views,
     }
+
+
+def _view_entry(view: dict[str, Any], features: list[str], columns: list[str], offline: Any,
+                read_by: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out = {"view": view_name(view), "name": view["name"], "version": view["version"], "features": features,
+           "columns": columns, "ttl_us": view.get("ttl_us"), "offline_fingerprint": offline.fingerprint(view)}
+    if view.get("on_miss"):
+        spec = view["on_miss"]
+        out["on_miss"] = {"function": dict(spec["function"]), "request": dict(spec["request"]),
+                          "inputs": list(spec["inputs"])}
+    if view_name(view) in read_by:
+        out["read_by"] = sorted(read_by[view_name(view)]["by"])
+    return out
+
+
+def _functions(registry: dict[str, Any], requests: list[ViewRequest], computed: list[ViewRequest],
+               ready: frozenset[str] | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The request views of a training set as lineage records, and the view versions the
+    functions (request views, on_miss fills) read: versioned name -> {features, by}."""
+    views = registry["feature_views"]
+    read_by: dict[str, dict[str, Any]] = {}
+
+    def pin(ref: str, owner: str) -> str:
+        view_ref, feat = split_ref(ref)
+        v = find_view(view_ref, views, ready, feat)
+        entry = read_by.setdefault(view_name(v), {"features": [], "by": set()})  # type: ignore[arg-type]
+        entry["features"] += [feat] if feat not in entry["features"] else []
+        entry["by"].add(owner)
+        return f"{view_name(v)}:{feat}"  # type: ignore[arg-type]
+
+    for r in requests:
+        for ref in (r.view.get("on_miss") or {}).get("inputs", []):
+            pin(ref, f"feature_view {view_name(r.view)} on_miss")
+    records = []
+    for r in computed:
+        rv = r.view
+        records.append({"name": rv["name"], "function": dict(rv["function"]), "request": dict(rv["request"]),
+                        "inputs": [pin(ref, f"request_view {rv['name']}") for ref in rv["inputs"]],
+                        "features": list(r.features), "columns": list(r.outputs)})
+    return records, read_by
+
+
+def _inputs(registry: dict[str, Any], read_by: dict[str, dict[str, Any]]) -> dict[str, tuple[dict[str, Any], list[str]]]:
+    return {name: (registry["feature_views"][name], entry["features"]) for name, entry in read_by.items()}
 
 
 def read_lineage(dataset: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ def model_lineage(doc: dict[str, Any], offline: OfflineStore, ref: str) -> dict[
         "service": rec["service"],
         "service_features": doc["feature_services"].get(rec["service"], {}).get("features"),
         "views": [_view(doc, offline, v) for v in rec["views"]],
+        "request_views": rec.get("request_views", []),
         "artifact": rec.get("artifact"), "metrics": rec.get("metrics", {}), "params": rec.get("params", {}),
     }
 
@@ -35,6 +36,7 @@ def _view(doc: dict[str, Any], offline: OfflineStore, trained: dict[str, Any]) -
     record = doc["feature_views"].get(key)
     out = {"name": trained["name"], "version": trained["version"], "view": key,
            "offline_fingerprint": trained.get("offline_fingerprint"), "sources": []}
+    out |= {k: trained[k] for k in ("on_miss", "read_by") if k in trained}
     if record is None:  # never happens to an applied version (apply keeps them); said, not hidden
         out["missing"] = True
         return out

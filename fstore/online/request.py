@@ -28,7 +28,7 @@ from ..repo.functions import load
 from ..repo.names import split_ref, view_name
 from ..repo.request_time import apply, filled, request_column
 from ..repo.resolve import ViewRequest, find_view, resolve
-from ..times import NO_TIME
+from ..times import NO_TIME, now_us
 from .plan import build_plan
 from .response import OnlinePlan, OnlineResponse
 
@@ -173,11 +173,33 @@ def answer(rplan: RequestPlan, rows: list[Any], values: list[Any], status: bytea
     return flat, out_status, stamps
 
 
-def read_request(read: Callable[..., Any], env: Any, rplan: RequestPlan, rows: list[Any], at: Any) -> OnlineResponse:
-    """An in-process read of a request shape (``read``: fstore._ext._online.read)."""
+def read_request(read: Callable[..., Any], env: Any, rplan: RequestPlan, rows: list[Any], at: Any,
+                 served: tuple[Any, ...] | None = None) -> OnlineResponse:
+    """A read of a request shape (``read``: fstore._ext._online.read), in process or on the
+    server's Python path. ``served`` (the read's identity, as for a compiled read) hands the
+    answer to the recorders that take answered reads (``record_computed``: the feature log
+    logs computed values from the answer, as no stored row holds them)."""
+    when = now_us() if at is None else at  # the instant the statuses are decided, and logged
     if rplan.inner.readers:
-        inner = read(env, rplan.inner, rows, at, OnlineResponse, False, None)
+        inner = read(env, rplan.inner, rows, when, OnlineResponse, False, None)
         flat, status, stamps = answer(rplan, rows, inner._values, inner._raw_status, inner._raw_ts)
     else:
         flat, status, stamps = answer(rplan, rows, [], bytearray(), bytearray())
+    if served is not None:
+        record_answer(served, rplan, rows, flat, status, stamps, when)
     return OnlineResponse(rows, rplan.plan, flat, status, stamps, True)
+
+
+def record_answer(served: tuple[Any, ...], rplan: RequestPlan, rows: list[Any], flat: list[Any], status: bytearray,
+                  stamps: bytearray, when: int) -> None:
+    """Hand an answered request-shape read to the recorders of ``served`` that take one; a
+    recorder that raises is told to its ``on_error`` (counted and logged), never to the read."""
+    for recorder in served[0]:
+        take = getattr(recorder, "record_computed", None)
+        if take is None:
+            continue
+        try:
+            take(served, rplan, rows, flat, status, stamps, when)
+        except Exception:  # noqa: BLE001 - a recorder must never fail a read
+            if recorder.on_error is not None:
+                recorder.on_error(recorder)

@@ -91,7 +91,7 @@ class OnlineService:
                   model) if recorders else None
         try:
             if plan.__class__ is RequestPlan:  # request-time features (fstore.online.request)
-                resp = read_request(read, self.store.env, plan, rows, at)  # type: ignore[arg-type]
+                resp = read_request(read, self.store.env, plan, rows, at, served)  # type: ignore[arg-type]
                 plan = plan.plan  # type: ignore[attr-defined]
             else:
                 resp = read(self.store.env, plan, rows, at, OnlineResponse, False, served)

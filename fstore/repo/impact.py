@@ -32,17 +32,42 @@ class Impact:
 
 def resolved_versions(state: dict[str, Any], service: str) -> dict[str, int] | None:
     """{view name: version} a service reads under ``state`` (newest applied version for an
-    unpinned reference), or None when the service or a view it names is gone."""
+    unpinned reference), or None when the service or a view it names is gone. A request view
+    is not a view: the views its function reads are (its ``inputs``), as are those a view's
+    ``on_miss`` reads, as a training set's lineage lists them (fstore.offline.datasets)."""
     svc = state.get("feature_services", {}).get(service)
     if svc is None:
         return None
-    out: dict[str, int] = {}
+    views, rviews = state.get("feature_views", {}), state.get("request_views") or {}
+    refs = list(svc["features"])
     for ref in svc["features"]:
+        rv = rviews.get(split_ref(ref)[0])
+        refs += rv["inputs"] if rv is not None else []
+    out: dict[str, int] = {}
+    for i, ref in enumerate(refs):
         view_ref, feat = split_ref(ref)
-        record = find_view(view_ref, state.get("feature_views", {}), None, feat)
+        if view_ref in rviews:
+            continue
+        record = find_view(view_ref, views, None, feat)
         if record is None:
             return None
         out[record["name"]] = record["version"]
+        if i < len(svc["features"]) and record.get("on_miss"):
+            refs += record["on_miss"]["inputs"]
+    return out
+
+
+def request_views_changed(trained: list[dict[str, Any]], state: dict[str, Any]) -> list[str]:
+    """The request views a model was trained on that ``state`` removed or changed (function
+    source, request fields, inputs or features): serving would compute other values."""
+    now = state.get("request_views") or {}
+    out = []
+    for rv in trained:
+        cur = now.get(rv["name"])
+        if cur is None or cur["function"] != rv["function"] or cur["request"] != rv["request"] or \
+                not set(rv["features"]) <= {f["name"] for f in cur["features"]} or \
+                [split_ref(r)[1] for r in cur["inputs"]] != [split_ref(r)[1] for r in rv["inputs"]]:
+            out.append(rv["name"])
     return out
 
 
@@ -58,7 +83,8 @@ def model_impacts(old: dict[str, Any], new: dict[str, Any]) -> list[Impact]:
         svc = rec["service"]
         who = f"read by {name}:{rec['version']} (production) through {svc}"
         trained = {v["name"]: v["version"] for v in rec["views"]}
-        breaking = resolved_versions(new, svc) != trained
+        changed_fns = request_views_changed(rec.get("request_views") or [], new)
+        breaking = resolved_versions(new, svc) != trained or bool(changed_fns)
 
         def add(message: str) -> None:
             out.append(Impact(f"{message}: {who}" + ("" if breaking else
@@ -69,6 +95,8 @@ def model_impacts(old: dict[str, Any], new: dict[str, Any]) -> list[Impact]:
             add(f"feature service {svc} removed")
         elif before != after:
             add(f"feature service {svc} changed")
+        for rv in changed_fns:
+            add(f"request view {rv} {'removed' if rv not in (new.get('request_views') or {}) else 'changed'}")
         for view, version in trained.items():
             key = versioned_name(view, version)
             old_rec, new_rec = old.get("feature_views", {}).get(key), new.get("feature_views", {}).get(key)
@@ -118,11 +146,15 @@ def dependents(doc: dict[str, Any], target: str) -> dict[str, Any]:
 
 def _for_view(doc: dict[str, Any], name: str, version: int | None) -> dict[str, Any]:
     """The services, training sets and model versions that read view ``name`` (any version
-    when ``version`` is None). A service reads the view when one of its references names it."""
+    when ``version`` is None). A service reads the view when one of its references names it,
+    or names a request view whose inputs name it."""
     services = []
+    rviews = doc.get("request_views") or {}
     for svc in doc["feature_services"].values():
         refs = []
-        for ref in svc["features"]:
+        names = list(svc["features"])
+        names += [i for ref in svc["features"] for i in (rviews.get(split_ref(ref)[0]) or {}).get("inputs", [])]
+        for ref in names:
             view_ref = split_ref(ref)[0]
             record = doc["feature_views"].get(view_ref)
             refs.append((record["name"], record["version"]) if record else (view_ref, None))

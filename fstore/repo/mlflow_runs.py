@@ -57,6 +57,9 @@ def lineage_tags(name: str, record: dict[str, Any], project: str) -> dict[str, s
         "registry_version": ts.get("registry_version"), "service": record["service"],
         "dataset": record["dataset"], "dataset_sha256": record["dataset_sha256"],
         "views": ",".join(versioned_name(v["name"], v["version"]) for v in record["views"]),
+        **({"request_views": ",".join(f"{rv['name']}={rv['function']['function']}@"
+                                      f"{rv['function'].get('source_sha256', '')[:12]}"
+                                      for rv in record["request_views"])} if record.get("request_views") else {}),
     }.items()}
 
 

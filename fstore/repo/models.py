@@ -154,8 +154,10 @@ class ModelRegistry:
                                   f"not {doc['project']!r}")
         record = {
             "dataset": str(path), "dataset_sha256": lineage["dataset_sha256"], "service": service,
-            "views": [{"name": v["name"], "version": v["version"],
-                       "offline_fingerprint": v.get("offline_fingerprint")} for v in lineage["views"]],
+            "views": [_trained_view(v) for v in lineage["views"]],
+            # features computed by functions (absent from training sets built before them: [])
+            "request_views": [{k: rv[k] for k in ("name", "function", "request", "inputs", "features")}
+                              for rv in lineage.get("request_views") or []],
             "training_set": {"rows": lineage.get("rows"), "built_at": lineage.get("created_at"),
                              "registry_version": lineage.get("registry_version"),
                              "entities": lineage.get("entities"), "feature_service": lineage.get("feature_service")},
@@ -198,3 +200,11 @@ class ModelRegistry:
         return [{"name": name, "versions": m["versions"],
                  "production": next((r["version"] for r in m["versions"] if r["stage"] == "production"), None)}
                 for name, m in sorted(models.items())]
+
+
+def _trained_view(v: dict[str, Any]) -> dict[str, Any]:
+    """A view version of a training set's lineage, as a model version records it: with its
+    ``on_miss`` function and the functions that read it (``read_by``), when it has them."""
+    out = {"name": v["name"], "version": v["version"], "offline_fingerprint": v.get("offline_fingerprint")}
+    out |= {k: v[k] for k in ("on_miss", "read_by") if k in v}
+    return out

@@ -139,6 +139,32 @@ def on_miss_dict(on_miss: dict[str, Any] | None) -> dict[str, Any]:
                         "inputs": list(on_miss["inputs"])}}
 
 
+def request_view_info(rv: dict[str, Any]) -> dict[str, Any]:
+    """A request view as INFO, ``fstore describe`` and ``list --json`` say it: its function (name, file,
+    source hash), request fields, inputs, and its features with their dtype; a computed
+    feature has no default (nil), so a client's fallback answers it None, UNAVAILABLE."""
+    return {"function": dict(rv["function"]), "request": dict(rv["request"]), "inputs": list(rv["inputs"]),
+            "features": {f["name"]: {"dtype": f["dtype"], "default": None} for f in rv["features"]},
+            "description": rv.get("description", "")}
+
+
+def on_miss_info(spec: dict[str, Any]) -> dict[str, Any]:
+    """A view's ``on_miss: compute`` as INFO and describe say it."""
+    return {"function": dict(spec["function"]), "request": dict(spec["request"]), "inputs": list(spec["inputs"])}
+
+
+def request_dtypes(doc: dict[str, Any]) -> dict[str, str]:
+    """Request field -> its declared dtype, over every request view and view ``on_miss`` of a
+    registry document, join keys left out (what ``fstore get`` reads its arguments as)."""
+    out: dict[str, str] = {}
+    for rv in (doc.get("request_views") or {}).values():
+        out.update(rv["request"])
+    for v in doc["feature_views"].values():
+        out.update((v.get("on_miss") or {}).get("request") or {})
+    keys = {k for v in doc["feature_views"].values() for k in v["join_keys"]}
+    return {f: d for f, d in out.items() if f not in keys}
+
+
 def filled(view: dict[str, Any]) -> list[dict[str, Any]]:
     """The features ``on_miss: compute`` fills: those of the view without a default."""
     return [f for f in view["features"] if f["default"] is None]

@@ -3,7 +3,8 @@
 The client learns the declared defaults from INFO each time it opens a connection
 (docs/protocol.md, "INFO"), so a server that goes away later still leaves the client
 able to answer: every requested feature gets its declared default (None where it has
-none) with the status UNAVAILABLE, and no event timestamp. Features are resolved the way
+none) with the status UNAVAILABLE, and no event timestamp; a request view's output (computed
+at read time by a function only the server runs) is None, UNAVAILABLE. Features are resolved the way
 the server resolves them (fstore.repo.resolve): a bare view name reads the view's live
 version, ``view_vN`` pins one, output names are ``feature`` or ``view__feature``.
 """
@@ -28,6 +29,9 @@ class Defaults:
         if isinstance(services, list):  # the INFO of an older server: [{"name", "features"}]
             services = {s["name"]: s["features"] for s in services if isinstance(s, dict)}
         self.services: dict[str, list[str]] = services
+        # request views (INFO of a server before them: none): their outputs have no default
+        self.features.update({name: dict(rv.get("features") or {})
+                              for name, rv in (info.get("request_views") or {}).items() if isinstance(rv, dict)})
         self.keys: dict[str, list[str]] = {
             versioned_name(v["name"], v["version"]): list(v.get("join_keys") or [])
             for v in info.get("views") or [] if isinstance(v, dict) and "name" in v and "version" in v}

@@ -98,12 +98,12 @@ class Handlers:
             raise TooManyRows(f"{n} entity rows; the limit is {st.limits.max_rows}", "entities")
         request_id = checked_name(args.get("request_id"), "request_id", MAX_REQUEST_ID)
         plan = prepared.plan
+        recorders = hook.recorders  # the feature log: handed the read inside the compiled call (or its answer)
+        served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
+                  model if type(model) is str else None) if recorders and entities else None
         if prepared.request is not None and entities:  # request-time features (fstore.online.request)
-            values, status, stamps = self._get_request(prepared.request, entities, n)
+            values, status, stamps = self._get_request(prepared.request, entities, n, served)
         elif entities:
-            recorders = hook.recorders  # the feature log: handed the read inside the compiled call
-            served = (recorders, SERVER, None, prepared.service, prepared.full, prepared.version, request_id,
-                      model if type(model) is str else None) if recorders else None
             try:
                 values, status, stamps = read_packed(st.online.store.env, plan, entities, None, served)
             except (KeyError, TypeError, ValueError, OverflowError):
@@ -115,13 +115,14 @@ class Handlers:
         self._served = (args, prepared, values, status, stamps)
         return get_reply(rid, prepared, values, status, stamps, args.get("meta", True), request_id)
 
-    def _get_request(self, rplan: Any, entities: dict[str, list[Any]], n: int) -> tuple[bytes, bytearray, bytearray]:
+    def _get_request(self, rplan: Any, entities: dict[str, list[Any]], n: int,
+                     served: tuple[Any, ...] | None) -> tuple[bytes, bytearray, bytearray]:
         """A GET of a shape with request-time features: the compiled read of its stored
         features, then the functions (request fields are columns of ``entities``)."""
         st = self.state
         rows = [{k: col[i] for k, col in entities.items()} for i in range(n)]
         try:
-            resp = read_request(read, st.online.store.env, rplan, rows, None)
+            resp = read_request(read, st.online.store.env, rplan, rows, None, served)
         except (ComputedFeatureError, EntityRowError):
             raise
         except (KeyError, TypeError, ValueError, OverflowError):
