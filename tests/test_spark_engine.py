@@ -11,13 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pyarrow.parquet as pq
+
 from fstore import FeatureStore
-from fstore.errors import BadRows
+from fstore.errors import BadRows, TransformError
+from fstore.offline import transform as offline_transform
 from spark_util import needs_spark, spark_twin, stored, sync_sources
 from test_asof_created import _created_repo, _source
 from test_asof_created import oracle as created_oracle
 from test_asof_created import scenario as created_scenario
 from test_historical import T0, make_repo, oracle, scenario, ts, write_source
+from test_transforms import FNS as TX_FNS, T0 as TX_T0, _events as tx_events, _views as tx_views, _write_defs as write_defs
 
 pytestmark = [pytest.mark.spark, needs_spark]
 SLOW = settings(max_examples=6, deadline=None,
@@ -212,3 +216,98 @@ def test_bad_rows_are_named_as_the_local_engine_names_them(tmp_path):
     assert str(got.value) == str(want.value) and "row 2" in str(got.value)
     assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["v_v1"]) is None  # nothing written
     assert not list(spark.engine.store.view_dir(spark.registry.load()["feature_views"]["v_v1"]).glob("b*/*.parquet"))
+
+
+# ---- transformations (docs/transformations.md, "Engines"): made in Spark, stored as the local engine stores them
+
+@pytest.fixture()
+def tx_pair(tmp_path: Path, monkeypatch) -> tuple[FeatureStore, FeatureStore]:
+    """test_transforms' repository (row-wise and full SQL, row-wise and full Python views)
+    applied twice, local and Spark. In this process a transformation may run only where the
+    Spark engine says it does: a full Python one on the driver, any other in Spark (whose
+    Python workers are other processes), so a silent fall-back to the driver fails."""
+    root = tmp_path / "repo"
+    (root / "features").mkdir(parents=True)
+    (root / "data" / "events").mkdir(parents=True)
+    (root / "fstore.yaml").write_text("project: tx\n")
+    (root / "features" / "fns.py").write_text(TX_FNS)
+    pq.write_table(tx_events(0, [1, 2, 3, 1], [1.0, 2.0, -3.0, 4.0]), root / "data" / "events" / "d0.parquet")
+    write_defs(root, tx_views())
+    local, spark = twins(root)
+    real = offline_transform.run_transform
+
+    def on_the_driver(transform, table, *args, **kw):
+        if "python" in transform and not transform.get("row_wise") or not driver_only:
+            return real(transform, table, *args, **kw)
+        raise AssertionError(f"{transform} ran on the driver under the Spark engine")
+
+    driver_only = False
+    monkeypatch.setattr(offline_transform, "run_transform", on_the_driver)
+    original = spark.ingest
+
+    def spark_ingest(*a, **kw):
+        nonlocal driver_only
+        driver_only = True
+        try:
+            return original(*a, **kw)
+        finally:
+            driver_only = False
+
+    monkeypatch.setattr(spark, "ingest", spark_ingest)
+    return local, spark
+
+
+TX_VIEWS = ("doubled_v1", "daily_v1", "tenx_v1", "top_v1")
+
+
+def test_transformed_views_equal_the_local_engine(tx_pair):
+    """Incremental (new file, changed file) and full ingests give the same results, the
+    same stores byte for byte in content, and the same training sets."""
+    local, spark = tx_pair
+    root = local.config.root
+    ingest_both(local, spark)
+    pq.write_table(tx_events(1, [1, 4, 2], [10.0, 20.0, 5.0]), root / "data" / "events" / "d1.parquet")
+    nulls = tx_events(2, [5, 6, 7], [1.0, 2.0, 3.0]).set_column(0, "user_id", pa.array([5, None, 7], pa.int64()))
+    pq.write_table(nulls, root / "data" / "events" / "d2.parquet")  # a null key: skipped and counted
+    ingest_both(local, spark)
+    pq.write_table(tx_events(0, [1, 2, 9], [7.0, -1.0, 2.0]), root / "data" / "events" / "d0.parquet")  # changed
+    ingest_both(local, spark)
+    for view in TX_VIEWS:
+        assert stored(spark, view) == stored(local, view), view
+    ent = pa.table({"user_id": pa.array([1, 2, 3, 4, 5, 9, 1], pa.int64()),
+                    "event_timestamp": pa.array([TX_T0 + dt.timedelta(days=d) for d in (0, 1, 1, 2, 3, 3, 5)],
+                                                pa.timestamp("us", tz="UTC"))})
+    got = same_training_set(local, spark, ent, ["doubled:amount2", "doubled:cat_u", "daily:total", "daily:n",
+                                                "tenx:amount10", "top:top"])
+    assert got.column("amount2").to_pylist()[-1] == 20.0
+
+
+def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair):
+    """A DuckDB function Spark lacks fails at planning, a value Spark cannot cast fails in
+    the job: each is a TransformError naming the view and showing the SQL, and nothing is
+    written; the local engine runs the first and refuses the second too."""
+    local, spark = tx_pair
+    views = tx_views()
+    views[0]["version"] = 2
+    views[0]["transform"]["sql"] = "SELECT user_id, ts, amount AS amount2, strftime(ts, '%Y') AS cat_u FROM source"
+    for fs in tx_pair:
+        write_defs(fs.config.root, views)
+        fs.apply()
+    local.ingest(["doubled_v2"])
+    with pytest.raises(TransformError) as err:
+        spark.ingest(["doubled_v2"])
+    assert "feature view doubled_v2" in str(err.value) and "strftime" in str(err.value) and \
+        "Spark SQL" in str(err.value) and err.value.view == "doubled_v2"
+    view = spark.registry.load()["feature_views"]["doubled_v2"]
+    assert spark.engine.store.manifest(view) is None
+    views[0]["version"] = 3
+    views[0]["transform"]["sql"] = "SELECT user_id, ts, CAST(cat AS DOUBLE) AS amount2, cat AS cat_u FROM source"
+    for fs in tx_pair:
+        write_defs(fs.config.root, views)
+        fs.apply()
+    with pytest.raises(TransformError, match="doubled_v3"):
+        local.ingest(["doubled_v3"])
+    with pytest.raises(TransformError) as err:
+        spark.ingest(["doubled_v3"])
+    assert "feature view doubled_v3" in str(err.value) and "CAST(cat AS DOUBLE)" in str(err.value)
+    assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["doubled_v3"]) is None
