@@ -293,23 +293,31 @@ class OfflineStore:
         """Replace a view version's whole history by ``table`` (typed, ``__unit`` set), one
         run; ``units``: the manifest's unit entries (without run and time), ``extra``: other
         manifest keys (a full recompute's inputs). Used by backfill."""
+        self.replace_history_written(view, self._table_writer(view, table), units, extra)
+
+    def replace_history_written(self, view: dict[str, Any], write: WriteRun, units: dict[str, dict[str, Any]],
+                                extra: dict[str, Any] | None = None) -> None:
+        """``replace_history`` whose run is written by ``write`` (see ``replace_written``)."""
         vdir = self.view_dir(view)
         vdir.mkdir(parents=True, exist_ok=True)
         with file_lock(vdir / ".lock"):
             manifest = self.manifest(view) or self._new_manifest(view)
             self._remove_orphans(vdir, manifest)
-            self.replace_locked(view, manifest, table, units, extra or {})
+            self.replace_written(view, manifest, write, units, extra or {})
 
     def replace_locked(self, view: dict[str, Any], old: dict[str, Any], table: pa.Table,
                        units: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
         """``replace_history`` under the view's lock (held by the caller): the new manifest is
         swapped in once the parts are written, then the old parts are deleted."""
+        self.replace_written(view, old, self._table_writer(view, table), units, extra)
+
+    def _table_writer(self, view: dict[str, Any], table: pa.Table) -> WriteRun:
         vdir = self.view_dir(view)
 
         def write(run_id: str, n_buckets: int, written: list[Path]) -> tuple[dict[str, str], int, list[int] | None]:
             return write_parts(vdir, view, n_buckets, table, run_id, written), table.num_rows, event_range(table)
 
-        self.replace_written(view, old, write, units, extra)
+        return write
 
     def replace_written(self, view: dict[str, Any], old: dict[str, Any], write: WriteRun,
                         units: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:

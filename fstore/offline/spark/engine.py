@@ -23,13 +23,14 @@ from ...progress import Reporter, Silent
 from ...repo.definitions import Source
 from ...repo.resolve import ViewRequest
 from ...repo.aggregations import is_aggregation_view
-from ..backfill import BackfillResult, backfill
+from ..backfill import BackfillResult
 from ..engine import ingest_aggregation
 from ..historical import assemble, entity_keys, prepare_entities, require_manifest
 from ..windows import join_aggregations
 from ..loaders import get_loader
 from ..newest import Reads
 from ..store import IngestResult
+from .backfill import spark_backfill
 from .ingest import SparkStore
 from .newest import newest
 from .pit import join_view
@@ -54,8 +55,8 @@ class SparkEngine:
 
     def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
                  end_us: int, progress: Reporter | None = None) -> BackfillResult:
-        """In process on the driver, over the same store (fstore.offline.backfill)."""
-        return backfill(self.store, old, new, source, start_us, end_us, progress)
+        """fstore.offline.backfill's rule, the rows made and written by Spark (fstore.offline.spark.backfill)."""
+        return spark_backfill(self.store, old, new, source, start_us, end_us, progress)
 
     def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
                    progress: Reporter | None = None) -> pa.Table:
