@@ -267,12 +267,18 @@ def test_transformed_views_equal_the_local_engine(tx_pair):
     same stores byte for byte in content, and the same training sets."""
     local, spark = tx_pair
     root = local.config.root
+
+    def write(name: str, table: pa.Table) -> None:  # nanosecond times (pandas' unit), read by Spark as us
+        ns = table.set_column(1, "ts", table.column("ts").cast(pa.timestamp("ns", tz="UTC")))
+        pq.write_table(ns, root / "data" / "events" / name)
+
+    write("d0.parquet", tx_events(0, [1, 2, 3, 1], [1.0, 2.0, -3.0, 4.0]))
     ingest_both(local, spark)
-    pq.write_table(tx_events(1, [1, 4, 2], [10.0, 20.0, 5.0]), root / "data" / "events" / "d1.parquet")
+    write("d1.parquet", tx_events(1, [1, 4, 2], [10.0, 20.0, 5.0]))
     nulls = tx_events(2, [5, 6, 7], [1.0, 2.0, 3.0]).set_column(0, "user_id", pa.array([5, None, 7], pa.int64()))
-    pq.write_table(nulls, root / "data" / "events" / "d2.parquet")  # a null key: skipped and counted
+    write("d2.parquet", nulls)  # a null key: skipped and counted
     ingest_both(local, spark)
-    pq.write_table(tx_events(0, [1, 2, 9], [7.0, -1.0, 2.0]), root / "data" / "events" / "d0.parquet")  # changed
+    write("d0.parquet", tx_events(0, [1, 2, 9], [7.0, -1.0, 2.0]))  # changed
     ingest_both(local, spark)
     for view in TX_VIEWS:
         assert stored(spark, view) == stored(local, view), view

@@ -13,7 +13,8 @@ then place), which only decides ties on (keys, event time, created time), as Duc
 order does in the local engine; an ORDER BY makes it the same on both.
 
 What is left to the driver (the caller runs the local engine's path, so results stay its):
-a source Spark cannot hold (a column type it lacks), a unit that cannot be read or whose
+a source whose column types Spark would not give back unchanged (nanosecond or non-UTC
+timestamps, large strings, dictionaries, unsigned integers...), a unit that cannot be read or whose
 column types are not the source's schema (DuckDB would see other types), and bad rows in
 the output (the driver names every one as the local engine does).
 """
@@ -50,14 +51,19 @@ def sql_rows(spark: Any, store: OfflineStore, view: dict[str, Any], source: dict
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     loader = get_loader(Source(**source), store.config.root, store.config.store_paths)
-    schema = loader.schema()
+    found = loader.schema()
+    schema = pa.schema([pa.field(f.name, pa.timestamp("us", f.type.tz)) if pa.types.is_timestamp(f.type) else f
+                        for f in found])  # Spark's one time unit: read as microseconds when that loses nothing
     raw_schema = pa.schema([*schema, pa.field(SEQ, pa.int32()), pa.field(KIND, pa.int8()), pa.field(BAD, pa.bool_())])
     try:
         spark_schema = from_arrow_schema(raw_schema)
+        back = to_arrow_schema(spark_schema, timezone="UTC")
     except (TypeError, ValueError, PySparkException):  # a type Spark has not: DuckDB on the driver
         return None
+    if not back.equals(raw_schema, check_metadata=False):  # Spark would change a type (ns, a time zone, ...)
+        return None
     ids = [(u.id, u.fingerprint, None if u.path is None else str(u.path)) for u in units]
-    reader = _raw_reader(source, store.config.root, store.config.store_paths, ids, raw_schema)
+    reader = _raw_reader(source, store.config.root, store.config.store_paths, ids, found, raw_schema)
     raw = spark.range(0, len(units), 1, max(1, len(units))).mapInArrow(reader, spark_schema)
     raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
     held.append(raw)
@@ -100,11 +106,11 @@ def not_portable(view: dict[str, Any]) -> TransformError:
 
 
 def _raw_reader(source: dict[str, Any], root: Path, exclude: tuple[Path, ...], ids: list[tuple[str, str, str | None]],
-                schema: pa.Schema) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+                found: pa.Schema, schema: pa.Schema) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The task reading unit i (its partition's one id) as the source's columns, then one
-    row saying whether it was read with exactly the source's types (else: the driver)."""
-    names = schema.names[:-3]
-    source_types = pa.schema(list(schema)[:-3])
+    row saying whether it was read with exactly the source's types ``found`` and, its
+    times as microseconds, lost nothing (else: the driver)."""
+    names = found.names
 
     def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         loader = get_loader(Source(**source), root, exclude)
@@ -113,8 +119,10 @@ def _raw_reader(source: dict[str, Any], root: Path, exclude: tuple[Path, ...], i
                 uid, fp, path = ids[seq]
                 try:
                     table = loader.read(SourceUnit(uid, fp, None if path is None else Path(path)), names)
-                    ok = table.schema.equals(source_types, check_metadata=False)
-                except IngestError:
+                    ok = table.schema.equals(found, check_metadata=False)
+                    if ok:
+                        table = table.cast(pa.schema(list(schema)[:len(names)]))  # safe: a lost digit raises
+                except (IngestError, pa.ArrowInvalid):
                     ok = False
                 if ok and table.num_rows:
                     n = table.num_rows
