@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from fstore import FeatureStore
 from fstore.errors import BadRows, TransformError
 from fstore.offline import transform as offline_transform
+from fstore.repo.transform_run import run_transform
 from spark_util import needs_spark, spark_twin, stored, sync_sources
 from test_asof_created import _created_repo, _source
 from test_asof_created import oracle as created_oracle
@@ -290,10 +291,11 @@ def test_transformed_views_equal_the_local_engine(tx_pair):
     assert got.column("amount2").to_pylist()[-1] == 20.0
 
 
-def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair):
+def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair, monkeypatch):
     """A DuckDB function Spark lacks fails at planning, a value Spark cannot cast fails in
     the job: each is a TransformError naming the view and showing the SQL, and nothing is
-    written; the local engine runs the first and refuses the second too."""
+    written; the local engine runs the first and refuses the second too. Bad output rows
+    are named as the local engine names them."""
     local, spark = tx_pair
     views = tx_views()
     views[0]["version"] = 2
@@ -319,6 +321,19 @@ def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair):
         spark.ingest(["doubled_v3"])
     assert "feature view doubled_v3" in str(err.value) and "CAST(cat AS DOUBLE)" in str(err.value)
     assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["doubled_v3"]) is None
+    # output values that do not fit the declared type: Spark's tasks find them, the driver names them
+    monkeypatch.setattr(offline_transform, "run_transform", run_transform)
+    views[0] |= {"version": 4, "features": [{"name": "amount2", "dtype": "int32"}, {"name": "cat_u", "dtype": "string"}]}
+    views[0]["transform"]["sql"] = "SELECT user_id, ts, user_id * 3000000000 AS amount2, cat AS cat_u FROM source"
+    for fs in tx_pair:
+        write_defs(fs.config.root, views)
+        fs.apply()
+    with pytest.raises(BadRows) as want:
+        local.ingest(["doubled_v4"])
+    with pytest.raises(BadRows) as got:
+        spark.ingest(["doubled_v4"])
+    assert str(got.value) == str(want.value) and "output row 1" in str(got.value)
+    assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["doubled_v4"]) is None
 
 
 def test_backfill_equals_the_local_engine(tx_pair):
