@@ -4,6 +4,7 @@ of tests/test_historical.py and tests/test_asof_created.py (their oracles too)."
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,9 +16,11 @@ import pyarrow.parquet as pq
 
 from fstore import FeatureStore
 from fstore.errors import BadRows, TransformError
+from fstore.offline import tiles as offline_tiles
 from fstore.offline import transform as offline_transform
 from fstore.repo.transform_run import run_transform
 from spark_util import needs_spark, spark_twin, stored, sync_sources
+from test_aggregations import _repo as agg_repo
 from test_asof_created import _created_repo, _source
 from test_asof_created import oracle as created_oracle
 from test_asof_created import scenario as created_scenario
@@ -363,3 +366,48 @@ def test_backfill_equals_the_local_engine(tx_pair):
                     "event_timestamp": pa.array([TX_T0 + dt.timedelta(days=d) for d in (1, 2, 2, 3, 3, 3)],
                                                 pa.timestamp("us", tz="UTC"))})
     same_training_set(local, spark, ent, ["doubled_v2:amount2", "daily_v2:total", "tenx_v2:amount10"])
+
+
+def test_aggregation_tiles_are_made_by_spark_tasks_as_the_local_engine_makes_them(tmp_path, monkeypatch):
+    """Two ingest runs of an aggregation view with a composite (int, string) key: the tile
+    files (written by Spark tasks: the driver may not write one) hold what the local
+    engine's hold, and the training sets are equal."""
+    aggs = ("      - {column: amount, function: sum, window: 1h}\n"
+            "      - {column: amount, function: last, window: 1h}\n"
+            "      - {column: n, function: max, window: 2h}\n      - {column: n, function: count, window: 2h}\n")
+    root = agg_repo(tmp_path / "r", aggs, keys=("cid", "region"))
+    s = 1_000_000
+
+    def events(start: int, n: int) -> pa.Table:
+        return pa.table({"cid": pa.array([i % 3 for i in range(n)], pa.int64()),
+                         "region": [["eu", "us"][i % 2] for i in range(n)],
+                         "ts": ts(*[(start + 7 * i) * 60 * s for i in range(n)]), "created": ts(*[0] * n),
+                         "amount": [0.1 * i if i % 5 else None for i in range(n)], "n": pa.array(range(n), pa.int64())})
+
+    pq.write_table(events(0, 40), root / "data" / "ev" / "a.parquet")
+    local, spark = twins(root)
+    real, in_spark = offline_tiles.write_tile_file, [False]
+
+    def on_the_driver(*a, **kw):
+        assert not in_spark[0], "a tile file was written on the driver under the Spark engine"
+        return real(*a, **kw)
+
+    monkeypatch.setattr(offline_tiles, "write_tile_file", on_the_driver)
+    for part in range(2):
+        if part:
+            pq.write_table(events(30, 25), root / "data" / "ev" / "b.parquet")
+        sync_sources(root, spark.config.root)
+        want = [r.__dict__ for r in local.ingest()]
+        in_spark[0] = True
+        assert [r.__dict__ for r in spark.ingest()] == want
+        in_spark[0] = False
+    tiles = {}
+    for fs in (local, spark):
+        tdir = fs.offline.view_dir(fs.registry.load()["feature_views"]["agg_v1"]) / "tiles"
+        doc = json.loads((tdir / "_tiles.json").read_text())
+        tiles[fs is spark] = doc, {str(p.relative_to(tdir)): pq.read_table(p).to_pylist()
+                                   for p in sorted(tdir.glob("b*/*"))}
+    assert tiles[True] == tiles[False] and len(tiles[True][1]) >= 4
+    ent = pa.table({"cid": pa.array([0, 1, 2, 0, 1], pa.int64()), "region": ["eu", "us", "eu", "us", "eu"],
+                    "event_timestamp": ts(*[m * 60 * s for m in (30, 90, 200, 250, 400)])})
+    same_training_set(local, spark, ent, ["agg:amount_sum_1h", "agg:amount_last_1h", "agg:n_max_2h", "agg:n_count_2h"])

@@ -58,7 +58,8 @@ def spark_backfill(store: SparkStore, old: dict[str, Any], new: dict[str, Any], 
         columns = [f.name for f in offline_schema(new)]
         vdir = store.view_dir(old)
         paths = [vdir / p for run in (manifest or {}).get("runs", []) for p in run["parts"].values()]
-        in_window = (F.unix_micros(F.col(EVENT_TS)) >= F.lit(start_us)) & (F.unix_micros(F.col(EVENT_TS)) < F.lit(end_us))
+        event = F.unix_micros(F.col(EVENT_TS))
+        in_window = (event >= F.lit(start_us)) & (event < F.lit(end_us))
         fresh = typed.where(F.col(KIND) == DATA)
         after = max([int(r["id"][1:]) for r in (manifest or {}).get("runs", [])], default=0) + 1  # after every old run
         if mode == FULL:
@@ -68,7 +69,8 @@ def spark_backfill(store: SparkStore, old: dict[str, Any], new: dict[str, Any], 
         else:
             old_units = (manifest or {}).get("units", {})
             current = {u.id: u for u in units}
-            same = {uid for uid, e in old_units.items() if uid in current and current[uid].fingerprint == e["fingerprint"]}
+            same = {uid for uid, e in old_units.items()
+                    if uid in current and current[uid].fingerprint == e["fingerprint"]}
             whole = [e["id"] for uid, e in old_units.items() if uid not in current]  # nothing to recompute them from
             keep = (~in_window | F.col(UNIT).isin(whole)) & F.col(UNIT).isin([old_units[u]["id"] for u in same] + whole)
             entries = {uid: dict(e) for uid, e in old_units.items() if uid in same or uid not in current}

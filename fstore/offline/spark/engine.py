@@ -5,10 +5,12 @@ returns what the local engine returns, exactly (its tests run both and compare).
 session is made on first use (fstore.offline.spark.session), so commands that need no
 offline work (plan, serve) start no JVM.
 
-A transformation (issue 14, part 1) plugs in as one more method: it turns the source's
-DataFrame into the view's rows (Spark SQL over a temporary view ``source``, or a Python
-function through ``mapInArrow``), and its output goes through the same typing, bucketing
-and part writing as ``ingest`` (fstore.offline.spark.ingest, from ``_write_parts`` on).
+A transformation (issue 14, part 1) runs in Spark too (docs/scaling.md, "Transformations
+on this engine"): a SQL one in Spark SQL over the temporary view ``source``, a row-wise
+Python one in ``mapInArrow`` tasks, a backfill from both (fstore.offline.spark.ingest,
+transform, backfill); their rows go through the same typing, bucketing and part writing
+(fstore.offline.spark.typed, write). An aggregation view's events and tiles are made by
+Spark tasks (fstore.offline.spark.tiles); its training-set join runs in process.
 """
 from __future__ import annotations
 
@@ -24,17 +26,18 @@ from ...repo.definitions import Source
 from ...repo.resolve import ViewRequest
 from ...repo.aggregations import is_aggregation_view
 from ..backfill import BackfillResult
-from ..engine import ingest_aggregation
 from ..historical import assemble, entity_keys, prepare_entities, require_manifest
 from ..windows import join_aggregations
 from ..loaders import get_loader
 from ..newest import Reads
 from ..store import IngestResult
+from ..tiles import events_view
 from .backfill import spark_backfill
 from .ingest import SparkStore
 from .newest import newest
 from .pit import join_view
 from .session import spark_session
+from .tiles import spark_sync_tiles
 
 
 class SparkEngine:
@@ -49,8 +52,10 @@ class SparkEngine:
         return spark_session(self.settings)
 
     def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None = None) -> IngestResult:
-        if is_aggregation_view(view):  # events loaded by Spark, tiles made in process (docs/scaling.md)
-            return ingest_aggregation(self.store, view, source, progress)
+        if is_aggregation_view(view):  # events loaded by Spark, each new tile file made by a task
+            result = self.store.ingest(events_view(view), source, progress)
+            spark_sync_tiles(self.spark(), self.store, view)
+            return result
         return self.store.ingest(view, source, progress)
 
     def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,

@@ -137,7 +137,8 @@ def _raw_reader(source: dict[str, Any], root: Path, exclude: tuple[Path, ...], i
 
 
 def _output_typer(view: dict[str, Any], source: dict[str, Any], where: list[str] | None, n_units: int,
-                  n_buckets: int, out_schema: pa.Schema) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+                  n_buckets: int, out_schema: pa.Schema) -> Callable[[Iterator[pa.RecordBatch]],
+                                                                     Iterator[pa.RecordBatch]]:
     """The task typing one partition of the SQL's output (its partition number is its
     ``__seq``); ``where``: each unit's name (row-wise), else the whole output's."""
     schema = typed_schema(view)
