@@ -18,6 +18,7 @@ from fstore import FeatureStore
 from fstore.errors import BadRows, TransformError
 from fstore.offline import tiles as offline_tiles
 from fstore.offline import transform as offline_transform
+from fstore.offline import windows as offline_windows
 from fstore.repo.transform_run import run_transform
 from spark_util import needs_spark, spark_twin, stored, sync_sources
 from test_aggregations import _repo as agg_repo
@@ -368,14 +369,14 @@ def test_backfill_equals_the_local_engine(tx_pair):
     same_training_set(local, spark, ent, ["doubled_v2:amount2", "daily_v2:total", "tenx_v2:amount10"])
 
 
-def test_aggregation_tiles_are_made_by_spark_tasks_as_the_local_engine_makes_them(tmp_path, monkeypatch):
-    """Two ingest runs of an aggregation view with a composite (int, string) key: the tile
-    files (written by Spark tasks: the driver may not write one) hold what the local
-    engine's hold, and the training sets are equal."""
+def test_aggregations_are_made_by_spark_tasks_as_the_local_engine_makes_them(tmp_path, monkeypatch):
+    """Two ingest runs of an aggregation view with a composite (int, string) key and a ttl:
+    the tile files hold what the local engine's hold and the training sets are equal, both
+    made by Spark tasks (the driver may write no tile and answer no bucket)."""
     aggs = ("      - {column: amount, function: sum, window: 1h}\n"
             "      - {column: amount, function: last, window: 1h}\n"
             "      - {column: n, function: max, window: 2h}\n      - {column: n, function: count, window: 2h}\n")
-    root = agg_repo(tmp_path / "r", aggs, keys=("cid", "region"))
+    root = agg_repo(tmp_path / "r", aggs, keys=("cid", "region"), ttl="30m")
     s = 1_000_000
 
     def events(start: int, n: int) -> pa.Table:
@@ -393,6 +394,13 @@ def test_aggregation_tiles_are_made_by_spark_tasks_as_the_local_engine_makes_the
         return real(*a, **kw)
 
     monkeypatch.setattr(offline_tiles, "write_tile_file", on_the_driver)
+    real_bucket = offline_windows.bucket_aggregates
+
+    def bucket_on_the_driver(*a, **kw):
+        assert not in_spark[0], "a bucket's aggregates were computed on the driver under the Spark engine"
+        return real_bucket(*a, **kw)
+
+    monkeypatch.setattr(offline_windows, "bucket_aggregates", bucket_on_the_driver)
     for part in range(2):
         if part:
             pq.write_table(events(30, 25), root / "data" / "ev" / "b.parquet")
@@ -408,6 +416,13 @@ def test_aggregation_tiles_are_made_by_spark_tasks_as_the_local_engine_makes_the
         tiles[fs is spark] = doc, {str(p.relative_to(tdir)): pq.read_table(p).to_pylist()
                                    for p in sorted(tdir.glob("b*/*"))}
     assert tiles[True] == tiles[False] and len(tiles[True][1]) >= 4
-    ent = pa.table({"cid": pa.array([0, 1, 2, 0, 1], pa.int64()), "region": ["eu", "us", "eu", "us", "eu"],
-                    "event_timestamp": ts(*[m * 60 * s for m in (30, 90, 200, 250, 400)])})
-    same_training_set(local, spark, ent, ["agg:amount_sum_1h", "agg:amount_last_1h", "agg:n_max_2h", "agg:n_count_2h"])
+    ent = pa.table({"cid": pa.array([0, 1, 2, 0, 1, None, 7], pa.int64()),
+                    "region": ["eu", "us", "eu", "us", "eu", "eu", "us"],
+                    "event_timestamp": ts(*[m * 60 * s for m in (30, 90, 200, 250, 400, 30, 30)])})
+    features = ["agg:amount_sum_1h", "agg:amount_last_1h", "agg:n_max_2h", "agg:n_count_2h"]
+    want = local.get_historical_features(ent, features)
+    in_spark[0] = True
+    got = spark.get_historical_features(ent, features)
+    in_spark[0] = False
+    assert got.equals(want), (got.to_pylist(), want.to_pylist())
+    assert want.column("n_count_2h").to_pylist()[-2:] == [0, 0] and any(want.column("n_count_2h").to_pylist())

@@ -10,12 +10,11 @@ on this engine"): a SQL one in Spark SQL over the temporary view ``source``, a r
 Python one in ``mapInArrow`` tasks, a backfill from both (fstore.offline.spark.ingest,
 transform, backfill); their rows go through the same typing, bucketing and part writing
 (fstore.offline.spark.typed, write). An aggregation view's events and tiles are made by
-Spark tasks (fstore.offline.spark.tiles); its training-set join runs in process.
+Spark tasks (fstore.offline.spark.tiles), and its training-set columns too, a task per few
+buckets with the local kernel (fstore.offline.spark.windows).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -27,7 +26,6 @@ from ...repo.resolve import ViewRequest
 from ...repo.aggregations import is_aggregation_view
 from ..backfill import BackfillResult
 from ..historical import assemble, entity_keys, prepare_entities, require_manifest
-from ..windows import join_aggregations
 from ..loaders import get_loader
 from ..newest import Reads
 from ..store import IngestResult
@@ -38,6 +36,7 @@ from .newest import newest
 from .pit import join_view
 from .session import spark_session
 from .tiles import spark_sync_tiles
+from .windows import join_aggregations
 
 
 class SparkEngine:
@@ -68,16 +67,15 @@ class SparkEngine:
         progress = progress or Silent()
         entities, ts = prepare_entities(entity_df, event_timestamp_column, requests)
         joined: list[Any] = []
-        done: dict[int, Any] = {}  # aggregation views: joined over their tiles in process, for now
+        done: dict[int, Any] = {}  # aggregation views: answered per bucket by Spark tasks
         progress.start("point-in-time join (Spark)", len(requests))
         try:
             for r in requests:
                 if is_aggregation_view(r.view):
                     key_table, valid = entity_keys(r.view, entities)
-                    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-                        for pos, name, col in join_aggregations(self.store, r, require_manifest(self.store, r.view),
-                                                                key_table, valid, ts, pool, Silent()):
-                            done[pos] = (name, col)
+                    for pos, name, col in join_aggregations(self.spark(), self.store, r,
+                                                            require_manifest(self.store, r.view), key_table, valid, ts):
+                        done[pos] = (name, col)
                     joined.append(None)
                 else:
                     joined.append(join_view(self.spark(), self.store, r, entities, ts))

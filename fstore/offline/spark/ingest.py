@@ -125,7 +125,8 @@ class SparkStore(OfflineStore):
             return 0, 0
         held: list[Any] = []
         try:
-            typed = self.typed_rows(view, source, units, manifest["buckets"], held)
+            # a replaced history is laid out anew, in the configured buckets (OfflineStore.replace_written)
+            typed = self.typed_rows(view, source, units, self.config.offline_buckets, held)
             stats = None if typed is None else self.unit_stats(view, typed)
             if stats is None or any(s[BAD] for s in stats):
                 done = ingest_full(self, view, source, manifest, loader, units, problems)
