@@ -7,7 +7,7 @@ reads unit i), each unit's rows in file order. A row-wise SQL (the one rule,
 fstore.repo.transforms.ingest_mode, says which) plans as a projection and a filter, which
 keep each partition and its row order, so an output row's partition is its unit and its
 place in the partition is its place in that unit's output: what the local engine's per-file
-DuckDB run gives (the plan is checked for a shuffle before it is trusted). Any other SQL
+DuckDB run gives (the plan is checked for a shuffle before it is trusted; with one, the driver runs it). Any other SQL
 runs once over every unit; its output rows are placed by the SQL's output order (partition,
 then place), which only decides ties on (keys, event time, created time), as DuckDB's output
 order does in the local engine; an ORDER BY makes it the same on both.
@@ -69,21 +69,17 @@ def sql_rows(spark: Any, store: OfflineStore, view: dict[str, Any], source: dict
     held.append(raw)
     if any(r[BAD] for r in raw.where(F.col(KIND) == STATS).select(BAD).collect()):
         return None
-    name, sql = view_name(view), view["transform"]["sql"]
     raw.where(F.col(KIND) == DATA).select(*schema.names).createOrReplaceTempView(SOURCE_TABLE)
     try:  # the plan is made (and the view resolved) here: the name is free again at once
-        out = spark.sql(sql)
+        out = spark.sql(view["transform"]["sql"])
     except PySparkException as exc:
-        raise TransformError(f"feature view {name}: the SQL transformation failed in Spark SQL "
-                             f"(offline_store.engine: spark): {_first_lines(exc)}\nSQL: {sql}\n({PORTABLE})",
-                             view=name) from None
+        raise sql_failed(view, exc) from None
     finally:
         spark.catalog.dropTempView(SOURCE_TABLE)
     out_schema = to_arrow_schema(out.schema, timezone="UTC")
     check_output(view, source, out_schema.empty_table())
     if row_wise and (len(units) != out.rdd.getNumPartitions() or "Exchange" in _plan(out)):
-        raise TransformError(f"feature view {name}: Spark planned the row-wise SQL with a shuffle, so its rows "
-                             f"cannot be traced to their source files: {sql}\n({PORTABLE})", view=name)
+        return None  # planned with a shuffle: a row's source file is no longer its partition
     where = [f"{i} (transformed)" for i, _, _ in ids] if row_wise else None
     typer = _output_typer(view, source, where, len(units), n_buckets, out_schema)
     return out.mapInArrow(typer, from_arrow_schema(typed_schema(view)))
