@@ -293,6 +293,20 @@ def test_transformed_views_equal_the_local_engine(tx_pair):
     got = same_training_set(local, spark, ent, ["doubled:amount2", "doubled:cat_u", "daily:total", "daily:n",
                                                 "tenx:amount10", "top:top"])
     assert got.column("amount2").to_pylist()[-1] == 20.0
+    # exact ties (key, event, created) from a full SQL keep its ORDER BY on both engines: the last wins
+    views = tx_views() + [{"name": "ordered", "entities": ["user"], "source": "events", "features": [
+        {"name": "amount", "dtype": "float64"}], "transform": {"sql": "SELECT * FROM source ORDER BY amount"}}]
+    write_defs(root, views)
+    tie = tx_events(4, [8, 8, 8], [3.0, 1.0, 2.0])
+    write("d3.parquet", tie.set_column(1, "ts", pa.array([TX_T0] * 3, pa.timestamp("us", tz="UTC"))))
+    sync_sources(root, spark.config.root)
+    spark.apply()
+    local.apply()
+    ingest_both(local, spark)
+    assert stored(spark, "ordered_v1") == stored(local, "ordered_v1")
+    ent = pa.table({"user_id": pa.array([8], pa.int64()),
+                    "event_timestamp": pa.array([TX_T0], pa.timestamp("us", tz="UTC"))})
+    assert same_training_set(local, spark, ent, ["ordered:amount"]).column("amount").to_pylist() == [3.0]
 
 
 def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair, monkeypatch):
