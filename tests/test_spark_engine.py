@@ -341,7 +341,8 @@ def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair, monkeypat
     assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["doubled_v3"]) is None
     # output values that do not fit the declared type: Spark's tasks find them, the driver names them
     monkeypatch.setattr(offline_transform, "run_transform", run_transform)
-    views[0] |= {"version": 4, "features": [{"name": "amount2", "dtype": "int32"}, {"name": "cat_u", "dtype": "string"}]}
+    views[0] |= {"version": 4, "features": [{"name": "amount2", "dtype": "int32"},
+                                            {"name": "cat_u", "dtype": "string"}]}
     views[0]["transform"]["sql"] = "SELECT user_id, ts, user_id * 3000000000 AS amount2, cat AS cat_u FROM source"
     for fs in tx_pair:
         write_defs(fs.config.root, views)
