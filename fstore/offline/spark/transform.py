@@ -10,7 +10,8 @@ place in the partition is its place in that unit's output: what the local engine
 DuckDB run gives (the plan is checked for a shuffle before it is trusted; with one, the driver runs it). Any other SQL
 runs once over every unit; its output rows are placed by the SQL's output order (partition,
 then place), which only decides ties on (keys, event time, created time), as DuckDB's output
-order does in the local engine; an ORDER BY makes it the same on both.
+order does in the local engine; an ORDER BY makes it the same on both. (A float sum in such
+a SQL adds in Spark's order, not DuckDB's: the last bits may differ; docs/transformations.md.)
 
 What is left to the driver (the caller runs the local engine's path, so results stay its):
 a source whose column types Spark would not give back unchanged (nanosecond or non-UTC
