@@ -4,6 +4,7 @@ of tests/test_historical.py and tests/test_asof_created.py (their oracles too)."
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,13 +12,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pyarrow.parquet as pq
+
 from fstore import FeatureStore
-from fstore.errors import BadRows
+from fstore.errors import BadRows, TransformError
+from fstore.offline import tiles as offline_tiles
+from fstore.offline import transform as offline_transform
+from fstore.offline import windows as offline_windows
+from fstore.repo.transform_run import run_transform
 from spark_util import needs_spark, spark_twin, stored, sync_sources
+from test_aggregations import _repo as agg_repo
 from test_asof_created import _created_repo, _source
 from test_asof_created import oracle as created_oracle
 from test_asof_created import scenario as created_scenario
 from test_historical import T0, make_repo, oracle, scenario, ts, write_source
+from test_transforms import FNS as TX_FNS, T0 as TX_T0, _events as tx_events, _views as tx_views, _write_defs as write_defs
 
 pytestmark = [pytest.mark.spark, needs_spark]
 SLOW = settings(max_examples=6, deadline=None,
@@ -212,3 +221,223 @@ def test_bad_rows_are_named_as_the_local_engine_names_them(tmp_path):
     assert str(got.value) == str(want.value) and "row 2" in str(got.value)
     assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["v_v1"]) is None  # nothing written
     assert not list(spark.engine.store.view_dir(spark.registry.load()["feature_views"]["v_v1"]).glob("b*/*.parquet"))
+
+
+# ---- transformations (docs/transformations.md, "Engines"): made in Spark, stored as the local engine stores them
+
+@pytest.fixture()
+def tx_pair(tmp_path: Path, monkeypatch) -> tuple[FeatureStore, FeatureStore]:
+    """test_transforms' repository (row-wise and full SQL, row-wise and full Python views)
+    applied twice, local and Spark. In this process a transformation may run only where the
+    Spark engine says it does: a full Python one on the driver, any other in Spark (whose
+    Python workers are other processes), so a silent fall-back to the driver fails."""
+    root = tmp_path / "repo"
+    (root / "features").mkdir(parents=True)
+    (root / "data" / "events").mkdir(parents=True)
+    (root / "fstore.yaml").write_text("project: tx\n")
+    (root / "features" / "fns.py").write_text(TX_FNS)
+    pq.write_table(tx_events(0, [1, 2, 3, 1], [1.0, 2.0, -3.0, 4.0]), root / "data" / "events" / "d0.parquet")
+    write_defs(root, tx_views())
+    local, spark = twins(root)
+    real = offline_transform.run_transform
+
+    def on_the_driver(transform, table, *args, **kw):
+        if "python" in transform and not transform.get("row_wise") or not driver_only:
+            return real(transform, table, *args, **kw)
+        raise AssertionError(f"{transform} ran on the driver under the Spark engine")
+
+    driver_only = False
+    monkeypatch.setattr(offline_transform, "run_transform", on_the_driver)
+
+    def guarded(method):
+        def run(*a, **kw):
+            nonlocal driver_only
+            driver_only = True
+            try:
+                return method(*a, **kw)
+            finally:
+                driver_only = False
+        return run
+
+    for name in ("ingest", "backfill"):
+        monkeypatch.setattr(spark, name, guarded(getattr(spark, name)))
+    return local, spark
+
+
+TX_VIEWS = ("doubled_v1", "daily_v1", "tenx_v1", "top_v1")
+
+
+def test_transformed_views_equal_the_local_engine(tx_pair):
+    """Incremental (new file, changed file) and full ingests give the same results, the
+    same stores byte for byte in content, and the same training sets."""
+    local, spark = tx_pair
+    root = local.config.root
+
+    def write(name: str, table: pa.Table) -> None:  # nanosecond times (pandas' unit), read by Spark as us
+        ns = table.set_column(1, "ts", table.column("ts").cast(pa.timestamp("ns", tz="UTC")))
+        pq.write_table(ns, root / "data" / "events" / name)
+
+    write("d0.parquet", tx_events(0, [1, 2, 3, 1], [1.0, 2.0, -3.0, 4.0]))
+    ingest_both(local, spark)
+    write("d1.parquet", tx_events(1, [1, 4, 2], [10.0, 20.0, 5.0]))
+    nulls = tx_events(2, [5, 6, 7], [1.0, 2.0, 3.0]).set_column(0, "user_id", pa.array([5, None, 7], pa.int64()))
+    write("d2.parquet", nulls)  # a null key: skipped and counted
+    ingest_both(local, spark)
+    write("d0.parquet", tx_events(0, [1, 2, 9], [7.0, -1.0, 2.0]))  # changed
+    ingest_both(local, spark)
+    for view in TX_VIEWS:
+        assert stored(spark, view) == stored(local, view), view
+    ent = pa.table({"user_id": pa.array([1, 2, 3, 4, 5, 9, 1], pa.int64()),
+                    "event_timestamp": pa.array([TX_T0 + dt.timedelta(days=d) for d in (0, 1, 1, 2, 3, 3, 5)],
+                                                pa.timestamp("us", tz="UTC"))})
+    got = same_training_set(local, spark, ent, ["doubled:amount2", "doubled:cat_u", "daily:total", "daily:n",
+                                                "tenx:amount10", "top:top"])
+    assert got.column("amount2").to_pylist()[-1] == 20.0
+    # exact ties (key, event, created) from a full SQL keep its ORDER BY on both engines: the last wins
+    views = tx_views() + [{"name": "ordered", "entities": ["user"], "source": "events", "features": [
+        {"name": "amount", "dtype": "float64"}], "transform": {"sql": "SELECT * FROM source ORDER BY amount"}}]
+    write_defs(root, views)
+    tie = tx_events(4, [8, 8, 8], [3.0, 1.0, 2.0])
+    write("d3.parquet", tie.set_column(1, "ts", pa.array([TX_T0] * 3, pa.timestamp("us", tz="UTC"))))
+    sync_sources(root, spark.config.root)
+    spark.apply()
+    local.apply()
+    ingest_both(local, spark)
+    assert stored(spark, "ordered_v1") == stored(local, "ordered_v1")
+    ent = pa.table({"user_id": pa.array([8], pa.int64()),
+                    "event_timestamp": pa.array([TX_T0], pa.timestamp("us", tz="UTC"))})
+    assert same_training_set(local, spark, ent, ["ordered:amount"]).column("amount").to_pylist() == [3.0]
+
+
+def test_sql_that_spark_cannot_run_names_the_view_and_the_sql(tx_pair, monkeypatch):
+    """A DuckDB function Spark lacks fails at planning, a value Spark cannot cast fails in
+    the job: each is a TransformError naming the view and showing the SQL, and nothing is
+    written; the local engine runs the first and refuses the second too. Bad output rows
+    are named as the local engine names them."""
+    local, spark = tx_pair
+    views = tx_views()
+    views[0]["version"] = 2
+    views[0]["transform"]["sql"] = "SELECT user_id, ts, amount AS amount2, strftime(ts, '%Y') AS cat_u FROM source"
+    for fs in tx_pair:
+        write_defs(fs.config.root, views)
+        fs.apply()
+    local.ingest(["doubled_v2"])
+    with pytest.raises(TransformError) as err:
+        spark.ingest(["doubled_v2"])
+    assert "feature view doubled_v2" in str(err.value) and "strftime" in str(err.value) and \
+        "Spark SQL" in str(err.value) and err.value.view == "doubled_v2"
+    view = spark.registry.load()["feature_views"]["doubled_v2"]
+    assert spark.engine.store.manifest(view) is None
+    views[0]["version"] = 3
+    views[0]["transform"]["sql"] = "SELECT user_id, ts, CAST(cat AS DOUBLE) AS amount2, cat AS cat_u FROM source"
+    for fs in tx_pair:
+        write_defs(fs.config.root, views)
+        fs.apply()
+    with pytest.raises(TransformError, match="doubled_v3"):
+        local.ingest(["doubled_v3"])
+    with pytest.raises(TransformError) as err:
+        spark.ingest(["doubled_v3"])
+    assert "feature view doubled_v3" in str(err.value) and "CAST(cat AS DOUBLE)" in str(err.value)
+    assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["doubled_v3"]) is None
+    # output values that do not fit the declared type: Spark's tasks find them, the driver names them
+    monkeypatch.setattr(offline_transform, "run_transform", run_transform)
+    views[0] |= {"version": 4, "features": [{"name": "amount2", "dtype": "int32"},
+                                            {"name": "cat_u", "dtype": "string"}]}
+    views[0]["transform"]["sql"] = "SELECT user_id, ts, user_id * 3000000000 AS amount2, cat AS cat_u FROM source"
+    for fs in tx_pair:
+        write_defs(fs.config.root, views)
+        fs.apply()
+    with pytest.raises(BadRows) as want:
+        local.ingest(["doubled_v4"])
+    with pytest.raises(BadRows) as got:
+        spark.ingest(["doubled_v4"])
+    assert str(got.value) == str(want.value) and "output row 1" in str(got.value)
+    assert spark.engine.store.manifest(spark.registry.load()["feature_views"]["doubled_v4"]) is None
+
+
+def test_backfill_equals_the_local_engine(tx_pair):
+    """Backfill of a row-wise SQL, a full SQL and a row-wise Python view: a file the old
+    version holds unchanged (its window recomputed), a changed one and a new one (recomputed
+    whole); the same results, stores and training sets as the local engine's."""
+    local, spark = tx_pair
+    root = local.config.root
+    pq.write_table(tx_events(1, [1, 2, 4], [10.0, 20.0, 5.0]), root / "data" / "events" / "d1.parquet")
+    ingest_both(local, spark)
+    pq.write_table(tx_events(2, [1, 5], [3.0, 4.0]), root / "data" / "events" / "d2.parquet")
+    pq.write_table(tx_events(0, [1, 2, 9], [7.0, -1.0, 2.0]), root / "data" / "events" / "d0.parquet")
+    views = tx_views("SELECT user_id, ts, amount * 3 AS amount2, upper(cat) AS cat_u FROM source WHERE amount >= 0")
+    start, end = TX_T0 + dt.timedelta(days=1, hours=1), TX_T0 + dt.timedelta(days=2)
+    for i, view in enumerate(("doubled", "daily", "tenx")):  # one changed view at a time, as plan allows
+        if view == "daily":
+            views[1]["transform"]["sql"] = views[1]["transform"]["sql"].replace("sum(amount)", "sum(amount) * 100")
+        if view == "tenx":
+            (root / "features" / "fns.py").write_text(TX_FNS.replace("10.0)", "100.0)"))
+        write_defs(root, views)
+        sync_sources(root, spark.config.root)
+        want, got = local.backfill(view, start, end), spark.backfill(view, start, end)
+        assert got.__dict__ == want.__dict__ and want.rows_recomputed and want.rows_copied, view
+        assert stored(spark, f"{view}_v2") == stored(local, f"{view}_v2"), view
+        views[i]["version"] = 2
+    ent = pa.table({"user_id": pa.array([1, 2, 4, 5, 9, 3], pa.int64()),
+                    "event_timestamp": pa.array([TX_T0 + dt.timedelta(days=d) for d in (1, 2, 2, 3, 3, 3)],
+                                                pa.timestamp("us", tz="UTC"))})
+    same_training_set(local, spark, ent, ["doubled_v2:amount2", "daily_v2:total", "tenx_v2:amount10"])
+
+
+def test_aggregations_are_made_by_spark_tasks_as_the_local_engine_makes_them(tmp_path, monkeypatch):
+    """Two ingest runs of an aggregation view with a composite (int, string) key and a ttl:
+    the tile files hold what the local engine's hold and the training sets are equal, both
+    made by Spark tasks (the driver may write no tile and answer no bucket)."""
+    aggs = ("      - {column: amount, function: sum, window: 1h}\n"
+            "      - {column: amount, function: last, window: 1h}\n"
+            "      - {column: n, function: max, window: 2h}\n      - {column: n, function: count, window: 2h}\n")
+    root = agg_repo(tmp_path / "r", aggs, keys=("cid", "region"), ttl="30m")
+    s = 1_000_000
+
+    def events(start: int, n: int) -> pa.Table:
+        return pa.table({"cid": pa.array([i % 3 for i in range(n)], pa.int64()),
+                         "region": [["eu", "us"][i % 2] for i in range(n)],
+                         "ts": ts(*[(start + 7 * i) * 60 * s for i in range(n)]), "created": ts(*[0] * n),
+                         "amount": [0.1 * i if i % 5 else None for i in range(n)], "n": pa.array(range(n), pa.int64())})
+
+    pq.write_table(events(0, 40), root / "data" / "ev" / "a.parquet")
+    local, spark = twins(root)
+    real, in_spark = offline_tiles.write_tile_file, [False]
+
+    def on_the_driver(*a, **kw):
+        assert not in_spark[0], "a tile file was written on the driver under the Spark engine"
+        return real(*a, **kw)
+
+    monkeypatch.setattr(offline_tiles, "write_tile_file", on_the_driver)
+    real_bucket = offline_windows.bucket_aggregates
+
+    def bucket_on_the_driver(*a, **kw):
+        assert not in_spark[0], "a bucket's aggregates were computed on the driver under the Spark engine"
+        return real_bucket(*a, **kw)
+
+    monkeypatch.setattr(offline_windows, "bucket_aggregates", bucket_on_the_driver)
+    for part in range(2):
+        if part:
+            pq.write_table(events(30, 25), root / "data" / "ev" / "b.parquet")
+        sync_sources(root, spark.config.root)
+        want = [r.__dict__ for r in local.ingest()]
+        in_spark[0] = True
+        assert [r.__dict__ for r in spark.ingest()] == want
+        in_spark[0] = False
+    tiles = {}
+    for fs in (local, spark):
+        tdir = fs.offline.view_dir(fs.registry.load()["feature_views"]["agg_v1"]) / "tiles"
+        doc = json.loads((tdir / "_tiles.json").read_text())
+        tiles[fs is spark] = doc, {str(p.relative_to(tdir)): pq.read_table(p).to_pylist()
+                                   for p in sorted(tdir.glob("b*/*"))}
+    assert tiles[True] == tiles[False] and len(tiles[True][1]) >= 4
+    ent = pa.table({"cid": pa.array([0, 1, 2, 0, 1, None, 7], pa.int64()),
+                    "region": ["eu", "us", "eu", "us", "eu", "eu", "us"],
+                    "event_timestamp": ts(*[m * 60 * s for m in (30, 90, 200, 250, 400, 30, 30)])})
+    features = ["agg:amount_sum_1h", "agg:amount_last_1h", "agg:n_max_2h", "agg:n_count_2h"]
+    want = local.get_historical_features(ent, features)
+    in_spark[0] = True
+    got = spark.get_historical_features(ent, features)
+    in_spark[0] = False
+    assert got.equals(want), (got.to_pylist(), want.to_pylist())
+    assert want.column("n_count_2h").to_pylist()[-2:] == [0, 0] and any(want.column("n_count_2h").to_pylist())

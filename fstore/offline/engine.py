@@ -91,8 +91,8 @@ class LocalEngine:
 
 def ingest_aggregation(store: OfflineStore, view: dict[str, Any], source: dict[str, Any],
                        progress: Reporter | None = None) -> IngestResult:
-    """An aggregation view's ingest: its raw events (by the store's own ingest, so a Spark
-    store loads them in Spark), then the tiles of the new runs, in process (fstore.offline.tiles)."""
+    """An aggregation view's ingest: its raw events, then the tiles of the new runs, in
+    process (fstore.offline.tiles; the Spark engine writes each tile file in a task)."""
     result = store.ingest(events_view(view), source, progress)
     sync_tiles(store, view, one_matrix(view))
     return result

@@ -24,7 +24,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,8 @@ from .rows import read_typed
 from .transform import ingest_full, unit_reader
 from ..repo.transforms import FULL, PLAIN, ingest_mode
 
+#: writes a replacing run: (run id, buckets, list the parts written go to) -> (bucket -> part, rows, event range)
+WriteRun = Callable[[str, int, list[Path]], tuple[dict[str, str], int, list[int] | None]]
 MAX_ROWS_PER_RUN = 20_000_000  # rows one ingest run writes at most (bounded memory)
 
 
@@ -159,7 +161,7 @@ class OfflineStore:
             mode, why = ingest_mode(view)
             if mode == FULL:
                 problems = RowProblems(f"ingest of {view_name(view)}")
-                read, rows = ingest_full(self, view, source, manifest, loader, units, problems)
+                read, rows = self._ingest_full(view, source, manifest, loader, units, problems)
                 return IngestResult(view_name(view), read, len(units) - read, rows, 0, problems.null_key_rows,
                                     problems.null_key_columns, mode, why)
             todo = [u for u in units if manifest["units"].get(u.id, {}).get("fingerprint") != u.fingerprint]
@@ -214,6 +216,12 @@ class OfflineStore:
         if batch:
             total += self._write_run(view, manifest, batch, written, replaced)
         return total
+
+    def _ingest_full(self, view: dict[str, Any], source: dict[str, Any], manifest: dict[str, Any], loader: Loader,
+                     units: list[SourceUnit], problems: RowProblems) -> tuple[int, int]:
+        """A full (not row-wise) transformation's ingest: (files read, rows); another engine
+        replaces this step too (fstore.offline.spark.ingest)."""
+        return ingest_full(self, view, source, manifest, loader, units, problems)
 
     def append_rows(self, view: dict[str, Any], table: pa.Table, label: str) -> int:
         """Append typed rows (e.g. pushed to the server) as a new run, so training sees what
@@ -300,23 +308,42 @@ class OfflineStore:
         """Replace a view version's whole history by ``table`` (typed, ``__unit`` set), one
         run; ``units``: the manifest's unit entries (without run and time), ``extra``: other
         manifest keys (a full recompute's inputs). Used by backfill."""
+        self.replace_history_written(view, self._table_writer(view, table), units, extra)
+
+    def replace_history_written(self, view: dict[str, Any], write: WriteRun, units: dict[str, dict[str, Any]],
+                                extra: dict[str, Any] | None = None) -> None:
+        """``replace_history`` whose run is written by ``write`` (see ``replace_written``)."""
         vdir = self.view_dir(view)
         vdir.mkdir(parents=True, exist_ok=True)
         with file_lock(vdir / ".lock"):
             manifest = self.manifest(view) or self._new_manifest(view)
             self._remove_orphans(vdir, manifest)
-            self.replace_locked(view, manifest, table, units, extra or {})
+            self.replace_written(view, manifest, write, units, extra or {})
 
     def replace_locked(self, view: dict[str, Any], old: dict[str, Any], table: pa.Table,
                        units: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
         """``replace_history`` under the view's lock (held by the caller): the new manifest is
         swapped in once the parts are written, then the old parts are deleted."""
+        self.replace_written(view, old, self._table_writer(view, table), units, extra)
+
+    def _table_writer(self, view: dict[str, Any], table: pa.Table) -> WriteRun:
+        vdir = self.view_dir(view)
+
+        def write(run_id: str, n_buckets: int, written: list[Path]) -> tuple[dict[str, str], int, list[int] | None]:
+            return write_parts(vdir, view, n_buckets, table, run_id, written), table.num_rows, event_range(table)
+
+        return write
+
+    def replace_written(self, view: dict[str, Any], old: dict[str, Any], write: WriteRun,
+                        units: dict[str, dict[str, Any]], extra: dict[str, Any]) -> None:
+        """``replace_locked`` whose run is written by ``write(run_id, buckets, written)`` ->
+        (bucket -> part, rows, event range): how another engine writes the parts itself."""
         vdir = self.view_dir(view)
         manifest = {**self._new_manifest(view), "next_run": old["next_run"], **extra}
         run_id = f"r{manifest['next_run']:06d}"
         written: list[Path] = []
         try:
-            parts = write_parts(self.view_dir(view), view, manifest["buckets"], table, run_id, written)
+            parts, rows, events = write(run_id, manifest["buckets"], written)
         except BaseException:
             for part in written:
                 part.unlink(missing_ok=True)
@@ -325,9 +352,9 @@ class OfflineStore:
         manifest["units"] = {u: {**e, "run": run_id, "at": now} for u, e in units.items()}
         manifest["next_unit"] = max([old["next_unit"], *(e["id"] + 1 for e in units.values())])
         manifest["runs"] = [{"id": run_id, "units": sorted({e["id"] for e in units.values()}), "parts": parts,
-                             "rows": table.num_rows, "at": now, "events": event_range(table)}]
+                             "rows": rows, "at": now, "events": events}]
         manifest["next_run"] += 1
-        manifest["rows"] = table.num_rows
+        manifest["rows"] = rows
         write_atomic(vdir / MANIFEST, json.dumps(manifest, indent=1).encode())
         for run in old["runs"]:
             for part in run["parts"].values():

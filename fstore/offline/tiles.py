@@ -105,9 +105,27 @@ def _doc(vdir: Any, view: dict[str, Any]) -> dict[str, Any]:
     return {**want, "runs": {}}
 
 
-def sync_tiles(store: OfflineStore, view: dict[str, Any], key_matrix_of: Any) -> int:
+def tile_path(bucket: int | str, run_id: str) -> str:
+    """A tile file's path inside its view's folder."""
+    return f"{TILES_DIR}/b{int(bucket):04d}/{run_id}.parquet"
+
+
+def write_tile_file(view: dict[str, Any], vdir: Any, part: str, out: str, key_matrix_of: Any) -> None:
+    """Tile one part (``part``, relative to ``vdir``) into the tile file ``out``: the one
+    step of ``sync_tiles`` per (run, bucket), wherever it runs."""
+    ev = events_view(view)
+    columns = list(dict.fromkeys([*ev["join_keys"], EVENT_TS, CREATED_TS, *(f["name"] for f in ev["features"])]))
+    events = pq.read_table(vdir / part, columns=columns)
+    tiles = tile_table(view, events, key_matrix_of(events))
+    (vdir / out).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(tiles, vdir / out, compression="snappy")
+
+
+def sync_tiles(store: OfflineStore, view: dict[str, Any], key_matrix_of: Any, build_all: Any = None) -> int:
     """Build the tiles of every run that has none, delete those of runs that are gone;
-    returns the tile files written. ``key_matrix_of(table)`` gives a table's key matrix."""
+    returns the tile files written. ``key_matrix_of(table)`` gives a table's key matrix;
+    ``build_all([(part, tile file), ...])``, when given, writes the files (another engine's
+    tasks, by ``write_tile_file``) before the tiles document names them."""
     ev = events_view(view)
     vdir = store.view_dir(ev)
     written = 0
@@ -120,17 +138,15 @@ def sync_tiles(store: OfflineStore, view: dict[str, Any], key_matrix_of: Any) ->
         for rid in [r for r in doc["runs"] if r not in live]:
             for rel in doc["runs"].pop(rid).values():
                 (vdir / rel).unlink(missing_ok=True)
-        for rid, run in live.items():
-            if rid in doc["runs"]:
-                continue
+        new = [(rid, run) for rid, run in live.items() if rid not in doc["runs"]]
+        if build_all is not None and new:
+            build_all([(rel, tile_path(b, rid)) for rid, run in new for b, rel in run["parts"].items()])
+        for rid, run in new:
             parts = {}
             for b, rel in run["parts"].items():
-                events = store.read_part(ev, vdir / rel, [f["name"] for f in ev["features"]])
-                tiles = tile_table(view, events, key_matrix_of(events))
-                out = f"{TILES_DIR}/b{int(b):04d}/{rid}.parquet"
-                (vdir / out).parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(tiles, vdir / out, compression="snappy")
-                parts[b] = out
+                if build_all is None:
+                    write_tile_file(view, vdir, rel, tile_path(b, rid), key_matrix_of)
+                parts[b] = tile_path(b, rid)
                 written += 1
             doc["runs"][rid] = parts
             write_atomic(vdir / TILES_DIR / TILES_DOC, json.dumps(doc, indent=1).encode())

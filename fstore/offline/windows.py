@@ -72,8 +72,7 @@ def join_aggregations(store: OfflineStore, req: ViewRequest, manifest: dict[str,
     buckets = bucket_ids(key_table, view["join_keys"], n_buckets)
     order = np.argsort(buckets, kind="stable")
     bounds = np.searchsorted(buckets[order], np.arange(n_buckets + 1))
-    aggs = {a["name"]: a for a in view["aggregations"]}
-    wanted = [aggs[n] for n in dict.fromkeys(req.features)]
+    wanted = wanted_aggregations(req)
 
     def one(b: int):
         rows = order[bounds[b]:bounds[b + 1]]
@@ -89,7 +88,22 @@ def join_aggregations(store: OfflineStore, req: ViewRequest, manifest: dict[str,
             parts_rows.append(rows)
             parts_vals.append(res)
     positions = np.concatenate(parts_rows) if parts_rows else np.zeros(0, dtype=np.int64)
-    inverse = np.empty(len(ts), dtype=np.int64)
+    yield from aggregate_columns(req, len(ts), positions, parts_vals)
+
+
+def wanted_aggregations(req: ViewRequest) -> list[dict[str, Any]]:
+    """The aggregations a request names, each once, in request order."""
+    aggs = {a["name"]: a for a in req.view["aggregations"]}
+    return [aggs[n] for n in dict.fromkeys(req.features)]
+
+
+def aggregate_columns(req: ViewRequest, n: int, positions: np.ndarray,
+                      parts_vals: list[dict[str, pa.Array]]) -> Iterator[tuple[int, str, pa.ChunkedArray]]:
+    """(position, output name, column) of each requested aggregate, in entity order, from
+    the per-bucket results ``parts_vals`` of the entity rows at ``positions`` (in that
+    order), the feature's default where there was no event."""
+    view = req.view
+    inverse = np.empty(n, dtype=np.int64)
     inverse[positions] = np.arange(len(positions))
     by_feature = {f["name"]: f for f in view["features"]}
     for i, name in enumerate(req.features):

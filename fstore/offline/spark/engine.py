@@ -5,15 +5,16 @@ returns what the local engine returns, exactly (its tests run both and compare).
 session is made on first use (fstore.offline.spark.session), so commands that need no
 offline work (plan, serve) start no JVM.
 
-A transformation (issue 14, part 1) plugs in as one more method: it turns the source's
-DataFrame into the view's rows (Spark SQL over a temporary view ``source``, or a Python
-function through ``mapInArrow``), and its output goes through the same typing, bucketing
-and part writing as ``ingest`` (fstore.offline.spark.ingest, from ``_write_parts`` on).
+A transformation (issue 14, part 1) runs in Spark too (docs/scaling.md, "Transformations
+on this engine"): a SQL one in Spark SQL over the temporary view ``source``, a row-wise
+Python one in ``mapInArrow`` tasks, a backfill from both (fstore.offline.spark.ingest,
+transform, backfill); their rows go through the same typing, bucketing and part writing
+(fstore.offline.spark.typed, write). An aggregation view's events and tiles are made by
+Spark tasks (fstore.offline.spark.tiles), and its training-set columns too, a task per few
+buckets with the local kernel (fstore.offline.spark.windows).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -23,17 +24,19 @@ from ...progress import Reporter, Silent
 from ...repo.definitions import Source
 from ...repo.resolve import ViewRequest
 from ...repo.aggregations import is_aggregation_view
-from ..backfill import BackfillResult, backfill
-from ..engine import ingest_aggregation
+from ..backfill import BackfillResult
 from ..historical import assemble, entity_keys, prepare_entities, require_manifest
-from ..windows import join_aggregations
 from ..loaders import get_loader
 from ..newest import Reads
 from ..store import IngestResult
+from ..tiles import events_view
+from .backfill import spark_backfill
 from .ingest import SparkStore
 from .newest import newest
 from .pit import join_view
 from .session import spark_session
+from .tiles import spark_sync_tiles
+from .windows import join_aggregations
 
 
 class SparkEngine:
@@ -48,30 +51,31 @@ class SparkEngine:
         return spark_session(self.settings)
 
     def ingest(self, view: dict[str, Any], source: dict[str, Any], progress: Reporter | None = None) -> IngestResult:
-        if is_aggregation_view(view):  # events loaded by Spark, tiles made in process (docs/scaling.md)
-            return ingest_aggregation(self.store, view, source, progress)
+        if is_aggregation_view(view):  # events loaded by Spark, each new tile file made by a task
+            result = self.store.ingest(events_view(view), source, progress)
+            spark_sync_tiles(self.spark(), self.store, view)
+            return result
         return self.store.ingest(view, source, progress)
 
     def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
                  end_us: int, progress: Reporter | None = None) -> BackfillResult:
-        """In process on the driver, over the same store (fstore.offline.backfill)."""
-        return backfill(self.store, old, new, source, start_us, end_us, progress)
+        """fstore.offline.backfill's rule, the rows made and written by Spark (fstore.offline.spark.backfill)."""
+        return spark_backfill(self.store, old, new, source, start_us, end_us, progress)
 
     def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
                    progress: Reporter | None = None) -> pa.Table:
         progress = progress or Silent()
         entities, ts = prepare_entities(entity_df, event_timestamp_column, requests)
         joined: list[Any] = []
-        done: dict[int, Any] = {}  # aggregation views: joined over their tiles in process, for now
+        done: dict[int, Any] = {}  # aggregation views: answered per bucket by Spark tasks
         progress.start("point-in-time join (Spark)", len(requests))
         try:
             for r in requests:
                 if is_aggregation_view(r.view):
                     key_table, valid = entity_keys(r.view, entities)
-                    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-                        for pos, name, col in join_aggregations(self.store, r, require_manifest(self.store, r.view),
-                                                                key_table, valid, ts, pool, Silent()):
-                            done[pos] = (name, col)
+                    for pos, name, col in join_aggregations(self.spark(), self.store, r,
+                                                            require_manifest(self.store, r.view), key_table, valid, ts):
+                        done[pos] = (name, col)
                     joined.append(None)
                 else:
                     joined.append(join_view(self.spark(), self.store, r, entities, ts))
