@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ..errors import InvalidDefinition
 from ..times import UNIT_US, format_duration, parse_duration
+from .fields import check_name
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max", "last")
 #: functions that add values up, so need a numeric column
@@ -65,8 +66,6 @@ def split_aggregations(view: Any, obj: str) -> None:
     """Parse ``view.aggregations`` in place into registry entries, and take the feature
     entries that name an aggregation (their default and description) out of
     ``view.features``. Raises naming the view, the aggregation (index and name) and field."""
-    from .definitions import check_name  # definitions imports this module
-
     raw = view.aggregations
     if raw is None:
         view.aggregations = []
