@@ -26,7 +26,7 @@ import pyarrow as pa
 from ..errors import ComputedFeatureError, EntityRowError, InvalidDefinition
 from .fields import DTYPES, check_name, listify, parse_dtype, parse_tags, parse_text
 from .functions import declare_named, function_name
-from .names import split_ref, unversioned
+from .names import split_ref, unversioned, view_name
 from .records import Feature, as_feature
 from .resolve import check_reference
 
@@ -170,6 +170,13 @@ def request_dtypes(doc: dict[str, Any]) -> dict[str, str]:
 def filled(view: dict[str, Any]) -> list[dict[str, Any]]:
     """The features ``on_miss: compute`` fills: those of the view without a default."""
     return [f for f in view["features"] if f["default"] is None]
+
+
+def fills_of(read: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The views whose ``on_miss`` runs: each view read (asked for, or a request view's input:
+    a request view reads what serving answers) that has one, once, in the order read. An
+    ``on_miss`` input's own view is not filled (no chains: docs/transformations.md)."""
+    return list({view_name(v): v for v in read if v.get("on_miss")}.values())
 
 
 def request_column(values: list[Any], name: str, dtype: str, *, where: str) -> pa.Array:
