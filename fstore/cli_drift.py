@@ -65,6 +65,9 @@ def _print_drift(result: object, html_out: str | None) -> None:
                   _num(f["null_rate_ref"]), _num(f["null_rate_cur"]), _num(f.get("mean_ref")),
                   _num(f.get("mean_cur")), minmax)
     console.print(t)
+    for skip in doc.get("skipped", []):
+        console.print(f"not compared: {escape(skip['feature'])} (request view {escape(skip['view'])}): "
+                      f"{escape(skip['why'])}")
     if html_out:
         console.print(f"report written to {escape(html_out)}")
 

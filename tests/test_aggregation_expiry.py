@@ -2,7 +2,8 @@
 
 A value computed as of ``a`` is exact until the oldest event of one of its windows leaves
 that window, or the key's next event enters it; from then the reader answers EXPIRED (or
-DEFAULTED where a default is declared), in process and through the server's compiled path.
+DEFAULTED where a default is declared, as every count has: 0), in process and through the
+server's compiled path.
 """
 from __future__ import annotations
 
@@ -70,10 +71,10 @@ def test_moved_windows_read_as_expired_in_process(tmp_path: Path) -> None:
     fs, end, _ = _store(tmp_path)
     rows = [{"cid": c} for c in (1, 2, 3, 4)]
     got = fs.get_online_features(["agg:s", "agg:n"], entity_rows=rows)
-    # s has a default: an expired row answers it (DEFAULTED); n has none: EXPIRED and None
+    # s has a default: an expired row answers it (DEFAULTED); so has n, a count (0)
     assert got.statuses("s") == [Status.PRESENT, Status.DEFAULTED, Status.DEFAULTED, Status.PRESENT]
-    assert got.statuses("n") == [Status.PRESENT, Status.EXPIRED, Status.EXPIRED, Status.PRESENT]
-    assert got.values("s") == [1, -1, -1, -1] and got.values("n") == [0, None, None, 0]
+    assert got.statuses("n") == [Status.PRESENT, Status.DEFAULTED, Status.DEFAULTED, Status.PRESENT]
+    assert got.values("s") == [1, -1, -1, -1] and got.values("n") == [0, 0, 0, 0]
     # the PRESENT values are the training rows at END
     train = fs.get_historical_features(pa.table({"cid": [1, 4], "event_timestamp": [end, end]}), ["agg:s", "agg:n"])
     assert train.column("s").to_pylist() == [1, -1] and train.column("n").to_pylist() == [0, 0]
@@ -100,7 +101,33 @@ def test_server_answers_expired_on_its_compiled_path(tmp_path: Path) -> None:
     try:
         with Client(HOST, server.port, timeout=10) as c:
             got = c.get_online_features(["agg:s", "agg:n"], entity_rows=[{"cid": c_} for c_ in (1, 2, 3, 4)])
-            assert got.statuses("n") == [Status.PRESENT, Status.EXPIRED, Status.EXPIRED, Status.PRESENT]
-            assert got.values("s") == [1, -1, -1, -1]
+            assert got.statuses("n") == [Status.PRESENT, Status.DEFAULTED, Status.DEFAULTED, Status.PRESENT]
+            assert got.values("s") == [1, -1, -1, -1] and got.values("n") == [0, 0, 0, 0]
     finally:
         server.stop()
+
+
+def test_a_count_answers_what_training_gives_where_no_event_counts(tmp_path: Path) -> None:
+    """A count without a declared default has the default 0: online, an entity with no row
+    (NOT_FOUND) and one whose row is past the view's ttl (EXPIRED) answer DEFAULTED 0, what
+    the training set gives at the same instant (no event in the window, or none after
+    t - ttl: count 0); a max, with no default, stays None in both."""
+    root = _repo(tmp_path / "r", "      - {column: v, function: count, window: 7d, name: n}\n"
+                                 "      - {column: v, function: max, window: 7d, name: mx}\n", ttl="2d")
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    d = lambda x: now - dt.timedelta(days=x)
+    # cid 1: fresh; cid 2: its newest event is 3 days old (inside the window, past the ttl)
+    pq.write_table(pa.table({"cid": [1, 2, 2], "ts": [d(0.5), d(4), d(3)], "created": [d(5)] * 3, "v": [1, 2, 3]}),
+                   root / "data/ev/a.parquet")
+    with FeatureStore(root) as fs:
+        fs.apply()
+        fs.ingest()
+        fs.materialize(d(10), d(0.25))
+        rows = [{"cid": c} for c in (1, 2, 3)]  # 3: no event at all
+        got = fs.get_online_features(["agg:n", "agg:mx"], entity_rows=rows, now=now)
+        assert got.statuses("n") == [Status.PRESENT, Status.DEFAULTED, Status.DEFAULTED]
+        assert got.statuses("mx") == [Status.PRESENT, Status.EXPIRED, Status.NOT_FOUND]
+        train = fs.get_historical_features(pa.table({"cid": [1, 2, 3], "event_timestamp": [now] * 3}),
+                                           ["agg:n", "agg:mx"])
+        assert got.values("n") == train.column("n").to_pylist() == [1, 0, 0]
+        assert got.values("mx") == train.column("mx").to_pylist() == [1, None, None]

@@ -89,8 +89,17 @@ def test_plan_types_outputs_and_checks_columns(tmp_path: Path) -> None:
     view = FeatureStore(root).plan().new_state["feature_views"]["agg_v1"]
     assert [(f["name"], f["dtype"], f["default"]) for f in view["features"]] == [
         ("n_sum_1h", "int64", None), ("f32_min_1h", "float32", None), ("f32_sum_1h", "float64", None),
-        ("s_count_1h", "int64", None), ("avg", "float64", 1.0)]
+        ("s_count_1h", "int64", 0), ("avg", "float64", 1.0)]  # a count's default is 0 (COUNT_DEFAULT)
     assert view["features"][4]["description"] == "mean of n"
+    # a count declares no other default: a training set gives 0 where its window has no event
+    _repo(root, "      - {column: s, function: count, window: 1h, name: c}\n      - {column: s, function: count, "
+                "window: 2h, name: c0}\n", feature_lines="    features:\n      - {name: c, default: -1}\n"
+                                                         "      - {name: c0, default: 0}\n")
+    pq.write_table(data, root / "data/ev/a.parquet")
+    with pytest.raises(DefinitionErrors) as e:
+        FeatureStore(root).plan()
+    assert [(err.obj, err.field) for err in e.value.errors] == [("feature_view agg", "aggregations[0:c].default")]
+    assert "a count's default is 0" in str(e.value)
     _repo(root, "      - {column: nope, function: sum, window: 1h, name: x}\n"
                 "      - {column: s, function: max, window: 1h, name: y}\n")
     pq.write_table(data, root / "data/ev/a.parquet")
@@ -502,8 +511,10 @@ def test_many_pushes_stay_exact_and_leave_few_files(tmp_path: Path) -> None:
     # within minutes of a window's edge, so the oracle at `now` is the oracle then
     row = lambda c: {"cid": c, "region": "x", "t": int((now - T0).total_seconds() * S)}
     for name, fn, w in (("s", "sum", 3600 * S), ("n", "count", 86400 * S), ("last", "last", 86400 * S)):
-        want = [None if c == future["cid"] else oracle(oev, row(c), fn, w, None, None) for c in pushed]
-        assert online[name] == want, name  # cid 10: no event at or before now, nothing written
+        # cid 10: no event at or before now, nothing written: NOT_FOUND, a count DEFAULTED 0 (as trained)
+        want = [(0 if fn == "count" else None) if c == future["cid"] else oracle(oev, row(c), fn, w, None, None)
+                for c in pushed]
+        assert online[name] == want, name
     assert online["n"][pushed.index(late["cid"])] == 0
     ent = pa.table({"cid": cids, "event_timestamp": [now] * len(cids)})
     out = fs.get_historical_features(ent, names)
@@ -516,8 +527,8 @@ def test_push_files_load_skew_and_validate_know_aggregation_views(tmp_path: Path
     """push_files takes raw events for an aggregation view (appended offline, aggregates
     written online, equal to the training set); load refuses naming the view; skew compares
     served aggregates with the windowed aggregates at the request time (no crash, no false
-    mismatch; an entity with no event is the one documented difference: count 0 offline,
-    NOT_FOUND online); validate passes."""
+    mismatch: an entity with no event is count 0 offline and DEFAULTED 0 online); validate
+    passes."""
     from fstore.errors import InvalidArgument
     from fstore.validate.run import validate_repository
 
@@ -540,8 +551,10 @@ def test_push_files_load_skew_and_validate_know_aggregation_views(tmp_path: Path
     at = dt.datetime.now(UTC)
     offline = fs.get_historical_features(pa.table({"cid": [1, 2, 3], "event_timestamp": [at] * 3}), ["agg:s", "agg:n"])
     assert offline.column("s").to_pylist() == [3, 14, 20]  # the pushed events are offline
-    got = fs.get_online_features(feature_service="svc", entity_rows=[{"cid": c} for c in (1, 2, 3, 4)]).to_dict()
-    assert got["s"] == [3, 14, 20, None] and got["n"] == [2, 2, 1, None]
+    resp = fs.get_online_features(feature_service="svc", entity_rows=[{"cid": c} for c in (1, 2, 3, 4)])
+    got = resp.to_dict()
+    assert got["s"] == [3, 14, 20, None] and got["n"] == [2, 2, 1, 0]
+    assert [s.name for s in resp.statuses("n")] == ["PRESENT", "PRESENT", "PRESENT", "DEFAULTED"]
     with pytest.raises(InvalidArgument, match="agg_v1 is an aggregation view"):
         fs.load("agg", [tmp_path / "more.parquet"])
     fs.close()
@@ -550,7 +563,7 @@ def test_push_files_load_skew_and_validate_know_aggregation_views(tmp_path: Path
     assert cmp["rows"] == 4
     tallies = {f["feature"]: f for f in cmp["features"]}
     assert tallies["s"]["mismatches"] == 0
-    assert tallies["n"]["mismatches"] == 1 and tallies["n"]["reasons"] == {"default_differs": 1}  # cid 4
+    assert tallies["n"]["mismatches"] == 0  # cid 4: no event: 0 served (DEFAULTED) and 0 trained
     assert validate_repository(root).ok
 
 

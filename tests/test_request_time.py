@@ -8,6 +8,7 @@ its own "now", sees the same rows fresh or expired as a read at T0 does: margins
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -163,6 +164,68 @@ def test_training_set_equals_the_served_vectors_row_by_row(fs: FeatureStore, ser
     local = fs.get_online_features(feature_service="scored", entity_rows=ROWS, now=T0)
     for n in names:
         assert remote.statuses(n) == local.statuses(n), n
+
+
+def test_a_request_view_alone_reads_its_inputs_filled(fs: FeatureStore, server: Any) -> None:
+    """Only score:ratio asked for: its input stats:avg is still what serving answers, the
+    on_miss fill where stats missed (3 expired, 5 none: avg = amount / 2, so ratio 2.0), in
+    process, on the server's Python path and in a training set alike."""
+    from server_util import HOST
+    from fstore.client import Client
+
+    expected = [1.25, 2.5, 2.0, None, 2.0]  # 4: a stored null avg is PRESENT, never filled
+    local = fs.get_online_features(["score:ratio"], entity_rows=ROWS, now=T0)
+    with Client(HOST, server.port, timeout=10) as c:
+        remote = c.get_online_features(["score:ratio"], entity_rows=ROWS).values("ratio")
+    trained = fs.get_historical_features(_entity_frame(ROWS, T0), ["score:ratio"]).column("ratio").to_pylist()
+    assert {"in process": local.values("ratio"), "server": remote, "training set": trained} == \
+        {"in process": expected, "server": expected, "training set": expected}
+    assert set(local.statuses("ratio")) == {Status.PRESENT}
+
+
+def test_a_fill_reads_its_inputs_as_stored_whatever_the_order(tmp_path: Path) -> None:
+    """No chains (docs/transformations.md): other's on_miss reads stats:avg as stored (null for
+    a miss), not stats' own fill, whether stats comes first in the request or not, online and
+    in a training set."""
+    from fstore.bench.target import Ask, Repository
+
+    root = make_views_repo(tmp_path / "r", {
+        "stats": {"keys": [("customer_id", "int")], "created": False, "features": [("avg", "float64", None)]},
+        "other": {"keys": [("customer_id", "int")], "created": False, "features": [("y", "float64", None)]}},
+        services="request_views:\n- {name: passed, function: pass_y, inputs: ['other:y'], features: [{name: z, dtype: float64}]}\n")
+    defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
+    on_miss = {"stats": {"compute": "half", "request": {"amount": "float64"}},
+               "other": {"compute": "copy", "request": {"bump": "float64"}, "inputs": ["stats:avg"]}}
+    for v in defs["feature_views"]:
+        v["on_miss"] = on_miss[v["name"]]
+    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
+    (root / "features" / "fns.py").write_text(
+        "import pyarrow.compute as pc\n"
+        "def half(cols):\n    return {'avg': pc.divide(cols['amount'], 2.0)}\n"
+        "def copy(cols):\n    return {'y': pc.fill_null(cols['avg'], -1.0)}\n"
+        "def pass_y(cols):\n    return {'z': cols['y']}\n")
+    for name, col in (("stats", "avg"), ("other", "y")):
+        write_view_source(root, name, pa.table({"customer_id": pa.array([1], pa.int64()), "ts": utc_ts([T0 - H]),
+                                                col: pa.array([3.0])}))
+    rows = [{"customer_id": c, "amount": 8.0, "bump": 0.0} for c in (1, 2)]  # 2: in neither view
+    with FeatureStore(root) as fs:
+        fs.apply()
+        fs.ingest()
+        fs.materialize(T0 - 10 * H, T0)
+        frame = pa.table({"customer_id": pa.array([1, 2], pa.int64()), "amount": [8.0, 8.0], "bump": [0.0, 0.0],
+                          "event_timestamp": utc_ts([T0, T0])})
+        for features in (["stats:avg", "other:y"], ["other:y", "stats:avg"]):
+            online = fs.get_online_features(features, entity_rows=rows, now=T0).to_dict()
+            trained = fs.get_historical_features(frame, features).to_pydict()
+            assert {k: online[k] for k in ("avg", "y")} == {k: trained[k] for k in ("avg", "y")} == \
+                {"avg": [3.0, 4.0], "y": [3.0, -1.0]}, features
+        # a request view alone: other is filled for it, and the lineage names what that fill read
+        table, lineage = fs.build_dataset(frame, tmp_path / "set.parquet", ["passed:z"])
+        assert table.column("z").to_pylist() == [3.0, -1.0]
+        views = {v["view"]: v for v in json.loads(lineage.read_text())["views"]}
+        assert views["stats_v1"]["read_by"] == ["feature_view other_v1 on_miss"] and "on_miss" in views["other_v1"]
+        # and fstore bench sends the request fields of that fill too
+        assert Repository(root).resolve(Ask(features=["passed:z"])).request_fields == {"bump": "float64"}
 
 
 def test_server_errors_name_the_field(server: Any) -> None:

@@ -129,3 +129,32 @@ def test_skew_reads_a_request_view_input_from_the_version_that_was_served(tmp_pa
         [comp] = fs.skew("scored", against="offline")["comparisons"]
     tallies = {f["feature"]: f["mismatches"] for f in comp["features"]}
     assert comp["rows"] == len(ROWS) and tallies["ratio"] == 0 and tallies["avg"] == 0, comp["examples"]
+
+
+def test_drift_compares_request_view_outputs_as_served(tmp_path: Path) -> None:
+    """fstore drift takes a request view's outputs like stored features where both sides hold
+    them (a training set file, the served-feature logs): the same request data give PSI 0,
+    amounts a hundred times larger move ``ratio`` to alert. Against an offline window (no
+    stored rows of them) they are left out and named in ``skipped``."""
+    from test_request_time import _entity_frame
+
+    root = build(tmp_path / "repo")
+    shifted = [{**r, "amount": r["amount"] * 100} for r in ROWS]
+    with FeatureStore(root) as fs:
+        fs.build_dataset(_entity_frame(ROWS, T0), tmp_path / "usual.parquet", feature_service="scored")
+        fs.build_dataset(_entity_frame(shifted, T0), tmp_path / "shifted.parquet", feature_service="scored")
+        fs.get_online_features(feature_service="scored", entity_rows=shifted, now=T0)  # logged when closed
+    with FeatureStore(root) as fs:
+        same = {f["feature"]: f for f in fs.drift("scored", reference=tmp_path / "shifted.parquet").to_json()["features"]}
+        moved = {f["feature"]: f for f in fs.drift("scored", reference=tmp_path / "usual.parquet").to_json()["features"]}
+        offline = fs.drift("scored", reference_window=(T0 - 1000 * H, T0), current="offline").to_json()
+    assert {"ratio", "big", "label"} <= set(same) and same["ratio"]["view"] == "score"
+    assert same["ratio"]["psi"] == 0 and same["ratio"]["level"] == "ok" and same["ratio"]["null_rate_cur"] == 0.2
+    assert moved["ratio"]["level"] == "alert" and moved["big"]["psi"] > 0
+    assert [s["feature"] for s in offline["skipped"]] == ["ratio", "big", "label"]
+    assert "ratio" not in {f["feature"] for f in offline["features"]} and "avg" in {f["feature"] for f in offline["features"]}
+    # the CLI's table says so too
+    from test_drift import fstore
+    out = fstore(root, "drift", "--service", "scored", "--reference-window", (T0 - 1000 * H).isoformat(),
+                 T0.isoformat(), "--current", "offline")
+    assert "not compared: ratio (request view score): computed at read time" in out.stdout, out.stdout + out.stderr

@@ -15,6 +15,7 @@ from ..online.store import OnlineStore
 from ..repo.models import serving_service
 from ..repo.names import split_ref, view_name
 from ..repo.registry import Registry, Snapshot
+from ..repo.request_time import fills_of
 from ..repo.resolve import find_view, resolve
 
 
@@ -98,7 +99,11 @@ class Repository:
         computed: list[Any] = []
         requests = resolve(snap.doc, ask.features, service, False, snap.ready.online, computed)
         fields = {k: d for r in computed for k, d in r.view["request"].items()}
-        fields.update({k: d for r in requests for k, d in (r.view.get("on_miss") or {}).get("request", {}).items()})
+        # the fills that run (fills_of): of the views asked for and of those request views read
+        views = snap.doc["feature_views"]
+        read = [r.view for r in requests] + [find_view(split_ref(ref)[0], views, snap.ready.online, split_ref(ref)[1])
+                                             for r in computed for ref in r.view["inputs"]]
+        fields.update({k: d for v in fills_of(read) for k, d in v["on_miss"]["request"].items()})  # type: ignore[arg-type]
         views, keys, dtypes = [], [], {}
         for req in requests:
             v = req.view

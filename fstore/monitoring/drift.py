@@ -15,6 +15,11 @@ its view, else ``MONITORING_DEFAULTS``):
 - ``ok``: otherwise, and when the reference has no non-null value (PSI null) or the
   current window has no rows at all.
 
+A request view's outputs (computed at read time) are features like the others against a
+training set file and the served-feature logs, which both hold them; an offline window
+has no stored row of them, so a comparison with one leaves them out and says so
+(``skipped``).
+
 The result (``DriftResult.to_json``) is the documented JSON; the CLI exits 1 when any
 feature is at ``alert``.
 """
@@ -27,11 +32,11 @@ from typing import Any
 from ..config import RepoConfig
 from ..errors import DriftInputError, InvalidArgument
 from ..offline.store import OfflineStore
-from ..repo.resolve import resolve
+from ..repo.resolve import ViewRequest, resolve
 from ..times import to_us
 from .drift_compare import LEVELS, FeatureDrift, compare_feature, compare_features, compare_parts, level_of
-from .drift_data import Output, Part, Side, log_parts, log_window, outputs_of, read_offline_window, \
-    read_reference_file
+from .drift_data import NOT_STORED, Output, Part, Side, log_parts, log_window, outputs_of, \
+    read_offline_window, read_reference_file
 
 __all__ = ["CURRENT_KINDS", "LEVELS", "DriftResult", "FeatureDrift", "Output", "compare_feature",
            "compare_features", "drift", "level_of"]
@@ -44,6 +49,8 @@ class DriftResult:
     reference: dict[str, Any]
     current: dict[str, Any]
     features: list[FeatureDrift] = field(default_factory=list)
+    #: the features left out, each with why (a request view's, against an offline window)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def level(self) -> str:
@@ -51,7 +58,8 @@ class DriftResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"service": self.service, "level": self.level, "reference": self.reference,
-                "current": self.current, "features": [f.entry for f in self.features]}
+                "current": self.current, "features": [f.entry for f in self.features],
+                **({"skipped": list(self.skipped)} if self.skipped else {})}  # absent when none
 
 
 def drift(config: RepoConfig, registry: dict[str, Any], offline: OfflineStore, offline_ready: frozenset[str],
@@ -67,8 +75,15 @@ def drift(config: RepoConfig, registry: dict[str, Any], offline: OfflineStore, o
         raise InvalidArgument("give exactly one of reference (a training set file) or reference_window (START END)")
     if current not in CURRENT_KINDS:
         raise InvalidArgument(f"current must be one of {', '.join(CURRENT_KINDS)}, got {current!r}")
-    requests = resolve(registry, feature_service=service, ready=offline_ready)
-    outputs = outputs_of(requests)
+    computed: list[ViewRequest] = []
+    requests = resolve(registry, feature_service=service, ready=offline_ready, computed=computed)
+    outputs = outputs_of(requests + computed)
+    skipped: list[Output] = []
+    if reference_window is not None or current == "offline":
+        # a request view's outputs have no stored rows: an offline window cannot give them
+        by_function = {id(r.view) for r in computed}
+        skipped = [o for o in outputs if id(o.view) in by_function]
+        outputs = [o for o in outputs if id(o.view) not in by_function]
     if reference is not None:
         ref = read_reference_file(Path(reference), service, outputs)
     else:
@@ -86,7 +101,8 @@ def drift(config: RepoConfig, registry: dict[str, Any], offline: OfflineStore, o
         describe, parts = cur.describe, [(cur.rows, cur.columns)]
     rows, features = compare_parts(outputs, ref.columns, parts)
     _require_rows(Side(describe, rows, {}), "current", config, service)
-    return DriftResult(service, {**ref.describe, "rows": ref.rows}, {**describe, "rows": rows}, features)
+    return DriftResult(service, {**ref.describe, "rows": ref.rows}, {**describe, "rows": rows}, features,
+                       [{"feature": o.column, "view": o.view["name"], "why": NOT_STORED} for o in skipped])
 
 
 def _require_rows(side: Side, which: str, config: RepoConfig, service: str) -> None:

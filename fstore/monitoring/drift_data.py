@@ -61,8 +61,12 @@ class Side:
     columns: dict[str, pa.ChunkedArray]
 
 
+#: why a request view's output is left out of a comparison with an offline window
+NOT_STORED = "computed at read time: the offline store holds no rows of it"
+
+
 def outputs_of(requests: list[ViewRequest]) -> list[Output]:
-    """The service's outputs in its order."""
+    """The service's outputs in its order (stored and computed ones, as ``requests`` hold them)."""
     out: list[tuple[int, Output]] = []
     for req in requests:
         feats = {f["name"]: f for f in req.view["features"]}

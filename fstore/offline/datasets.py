@@ -23,6 +23,7 @@ from .._version import __version__
 from ..errors import InvalidArgument, MissingLineage
 from ..files import write_atomic
 from ..repo.names import split_ref, view_name
+from ..repo.request_time import fills_of
 from ..repo.resolve import ViewRequest, find_view
 
 
@@ -100,9 +101,12 @@ def _functions(registry: dict[str, Any], requests: list[ViewRequest], computed: 
         entry["by"].add(owner)
         return f"{view_name(v)}:{feat}"  # type: ignore[arg-type]
 
-    for r in requests:
-        for ref in (r.view.get("on_miss") or {}).get("inputs", []):
-            pin(ref, f"feature_view {view_name(r.view)} on_miss")
+    # the fills that run (fills_of): of the views asked for and of those request views read
+    read = [r.view for r in requests] + [find_view(split_ref(ref)[0], views, ready, split_ref(ref)[1])
+                                         for r in computed for ref in r.view["inputs"]]
+    for v in fills_of(read):  # type: ignore[arg-type]
+        for ref in v["on_miss"]["inputs"]:
+            pin(ref, f"feature_view {view_name(v)} on_miss")
     records = []
     for r in computed:
         rv = r.view

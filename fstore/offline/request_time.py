@@ -3,9 +3,10 @@ are columns of the entity frame.
 
 The stored features a request needs (those asked for, and the functions' inputs) are
 joined point in time by the engine, then the same functions as serving's run over the
-whole frame, in serving's order: the ``on_miss`` fills first, on the rows where the view
-has no usable row at the entity time (what serving answers NOT_FOUND or EXPIRED, and
-fills as COMPUTED), then the request views. So a training row equals the served vector
+whole frame, in serving's order: the ``on_miss`` fills first (of the views asked for and
+of those request views read), on the rows where the view has no usable row at the entity
+time (what serving answers NOT_FOUND or EXPIRED, and fills as COMPUTED), then the request
+views. So a training row equals the served vector
 of the same entity at the same instant (tests/test_request_time.py checks it row by row).
 
 The rows a view misses are found with the local store's point-in-time rule
@@ -23,7 +24,7 @@ from ..errors import EntityDataError, MissingRequestData
 from ..repo.definitions import DTYPES
 from ..repo.functions import load
 from ..repo.names import split_ref, view_name
-from ..repo.request_time import apply, filled
+from ..repo.request_time import apply, filled, fills_of
 from ..repo.resolve import ViewRequest, find_view, resolve
 from ..times import NO_TIME
 from .historical import entity_timestamps, load_entity_df, point_in_time_view
@@ -34,15 +35,19 @@ def historical(engine: Any, registry: dict[str, Any], config: Any, features: Any
     """The training set of a request, request-time features included (the module's rule)."""
     computed: list[ViewRequest] = []
     stored = resolve(registry, features, service, full, ready, computed)
-    fill_views = [r.view for r in stored if r.view.get("on_miss")]
-    if not computed and not fill_views:
+    if not computed and not any(r.view.get("on_miss") for r in stored):
         return engine.historical(stored, entity_df, ts_column, progress)
     views = registry["feature_views"]
 
-    def pin(ref: str) -> str:
+    def input_view(ref: str) -> dict[str, Any]:
         view_ref, feat = split_ref(ref)
-        return f"{view_name(find_view(view_ref, views, ready, feat))}:{feat}"  # type: ignore[arg-type]
+        return find_view(view_ref, views, ready, feat)  # type: ignore[return-value]
 
+    def pin(ref: str) -> str:
+        return f"{view_name(input_view(ref))}:{split_ref(ref)[1]}"
+
+    # serving's rule (fills_of): the views asked for and those request views read
+    fill_views = fills_of([r.view for r in stored] + [input_view(ref) for r in computed for ref in r.view["inputs"]])
     steps = [(v, v["on_miss"], f"feature_view {view_name(v)} on_miss") for v in fill_views]
     refs = [f"{view_name(r.view)}:{f}" for r in stored for f in r.features]
     refs += [pin(ref) for v, spec, _ in steps for ref in spec["inputs"]]
@@ -64,6 +69,9 @@ def historical(engine: Any, registry: dict[str, Any], config: Any, features: Any
             cols[name] = table.column(name).combine_chunks()
         return cols[name]
 
+    def stored_col(pinned: str) -> pa.Array:  # a fill's input: as stored, never another fill's (no chains)
+        return table.column("__".join(split_ref(pinned))).combine_chunks()
+
     n = table.num_rows
     for v, spec, where in steps:
         outputs = [(f["name"], f["dtype"]) for f in filled(v)]
@@ -75,7 +83,7 @@ def historical(engine: Any, registry: dict[str, Any], config: Any, features: Any
         pick = pa.array(np.flatnonzero(missed))
         fn = load(config, spec["function"], obj=f"feature_view {v['name']}", field="on_miss.compute")
         args = _request_args(spec["request"], entities, where, pick)
-        args |= {split_ref(ref)[1]: col(pin(ref)).take(pick) for ref in spec["inputs"]}
+        args |= {split_ref(ref)[1]: stored_col(pin(ref)).take(pick) for ref in spec["inputs"]}
         got = apply(fn, args, outputs, len(pick), where=where)
         for k, pinned in read:
             placed = np.full(n, -1, dtype=np.int64)

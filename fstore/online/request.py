@@ -8,8 +8,9 @@ clashes), then the functions, vectorised over the request's rows. The same code 
 never answers such a shape (fstore._ext._serve declines it). Shapes without request-time
 features never come here.
 
-Order: the ``on_miss`` fills first (a filled value is what request views read), then the
-request views. A fill is computed for the rows where one of the features it fills is
+Order: the ``on_miss`` fills first (a filled value is what request views read, so the
+views a request view reads are filled too, even when not asked for), then the request
+views; a fill's own inputs are the stored values (no chains). A fill is computed for the rows where one of the features it fills is
 NOT_FOUND or EXPIRED (a feature with a declared default is DEFAULTED and never computed);
 those values get the status COMPUTED and keep the view's event timestamp (that of the
 expired row, or none). Request views' values are PRESENT, with no event timestamp.
@@ -26,7 +27,7 @@ from ..errors import MissingRequestData
 from ..repo.definitions import DTYPES
 from ..repo.functions import load
 from ..repo.names import split_ref, view_name
-from ..repo.request_time import apply, filled, request_column
+from ..repo.request_time import apply, filled, fills_of, request_column
 from ..repo.resolve import ViewRequest, find_view, resolve
 from ..times import NO_TIME, now_us
 from .plan import build_plan
@@ -70,15 +71,19 @@ def build_request_plan(registry: dict[str, Any], online: Any, config: Any, featu
     views = registry["feature_views"]
     refs = [f"{view_name(r.view)}:{f}" for r in stored for f in r.features]
     pinned: dict[str, str] = {}  # input reference -> the pinned one read
+    input_views: list[dict[str, Any]] = []  # the views request views read, in their order
 
-    def pin(ref: str) -> str:
+    def pin(ref: str, record: list[dict[str, Any]] | None = None) -> str:
         view_ref, feat = split_ref(ref)
-        pinned[ref] = f"{view_name(find_view(view_ref, views, ready, feat))}:{feat}"  # type: ignore[arg-type]
+        view = find_view(view_ref, views, ready, feat)
+        pinned[ref] = f"{view_name(view)}:{feat}"  # type: ignore[arg-type]
+        if record is not None:
+            record.append(view)  # type: ignore[arg-type]
         return pinned[ref]
 
-    fill_views = [r.view for r in stored if r.view.get("on_miss")]
-    extra = [pin(ref) for v in fill_views for ref in v["on_miss"]["inputs"]] + \
-        [pin(ref) for r in computed for ref in r.view["inputs"]]
+    computed_inputs = [pin(ref, input_views) for r in computed for ref in r.view["inputs"]]
+    fill_views = fills_of([r.view for r in stored] + input_views)
+    extra = [pin(ref) for v in fill_views for ref in v["on_miss"]["inputs"]] + computed_inputs
     inner_refs = list(dict.fromkeys(refs + extra))
     inner = build_plan(registry, online, inner_refs, None, True, ready) if inner_refs else \
         OnlinePlan([], [], [], [], [], [])  # request views that read no stored feature
@@ -147,11 +152,12 @@ def answer(rplan: RequestPlan, rows: list[Any], values: list[Any], status: bytea
     read's: fills applied, request views computed."""
     n = len(rows)
     cols = [values[i * n:(i + 1) * n] for i in range(len(rplan.inner.names))]
+    stored = [list(c) for c in cols] if len(rplan.fills) > 1 else cols  # fills read stored values: no chains
     for step in rplan.fills:
         missed = [j for j in range(n) if any(status[i * n + j] in _MISSED for _, i in step.places)]
         if not missed:
             continue  # nothing missed: the function is not called
-        got = apply(step.fn, request_args(step, rows, cols, missed), step.outputs, len(missed), where=step.where)
+        got = apply(step.fn, request_args(step, rows, stored, missed), step.outputs, len(missed), where=step.where)
         for k, i in step.places:
             new = got[k].to_pylist()
             for m, j in enumerate(missed):

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ..errors import InvalidDefinition
 from ..times import UNIT_US, format_duration, parse_duration
+from .fields import check_name
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max", "last")
 #: functions that add values up, so need a numeric column
@@ -36,6 +37,10 @@ KEYS = ("column", "function", "window", "name", "tile")
 #: leaves at least MIN_TILES_PER_WINDOW tiles in the shortest one (Chronon picks similarly)
 TILE_CANDIDATES_US = (UNIT_US["d"], UNIT_US["h"], 5 * UNIT_US["m"], UNIT_US["m"], UNIT_US["s"])
 MIN_TILES_PER_WINDOW = 12
+#: the default of every ``count``: what a training set gives where the window has no event,
+#: so an online miss (no row, or one past its ttl) answers it DEFAULTED, as training does; a
+#: count declares no other default (docs/transformations.md, "Semantics")
+COUNT_DEFAULT = 0
 
 
 @dataclass
@@ -65,8 +70,6 @@ def split_aggregations(view: Any, obj: str) -> None:
     """Parse ``view.aggregations`` in place into registry entries, and take the feature
     entries that name an aggregation (their default and description) out of
     ``view.features``. Raises naming the view, the aggregation (index and name) and field."""
-    from .definitions import check_name  # definitions imports this module
-
     raw = view.aggregations
     if raw is None:
         view.aggregations = []
@@ -169,7 +172,7 @@ def column_dtype(t: pa.DataType) -> str | None:
 
 
 def output_dtype(function: str, col: str) -> str:
-    """count int64; sum int64 over integers, float64 over floats; mean float64; min, max and
+    """count int64 (its default COUNT_DEFAULT); sum int64 over integers, float64 over floats; mean float64; min, max and
     last the column's own dtype (a timestamp's min is a timestamp)."""
     if function == "count":
         return "int64"
@@ -223,6 +226,13 @@ def resolve_aggregations(record: dict[str, Any], schema: pa.Schema, reserved: se
             add(exc.detail, f"{field}.default")
             ok = False
             continue
+        if a["function"] == "count":
+            if default not in (None, COUNT_DEFAULT):
+                add(f"a count's default is {COUNT_DEFAULT} (what a training set gives where the window has no "
+                    f"event), not {default!r}", f"{field}.default")
+                ok = False
+                continue
+            default = COUNT_DEFAULT
         features.append({"name": a["name"], "dtype": dtype, "default": default, "description": a.get("description", "")})
         a["column_dtype"] = cd
     if ok:

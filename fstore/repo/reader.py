@@ -20,7 +20,8 @@ import yaml
 from ..config import RepoConfig
 from ..errors import DefinitionErrors, InvalidDefinition
 from .definition_files import SKIP_DIRS, definition_files
-from .definitions import CLASSES, Entity, FeatureService, FeatureView, Source, _unknown_field_message
+from .definitions import CLASSES, Entity, FeatureService, FeatureView, Source
+from .fields import unknown_field_message
 from .names import SECTIONS
 from .request_time import RequestView
 
@@ -134,7 +135,7 @@ def _yaml_object(kind: str, item: Any) -> Any:
     try:
         return _CLASSES[kind](**item)
     except TypeError as exc:
-        raise InvalidDefinition(_unknown_field_message(exc, SECTIONS[kind])) from None
+        raise InvalidDefinition(unknown_field_message(exc, SECTIONS[kind])) from None
 
 
 def _user_file(filename: str | None, config: RepoConfig) -> bool:

@@ -24,9 +24,11 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from ..errors import ComputedFeatureError, EntityRowError, InvalidDefinition
-from .definitions import DTYPES, Feature, _as_feature, _listify, _tags, _text, check_name, parse_dtype
-from .functions import function_name
-from .names import split_ref
+from .fields import DTYPES, check_name, listify, parse_dtype, parse_tags, parse_text
+from .functions import declare_named, function_name
+from .names import split_ref, unversioned, view_name
+from .records import Feature, as_feature
+from .resolve import check_reference
 
 ON_MISS_KEYS = ("compute", "request", "inputs")
 
@@ -44,7 +46,7 @@ def parse_request_fields(value: Any, *, obj: str, field: str = "request") -> dic
 def parse_inputs(value: Any, *, obj: str, field: str = "inputs") -> list[str]:
     """The stored features a function reads: ``view:feature`` references (one feature each)."""
     refs = []
-    for i, ref in enumerate(_listify(value)):
+    for i, ref in enumerate(listify(value)):
         if not isinstance(ref, str) or not split_ref(ref)[1]:
             raise InvalidDefinition(f"an input is one stored feature, 'view:feature'; got {ref!r}",
                                     obj=obj, field=f"{field}[{i}]")
@@ -85,7 +87,7 @@ class RequestView:
             raise InvalidDefinition("a request view reads at least one request field or input", obj=obj,
                                     field="request")
         argument_names(self.request, self.inputs, obj=obj)
-        self.features = [_as_feature(f, obj=obj, index=i) for i, f in enumerate(_listify(self.features))]
+        self.features = [as_feature(f, obj=obj, index=i) for i, f in enumerate(listify(self.features))]
         if not self.features:
             raise InvalidDefinition("at least one feature is required", obj=obj, field="features")
         for f in self.features:
@@ -93,8 +95,8 @@ class RequestView:
                 raise InvalidDefinition("a computed feature has no default", obj=obj, field=f"features[{f.name}].default")
         if len({f.name for f in self.features}) != len(self.features):
             raise InvalidDefinition("a feature is defined twice", obj=obj, field="features")
-        self.description = _text(self.description, obj=obj, field="description")
-        self.tags = _tags(self.tags, obj=obj)
+        self.description = parse_text(self.description, obj=obj, field="description")
+        self.tags = parse_tags(self.tags, obj=obj)
 
     def __getitem__(self, names: Any) -> list[str]:
         return [f"{self.name}:{n}" for n in ([names] if isinstance(names, str) else names)]
@@ -170,6 +172,13 @@ def filled(view: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in view["features"] if f["default"] is None]
 
 
+def fills_of(read: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The views whose ``on_miss`` runs: each view read (asked for, or a request view's input:
+    a request view reads what serving answers) that has one, once, in the order read. An
+    ``on_miss`` input's own view is not filled (no chains: docs/transformations.md)."""
+    return list({view_name(v): v for v in read if v.get("on_miss")}.values())
+
+
 def request_column(values: list[Any], name: str, dtype: str, *, where: str) -> pa.Array:
     """A request field's values as its declared type (MissingRequestData is the caller's)."""
     try:
@@ -229,8 +238,6 @@ def check_request_time(config: Any, contents: Any, views: dict[str, Any], new_vi
     """Apply-time checks of request views and of the new views' on_miss, each problem naming
     file, object and field; the request views' registry records (functions declared: name,
     file, source hash). ``views``: every view version referable; ``new_views``: those applied now."""
-    from .functions import declare_named
-    from .names import unversioned
     records: dict[str, Any] = {}
     names = {unversioned(v) for v in views}
     for d in contents.request_views:
@@ -270,7 +277,6 @@ def check_request_time(config: Any, contents: Any, views: dict[str, Any], new_vi
 
 
 def _check_inputs(inputs: list[str], views: dict[str, Any], field: str, file: str, obj: str, err: Any) -> bool:
-    from .resolve import check_reference  # resolve reads the registry this module's records go into
     ok = True
     for i, ref in enumerate(inputs):
         problem = check_reference(ref, views)
