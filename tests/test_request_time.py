@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 import pyarrow as pa
@@ -69,16 +69,18 @@ ROWS = [{"customer_id": c, "amount": a, "channel": ch}
         for c, a, ch in [(1, 50.0, "web"), (2, 250.0, "app"), (3, 20.0, "web"), (4, 10.0, "app"), (5, 300.0, "web")]]
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_repo(root: Path, services: str, project: dict[str, Any] | None = None) -> Path:
     """stats (ttl 7d, on_miss: compute): 1 and 2 fresh, 3 expired, 4 a stored null avg, 5 none;
-    recent (ttl 1d): 1 and 2 fresh, 3 expired."""
-    root = make_views_repo(tmp_path_factory.mktemp("rt") / "repo", {
+    recent (ttl 1d): 1 and 2 fresh, 3 expired. ``project``: keys added to fstore.yaml."""
+    root = make_views_repo(root, {
         "stats": {"keys": [("customer_id", "int")], "ttl": "7d", "created": False,
                   "features": [("avg", "float64", None), ("count", "int64", None), ("tier", "string", "none")]},
         "recent": {"keys": [("customer_id", "int")], "ttl": "1d", "created": False,
                    "features": [("last_amount", "float64", None)]},
-    }, services=SERVICES)
+    }, services=services)
+    if project:
+        config = yaml.safe_load((root / "fstore.yaml").read_text())
+        (root / "fstore.yaml").write_text(yaml.safe_dump({**config, **project}))
     defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
     stats = next(v for v in defs["feature_views"] if v["name"] == "stats")
     stats["on_miss"] = {"compute": "fill_stats", "request": {"amount": "float64"}}
@@ -97,6 +99,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         fs.ingest()
         fs.materialize(T0 - 1000 * H, T0)
     return root
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repo(tmp_path_factory.mktemp("rt") / "repo", SERVICES)
 
 
 def _entity_frame(rows: list[dict[str, Any]], when: dt.datetime) -> pa.Table:

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import make_views_repo, utc_ts, write_view_source
 from server_util import FSTORE, HOST, REPO_ROOT, Server
-from test_request_time import FUNCTIONS, H, ROWS, SERVICES, T0
+from test_request_time import FUNCTIONS, ROWS, SERVICES, T0, build_repo
 from fstore import FeatureStore
 from fstore._ext._constants import Status
 from fstore.client import Client
@@ -32,33 +32,7 @@ LOGGED = SERVICES.replace('features: ["stats:avg", "stats:count", "stats:tier", 
 
 def build(root: Path) -> Path:
     assert LOGGED != SERVICES
-    root = make_views_repo(root, {
-        "stats": {"keys": [("customer_id", "int")], "ttl": "7d", "created": False,
-                  "features": [("avg", "float64", None), ("count", "int64", None), ("tier", "string", "none")]},
-        "recent": {"keys": [("customer_id", "int")], "ttl": "1d", "created": False,
-                   "features": [("last_amount", "float64", None)]},
-    }, services=LOGGED)
-    project = yaml.safe_load((root / "fstore.yaml").read_text())
-    project["monitoring"] = {"logging": {"roll_seconds": 3600}}
-    (root / "fstore.yaml").write_text(yaml.safe_dump(project))
-    defs = yaml.safe_load((root / "features" / "defs.yaml").read_text())
-    stats = next(v for v in defs["feature_views"] if v["name"] == "stats")
-    stats["on_miss"] = {"compute": "fill_stats", "request": {"amount": "float64"}}
-    (root / "features" / "defs.yaml").write_text(yaml.safe_dump(defs, sort_keys=False))
-    (root / "features" / "fns.py").write_text(FUNCTIONS)
-    write_view_source(root, "stats", pa.table({
-        "customer_id": pa.array([1, 2, 3, 4], pa.int64()),
-        "ts": utc_ts([T0 - 1 * H, T0 - 2 * H, T0 - 240 * H, T0 - 3 * H]),
-        "avg": pa.array([40.0, 100.0, 7.0, None]), "count": pa.array([4, 9, 1, 2], pa.int64()),
-        "tier": pa.array(["gold", None, "bronze", "silver"])}))
-    write_view_source(root, "recent", pa.table({
-        "customer_id": pa.array([1, 2, 3], pa.int64()), "ts": utc_ts([T0 - 0.5 * H, T0 - 0.5 * H, T0 - 120 * H]),
-        "last_amount": pa.array([12.5, 80.0, 3.0])}))
-    with FeatureStore(root) as fs:
-        fs.apply()
-        fs.ingest()
-        fs.materialize(T0 - 1000 * H, T0)
-    return root
+    return build_repo(root, LOGGED, {"monitoring": {"logging": {"roll_seconds": 3600}}})
 
 
 @pytest.fixture(scope="module")
