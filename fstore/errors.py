@@ -26,11 +26,22 @@ from ._errors.network import (ProtocolError, BadFrame, FrameTooLarge, HandshakeR
     UnknownOp, Unavailable, Overloaded, ShuttingDown, ServerUnreachable, Timeout, PortInUse, TakeoverRefused,
     InsecureBind, Unauthenticated, PermissionDenied, NotAnFstoreServer, WrongProject, CLOSING_CODES)
 
-__all__ = sorted(n for n in dir() if not n.startswith("_"))
+__all__ = [
+    "BadFrame", "BadRequest", "BadRows", "CLOSING_CODES", "ComputedFeatureError", "DefinitionErrors",
+    "DriftInputError", "EntityDataError", "EntityRowError", "FeatureNameClash", "FrameTooLarge",
+    "FstoreError", "FunctionNotFound", "FutureEnd", "HandshakeRequired", "IngestError", "InsecureBind",
+    "InternalError", "InvalidArgument", "InvalidCheckResult", "InvalidConfig", "InvalidDefinition",
+    "KeyTooLong", "MissingDependency", "MissingLineage", "MissingRequestData", "MlflowRunNotFound",
+    "NoProductionVersion", "NotAnFstoreServer", "NotApplied", "OfflineStoreError", "OnlineStoreError",
+    "Overloaded", "PermissionDenied", "PortInUse", "ProtocolError", "RegistryError",
+    "SchemaChangeErrors", "SchemaChangeRefused", "ServerUnreachable", "ShuttingDown", "TakeoverRefused",
+    "Timeout", "TooManyRows", "TransformError", "Unauthenticated", "Unavailable", "UnknownCheck",
+    "UnknownObject", "UnknownOp", "UnsupportedVersion", "WrongProject", "as_fstore_error", "error_class",
+]
 
-# the classes are named as their one import path: tracebacks, reprs and pickles say
-# fstore.errors.BadFrame, as they did when the family was one file
+# the classes and functions are named as their one import path: tracebacks, reprs and
+# pickles say fstore.errors.BadFrame, as they did when the family was one file
 for _name in __all__:
-    if isinstance(globals()[_name], type):
+    if callable(globals()[_name]):
         globals()[_name].__module__ = __name__
 del _name

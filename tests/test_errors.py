@@ -294,3 +294,21 @@ def test_every_code_has_one_class_and_travels_unchanged() -> None:
     assert type(unknown) is E.FstoreError and unknown.code == "FROM_THE_FUTURE" and str(unknown) == "m"
     assert E.FstoreError.code == "FSTORE_ERROR"  # an unknown code does not leak into the class
     assert E.as_fstore_error(ZeroDivisionError("x")).code == "INTERNAL"
+
+
+def test_every_error_class_is_named_by_fstore_errors() -> None:
+    """The classes are written by concept in fstore._errors; fstore.errors, their one import
+    path, names every one of them (so its code table sees every code) and no other."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import fstore._errors as package
+
+    written = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"fstore._errors.{info.name}")
+        written |= {name for name, obj in vars(module).items() if not name.startswith("_") and
+                    (inspect.isclass(obj) and issubclass(obj, E.FstoreError) or inspect.isfunction(obj))}
+    assert written and written <= set(E.__all__), sorted(written - set(E.__all__))
+    assert all(getattr(E, name).__module__ == "fstore.errors" for name in written)
