@@ -10,7 +10,7 @@ _EXPORTS = {
     "Entity": ".definitions", "Feature": ".definitions", "FeatureService": ".definitions",
     "FeatureView": ".definitions", "Source": ".definitions", "DTYPES": ".definitions",
     "Aggregation": ".aggregations",
-    "Registry": ".registry", "Snapshot": ".registry", "Plan": ".registry", "Change": ".registry",
+    "Registry": ".registry", "Snapshot": ".snapshot", "Plan": ".plan", "Change": ".plan",
     "resolve": ".resolve", "find_view": ".resolve", "ViewRequest": ".resolve", "require_one": ".resolve",
     "versioned_name": ".names", "view_name": ".names",
 }

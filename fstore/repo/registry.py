@@ -5,13 +5,16 @@ over the old one, so a reader (or a crash) sees either the previous registry or
 the new one, never a mix. Each applied version is also kept under
 ``registry_history/`` for audit and lineage. Old view versions are never removed
 by an apply: datasets and models that used them stay reproducible.
+
+What an apply would change is computed in ``repo.plan``, and what a process holds of the
+applied document is a ``repo.snapshot.Snapshot`` (both importable from here too, as the
+registry's methods return them).
 """
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import json
-from dataclasses import dataclass, field
 from time import monotonic
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -20,13 +23,11 @@ from .._version import __version__
 from ..config import RepoConfig
 from ..errors import NotApplied, RegistryError
 from ..files import file_lock, read_document, remove_stale_tmp, write_atomic
-from ..times import format_duration
-from .definitions import AS_OF_EVENT
-from .impact import Impact, model_impacts
-from .names import SECTIONS, unversioned, view_name
-from .readiness import Readiness, live_version, load_readiness, path_of, save_readiness
+from .names import view_name
+from .plan import Plan, make_plan
+from .readiness import Readiness, load_readiness, path_of, save_readiness
 from .reader import read_definitions
-from .transforms import ingest_mode
+from .snapshot import Snapshot
 from .validation import SchemaReader, build_registry
 
 FORMAT = 1
@@ -35,73 +36,6 @@ _STAMP_KEYS = frozenset({"format", "version", "fstore_version", "applied_at"})
 T = TypeVar("T")
 #: how long a process trusts its cached registry before it looks at the file again
 RECHECK_SECONDS = 1.0
-
-
-@dataclass
-class Change:
-    kind: str
-    name: str
-    action: str  # add | change | remove | keep
-    details: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    """What an apply would do; ``changes`` lists only objects that differ."""
-
-    current_version: int
-    new_state: dict[str, Any]
-    changes: list[Change]
-    effects: list[str] = field(default_factory=list)  # what the apply does to live reads and training
-    warnings: list[str] = field(default_factory=list)  # legal, but likely not what was meant
-    impacts: list[Impact] = field(default_factory=list)  # changes a production model reads (repo.impact)
-    #: how ``fstore ingest`` runs each view with a transformation: "view_vN: mode (why)"
-    ingest: list[str] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not any(c.action != "keep" for c in self.changes)
-
-
-class Snapshot:
-    """The applied registry as one process sees it: the stored document, read-only by
-    convention, with typed accessors. A new object whenever the document changes, so
-    ``snapshot is not before`` says the registry changed."""
-
-    __slots__ = ("doc", "ready")
-
-    def __init__(self, doc: dict[str, Any], ready: Readiness | None = None) -> None:
-        self.doc = doc
-        self.ready = ready or Readiness()  # which versions unpinned references read (repo.readiness)
-
-    @property
-    def version(self) -> int:
-        return self.doc["version"]
-
-    @property
-    def project(self) -> str:
-        return self.doc["project"]
-
-    @property
-    def views(self) -> dict[str, dict[str, Any]]:
-        """Every applied view version by versioned name."""
-        return self.doc["feature_views"]
-
-    @property
-    def services(self) -> dict[str, dict[str, Any]]:
-        return self.doc["feature_services"]
-
-    @property
-    def sources(self) -> dict[str, dict[str, Any]]:
-        return self.doc["sources"]
-
-    def source_of(self, view: dict[str, Any]) -> dict[str, Any]:
-        return self.doc["sources"][view["source"]]
-
-    @property
-    def models(self) -> dict[str, dict[str, Any]]:
-        """Every registered model by name (fstore.repo.models)."""
-        return self.doc.get("models", {})
 
 
 class Registry:
@@ -178,9 +112,7 @@ class Registry:
         current = self.load()
         new_state = build_registry(self.config, read_definitions(self.config), current, self.schema_of)
         ready = self.readiness() if ready is None else ready
-        return Plan(current["version"] if current else 0, new_state, _diff(current or {}, new_state),
-                    version_effects(current or {}, new_state, ready), store_warnings(self.config, new_state),
-                    model_impacts(current or {}, new_state), transform_modes(new_state))
+        return make_plan(self.config, current, new_state, ready)
 
     def apply(self, ready: Readiness | None = None) -> tuple[Plan, int]:
         """Validate and store the definitions; returns the plan and the registry version now in force."""
@@ -258,94 +190,3 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_mtime_ns, st.st_size
-
-
-def version_effects(old: dict[str, Any], new: dict[str, Any], ready: Readiness) -> list[str]:
-    """What an apply does to reads of each view given a new version: which version
-    unpinned references (services, training sets) will read, and why."""
-    effects = []
-    old_views, new_views = old.get("feature_views", {}), new.get("feature_views", {})
-    for name in sorted({r["name"] for r in new_views.values()}):
-        newest = live_version(name, new_views, None)
-        assert newest is not None
-        newest_name = view_name(newest)
-        if newest_name in old_views or not any(r["name"] == name for r in old_views.values()):
-            continue  # no new version of a view that had one
-        readers = _unpinned_readers(new, name)
-        state = ready.describe(newest_name)
-        for path, label in (("offline", "training sets"), ("online", "serving")):
-            live = live_version(name, new_views, ready.for_path(path))
-            assert live is not None
-            if live is newest:
-                effects.append(f"{label}: {readers} will read {newest_name}, which {state}")
-            else:
-                effects.append(f"{label}: {readers} keep reading {view_name(live)} until {newest_name} has "
-                               f"{path} data ({'`fstore ingest`' if path == 'offline' else '`fstore materialize`'}); "
-                               f"{newest_name} {state}")
-    return effects
-
-
-def transform_modes(state: dict[str, Any]) -> list[str]:
-    """Per view version with a transformation: whether ingest runs it incrementally or in full, and why."""
-    out = []
-    for name, record in state.get("feature_views", {}).items():
-        if record.get("transform"):
-            mode, why = ingest_mode(record)
-            out.append(f"{name}: {mode} ({why})")
-    return out
-
-
-def store_warnings(config: RepoConfig, state: dict[str, Any]) -> list[str]:
-    """A source whose path reaches into a store: its files are skipped (offline.loaders), say so."""
-    out = []
-    for src in state.get("sources", {}).values():
-        path = src.get("path")
-        if not path or ":" in (src.get("format") or ""):
-            continue  # a plug-in loader reads what it reads
-        parts = Path(path).parts
-        fixed = Path(*[p for p in parts[:next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")),
-                                              len(parts))]] or ["."])
-        base = (config.root / fixed).resolve()
-        for label, store in (("offline", config.offline_path), ("online", config.online_path)):
-            if store is not None and store.resolve().is_relative_to(base):
-                out.append(f"source {src['name']}: path {path!r} contains the {label} store "
-                           f"({config.rel(store)}); its files are never read as source rows")
-    return out
-
-
-def _unpinned_readers(state: dict[str, Any], name: str) -> str:
-    services = [s["name"] for s in state.get("feature_services", {}).values()
-                if any(unversioned(ref.partition(":")[0]) == name and ref.partition(":")[0] not in
-                       state["feature_views"] for ref in s["features"])]
-    who = f"service{'s' if len(services) > 1 else ''} {', '.join(services)} and " if services else ""
-    return f"{who}references to {name!r}"
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
-    changes: list[Change] = []
-    if old and old.get("project") != new.get("project"):
-        changes.append(Change("project", str(new.get("project")), "change",
-                              [f"project: {old.get('project')!r} -> {new.get('project')!r}"]))
-    for kind in SECTIONS:
-        before, after = old.get(kind, {}), new.get(kind, {})
-        for name in sorted(before.keys() | after.keys()):
-            if name not in before:
-                changes.append(Change(kind, name, "add"))
-            elif name not in after:
-                changes.append(Change(kind, name, "remove"))
-            elif before[name] != after[name]:
-                details = [_field_change(k, before[name].get(k), after[name].get(k))
-                           for k in sorted(before[name].keys() | after[name].keys())
-                           if before[name].get(k) != after[name].get(k)]
-                changes.append(Change(kind, name, "change", details))
-    return changes
-
-
-def _field_change(key: str, old: Any, new: Any) -> str:
-    """One changed field as people read it: a duration (stored as ``<name>_us``) in the
-    largest unit that divides it exactly (``ttl: 7d -> 5d``), anything else as its value."""
-    if key.endswith("_us"):
-        return f"{key[:-3]}: {format_duration(old)} -> {format_duration(new)}"
-    if key == "as_of":  # absent means the default; a training-semantics change, allowed in place
-        return f"as_of: {old or AS_OF_EVENT} -> {new or AS_OF_EVENT} (training sets change; serving does not)"
-    return f"{key}: {old!r} -> {new!r}"
