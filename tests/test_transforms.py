@@ -343,3 +343,27 @@ def test_created_timestamp_is_kept_through_the_transformation(repo: Path) -> Non
                                                 pa.timestamp("us", tz="UTC"))})
     # day 2: the second row (event 01:00) was not created until day 5, so the first one is read
     assert fs.get_historical_features(ent, ["late:x"]).column("x").to_pylist() == [2.0, 4.0]
+
+
+def test_rows_pushed_offline_survive_a_full_recompute_and_its_backfill(repo: Path) -> None:
+    """A row pushed with offline=True to a view whose transformation recomputes the whole
+    history is not in any source file: the next full ingest (a source file changed) and a
+    backfill must keep it, as an incremental ingest does, never drop it silently."""
+    fs = FeatureStore(repo)
+    fs.apply()
+    fs.ingest()
+    assert fs.push("daily", {"user_id": [9], "ts": [T0 + dt.timedelta(days=3)], "total": [99.0], "n": [1]},
+                   offline=True) == 1
+    ent = pa.table({"user_id": pa.array([9, 1], pa.int64()),
+                    "event_timestamp": pa.array([T0 + dt.timedelta(days=4)] * 2, pa.timestamp("us", tz="UTC"))})
+    assert fs.get_historical_features(ent, ["daily:total"]).column("total").to_pylist() == [99.0, 5.0]
+    pq.write_table(_events(1, [1, 4], [10.0, 20.0]), repo / "data" / "events" / "d1.parquet")
+    assert {r.view: r.rows for r in fs.ingest()}["daily_v1"] == 4  # recomputed from the source files
+    assert fs.get_historical_features(ent, ["daily:total"]).column("total").to_pylist() == [99.0, 15.0]
+    assert fs.ingest()[0].units_read == 0  # the kept push does not make every ingest recompute
+    views = _views()
+    views[1]["transform"]["sql"] = views[1]["transform"]["sql"].replace("sum(amount)", "sum(amount) * 100")
+    _write_defs(repo, views)
+    fs.backfill("daily", T0, T0 + dt.timedelta(days=30))  # the pushed row lies inside the window
+    assert fs.get_historical_features(ent, ["daily_v2:total"]).column("total").to_pylist() == [99.0, 1500.0]
+    fs.close()

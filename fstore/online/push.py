@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import BadRequest, IngestError, KeyTooLong, OfflineStoreError, UnknownObject
-from ..offline.layout import EVENT_TS
+from ..offline.layout import EVENT_TS, PUSH_PREFIX
 from ..offline.problems import RowProblems
 from ..offline.rows import source_columns, type_rows
 from ..offline.store import OfflineStore
@@ -164,7 +164,7 @@ def append_offline(offline: OfflineStore, push: PreparedPush) -> None:
     """Append the rows offline; runs before the online commit, so that a failure here
     never leaves online a value that training would not see."""
     try:
-        offline.append_rows(push.view, push.table, f"push:{uuid.uuid4().hex}")
+        offline.append_rows(push.view, push.table, f"{PUSH_PREFIX}{uuid.uuid4().hex}")
     except OSError as exc:
         raise OfflineStoreError(f"cannot append the pushed rows of {push.name} to the offline store "
                                 f"(nothing was written online): {exc}") from None
