@@ -367,3 +367,24 @@ def test_rows_pushed_offline_survive_a_full_recompute_and_its_backfill(repo: Pat
     fs.backfill("daily", T0, T0 + dt.timedelta(days=30))  # the pushed row lies inside the window
     assert fs.get_historical_features(ent, ["daily_v2:total"]).column("total").to_pylist() == [99.0, 1500.0]
     fs.close()
+
+
+def test_an_output_with_a_column_twice_is_refused_naming_the_view_and_column(repo: Path) -> None:
+    """Which of two same-named output columns is the feature is anyone's guess: refused, at plan
+    and at ingest, naming the view and the column (was a bare KeyError)."""
+    sql = "SELECT user_id, ts, amount * 2 AS amount2, upper(cat) AS cat_u, amount AS amount2 FROM source"
+    _write_defs(repo, _views(sql))
+    with pytest.raises(InvalidDefinition, match=r"feature_view doubled.transform: .*doubled_v1: the transformation's "
+                                                r"output has column 'amount2' 2 times"):
+        FeatureStore(repo).plan()
+    _write_defs(repo, _views())
+    fs = FeatureStore(repo)
+    fs.apply()
+    reg = json.loads(fs.config.registry.read_text())
+    reg["feature_views"]["doubled_v1"]["transform"]["sql"] = sql  # as if applied by an older check
+    fs.config.registry.write_text(json.dumps(reg))
+    with pytest.raises(TransformError, match=r"doubled_v1: the transformation's output has column 'amount2' 2 times") \
+            as info:
+        fs.ingest(["doubled"])
+    assert (info.value.view, info.value.column) == ("doubled_v1", "amount2")
+    fs.close()
