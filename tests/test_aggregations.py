@@ -641,3 +641,25 @@ def test_backfill_of_an_aggregation_view_with_a_transformation(tmp_path: Path) -
     assert list((root / "data/offline/agg_v2/tiles").rglob("*.parquet"))  # tiles built, not tiled per read
     assert fs.get_historical_features(ent, ["agg_v1:s"]).column("s").to_pylist() == [6, 6]  # untouched
     fs.close()
+
+
+def test_a_push_refused_for_a_long_key_stores_no_event(tmp_path: Path) -> None:
+    """A pushed event whose key is too long for LMDB is refused (BadRequest naming the key
+    column) before anything is stored: its event must not reach the offline store, where
+    every later training set would count an event the push was refused for."""
+    from fstore.errors import BadRequest
+
+    root = _repo(tmp_path / "r", "      - {column: v, function: sum, window: 1d, name: s}\n", keys=("region",))
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    pq.write_table(pa.table({"region": ["eu"], "ts": [now - dt.timedelta(hours=1)], "created": [now], "v": [1]}),
+                   root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    long = "x" * 600
+    with pytest.raises(BadRequest, match="511") as err:
+        fs.push("agg", {"region": ["eu", long], "ts": [now, now], "created": [now, now], "v": [5, 7]})
+    assert err.value.field == "rows.region"
+    ent = pa.table({"region": ["eu", long], "event_timestamp": [now + dt.timedelta(seconds=1)] * 2})
+    assert fs.get_historical_features(ent, ["agg:s"]).column("s").to_pylist() == [1, None]  # nothing stored
+    fs.close()
