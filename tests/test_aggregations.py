@@ -617,3 +617,49 @@ def test_min_max_last_of_timestamps_and_bools_and_strings_refused(tmp_path: Path
         FeatureStore(root).plan()
     assert [err.field for err in e.value.errors] == ["aggregations[0:lab].column"]
     assert "last needs a numeric, timestamp or bool column" in str(e.value)
+
+
+def test_backfill_of_an_aggregation_view_with_a_transformation(tmp_path: Path) -> None:
+    """An aggregation view may aggregate a transformation's output; its backfill recomputes
+    the events in [START, END) (was a bare KeyError: the aggregates were taken for the stored
+    columns) and the new version's tiles are built, so its windows are exact."""
+    root = _repo(tmp_path / "r", "      - {column: v2, function: sum, window: 1h, name: s}\n",
+                 extra="    transform: {sql: \"SELECT cid, ts, created, v * 2 AS v2 FROM source\"}\n")
+    m = lambda x: T0 + dt.timedelta(minutes=x)
+    pq.write_table(pa.table({"cid": [1, 1, 2], "ts": [m(30), m(40), m(50)], "created": [m(30)] * 3, "v": [1, 2, 3]}),
+                   root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    ent = pa.table({"cid": [1, 2], "event_timestamp": [m(60)] * 2})
+    assert fs.get_historical_features(ent, ["agg:s"]).column("s").to_pylist() == [6, 6]
+    defs = root / "features/defs.yaml"
+    defs.write_text(defs.read_text().replace("v * 2", "v * 3"))
+    result = fs.backfill("agg", m(0), m(45))  # cid 1's events recomputed, cid 2's (at 50m) copied
+    assert (result.view, result.rows_recomputed, result.rows_copied) == ("agg_v2", 2, 1)
+    assert fs.get_historical_features(ent, ["agg_v2:s"]).column("s").to_pylist() == [9, 6]
+    assert list((root / "data/offline/agg_v2/tiles").rglob("*.parquet"))  # tiles built, not tiled per read
+    assert fs.get_historical_features(ent, ["agg_v1:s"]).column("s").to_pylist() == [6, 6]  # untouched
+    fs.close()
+
+
+def test_a_push_refused_for_a_long_key_stores_no_event(tmp_path: Path) -> None:
+    """A pushed event whose key is too long for LMDB is refused (BadRequest naming the key
+    column) before anything is stored: its event must not reach the offline store, where
+    every later training set would count an event the push was refused for."""
+    from fstore.errors import BadRequest
+
+    root = _repo(tmp_path / "r", "      - {column: v, function: sum, window: 1d, name: s}\n", keys=("region",))
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    pq.write_table(pa.table({"region": ["eu"], "ts": [now - dt.timedelta(hours=1)], "created": [now], "v": [1]}),
+                   root / "data/ev/a.parquet")
+    fs = FeatureStore(root)
+    fs.apply()
+    fs.ingest()
+    long = "x" * 600
+    with pytest.raises(BadRequest, match="511") as err:
+        fs.push("agg", {"region": ["eu", long], "ts": [now, now], "created": [now, now], "v": [5, 7]})
+    assert err.value.field == "rows.region"
+    ent = pa.table({"region": ["eu", long], "event_timestamp": [now + dt.timedelta(seconds=1)] * 2})
+    assert fs.get_historical_features(ent, ["agg:s"]).column("s").to_pylist() == [1, None]  # nothing stored
+    fs.close()

@@ -23,7 +23,7 @@ from test_request_time import FUNCTIONS, ROWS, SERVICES, T0, build_repo
 from fstore import FeatureStore
 from fstore._ext._constants import Status
 from fstore.client import Client
-from fstore.errors import Unavailable
+from fstore.errors import ComputedFeatureError, Unavailable
 
 LOGGED = SERVICES.replace('features: ["stats:avg", "stats:count", "stats:tier", "score", "recent:last_amount"]',
                           'features: ["stats:avg", "stats:count", "stats:tier", "score", "recent:last_amount"]\n'
@@ -295,3 +295,17 @@ def test_lineage_up_finds_a_service_that_reads_a_view_only_through_a_request_vie
         for view in ("recent", "stats_v1"):
             services = fs.lineage(view)["services"]
             assert "only_score" in services and "only_bad" not in services, (view, services)
+
+
+def test_a_function_giving_a_table_with_a_column_twice_is_named() -> None:
+    """A request-time function returning a pyarrow Table with a column twice is the function's
+    error, naming its owner and the feature (was a bare KeyError from Arrow: INTERNAL)."""
+    from fstore.repo.request_time import apply
+
+    def twice(cols: dict) -> pa.Table:
+        return pa.table([pa.array([1.0]), pa.array([2.0])], names=["ratio", "ratio"])
+
+    with pytest.raises(ComputedFeatureError, match=r"request_view score: function 'twice' gave 'ratio' 2 times") \
+            as err:
+        apply(twice, {}, [("ratio", "float64")], 1, where="request_view score")
+    assert err.value.field == "ratio"

@@ -10,7 +10,7 @@ Unit bookkeeping follows the ingest mode, so that the next ``fstore ingest`` of 
 version reads only what is new:
 - full (not row-wise): the window is cut from a recompute over every source file; the
   new version records those files as its inputs (the next change recomputes everything
-  with the current transformation, as any full ingest does).
+  with the current transformation, as any full ingest does); pushed rows are copied whole.
 - incremental (row-wise): each source file the old version ingested unchanged keeps its
   unit: its rows outside the window are copied, inside recomputed. A file the old version
   lacks (or holds an older copy of) is recomputed whole, as an ingest would; rows whose
@@ -35,7 +35,8 @@ from .layout import EVENT_TS, UNIT, offline_schema
 from .loaders import get_loader
 from .problems import RowProblems
 from .store import OfflineStore
-from .transform import FULL_UNIT, INPUTS, inputs_fingerprint, inputs_of, read_all, unit_reader, with_unit
+from .transform import (FULL_UNIT, INPUTS, full_unit_id, inputs_fingerprint, inputs_of, pushed_units, read_all,
+                        unit_reader, with_unit)
 
 
 @dataclass
@@ -77,15 +78,22 @@ def backfill(store: OfflineStore, old: dict[str, Any], new: dict[str, Any], sour
     progress.start(f"backfill {view_name(new)}", len(units))
     try:
         if mode == FULL:
-            kept = with_unit(old_rows.filter(pa.array(~inside)), 0)
+            # pushed rows are in no source file: copied whole, with their units, as row-wise keeps them
+            old_manifest = store.manifest(old) or {"units": {}, "next_unit": 0}
+            pushed = pushed_units(old_manifest)
+            fid = full_unit_id(old_manifest, pushed)
+            is_pushed = np.isin(old_rows.column(UNIT).to_numpy(zero_copy_only=False), [e["id"] for e in pushed.values()])
+            kept = pa.concat_tables([with_unit(old_rows.filter(pa.array(~inside & ~is_pushed)), fid),
+                                     old_rows.filter(pa.array(is_pushed))])
             fresh = read_all(new, source, loader, units, store.config.root, problems)
             problems.check()
             assert fresh is not None
-            fresh = with_unit(fresh.filter(pa.array(_in_window(fresh, start_us, end_us))), 0)
+            fresh = with_unit(fresh.filter(pa.array(_in_window(fresh, start_us, end_us))), fid)
             progress.advance(len(units))
             table = pa.concat_tables([kept, fresh])
             inputs = inputs_of(new, units)
-            entries = {FULL_UNIT: {"id": 0, "fingerprint": inputs_fingerprint(inputs), "rows": table.num_rows}}
+            entries = {FULL_UNIT: {"id": fid, "fingerprint": inputs_fingerprint(inputs),
+                                   "rows": table.num_rows - int(is_pushed.sum())}, **pushed}
             store.replace_history(new, table, entries, {INPUTS: inputs})
             return BackfillResult(view_name(new), view_name(old), mode, kept.num_rows, fresh.num_rows, len(units))
         old_units = (store.manifest(old) or {}).get("units", {})

@@ -23,14 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..files import file_lock, write_atomic
-from .layout import MANIFEST
+from .layout import MANIFEST, PUSH_PREFIX
 from .log import event_range
 from .parts import write_parts
 from .store import OfflineStore
 
 #: runs of one level that are merged into one run of the next
 PUSH_FANOUT = 8
-PUSH_PREFIX = "push:"  # the label of a pushed run's unit (fstore.online.push, fstore.online.aggregates)
 LEVEL = "level"        # a merged run's key in the manifest: how many merges its rows went through
 
 

@@ -79,6 +79,10 @@ class LocalEngine:
 
     def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
                  end_us: int, progress: Reporter | None = None) -> BackfillResult:
+        if is_aggregation_view(new):  # its history is the transformed events; then the new version's tiles
+            result = backfill(self.store, events_view(old), events_view(new), source, start_us, end_us, progress)
+            sync_tiles(self.store, new, one_matrix(new))
+            return result
         return backfill(self.store, old, new, source, start_us, end_us, progress)
 
     def source_schema(self, source: Source) -> pa.Schema:

@@ -24,6 +24,8 @@ EVENT_TS = "__event_ts"
 CREATED_TS = "__created_ts"
 UNIT = "__unit"
 MANIFEST = "_manifest.json"
+#: the label of a pushed run's unit: rows no source file holds (fstore.online.push, fstore.offline.compact)
+PUSH_PREFIX = "push:"
 KEY_TYPES = {"int64": pa.int64(), "string": pa.string()}
 
 

@@ -17,13 +17,15 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..errors import IngestError, TransformError
 from ..repo.functions import load_function
 from ..repo.names import view_name
 from ..repo.transform_run import run_transform
 from ..repo.columns import compatible
-from .layout import UNIT
+from .layout import PUSH_PREFIX, UNIT, offline_schema
 from .loaders import Loader, SourceUnit
 from .problems import RowProblems
 from .rows import source_columns, type_rows
@@ -107,16 +109,47 @@ def with_unit(table: pa.Table, unit: int) -> pa.Table:
                             pa.array(np.full(table.num_rows, unit, dtype=np.int32)))
 
 
+def pushed_units(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The unit entries of rows pushed offline: no source file holds them, so a recompute
+    from the source files must keep them as they are (never drop them silently)."""
+    return {u: {k: e[k] for k in ("id", "fingerprint", "rows")}
+            for u, e in manifest.get("units", {}).items() if u.startswith(PUSH_PREFIX)}
+
+
+def full_unit_id(manifest: dict[str, Any], pushed: dict[str, dict[str, Any]]) -> int:
+    """FULL_UNIT's number: 0, unless a push (made before the first ingest) holds it."""
+    return manifest["next_unit"] if any(e["id"] == 0 for e in pushed.values()) else 0
+
+
+def pushed_rows(store: Any, view: dict[str, Any], manifest: dict[str, Any],
+                pushed: dict[str, dict[str, Any]]) -> pa.Table:
+    """The stored rows of the ``pushed`` units, with their ``__unit``."""
+    schema = offline_schema(view)
+    ids = {e["id"] for e in pushed.values()}
+    if not ids:
+        return schema.empty_table()
+    vdir = store.view_dir(view)
+    value_set = pa.array(sorted(ids), pa.int32())
+    tables = [t.filter(pc.is_in(t.column(UNIT), value_set=value_set))
+              for run in manifest["runs"] if ids & set(run["units"])
+              for t in (pq.read_table(vdir / p).select(schema.names).cast(schema) for p in run["parts"].values())]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 def ingest_full(store: Any, view: dict[str, Any], source: dict[str, Any], manifest: dict[str, Any],
                 loader: Loader, units: list[SourceUnit], problems: RowProblems) -> tuple[int, int]:
     """Recompute the view's whole history when a source file is new or changed (or the
-    transformation is not what computed it), replacing every run; (files read, rows)."""
+    transformation is not what computed it), replacing every run but keeping the rows
+    pushed offline; (files read, rows recomputed)."""
     inputs = inputs_of(view, units)
     if manifest.get(INPUTS) == inputs:
         return 0, 0
     table = read_all(view, source, loader, units, store.config.root, problems)
     problems.check()
     assert table is not None
-    entry = {"id": 0, "fingerprint": inputs_fingerprint(inputs), "rows": table.num_rows}
-    store.replace_locked(view, manifest, with_unit(table, 0), {FULL_UNIT: entry}, {INPUTS: inputs})
+    pushed = pushed_units(manifest)
+    fid = full_unit_id(manifest, pushed)
+    entry = {"id": fid, "fingerprint": inputs_fingerprint(inputs), "rows": table.num_rows}
+    whole = pa.concat_tables([with_unit(table, fid), pushed_rows(store, view, manifest, pushed)])
+    store.replace_locked(view, manifest, whole, {FULL_UNIT: entry, **pushed}, {INPUTS: inputs})
     return len(units), table.num_rows

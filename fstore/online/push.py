@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._ext._online import MAX_KEY
 from ..errors import BadRequest, IngestError, KeyTooLong, OfflineStoreError, UnknownObject
-from ..offline.layout import EVENT_TS
+from ..offline.layout import EVENT_TS, PUSH_PREFIX
 from ..offline.problems import RowProblems
 from ..offline.rows import source_columns, type_rows
 from ..offline.store import OfflineStore
@@ -34,7 +36,7 @@ from ..repo.registry import Snapshot
 from ..repo.resolve import find_view
 from ..times import from_us
 from .aggregates import refresh_after_push
-from .codec import encode_table, write_batch
+from .codec import encode_table, key_sizes, write_batch
 from .files import read_files
 from .store import OnlineStore
 
@@ -164,7 +166,7 @@ def append_offline(offline: OfflineStore, push: PreparedPush) -> None:
     """Append the rows offline; runs before the online commit, so that a failure here
     never leaves online a value that training would not see."""
     try:
-        offline.append_rows(push.view, push.table, f"push:{uuid.uuid4().hex}")
+        offline.append_rows(push.view, push.table, f"{PUSH_PREFIX}{uuid.uuid4().hex}")
     except OSError as exc:
         raise OfflineStoreError(f"cannot append the pushed rows of {push.name} to the offline store "
                                 f"(nothing was written online): {exc}") from None
@@ -188,6 +190,7 @@ def prepare_push(online: OnlineStore, registry: Snapshot, args: dict[str, Any]) 
         raise UnknownObject(f"unknown feature view {view_ref!r}")
     if is_aggregation_view(view):  # typed as raw events; push_group aggregates them
         table = _typed_table(events_view(view), registry.source_of(view), rows)
+        _check_key_sizes(view, table)  # before the events are appended offline, not at the online encode after
         return PreparedPush(view, view_name(view), online.db(view_name(view)), table, [], [], True, None)
     return prepare_table(online, view, _typed_table(view, registry.source_of(view), rows), offline)
 
@@ -201,6 +204,16 @@ def prepare_table(online: OnlineStore, view: dict[str, Any], table: pa.Table, of
                          f"rows.{view['join_keys'][0]}") from None
     newest = pc.max(table.column(EVENT_TS).cast(pa.int64())).as_py()
     return PreparedPush(view, view_name(view), online.db(view_name(view)), table, keys, values, offline, newest)
+
+
+def _check_key_sizes(view: dict[str, Any], table: pa.Table) -> None:
+    """BadRequest for a row whose key is too long for LMDB (prepare_table's rule, by size)."""
+    sizes = key_sizes(view, table)
+    long = np.flatnonzero(sizes > MAX_KEY)
+    if len(long):
+        i = int(long[0])
+        raise BadRequest(f"row {i + 1}: the key is {int(sizes[i])} bytes; LMDB keys are at most {MAX_KEY}",
+                         f"rows.{view['join_keys'][0]}")
 
 
 def _typed_table(view: dict[str, Any], source: dict[str, Any], rows: dict[str, Any]) -> pa.Table:

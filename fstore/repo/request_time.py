@@ -200,7 +200,12 @@ def apply(fn: Callable[..., Any], args: dict[str, pa.Array], outputs: list[tuple
         raise ComputedFeatureError(f"{where}: function {getattr(fn, '__name__', fn)!r} raised "
                                    f"{type(exc).__name__}: {exc}") from exc
     if isinstance(got, (pa.Table, pa.RecordBatch)):
-        got = {name: got.column(name) for name in got.column_names}
+        names = got.column_names
+        for name in names:
+            if names.count(name) > 1:  # which one is the feature would be a guess
+                raise _output_error(f"{where}: function {getattr(fn, '__name__', fn)!r} gave {name!r} "
+                                    f"{names.count(name)} times", name)
+        got = {name: got.column(name) for name in names}
     if not isinstance(got, dict):
         raise ComputedFeatureError(f"{where}: function {fn.__name__!r} must return a mapping of feature name to "
                                    f"values (or a pyarrow Table), got {type(got).__name__}")

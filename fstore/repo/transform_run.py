@@ -22,7 +22,7 @@ def run_transform(transform: dict[str, Any], table: pa.Table, root: Path, *, vie
     view and showing DuckDB's (or the function's) message when it fails. ``fn``: the function
     already found (definitions not yet applied), else it is loaded from its stored reference."""
     if "sql" in transform:
-        return _run_sql(transform["sql"], table, view)
+        return _unique_columns(_run_sql(transform["sql"], table, view), view)
     fn = fn or load_function(transform["python"], root, what=f"feature view {view}")
     name = transform["python"]["function"]
     try:
@@ -35,6 +35,19 @@ def run_transform(transform: dict[str, Any], table: pa.Table, root: Path, *, vie
     if not isinstance(out, pa.Table):
         raise TransformError(f"feature view {view}: Python transformation {name} returned "
                              f"{type(out).__name__}, not a pyarrow Table", view=view)
+    return _unique_columns(out, view)
+
+
+def _unique_columns(out: pa.Table, view: str) -> pa.Table:
+    """``out``, refused when it has a column twice: which one is the feature would be a guess
+    (and Arrow's by-name lookups fail on it with a bare KeyError)."""
+    seen: set[str] = set()
+    for name in out.column_names:
+        if name in seen:
+            raise TransformError(f"feature view {view}: the transformation's output has column {name!r} "
+                                 f"{out.column_names.count(name)} times; give each column one name",
+                                 view=view, column=name)
+        seen.add(name)
     return out
 
 
