@@ -19,6 +19,7 @@ from fstore.errors import BadRows, TransformError
 from fstore.offline import tiles as offline_tiles
 from fstore.offline import transform as offline_transform
 from fstore.offline import windows as offline_windows
+from fstore.offline.layout import PUSH_PREFIX
 from fstore.repo.transform_run import run_transform
 from spark_util import needs_spark, spark_twin, stored, sync_sources
 from test_aggregations import _repo as agg_repo
@@ -441,3 +442,45 @@ def test_aggregations_are_made_by_spark_tasks_as_the_local_engine_makes_them(tmp
     in_spark[0] = False
     assert got.equals(want), (got.to_pylist(), want.to_pylist())
     assert want.column("n_count_2h").to_pylist()[-2:] == [0, 0] and any(want.column("n_count_2h").to_pylist())
+
+
+def same_store(a: FeatureStore, b: FeatureStore, view: str) -> bool:
+    """``stored`` equal but for the pushed units' names (each push draws its own uuid)."""
+    docs = [stored(fs, view) for fs in (a, b)]
+    for doc in docs:
+        units = doc["manifest"]["units"]
+        doc["manifest"]["units"] = {u: e for u, e in units.items() if not u.startswith(PUSH_PREFIX)}
+        doc["manifest"]["units"]["pushed"] = sorted((e["id"], e["rows"]) for u, e in units.items()
+                                                    if u.startswith(PUSH_PREFIX))
+    return docs[0] == docs[1]
+
+
+def test_rows_pushed_offline_survive_a_full_recompute_and_its_backfill_as_on_the_local_engine(tx_pair):
+    """Rows pushed with offline=True to a full-SQL view are in no source file: the full
+    ingest after a source change and a backfill keep them, in the local engine's rows and
+    order (a pushed row that ties a recomputed one on key and times wins the ingest, the
+    recomputed one wins the backfill), with the same manifest."""
+    local, spark = tx_pair
+    root = local.config.root
+    hour = dt.timedelta(hours=1)
+    for fs in tx_pair:  # user 1's daily row is at T0 + 3h: the first pushed row ties it
+        assert fs.push("daily", {"user_id": [1, 9], "ts": [TX_T0 + 3 * hour, TX_T0 + 72 * hour],
+                                 "total": [99.0, 7.0], "n": [1, 1]}, offline=True) == 2
+    ingest_both(local, spark)  # the first recompute: the push holds unit 0
+    assert same_store(spark, local, "daily_v1")
+    pq.write_table(tx_events(1, [4, 2], [10.0, 20.0]), root / "data" / "events" / "d1.parquet")
+    ingest_both(local, spark)  # recomputed from the source files again
+    assert same_store(spark, local, "daily_v1")
+    ent = pa.table({"user_id": pa.array([1, 9, 4], pa.int64()),
+                    "event_timestamp": pa.array([TX_T0 + 96 * hour] * 3, pa.timestamp("us", tz="UTC"))})
+    assert same_training_set(local, spark, ent, ["daily:total"]).column("total").to_pylist() == [99.0, 7.0, 10.0]
+    views = tx_views()
+    views[1]["transform"]["sql"] = views[1]["transform"]["sql"].replace("sum(amount)", "sum(amount) * 100")
+    write_defs(root, views)
+    sync_sources(root, spark.config.root)
+    start, end = TX_T0, TX_T0 + dt.timedelta(days=30)  # the pushed rows lie inside the window
+    want, got = local.backfill("daily", start, end), spark.backfill("daily", start, end)
+    assert got.__dict__ == want.__dict__
+    assert same_store(spark, local, "daily_v2")
+    assert same_training_set(local, spark, ent, ["daily_v2:total"]).column("total").to_pylist() == [500.0, 7.0, 1000.0]
+

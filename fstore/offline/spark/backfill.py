@@ -5,8 +5,9 @@ and written by Spark.
 The old version's rows are read by Spark from its parts; the transformation's rows come from
 the ingest paths (fstore.offline.spark.ingest.SparkStore.typed_rows: Spark SQL, or a row-wise
 Python function in tasks). Ties on (keys, event time, created time) are kept in the local
-engine's order: the copied rows first, in log order (run, then place in part), then the
-recomputed ones in reading order (unit, then place). A full Python transformation, and
+engine's order: the copied rows first, in log order (run, then place in part; for a full
+transformation the rows pushed offline after the others), then the recomputed ones in
+reading order (unit, then place). A full Python transformation, and
 whatever the ingest paths leave to the driver, runs the local engine's backfill on the
 driver, over the same store.
 """
@@ -21,7 +22,7 @@ from ...repo.transforms import FULL, ingest_mode
 from ..backfill import BackfillResult, backfill
 from ..layout import EVENT_TS, UNIT, offline_schema
 from ..loaders import get_loader
-from ..transform import FULL_UNIT, INPUTS, inputs_fingerprint, inputs_of
+from ..transform import FULL_UNIT, INPUTS, full_unit_id, inputs_fingerprint, inputs_of, pushed_units
 from .frames import BUCKET, POS, RUN, read_stored
 from .ingest import SparkStore
 from .transform import not_portable
@@ -61,9 +62,15 @@ def spark_backfill(store: SparkStore, old: dict[str, Any], new: dict[str, Any], 
         event = F.unix_micros(F.col(EVENT_TS))
         in_window = (event >= F.lit(start_us)) & (event < F.lit(end_us))
         fresh = typed.where(F.col(KIND) == DATA)
-        after = max([int(r["id"][1:]) for r in (manifest or {}).get("runs", [])], default=0) + 1  # after every old run
-        if mode == FULL:
-            keep, fresh = ~in_window, fresh.where(in_window).withColumn(UNIT, F.lit(0).cast("int"))
+        n_runs = max([int(r["id"][1:]) for r in (manifest or {}).get("runs", [])], default=0) + 1
+        after = n_runs  # the fresh rows' order: after every old run
+        if mode == FULL:  # pushed rows are copied whole, after the others kept (fstore.offline.backfill)
+            pushed = pushed_units(manifest or {})
+            fid = full_unit_id(manifest or {}, pushed)
+            pushed_ids = sorted({e["id"] for e in pushed.values()})
+            is_pushed = F.col(UNIT).isin(pushed_ids)
+            keep, fresh = ~in_window | is_pushed, fresh.where(in_window).withColumn(UNIT, F.lit(fid).cast("int"))
+            after = 2 * n_runs  # pushed rows are ordered n_runs + their run: before the fresh ones
             inputs = inputs_of(new, units)
             extra = {INPUTS: inputs}
         else:
@@ -93,15 +100,19 @@ def spark_backfill(store: SparkStore, old: dict[str, Any], new: dict[str, Any], 
         rows = fresh.select(*columns, BUCKET, (F.col(SEQ) + F.lit(after)).alias(SEQ), POS, F.lit(True).alias(FRESH))
         if paths:
             kept = read_stored(spark, old, paths, [UNIT, *(f["name"] for f in new["features"])]).where(keep)
-            if mode == FULL:
-                kept = kept.withColumn(UNIT, F.lit(0).cast("int"))
-            rows = rows.unionByName(kept.select(*columns, BUCKET, F.col(RUN).cast("int").alias(SEQ), POS,
+            kept = kept.withColumn(SEQ, F.col(RUN).cast("int"))
+            if mode == FULL:  # the order first: it reads the stored unit
+                kept = kept.withColumn(SEQ, F.when(is_pushed, F.col(SEQ) + F.lit(n_runs)).otherwise(F.col(SEQ)))
+                kept = kept.withColumn(UNIT, F.when(is_pushed, F.col(UNIT)).otherwise(F.lit(fid)).cast("int"))
+            rows = rows.unionByName(kept.select(*columns, BUCKET, SEQ, POS,
                                                 F.lit(False).alias(FRESH)))
         counts = rows.groupBy(UNIT, FRESH).count().collect()
         copied = sum(c["count"] for c in counts if not c[FRESH])
         recomputed = sum(c["count"] for c in counts if c[FRESH])
         if mode == FULL:
-            entries = {FULL_UNIT: {"id": 0, "fingerprint": inputs_fingerprint(inputs), "rows": copied + recomputed}}
+            n_pushed = sum(c["count"] for c in counts if not c[FRESH] and c[UNIT] in pushed_ids)
+            entries = {FULL_UNIT: {"id": fid, "fingerprint": inputs_fingerprint(inputs),
+                                   "rows": copied + recomputed - n_pushed}, **pushed}
         else:
             by_id: dict[int, int] = {}
             for c in counts:

@@ -7,7 +7,8 @@ runs in Spark SQL (fstore.offline.spark.transform). A second job partitions the 
 bucket, sorts and writes them (fstore.offline.spark.write). The driver keeps the manifest:
 the run is recorded, and swapped in, exactly as the local engine does it (OfflineStore.ingest).
 A full (not row-wise) SQL transformation replaces the history with one run, as
-fstore.offline.transform.ingest_full does; a full Python one runs on the driver (it takes
+fstore.offline.transform.ingest_full does (the rows pushed offline copied into it, after the
+recomputed ones, their units found by that module's rule); a full Python one runs on the driver (it takes
 the whole table in one process whichever process that is: docs/scaling.md).
 
 Bad rows: a unit with any is reported by its task; the driver then reads the run's
@@ -25,8 +26,8 @@ from ..layout import UNIT, offline_schema
 from ..loaders import Loader, SourceUnit
 from ..problems import RowProblems
 from ..store import OfflineStore
-from ..transform import FULL_UNIT, INPUTS, ingest_full, inputs_fingerprint, inputs_of
-from .frames import BUCKET, POS, read_stored
+from ..transform import FULL_UNIT, INPUTS, full_unit_id, ingest_full, inputs_fingerprint, inputs_of, pushed_units
+from .frames import BUCKET, POS, RUN, read_stored
 from .transform import not_portable, sql_failed, sql_rows
 from .typed import BAD, DATA, KIND, NULL_COLS, NULL_ROWS, ROWS, SEQ, STATS, read_units
 from .write import write_run
@@ -117,12 +118,16 @@ class SparkStore(OfflineStore):
     def _ingest_full(self, view: dict[str, Any], source: dict[str, Any], manifest: dict[str, Any], loader: Loader,
                      units: list[SourceUnit], problems: RowProblems) -> tuple[int, int]:
         """fstore.offline.transform.ingest_full with the rows made and written by Spark: the
-        whole history replaced by one run of one unit, when an input changed."""
+        whole history replaced by one run, when an input changed: the recomputed rows (one
+        unit) and, copied as they are, the rows pushed offline (their units), after them."""
         from pyspark.sql import functions as F
 
         inputs = inputs_of(view, units)
         if manifest.get(INPUTS) == inputs:
             return 0, 0
+        pushed = pushed_units(manifest)
+        if pushed and manifest["buckets"] != self.config.offline_buckets:  # pushed rows placed anew: the driver
+            return ingest_full(self, view, source, manifest, loader, units, problems)
         held: list[Any] = []
         try:
             # a replaced history is laid out anew, in the configured buckets (OfflineStore.replace_written)
@@ -134,13 +139,22 @@ class SparkStore(OfflineStore):
                     raise not_portable(view)
                 return done
             self.null_keys(view, stats, problems)
-            rows = typed.where(F.col(KIND) == DATA).withColumn(UNIT, F.lit(0).cast("int"))
-            rows = rows.select(*[f.name for f in offline_schema(view)], BUCKET, SEQ, POS)
-            n = sum(s[ROWS] for s in stats)
-            entry = {"id": 0, "fingerprint": inputs_fingerprint(inputs), "rows": n}
+            fid = full_unit_id(manifest, pushed)
+            columns = [f.name for f in offline_schema(view)]
+            rows = typed.where(F.col(KIND) == DATA).withColumn(UNIT, F.lit(fid).cast("int"))
+            rows = rows.select(*columns, BUCKET, SEQ, POS)
             spark, vdir = self._spark(), self.view_dir(view)
+            ids = sorted({e["id"] for e in pushed.values()})
+            paths = [vdir / p for run in manifest["runs"] if set(ids) & set(run["units"]) for p in run["parts"].values()]
+            if paths:  # pushed rows after the recomputed ones (a tie keeps them last), in log order, as locally
+                after = max((s[SEQ] for s in stats), default=-1) + 1
+                old = read_stored(spark, view, paths, [UNIT, *(f["name"] for f in view["features"])])
+                rows = rows.unionByName(old.where(F.col(UNIT).isin(ids)).select(
+                    *columns, BUCKET, (F.col(RUN) + F.lit(after)).cast("int").alias(SEQ), POS))
+            n = sum(s[ROWS] for s in stats)
+            entry = {"id": fid, "fingerprint": inputs_fingerprint(inputs), "rows": n}
             self.replace_written(view, manifest, lambda run_id, buckets, written: write_run(
-                spark, rows, view, vdir, run_id, buckets, written), {FULL_UNIT: entry}, {INPUTS: inputs})
+                spark, rows, view, vdir, run_id, buckets, written), {FULL_UNIT: entry, **pushed}, {INPUTS: inputs})
             return len(units), n
         finally:
             for frame in held:
