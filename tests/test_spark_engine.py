@@ -484,3 +484,26 @@ def test_rows_pushed_offline_survive_a_full_recompute_and_its_backfill_as_on_the
     assert same_store(spark, local, "daily_v2")
     assert same_training_set(local, spark, ent, ["daily_v2:total"]).column("total").to_pylist() == [500.0, 7.0, 1000.0]
 
+
+def test_backfill_of_an_aggregation_view_with_a_transformation_as_on_the_local_engine(tmp_path):
+    """An aggregation view over a SQL transformation backfills in Spark (its events, then
+    the new version's tiles), to the local engine's events, tiles and training set."""
+    root = agg_repo(tmp_path / "r", "      - {column: v2, function: sum, window: 1h, name: s}\n",
+                    extra="    transform: {sql: \"SELECT cid, ts, created, v * 2 AS v2 FROM source\"}\n")
+    m = lambda x: T0 + dt.timedelta(minutes=x)
+    pq.write_table(pa.table({"cid": [1, 1, 2], "ts": [m(30), m(40), m(50)], "created": [m(30)] * 3, "v": [1, 2, 3]}),
+                   root / "data/ev/a.parquet")
+    local, spark = twins(root)
+    ingest_both(local, spark)
+    defs = root / "features/defs.yaml"
+    defs.write_text(defs.read_text().replace("v * 2", "v * 3"))
+    sync_sources(root, spark.config.root)
+    want, got = local.backfill("agg", m(0), m(45)), spark.backfill("agg", m(0), m(45))
+    assert got.__dict__ == want.__dict__ and (want.rows_recomputed, want.rows_copied) == (2, 1)
+    assert stored(spark, "agg_v2") == stored(local, "agg_v2")
+    tiles = [{str(p.relative_to(d)): pq.read_table(p).to_pylist() for p in sorted(d.rglob("*.parquet"))}
+             for fs in (local, spark) for d in [fs.offline.view_dir(fs.registry.load()["feature_views"]["agg_v2"])
+                                                / "tiles"]]
+    assert tiles[0] == tiles[1] and tiles[0]
+    ent = pa.table({"cid": [1, 2], "event_timestamp": [m(60)] * 2})
+    assert same_training_set(local, spark, ent, ["agg_v2:s"]).column("s").to_pylist() == [9, 6]

@@ -59,7 +59,13 @@ class SparkEngine:
 
     def backfill(self, old: dict[str, Any], new: dict[str, Any], source: dict[str, Any], start_us: int,
                  end_us: int, progress: Reporter | None = None) -> BackfillResult:
-        """fstore.offline.backfill's rule, the rows made and written by Spark (fstore.offline.spark.backfill)."""
+        """fstore.offline.backfill's rule, the rows made and written by Spark (fstore.offline.spark.backfill).
+        An aggregation view's history is its transformed events: they are backfilled, then the
+        new version's tiles made by Spark tasks, as its ingest does."""
+        if is_aggregation_view(new):
+            result = spark_backfill(self.store, events_view(old), events_view(new), source, start_us, end_us, progress)
+            spark_sync_tiles(self.spark(), self.store, new)
+            return result
         return spark_backfill(self.store, old, new, source, start_us, end_us, progress)
 
     def historical(self, requests: list[ViewRequest], entity_df: Any, event_timestamp_column: str,
