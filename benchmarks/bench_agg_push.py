@@ -27,19 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFS = """entities:
-  - {name: customer, join_keys: [cid]}
-sources:
-  - {name: tx, path: data/tx, timestamp_field: ts}
-feature_views:
-  - name: spend
-    entities: [customer]
-    source: tx
-    aggregations:
-      - {column: amount, function: sum, window: 1h, name: sum_1h}
-      - {column: amount, function: count, window: 1d, name: count_1d}
-      - {column: amount, function: mean, window: 7d, name: mean_7d}
-"""
+from bench_aggregations import DEFS  # the same repository as the training-set benchmark
 
 
 def one_round(args: argparse.Namespace) -> dict:
